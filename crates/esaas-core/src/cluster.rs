@@ -1,0 +1,419 @@
+//! A cluster as the platform records it: spec, status, generations, and how
+//! disruptive a change to the spec would be.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::{Error, Result, Violations};
+use crate::names::{ClusterId, ClusterName, TenantId};
+use crate::spec::{ClusterSpec, Version};
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stored (upper-case) spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses the stored spelling.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
+text_enum!(
+    /// Lifecycle state of a cluster.
+    ClusterState {
+        /// Being created.
+        Provisioning = "PROVISIONING",
+        /// Running at its observed generation.
+        Ready = "READY",
+        /// A change is queued or being applied.
+        Updating = "UPDATING",
+        /// Running, but not healthy.
+        Degraded = "DEGRADED",
+        /// Retries exhausted.
+        Failed = "FAILED",
+        /// Being deleted.
+        Deleting = "DELETING",
+        /// Deleted (tombstone).
+        Deleted = "DELETED",
+    }
+);
+
+text_enum!(
+    /// Elasticsearch health.
+    Health {
+        /// Not known.
+        Unknown = "UNKNOWN",
+        /// Green.
+        Green = "GREEN",
+        /// Yellow.
+        Yellow = "YELLOW",
+        /// Red.
+        Red = "RED",
+    }
+);
+
+text_enum!(
+    /// Whether a condition holds.
+    ConditionStatus {
+        /// Holds.
+        True = "TRUE",
+        /// Does not hold.
+        False = "FALSE",
+        /// Not known.
+        Unknown = "UNKNOWN",
+    }
+);
+
+/// One aspect of a cluster's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    /// Condition type, for example `OperationQueued`.
+    pub kind: String,
+    /// Whether it holds.
+    pub status: ConditionStatus,
+    /// Machine-readable reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+    /// When `status` last changed.
+    pub last_transition_time: DateTime<Utc>,
+}
+
+/// Sets `condition` in `conditions`, keeping the transition time when the status did not change.
+pub fn set_condition(conditions: &mut Vec<Condition>, condition: Condition) {
+    match conditions.iter_mut().find(|c| c.kind == condition.kind) {
+        Some(existing) => {
+            let time = if existing.status == condition.status {
+                existing.last_transition_time
+            } else {
+                condition.last_transition_time
+            };
+            *existing = Condition {
+                last_transition_time: time,
+                ..condition
+            };
+        }
+        None => conditions.push(condition),
+    }
+}
+
+/// A cluster as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Unique id of this incarnation of the name.
+    pub uid: Uuid,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Id within the tenant.
+    pub cluster_id: ClusterId,
+    /// Desired state.
+    pub spec: ClusterSpec,
+    /// Spec generation.
+    pub generation: i64,
+    /// Generation last acted on completely.
+    pub observed_generation: i64,
+    /// Lifecycle state.
+    pub state: ClusterState,
+    /// Elasticsearch health.
+    pub health: Health,
+    /// Client endpoint, once known.
+    pub endpoint: Option<String>,
+    /// Conditions.
+    pub conditions: Vec<Condition>,
+    /// Summary.
+    pub message: String,
+    /// The operation acting on the cluster now.
+    pub current_operation: Option<Uuid>,
+    /// Increases on every change of the record; the etag derives from it.
+    pub version: i64,
+    /// Revision of the newest event.
+    pub revision: i64,
+    /// Creation time.
+    pub create_time: DateTime<Utc>,
+    /// Last change.
+    pub update_time: DateTime<Utc>,
+    /// Deletion request time.
+    pub delete_time: Option<DateTime<Utc>>,
+}
+
+impl Cluster {
+    /// `tenants/{tenant}/clusters/{cluster}`.
+    pub fn name(&self) -> ClusterName {
+        ClusterName {
+            tenant: self.tenant.clone(),
+            cluster: self.cluster_id.clone(),
+        }
+    }
+
+    /// The opaque etag of this version of the record.
+    pub fn etag(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.uid.as_bytes());
+        h.update(self.version.to_be_bytes());
+        hex::encode(&h.finalize()[..12])
+    }
+
+    /// Fails with `EtagMismatch` unless `etag` is empty or current.
+    pub fn check_etag(&self, etag: &str) -> Result<()> {
+        if etag.is_empty() || etag == self.etag() {
+            Ok(())
+        } else {
+            Err(Error::EtagMismatch {
+                name: self.name().to_string(),
+            })
+        }
+    }
+}
+
+/// How disruptive a change is to a running cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Disruption {
+    /// Nothing running is touched.
+    None,
+    /// Changed in place, no restarts.
+    InPlace,
+    /// Nodes restart or leave one at a time.
+    Rolling,
+    /// New nodes come first.
+    NewNodesFirst,
+    /// The cluster goes away.
+    Destructive,
+}
+
+/// A top-level spec field an update mask may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecField {
+    /// `spec.version`.
+    Version,
+    /// `spec.node_sets`.
+    NodeSets,
+    /// `spec.zone_count`.
+    ZoneCount,
+    /// `spec.volume_retention`.
+    VolumeRetention,
+}
+
+impl SpecField {
+    /// Every field; what the mask `spec` means.
+    pub const ALL: [SpecField; 4] = [
+        SpecField::Version,
+        SpecField::NodeSets,
+        SpecField::ZoneCount,
+        SpecField::VolumeRetention,
+    ];
+
+    /// Parses one update-mask path.
+    pub fn parse_path(path: &str) -> Option<&'static [SpecField]> {
+        Some(match path {
+            "spec" => &Self::ALL,
+            "spec.version" => &[SpecField::Version],
+            "spec.node_sets" => &[SpecField::NodeSets],
+            "spec.zone_count" => &[SpecField::ZoneCount],
+            "spec.volume_retention" => &[SpecField::VolumeRetention],
+            _ => return None,
+        })
+    }
+}
+
+impl ClusterSpec {
+    /// This spec with `fields` taken from `patch`.
+    pub fn merged(&self, patch: &ClusterSpec, fields: &[SpecField]) -> ClusterSpec {
+        let mut out = self.clone();
+        for f in fields {
+            match f {
+                SpecField::Version => out.version = patch.version.clone(),
+                SpecField::NodeSets => out.node_sets = patch.node_sets.clone(),
+                SpecField::ZoneCount => out.zone_count = patch.zone_count,
+                SpecField::VolumeRetention => out.volume_retention = patch.volume_retention,
+            }
+        }
+        out
+    }
+}
+
+/// Classifies the change from `old` to `new` (both validated, with defaults),
+/// refusing changes the platform cannot make safely: a version downgrade and a
+/// smaller volume. `prefix` is the spec's path in the request.
+pub fn classify_change(old: &ClusterSpec, new: &ClusterSpec, prefix: &str) -> Result<Disruption> {
+    let mut v = Violations::default();
+    let mut d = Disruption::None;
+    if old.version != new.version {
+        match (Version::parse(&old.version), Version::parse(&new.version)) {
+            (Some(a), Some(b)) if b < a => v.add(
+                format!("{prefix}.version"),
+                format!(
+                    "downgrading from {} to {} is not supported: Elasticsearch cannot read data written by a newer version",
+                    old.version, new.version
+                ),
+            ),
+            _ => d = d.max(Disruption::Rolling),
+        }
+    }
+    if old.zone_count != new.zone_count {
+        d = d.max(Disruption::NewNodesFirst);
+    }
+    for (i, ns) in new.node_sets.iter().enumerate() {
+        let p = format!("{prefix}.node_sets[{i}]");
+        let Some(prev) = old.node_sets.iter().find(|o| o.name == ns.name) else {
+            d = d.max(Disruption::NewNodesFirst);
+            continue;
+        };
+        if ns.storage_gib < prev.storage_gib {
+            v.add(
+                format!("{p}.storage_gib"),
+                format!(
+                    "volumes cannot shrink (from {} to {} GiB); add a node set with smaller volumes and remove this one instead",
+                    prev.storage_gib, ns.storage_gib
+                ),
+            );
+        }
+        if ns.size_class != prev.size_class {
+            d = d.max(Disruption::NewNodesFirst);
+        }
+        if ns.count > prev.count {
+            d = d.max(Disruption::NewNodesFirst);
+        }
+        if ns.count < prev.count || ns.roles != prev.roles {
+            d = d.max(Disruption::Rolling);
+        }
+        if ns.storage_gib > prev.storage_gib
+            || ns.storage_iops != prev.storage_iops
+            || ns.storage_throughput_mibps != prev.storage_throughput_mibps
+        {
+            d = d.max(Disruption::InPlace);
+        }
+    }
+    if old
+        .node_sets
+        .iter()
+        .any(|o| !new.node_sets.iter().any(|n| n.name == o.name))
+    {
+        // A node set that goes away is drained one node at a time.
+        d = d.max(Disruption::Rolling);
+    }
+    v.finish()?;
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::NodeSet;
+
+    #[test]
+    fn disruption_table() {
+        let base = ClusterSpec::test().with_nodes(3);
+        let cases: Vec<(&str, Box<dyn Fn(&mut ClusterSpec)>, Disruption)> = vec![
+            ("nothing", Box::new(|_| {}), Disruption::None),
+            (
+                "retention",
+                Box::new(|s| s.volume_retention = crate::spec::VolumeRetention::Retain),
+                Disruption::None,
+            ),
+            (
+                "bigger volume",
+                Box::new(|s| s.node_sets[0].storage_gib = 100),
+                Disruption::InPlace,
+            ),
+            (
+                "more iops",
+                Box::new(|s| s.node_sets[0].storage_iops = 6000),
+                Disruption::InPlace,
+            ),
+            (
+                "upgrade",
+                Box::new(|s| s.version = "8.17.1".into()),
+                Disruption::Rolling,
+            ),
+            (
+                "shrink",
+                Box::new(|s| s.node_sets[0].count = 2),
+                Disruption::Rolling,
+            ),
+            (
+                "grow",
+                Box::new(|s| s.node_sets[0].count = 5),
+                Disruption::NewNodesFirst,
+            ),
+            (
+                "new size",
+                Box::new(|s| s.node_sets[0].size_class = "large".into()),
+                Disruption::NewNodesFirst,
+            ),
+            (
+                "new set",
+                Box::new(|s| s.node_sets.push(NodeSet::test("hot"))),
+                Disruption::NewNodesFirst,
+            ),
+            (
+                "zones",
+                Box::new(|s| s.zone_count = 3),
+                Disruption::NewNodesFirst,
+            ),
+        ];
+        for (what, change, want) in cases {
+            let mut new = base.clone();
+            change(&mut new);
+            assert_eq!(classify_change(&base, &new, "s").unwrap(), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn unsafe_changes_are_refused() {
+        let base = ClusterSpec::test().with_version("8.17.1");
+        let down = base.clone().with_version("8.15.3");
+        assert!(
+            matches!(classify_change(&base, &down, "s"), Err(Error::InvalidArgument(v)) if v[0].field == "s.version")
+        );
+        let mut smaller = base.clone();
+        smaller.node_sets[0].storage_gib = 20;
+        assert!(
+            matches!(classify_change(&base, &smaller, "s"), Err(Error::InvalidArgument(v)) if v[0].field == "s.node_sets[0].storage_gib")
+        );
+    }
+
+    #[test]
+    fn merge_takes_only_masked_fields() {
+        let base = ClusterSpec::test();
+        let patch = ClusterSpec::test().with_version("9.1.0").with_nodes(7);
+        let merged = base.merged(&patch, &[SpecField::Version]);
+        assert_eq!(merged.version, "9.1.0");
+        assert_eq!(merged.node_sets[0].count, 1);
+        assert!(SpecField::parse_path("spec.bogus").is_none());
+    }
+
+    #[test]
+    fn conditions_keep_transition_time_when_status_holds() {
+        let t0 = DateTime::<Utc>::from_timestamp(0, 0).unwrap();
+        let t1 = DateTime::<Utc>::from_timestamp(100, 0).unwrap();
+        let c = |status, t| Condition {
+            kind: "X".into(),
+            status,
+            reason: "R".into(),
+            message: "m".into(),
+            last_transition_time: t,
+        };
+        let mut cs = vec![c(ConditionStatus::True, t0)];
+        set_condition(&mut cs, c(ConditionStatus::True, t1));
+        assert_eq!(cs[0].last_transition_time, t0);
+        set_condition(&mut cs, c(ConditionStatus::False, t1));
+        assert_eq!(cs[0].last_transition_time, t1);
+        assert_eq!(cs.len(), 1);
+    }
+}

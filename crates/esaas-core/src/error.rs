@@ -1,0 +1,179 @@
+//! The domain error. Every adapter maps its own failures into it, and the API
+//! maps it, in one place, to a gRPC status with AIP-193 details.
+
+use std::time::Duration;
+
+/// Result with the domain error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One bad field of a request: its path (as in the request, `cluster.spec.node_sets[0].count`)
+/// and why it is bad.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Path of the field in the request.
+    pub field: String,
+    /// What is wrong and what would be right.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// One exceeded quota limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaViolation {
+    /// What the limit applies to, for example `tenants/search:nodes`.
+    pub subject: String,
+    /// The limit, what is used and what the request would add.
+    pub description: String,
+}
+
+/// One unmet precondition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreconditionViolation {
+    /// A stable type, for example `STATE`.
+    pub kind: String,
+    /// The resource, for example `tenants/search/clusters/logs`.
+    pub subject: String,
+    /// What is wrong.
+    pub description: String,
+}
+
+/// Everything that can go wrong, in the terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; each violation names a field.
+    #[error("invalid argument: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The resource does not exist, or belongs to another tenant.
+    #[error("{name} not found")]
+    NotFound {
+        /// Resource type, for example `Cluster`.
+        kind: &'static str,
+        /// Resource name.
+        name: String,
+    },
+    /// A resource with that name exists already.
+    #[error("{name} already exists")]
+    AlreadyExists {
+        /// Resource type.
+        kind: &'static str,
+        /// Resource name.
+        name: String,
+    },
+    /// The etag sent does not match the resource's current one.
+    #[error("etag mismatch on {name}: the resource changed since it was read")]
+    EtagMismatch {
+        /// Resource name.
+        name: String,
+    },
+    /// The request is valid but the resource is not in a state that allows it.
+    #[error("failed precondition: {}", .0.iter().map(|v| v.description.as_str()).collect::<Vec<_>>().join("; "))]
+    FailedPrecondition(Vec<PreconditionViolation>),
+    /// The request would exceed the tenant's quota.
+    #[error("quota exceeded: {}", .0.iter().map(|v| v.description.as_str()).collect::<Vec<_>>().join("; "))]
+    QuotaExceeded(Vec<QuotaViolation>),
+    /// The caller is known but its role does not allow this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The caller could not be identified.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// A request id was reused with a different request.
+    #[error("request_id {request_id} was already used with a different request")]
+    RequestIdReused {
+        /// The reused id.
+        request_id: String,
+    },
+    /// A dependency is unavailable for now; try again after the delay.
+    #[error("unavailable: {message}")]
+    Unavailable {
+        /// What is unavailable.
+        message: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// A bug or an unexpected failure; the message is logged, not shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// A single field violation.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Error::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    /// A state precondition on `subject`.
+    pub fn precondition(subject: impl Into<String>, description: impl Into<String>) -> Self {
+        Error::FailedPrecondition(vec![PreconditionViolation {
+            kind: "STATE".into(),
+            subject: subject.into(),
+            description: description.into(),
+        }])
+    }
+
+    /// The stable reason of `ErrorInfo`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::NotFound { .. } => "NOT_FOUND",
+            Error::AlreadyExists { .. } => "ALREADY_EXISTS",
+            Error::EtagMismatch { .. } => "ETAG_MISMATCH",
+            Error::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            Error::QuotaExceeded(_) => "QUOTA_EXCEEDED",
+            Error::PermissionDenied(_) => "PERMISSION_DENIED",
+            Error::Unauthenticated(_) => "UNAUTHENTICATED",
+            Error::RequestIdReused { .. } => "REQUEST_ID_REUSED",
+            Error::Unavailable { .. } => "UNAVAILABLE",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+/// Collects field violations and turns them into one error.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Adds a violation.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// Adds the violations of an error if it is an `InvalidArgument`; other errors pass through.
+    pub fn absorb<T>(&mut self, result: Result<T>) -> Result<Option<T>> {
+        match result {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::InvalidArgument(vs)) => {
+                self.0.extend(vs);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `Ok` when nothing was added.
+    pub fn finish(self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self.0))
+        }
+    }
+}

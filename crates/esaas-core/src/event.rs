@@ -1,0 +1,40 @@
+//! The append-only event log of a cluster.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::cluster::{Cluster, text_enum};
+
+text_enum!(
+    /// What an event records.
+    EventKind {
+        /// Created, create operation queued.
+        Created = "CREATED",
+        /// A new spec generation.
+        SpecUpdated = "SPEC_UPDATED",
+        /// Deletion requested.
+        DeleteRequested = "DELETE_REQUESTED",
+        /// State, health or conditions changed.
+        StatusChanged = "STATUS_CHANGED",
+        /// An operation progressed.
+        OperationProgress = "OPERATION_PROGRESS",
+    }
+);
+
+/// One event of a cluster's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterEvent {
+    /// Position in the log, 1-based, no gaps.
+    pub revision: i64,
+    /// What happened.
+    pub kind: EventKind,
+    /// Description.
+    pub message: String,
+    /// The operation involved.
+    pub operation: Option<Uuid>,
+    /// The cluster right after the event.
+    pub snapshot: Cluster,
+    /// Recorded at.
+    pub create_time: DateTime<Utc>,
+}

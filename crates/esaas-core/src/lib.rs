@@ -1,0 +1,18 @@
+//! The esaas domain, free of I/O: resource names with their rules, the cluster
+//! spec and its validation against the platform catalog, lifecycle states,
+//! operations, quotas, roles and the one error type every adapter maps into.
+//!
+//! Nothing here depends on tonic, sqlx, kube or the AWS SDK; the adapters
+//! convert to and from these types.
+
+pub mod auth;
+pub mod catalog;
+pub mod cluster;
+pub mod error;
+pub mod event;
+pub mod names;
+pub mod operation;
+pub mod spec;
+pub mod tenant;
+
+pub use error::{Error, FieldViolation, Result};

@@ -1,0 +1,303 @@
+//! Resource names and the ids inside them, each a newtype with its rules.
+//!
+//! Ids are RFC 1123 labels that also start with a letter (so Service names
+//! derived from them are valid DNS-1035 labels), with length limits chosen so
+//! that every derived name fits: the EKS node group `{tenant}-{cluster}-{node set}`
+//! (≤ 62 of 63), the StatefulSet `{cluster}-{node set}` (≤ 41 of the 52 that
+//! leave room for the pod's revision label), and the namespace `esaas-{tenant}`.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Longest tenant id.
+pub const TENANT_ID_MAX: usize = 20;
+/// Longest cluster id.
+pub const CLUSTER_ID_MAX: usize = 24;
+/// Longest node set name.
+pub const NODE_SET_NAME_MAX: usize = 16;
+
+fn check_label(field: &str, value: &str, max: usize) -> Result<()> {
+    let why = if value.is_empty() {
+        Some("is required".to_string())
+    } else if value.len() > max {
+        Some(format!(
+            "must be at most {max} characters, got {}",
+            value.len()
+        ))
+    } else if !value.starts_with(|c: char| c.is_ascii_lowercase()) {
+        Some("must start with a lowercase letter".to_string())
+    } else if !value.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        Some("must end with a lowercase letter or a digit".to_string())
+    } else if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        Some(format!(
+            "may contain only lowercase letters, digits and '-', found {bad:?}"
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::invalid(field, format!("{value:?} {why}"))),
+        None => Ok(()),
+    }
+}
+
+macro_rules! label_newtype {
+    ($(#[$doc:meta])* $name:ident, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses and checks the id; `field` names it in the error.
+            pub fn parse(field: &str, value: &str) -> Result<Self> {
+                check_label(field, value, $max)?;
+                Ok(Self(value.to_string()))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+label_newtype!(
+    /// The id of a tenant, the `{tenant}` in `tenants/{tenant}`.
+    TenantId,
+    TENANT_ID_MAX
+);
+label_newtype!(
+    /// The id of a cluster within its tenant.
+    ClusterId,
+    CLUSTER_ID_MAX
+);
+label_newtype!(
+    /// The name of a node set within its cluster.
+    NodeSetName,
+    NODE_SET_NAME_MAX
+);
+
+/// `tenants/{tenant}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TenantName(pub TenantId);
+
+impl TenantName {
+    /// Parses `tenants/{tenant}`.
+    pub fn parse(field: &str, value: &str) -> Result<Self> {
+        let Some(id) = value.strip_prefix("tenants/") else {
+            return Err(Error::invalid(
+                field,
+                format!("{value:?} is not a tenant name; expected tenants/{{tenant}}"),
+            ));
+        };
+        Ok(Self(TenantId::parse(field, id)?))
+    }
+}
+
+impl fmt::Display for TenantName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tenants/{}", self.0)
+    }
+}
+
+/// The parent of a list call: one tenant, or `tenants/-` for every tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantScope {
+    /// One tenant.
+    One(TenantId),
+    /// Every tenant (platform admins only).
+    All,
+}
+
+impl TenantScope {
+    /// Parses `tenants/{tenant}` or `tenants/-`.
+    pub fn parse(field: &str, value: &str) -> Result<Self> {
+        if value == "tenants/-" {
+            return Ok(TenantScope::All);
+        }
+        Ok(TenantScope::One(TenantName::parse(field, value)?.0))
+    }
+}
+
+/// `tenants/{tenant}/clusters/{cluster}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClusterName {
+    /// The owning tenant.
+    pub tenant: TenantId,
+    /// The cluster within it.
+    pub cluster: ClusterId,
+}
+
+impl ClusterName {
+    /// Parses `tenants/{tenant}/clusters/{cluster}`.
+    pub fn parse(field: &str, value: &str) -> Result<Self> {
+        let parts: Vec<&str> = value.split('/').collect();
+        match parts.as_slice() {
+            ["tenants", tenant, "clusters", cluster] => Ok(Self {
+                tenant: TenantId::parse(field, tenant)?,
+                cluster: ClusterId::parse(field, cluster)?,
+            }),
+            _ => Err(Error::invalid(
+                field,
+                format!(
+                    "{value:?} is not a cluster name; expected tenants/{{tenant}}/clusters/{{cluster}}"
+                ),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tenants/{}/clusters/{}", self.tenant, self.cluster)
+    }
+}
+
+/// `operations/{id}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OperationName(pub Uuid);
+
+impl OperationName {
+    /// Parses `operations/{uuid}`.
+    pub fn parse(field: &str, value: &str) -> Result<Self> {
+        value
+            .strip_prefix("operations/")
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .map(Self)
+            .ok_or_else(|| {
+                Error::invalid(
+                    field,
+                    format!("{value:?} is not an operation name; expected operations/{{uuid}}"),
+                )
+            })
+    }
+}
+
+impl fmt::Display for OperationName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "operations/{}", self.0)
+    }
+}
+
+/// `tenants/{tenant}/apiKeys/{id}` or `apiKeys/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyName {
+    /// The tenant of a tenant key.
+    pub tenant: Option<TenantId>,
+    /// The key id.
+    pub id: Uuid,
+}
+
+impl ApiKeyName {
+    /// Parses either form.
+    pub fn parse(field: &str, value: &str) -> Result<Self> {
+        let bad = || {
+            Error::invalid(
+                field,
+                format!(
+                    "{value:?} is not an API key name; expected tenants/{{tenant}}/apiKeys/{{id}} or apiKeys/{{id}}"
+                ),
+            )
+        };
+        let parts: Vec<&str> = value.split('/').collect();
+        let (tenant, id) = match parts.as_slice() {
+            ["tenants", tenant, "apiKeys", id] => (Some(TenantId::parse(field, tenant)?), *id),
+            ["apiKeys", id] => (None, *id),
+            _ => return Err(bad()),
+        };
+        let id = Uuid::parse_str(id).map_err(|_| bad())?;
+        Ok(Self { tenant, id })
+    }
+}
+
+impl fmt::Display for ApiKeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tenant {
+            Some(t) => write!(f, "tenants/{t}/apiKeys/{}", self.id),
+            None => write!(f, "apiKeys/{}", self.id),
+        }
+    }
+}
+
+/// Parses an AIP-155 request id: empty (no idempotency) or a UUID.
+pub fn parse_request_id(field: &str, value: &str) -> Result<Option<Uuid>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    Uuid::parse_str(value)
+        .map(Some)
+        .map_err(|_| Error::invalid(field, format!("{value:?} is not a UUID")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_follow_the_rules() {
+        for ok in [
+            "a",
+            "logs",
+            "a-1",
+            "team-search-eu",
+            &"a".repeat(CLUSTER_ID_MAX),
+        ] {
+            assert!(ClusterId::parse("f", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "-a",
+            "a-",
+            "Abc",
+            "a_b",
+            "a.b",
+            "ü",
+            &"a".repeat(CLUSTER_ID_MAX + 1),
+        ] {
+            let err = ClusterId::parse("cluster_id", bad).unwrap_err();
+            match err {
+                Error::InvalidArgument(v) => assert_eq!(v[0].field, "cluster_id"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        let n = ClusterName::parse("name", "tenants/t1/clusters/c1").unwrap();
+        assert_eq!(n.to_string(), "tenants/t1/clusters/c1");
+        assert!(ClusterName::parse("name", "tenants/t1/clusters/").is_err());
+        assert!(ClusterName::parse("name", "tenants/t1").is_err());
+        assert_eq!(
+            TenantScope::parse("parent", "tenants/-").unwrap(),
+            TenantScope::All
+        );
+        let id = Uuid::new_v4();
+        let k = ApiKeyName::parse("name", &format!("apiKeys/{id}")).unwrap();
+        assert_eq!(k.to_string(), format!("apiKeys/{id}"));
+        assert!(OperationName::parse("name", "operations/x").is_err());
+    }
+
+    #[test]
+    fn derived_names_fit_kubernetes_and_eks_limits() {
+        // node group name: tenant-cluster-nodeset must fit EKS's 63.
+        assert!(TENANT_ID_MAX + CLUSTER_ID_MAX + NODE_SET_NAME_MAX + 2 <= 63);
+        // StatefulSet cluster-nodeset must leave room for the revision hash label (52).
+        assert!(CLUSTER_ID_MAX + NODE_SET_NAME_MAX + 1 <= 52);
+    }
+}

@@ -1,0 +1,454 @@
+//! The cluster spec (what a tenant asks for) and its validation.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+#[cfg(test)]
+use crate::error::Error;
+use crate::error::{Result, Violations};
+use crate::names::NodeSetName;
+
+/// gp3 baseline IOPS, included in the price of the volume.
+pub const GP3_BASELINE_IOPS: i32 = 3000;
+/// gp3 maximum IOPS.
+pub const GP3_MAX_IOPS: i32 = 16000;
+/// gp3 baseline throughput, MiB/s.
+pub const GP3_BASELINE_THROUGHPUT: i32 = 125;
+/// gp3 maximum throughput, MiB/s.
+pub const GP3_MAX_THROUGHPUT: i32 = 1000;
+
+/// The desired shape of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    /// Elasticsearch version.
+    pub version: String,
+    /// Node sets, in the order given.
+    pub node_sets: Vec<NodeSet>,
+    /// Availability zones to spread over (1..=catalog max).
+    pub zone_count: i32,
+    /// What happens to volumes on delete.
+    pub volume_retention: VolumeRetention,
+}
+
+/// A group of identical nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSet {
+    /// Name within the cluster.
+    pub name: String,
+    /// Elasticsearch roles.
+    pub roles: Vec<NodeRole>,
+    /// Number of nodes.
+    pub count: i32,
+    /// Size class name.
+    pub size_class: String,
+    /// Volume per node, GiB.
+    pub storage_gib: i32,
+    /// Provisioned IOPS per volume (0 before defaults are applied).
+    pub storage_iops: i32,
+    /// Provisioned throughput per volume, MiB/s (0 before defaults are applied).
+    pub storage_throughput_mibps: i32,
+}
+
+/// An Elasticsearch node role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    /// Master-eligible.
+    Master,
+    /// Data.
+    Data,
+    /// Ingest.
+    Ingest,
+    /// Machine learning.
+    Ml,
+    /// Transforms.
+    Transform,
+}
+
+impl NodeRole {
+    /// The role as `elasticsearch.yml` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Master => "master",
+            NodeRole::Data => "data",
+            NodeRole::Ingest => "ingest",
+            NodeRole::Ml => "ml",
+            NodeRole::Transform => "transform",
+        }
+    }
+}
+
+/// What happens to volumes on delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeRetention {
+    /// Deleted with the cluster.
+    #[default]
+    Delete,
+    /// Kept.
+    Retain,
+}
+
+/// An Elasticsearch version, for ordering upgrades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32, pub u32, pub u32);
+
+impl Version {
+    /// Parses `major.minor.patch`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut it = s.split('.').map(|p| p.parse::<u32>().ok());
+        let v = Version(it.next()??, it.next()??, it.next()??);
+        it.next().is_none().then_some(v)
+    }
+}
+
+impl ClusterSpec {
+    /// Fills the defaults the API allows a caller to leave out (zone count,
+    /// gp3 baselines), so that stored specs are explicit.
+    pub fn with_defaults(mut self) -> Self {
+        if self.zone_count == 0 {
+            self.zone_count = 1;
+        }
+        for ns in &mut self.node_sets {
+            if ns.storage_iops == 0 {
+                ns.storage_iops = GP3_BASELINE_IOPS;
+            }
+            if ns.storage_throughput_mibps == 0 {
+                ns.storage_throughput_mibps = GP3_BASELINE_THROUGHPUT;
+            }
+            ns.roles.sort();
+            ns.roles.dedup();
+        }
+        self
+    }
+
+    /// Total nodes.
+    pub fn node_count(&self) -> i64 {
+        self.node_sets
+            .iter()
+            .map(|n| i64::from(n.count.max(0)))
+            .sum()
+    }
+
+    /// Total storage, GiB.
+    pub fn storage_gib(&self) -> i64 {
+        self.node_sets
+            .iter()
+            .map(|n| i64::from(n.count.max(0)) * i64::from(n.storage_gib.max(0)))
+            .sum()
+    }
+
+    /// Checks the spec (after `with_defaults`) against the catalog. `prefix` is
+    /// the path of the spec in the request, for example `cluster.spec`.
+    pub fn validate(&self, catalog: &Catalog, prefix: &str) -> Result<()> {
+        let mut v = Violations::default();
+        if self.version.is_empty() {
+            v.add(format!("{prefix}.version"), "is required");
+        } else if !catalog.has_version(&self.version) {
+            v.add(
+                format!("{prefix}.version"),
+                format!(
+                    "{:?} is not offered; offered versions: {}",
+                    self.version,
+                    catalog.versions.join(", ")
+                ),
+            );
+        }
+        if !(1..=catalog.max_zones).contains(&self.zone_count) {
+            v.add(
+                format!("{prefix}.zone_count"),
+                format!(
+                    "must be between 1 and {}, got {}",
+                    catalog.max_zones, self.zone_count
+                ),
+            );
+        }
+        if self.node_sets.is_empty() {
+            v.add(
+                format!("{prefix}.node_sets"),
+                "at least one node set is required",
+            );
+        } else if self.node_sets.len() > catalog.max_node_sets {
+            v.add(
+                format!("{prefix}.node_sets"),
+                format!(
+                    "at most {} node sets are allowed, got {}",
+                    catalog.max_node_sets,
+                    self.node_sets.len()
+                ),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, ns) in self.node_sets.iter().enumerate() {
+            let p = format!("{prefix}.node_sets[{i}]");
+            if v.absorb(NodeSetName::parse(&format!("{p}.name"), &ns.name))?
+                .is_some()
+                && !seen.insert(ns.name.as_str())
+            {
+                v.add(
+                    format!("{p}.name"),
+                    format!("{:?} is used by another node set", ns.name),
+                );
+            }
+            ns.validate(catalog, &p, &mut v);
+        }
+        if !self.node_sets.is_empty()
+            && !self
+                .node_sets
+                .iter()
+                .any(|n| n.roles.contains(&NodeRole::Master) && n.count > 0)
+        {
+            v.add(
+                format!("{prefix}.node_sets"),
+                "at least one node set must have the master role",
+            );
+        }
+        v.finish()
+    }
+}
+
+impl NodeSet {
+    fn validate(&self, catalog: &Catalog, p: &str, v: &mut Violations) {
+        if self.roles.is_empty() {
+            v.add(format!("{p}.roles"), "at least one role is required");
+        }
+        if !(1..=catalog.max_nodes_per_set).contains(&self.count) {
+            v.add(
+                format!("{p}.count"),
+                format!(
+                    "must be between 1 and {}, got {}",
+                    catalog.max_nodes_per_set, self.count
+                ),
+            );
+        }
+        if self.size_class.is_empty() {
+            v.add(format!("{p}.size_class"), "is required");
+        } else if catalog.size_class(&self.size_class).is_none() {
+            let offered: Vec<&str> = catalog
+                .size_classes
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            v.add(
+                format!("{p}.size_class"),
+                format!(
+                    "{:?} is not offered; offered size classes: {}",
+                    self.size_class,
+                    offered.join(", ")
+                ),
+            );
+        }
+        if !(catalog.min_storage_gib..=catalog.max_storage_gib).contains(&self.storage_gib) {
+            v.add(
+                format!("{p}.storage_gib"),
+                format!(
+                    "must be between {} and {} GiB, got {}",
+                    catalog.min_storage_gib, catalog.max_storage_gib, self.storage_gib
+                ),
+            );
+        }
+        if !(GP3_BASELINE_IOPS..=GP3_MAX_IOPS).contains(&self.storage_iops) {
+            v.add(
+                format!("{p}.storage_iops"),
+                format!(
+                    "must be 0 (baseline) or between {GP3_BASELINE_IOPS} and {GP3_MAX_IOPS}, got {}",
+                    self.storage_iops
+                ),
+            );
+        } else if i64::from(self.storage_iops) > 500 * i64::from(self.storage_gib.max(1))
+            && self.storage_iops > GP3_BASELINE_IOPS
+        {
+            v.add(
+                format!("{p}.storage_iops"),
+                format!(
+                    "gp3 allows at most 500 IOPS per GiB: {} GiB allows {}",
+                    self.storage_gib,
+                    500 * i64::from(self.storage_gib.max(1))
+                ),
+            );
+        }
+        if !(GP3_BASELINE_THROUGHPUT..=GP3_MAX_THROUGHPUT).contains(&self.storage_throughput_mibps)
+        {
+            v.add(
+                format!("{p}.storage_throughput_mibps"),
+                format!(
+                    "must be 0 (baseline) or between {GP3_BASELINE_THROUGHPUT} and {GP3_MAX_THROUGHPUT}, got {}",
+                    self.storage_throughput_mibps
+                ),
+            );
+        } else if self.storage_throughput_mibps > GP3_BASELINE_THROUGHPUT
+            && self.storage_throughput_mibps * 4 > self.storage_iops
+        {
+            v.add(
+                format!("{p}.storage_throughput_mibps"),
+                format!(
+                    "gp3 allows at most 0.25 MiB/s per IOPS: {} IOPS allow {} MiB/s",
+                    self.storage_iops,
+                    self.storage_iops / 4
+                ),
+            );
+        }
+    }
+}
+
+/// Builders for tests in this crate and others.
+pub mod test_support {
+    use super::*;
+
+    impl ClusterSpec {
+        /// One master+data node set of `nodes` small nodes with 50 GiB each.
+        pub fn test() -> Self {
+            ClusterSpec {
+                version: "8.15.3".into(),
+                node_sets: vec![NodeSet::test("default")],
+                zone_count: 1,
+                volume_retention: VolumeRetention::Delete,
+            }
+            .with_defaults()
+        }
+
+        /// Sets the node count of the first node set.
+        pub fn with_nodes(mut self, count: i32) -> Self {
+            if let Some(ns) = self.node_sets.first_mut() {
+                ns.count = count;
+            }
+            self
+        }
+
+        /// Sets the version.
+        pub fn with_version(mut self, version: &str) -> Self {
+            self.version = version.into();
+            self
+        }
+    }
+
+    impl NodeSet {
+        /// A single master+data node of size `small` with 50 GiB.
+        pub fn test(name: &str) -> Self {
+            NodeSet {
+                name: name.into(),
+                roles: vec![NodeRole::Master, NodeRole::Data],
+                count: 1,
+                size_class: "small".into(),
+                storage_gib: 50,
+                storage_iops: GP3_BASELINE_IOPS,
+                storage_throughput_mibps: GP3_BASELINE_THROUGHPUT,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(err: Error) -> Vec<String> {
+        match err {
+            Error::InvalidArgument(v) => v.into_iter().map(|v| v.field).collect(),
+            other => panic!("not invalid argument: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_spec_passes() {
+        ClusterSpec::test().validate(&Catalog::test(), "s").unwrap();
+        ClusterSpec::test()
+            .with_nodes(50)
+            .validate(&Catalog::test(), "s")
+            .unwrap();
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let c = Catalog::test();
+        let cases: Vec<(ClusterSpec, &str)> = vec![
+            (ClusterSpec::test().with_version(""), "s.version"),
+            (ClusterSpec::test().with_version("7.0.0"), "s.version"),
+            (ClusterSpec::test().with_nodes(0), "s.node_sets[0].count"),
+            (ClusterSpec::test().with_nodes(-3), "s.node_sets[0].count"),
+            (ClusterSpec::test().with_nodes(51), "s.node_sets[0].count"),
+            (
+                ClusterSpec {
+                    zone_count: 4,
+                    ..ClusterSpec::test()
+                },
+                "s.zone_count",
+            ),
+            (
+                ClusterSpec {
+                    node_sets: vec![],
+                    ..ClusterSpec::test()
+                },
+                "s.node_sets",
+            ),
+        ];
+        for (spec, field) in cases {
+            let got = fields(spec.validate(&c, "s").unwrap_err());
+            assert!(got.iter().any(|f| f == field), "{field} not in {got:?}");
+        }
+    }
+
+    #[test]
+    fn node_set_rules() {
+        let c = Catalog::test();
+        let mut s = ClusterSpec::test();
+        s.node_sets[0].size_class = "huge".into();
+        s.node_sets[0].storage_gib = 5;
+        s.node_sets[0].name = "Bad_Name".into();
+        let got = fields(s.validate(&c, "s").unwrap_err());
+        assert!(got.contains(&"s.node_sets[0].size_class".to_string()));
+        assert!(got.contains(&"s.node_sets[0].storage_gib".to_string()));
+        assert!(got.contains(&"s.node_sets[0].name".to_string()));
+
+        let mut s = ClusterSpec::test();
+        s.node_sets[0].roles = vec![NodeRole::Data];
+        assert_eq!(
+            fields(s.validate(&c, "s").unwrap_err()),
+            vec!["s.node_sets"]
+        );
+
+        let mut s = ClusterSpec::test();
+        s.node_sets.push(NodeSet::test("default"));
+        assert_eq!(
+            fields(s.validate(&c, "s").unwrap_err()),
+            vec!["s.node_sets[1].name"]
+        );
+
+        let mut s = ClusterSpec::test();
+        s.node_sets[0].storage_gib = 10;
+        s.node_sets[0].storage_iops = 6000; // > 500 per GiB
+        assert_eq!(
+            fields(s.validate(&c, "s").unwrap_err()),
+            vec!["s.node_sets[0].storage_iops"]
+        );
+
+        let mut s = ClusterSpec::test();
+        s.node_sets[0].storage_throughput_mibps = 1000; // needs 4000 IOPS
+        assert_eq!(
+            fields(s.validate(&c, "s").unwrap_err()),
+            vec!["s.node_sets[0].storage_throughput_mibps"]
+        );
+    }
+
+    #[test]
+    fn defaults_are_explicit() {
+        let mut s = ClusterSpec::test();
+        s.zone_count = 0;
+        s.node_sets[0].storage_iops = 0;
+        s.node_sets[0].roles = vec![NodeRole::Data, NodeRole::Master, NodeRole::Data];
+        let s = s.with_defaults();
+        assert_eq!(s.zone_count, 1);
+        assert_eq!(s.node_sets[0].storage_iops, GP3_BASELINE_IOPS);
+        assert_eq!(s.node_sets[0].roles, vec![NodeRole::Master, NodeRole::Data]);
+    }
+
+    #[test]
+    fn versions_order() {
+        assert!(Version::parse("8.15.3").unwrap() < Version::parse("8.17.0").unwrap());
+        assert!(Version::parse("9.0.0").unwrap() > Version::parse("8.99.99").unwrap());
+        assert!(Version::parse("8.15").is_none());
+        assert!(Version::parse("8.15.3.1").is_none());
+    }
+}

@@ -1,0 +1,136 @@
+//! API keys. The secret is 256 random bits shown once; only its SHA-256 is kept.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use esaas_core::auth::{Principal, Role};
+use esaas_core::names::{ApiKeyName, TenantId};
+use esaas_core::{Error, Result};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::AssertSqlSafe;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::Store;
+use crate::error::db_error;
+
+/// Prefix of every secret, so that a leaked one is easy to recognize and scan for.
+pub const SECRET_PREFIX: &str = "esk_";
+
+/// An API key without its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Name.
+    pub name: ApiKeyName,
+    /// Role.
+    pub role: Role,
+    /// Label.
+    pub display_name: String,
+    /// Created at.
+    pub create_time: DateTime<Utc>,
+    /// Revoked at.
+    pub revoke_time: Option<DateTime<Utc>>,
+}
+
+/// What a new key is for.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Tenant of a tenant key.
+    pub tenant: Option<TenantId>,
+    /// Role.
+    pub role: Role,
+    /// Label.
+    pub display_name: String,
+}
+
+/// SHA-256 of a secret.
+pub fn hash_secret(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+const COLUMNS: &str = "id, tenant_id, role, display_name, create_time, revoke_time";
+
+fn api_key(row: &PgRow) -> Result<ApiKey> {
+    let tenant: Option<String> = row.try_get("tenant_id").map_err(db_error)?;
+    let role: String = row.try_get("role").map_err(db_error)?;
+    Ok(ApiKey {
+        name: ApiKeyName {
+            tenant: tenant
+                .map(|t| TenantId::parse("tenant_id", &t))
+                .transpose()
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            id: row.try_get("id").map_err(db_error)?,
+        },
+        role: Role::parse(&role)
+            .ok_or_else(|| Error::Internal(format!("unknown role {role:?}")))?,
+        display_name: row.try_get("display_name").map_err(db_error)?,
+        create_time: row.try_get("create_time").map_err(db_error)?,
+        revoke_time: row.try_get("revoke_time").map_err(db_error)?,
+    })
+}
+
+impl Store {
+    /// Creates a key and returns it with its secret.
+    pub async fn create_api_key(
+        conn: &mut PgConnection,
+        new: &NewApiKey,
+    ) -> Result<(ApiKey, String)> {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let secret = format!("{SECRET_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO api_keys (id, tenant_id, role, display_name, secret_sha256) VALUES ($1, $2, $3, $4, $5) \
+             RETURNING {COLUMNS}"
+        )))
+        .bind(Uuid::new_v4())
+        .bind(new.tenant.as_ref().map(|t| t.as_str()))
+        .bind(new.role.as_str())
+        .bind(&new.display_name)
+        .bind(hash_secret(&secret))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        Ok((api_key(&row)?, secret))
+    }
+
+    /// Revokes a key (idempotent: a revoked key keeps its first revoke time).
+    pub async fn revoke_api_key(conn: &mut PgConnection, name: &ApiKeyName) -> Result<ApiKey> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE api_keys SET revoke_time = coalesce(revoke_time, now()) \
+             WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 RETURNING {COLUMNS}"
+        )))
+        .bind(name.id)
+        .bind(name.tenant.as_ref().map(|t| t.as_str()))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::NotFound {
+            kind: "ApiKey",
+            name: name.to_string(),
+        })?;
+        api_key(&row)
+    }
+
+    /// The principal of a valid (not revoked) key with this secret.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>> {
+        if !secret.starts_with(SECRET_PREFIX) {
+            return Ok(None);
+        }
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE secret_sha256 = $1 AND revoke_time IS NULL"
+        )))
+        .bind(hash_secret(secret))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let key = api_key(&row)?;
+        Ok(Some(Principal {
+            role: key.role,
+            tenant: key.name.tenant.clone(),
+            key: key.name.to_string(),
+        }))
+    }
+}

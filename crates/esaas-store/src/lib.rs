@@ -1,0 +1,80 @@
+//! The PostgreSQL store: the control plane's source of truth.
+//!
+//! Every change that a caller is told about is committed before the answer
+//! leaves: a cluster, its operation and its event are written in one
+//! transaction, and the change notification (`pg_notify`) is delivered by
+//! PostgreSQL only when that transaction commits.
+//!
+//! Queries are checked at run time by the integration tests, which run every
+//! one of them against a real PostgreSQL. The only dynamic SQL
+//! (`AssertSqlSafe`) interpolates constant column lists; values are always
+//! bound parameters.
+
+mod clusters;
+mod error;
+mod events;
+mod feed;
+mod keys;
+mod operations;
+mod rows;
+mod tenants;
+mod tx;
+mod workers;
+
+pub use clusters::{
+    ClusterFilter, ClusterPage, CreatedCluster, NewCluster, SpecPatch, UpdatedCluster,
+};
+pub use feed::{Change, ChangeFeed};
+pub use keys::{ApiKey, NewApiKey};
+pub use operations::OperationFilter;
+pub use tx::{Idempotency, Mode, Outcome};
+pub use workers::Worker;
+
+use std::time::Duration;
+
+use esaas_core::Result;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+pub use error::db_error;
+
+/// Migrations embedded from the workspace's `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Handle on the database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects a pool of at most `max_connections` to `url`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(db_error)?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations. Safe to run from several processes at once
+    /// (sqlx takes an advisory lock).
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| esaas_core::Error::Internal(format!("migration failed: {e}")))
+    }
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `make test` (and CI through .ci/run): every check, cheapest first, stopping at the first
+# failure. `scripts/test.sh lint` runs only the static checks (`make lint`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null || [ ! -x "$HOME/.cargo/bin/cargo" ] || PATH=$HOME/.cargo/bin:$PATH
+# Outside the clone, so CI and fresh clones build incrementally.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/esaas-target}
+
+# step NAME COMMAND...: announce on stderr, run, report the time; stop on failure.
+step() {
+  local name=$1 start=$SECONDS
+  shift
+  echo "==> $name" >&2
+  "$@" || { echo "==> FAILED: $name ($((SECONDS - start))s)" >&2; exit 1; }
+  echo "==> ok: $name ($((SECONDS - start))s)" >&2
+}
+
+# Assignments first: a failure inside "$(...)" would be lost as an argument of eval or export.
+tools_env=$(scripts/ensure-tools.sh --print-env)
+eval "$tools_env"
+if [ "${1:-}" != lint ]; then
+  db_url=$(scripts/ensure-postgres.sh)
+fi
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "buf lint" "$ESAAS_BUF" lint
+[ "${1:-}" != lint ] || exit 0
+
+step "cargo build" cargo build --workspace --all-targets
+
+# What the integration tests and the e2e scripts read.
+export ESAAS_TEST_DATABASE_URL=$db_url
+export ESAAS_BIN=$CARGO_TARGET_DIR/debug/esaas
+export ESAAS_GRPCURL=$ESAAS_TEST_VENV/bin/grpcurl
+step "cargo test" cargo test --workspace
+
+shopt -s nullglob
+for script in tests/e2e/*.sh; do
+  if [ -x "$script" ]; then step "$script" "$script"; fi
+done
+echo "==> all passed (${SECONDS}s)" >&2
