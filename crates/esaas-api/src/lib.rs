@@ -1,1 +1,168 @@
-//! placeholder
+//! The esaas gRPC services. Handlers are thin: authenticate, parse the
+//! request into domain types (each input error names its field), authorize,
+//! call the store, convert back. Errors become statuses in `error::to_status`.
+
+mod admin;
+pub mod auth;
+mod clusters;
+pub mod convert;
+pub mod error;
+mod operations;
+pub mod page;
+pub mod size_limit;
+mod watch;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use esaas_core::auth::Principal;
+use esaas_core::catalog::Catalog;
+use esaas_core::tenant::Quota;
+use esaas_core::{Error, Result};
+use esaas_proto::v1 as pb;
+use esaas_store::{ChangeFeed, Idempotency, Mode, Outcome, Store};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use auth::Authenticator;
+
+/// What the services need to know from configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Versions and size classes on offer.
+    pub catalog: Catalog,
+    /// Attempt budget of a new operation.
+    pub max_attempts: i32,
+    /// Quota of a tenant created without one.
+    pub default_quota: Quota,
+    /// How often a watch stream re-reads even without a notification (a
+    /// safety net; notifications normally wake it at once).
+    pub watch_poll: Duration,
+}
+
+/// Shared state of every service.
+#[derive(Debug, Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    auth: Authenticator,
+    feed: ChangeFeed,
+    settings: Settings,
+}
+
+/// A response that can be stored for an idempotent retry. Responses that
+/// carry a secret drop it first: the platform keeps no clear copy of a secret.
+pub trait Replayable: Message + Default {
+    /// Removes what must not be stored.
+    fn redact(&mut self) {}
+}
+
+impl Api {
+    /// Builds the services' state and starts this process's change feed.
+    pub fn new(store: Store, bootstrap_admin_key: Option<&str>, settings: Settings) -> Self {
+        let auth = Authenticator::new(store.clone(), bootstrap_admin_key);
+        let feed = ChangeFeed::start(&store);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                auth,
+                feed,
+                settings,
+            }),
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    async fn principal<T>(&self, req: &tonic::Request<T>) -> Result<Principal> {
+        self.inner.auth.authenticate(req.metadata()).await
+    }
+
+    /// Runs a change with AIP-155 idempotency and AIP-163 `validate_only`.
+    async fn mutate<T, R: Replayable>(
+        &self,
+        method: &'static str,
+        scope: String,
+        request_id: Option<Uuid>,
+        request_hash: Vec<u8>,
+        validate_only: bool,
+        work: impl AsyncFnOnce(&mut esaas_store::Conn) -> Result<T>,
+        respond: impl Fn(&T) -> R,
+    ) -> Result<R> {
+        let mode = Mode {
+            validate_only,
+            idempotency: request_id.map(|request_id| Idempotency {
+                scope,
+                method,
+                request_id,
+                request_hash,
+            }),
+        };
+        let outcome = self
+            .store()
+            .run(&mode, work, |t| {
+                let mut r = respond(t);
+                r.redact();
+                r.encode_to_vec()
+            })
+            .await?;
+        match outcome {
+            Outcome::Fresh(t) => Ok(respond(&t)),
+            Outcome::Replayed(bytes) => R::decode(bytes.as_slice())
+                .map_err(|e| Error::Internal(format!("stored response of {method}: {e}"))),
+        }
+    }
+}
+
+/// Hash of a request with its request id cleared by `clear`.
+fn request_hash<M: Message + Clone>(m: &M, clear: impl FnOnce(&mut M)) -> Vec<u8> {
+    let mut m = m.clone();
+    clear(&mut m);
+    Sha256::digest(m.encode_to_vec()).to_vec()
+}
+
+impl Replayable for pb::CreateClusterResponse {}
+impl Replayable for pb::UpdateClusterResponse {}
+impl Replayable for pb::DeleteClusterResponse {}
+impl Replayable for pb::CreateTenantResponse {}
+impl Replayable for pb::UpdateTenantQuotaResponse {}
+impl Replayable for pb::RetryOperationResponse {}
+impl Replayable for pb::CreateApiKeyResponse {
+    fn redact(&mut self) {
+        self.secret.clear();
+    }
+}
+
+/// The four esaas services, ready to add to a tonic server.
+pub fn services(
+    api: Api,
+    max_message_bytes: usize,
+) -> (
+    pb::cluster_service_server::ClusterServiceServer<Api>,
+    pb::operation_service_server::OperationServiceServer<Api>,
+    pb::admin_service_server::AdminServiceServer<Api>,
+    pb::worker_service_server::WorkerServiceServer<Api>,
+) {
+    (
+        pb::cluster_service_server::ClusterServiceServer::new(api.clone())
+            .max_decoding_message_size(max_message_bytes),
+        pb::operation_service_server::OperationServiceServer::new(api.clone())
+            .max_decoding_message_size(max_message_bytes),
+        pb::admin_service_server::AdminServiceServer::new(api.clone())
+            .max_decoding_message_size(max_message_bytes),
+        pb::worker_service_server::WorkerServiceServer::new(api)
+            .max_decoding_message_size(max_message_bytes),
+    )
+}

@@ -1,1 +1,54 @@
-//! placeholder
+//! Wires esaas together: configuration, the store, the gRPC server with
+//! health and reflection, and migrations. The binary only parses arguments
+//! and calls in here.
+
+pub mod config;
+pub mod server;
+
+pub use config::Config;
+pub use server::{Running, start};
+
+/// Initializes logging to stderr: `RUST_LOG` filters (default `info`),
+/// `ESAAS_LOG_FORMAT=json` switches to JSON lines.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("ESAAS_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Applies pending migrations to the configured database.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = esaas_store::Store::connect(config.database_url()?, 2).await?;
+    store.migrate().await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn serve_until_signal(config: &Config) -> anyhow::Result<()> {
+    let mut running = start(config).await?;
+    let signal = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::select! {
+        r = signal => {
+            r?;
+            tracing::info!("shutting down");
+            running.shutdown().await
+        }
+        r = running.wait() => r,
+    }
+}

@@ -78,3 +78,17 @@ impl Store {
             .map_err(|e| esaas_core::Error::Internal(format!("migration failed: {e}")))
     }
 }
+
+/// The connection type a change runs on (see [`Store::run`]).
+pub type Conn = sqlx::PgConnection;
+
+impl Store {
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,383 @@
+//! `esaas.v1.AdminService`.
+
+use esaas_core::auth::Role;
+use esaas_core::error::Violations;
+use esaas_core::names::{ApiKeyName, OperationName, TenantId, TenantName, parse_request_id};
+use esaas_core::{Error, Result};
+use esaas_proto::v1 as pb;
+use esaas_store::{NewApiKey, Store};
+use tonic::{Request, Response};
+
+use crate::convert::{api_key_to_pb, operation_to_pb, quota_from_pb, tenant_to_pb, ts};
+use crate::error::{ApiResult, to_status};
+use crate::{Api, page, request_hash};
+
+/// Longest display name of a tenant or key.
+const DISPLAY_NAME_MAX: usize = 200;
+
+fn check_display_name(v: &mut Violations, field: &str, name: &str) {
+    if name.chars().count() > DISPLAY_NAME_MAX {
+        v.add(
+            field,
+            format!("must be at most {DISPLAY_NAME_MAX} characters"),
+        );
+    }
+    if name.chars().any(char::is_control) {
+        v.add(field, "must not contain control characters");
+    }
+}
+
+fn role_from_pb(role: i32) -> Result<Role> {
+    match pb::Role::try_from(role) {
+        Ok(pb::Role::PlatformAdmin) => Ok(Role::PlatformAdmin),
+        Ok(pb::Role::TenantAdmin) => Ok(Role::TenantAdmin),
+        Ok(pb::Role::TenantViewer) => Ok(Role::TenantViewer),
+        Ok(pb::Role::Worker) => Ok(Role::Worker),
+        Ok(pb::Role::Unspecified) | Err(_) => Err(Error::invalid(
+            "api_key.role",
+            "is required: ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN, ROLE_TENANT_VIEWER or ROLE_WORKER",
+        )),
+    }
+}
+
+impl Api {
+    async fn create_tenant_impl(
+        &self,
+        req: Request<pb::CreateTenantRequest>,
+    ) -> Result<pb::CreateTenantResponse> {
+        self.principal(&req).await?.require_platform_admin()?;
+        let r = req.into_inner();
+        let mut v = Violations::default();
+        let id = v.absorb(TenantId::parse("tenant_id", &r.tenant_id))?;
+        let request_id = v
+            .absorb(parse_request_id("request_id", &r.request_id))?
+            .flatten();
+        let tenant = r.tenant.clone().unwrap_or_default();
+        check_display_name(&mut v, "tenant.display_name", &tenant.display_name);
+        let quota = match &tenant.quota {
+            Some(q) => v.absorb(quota_from_pb(q, "tenant.quota"))?,
+            None => Some(self.settings().default_quota),
+        };
+        v.finish()?;
+        let (Some(id), Some(quota)) = (id, quota) else {
+            return Err(Error::Internal("validated fields missing".into()));
+        };
+        let display_name = if tenant.display_name.is_empty() {
+            id.to_string()
+        } else {
+            tenant.display_name.clone()
+        };
+        let hash = request_hash(&r, |m| m.request_id.clear());
+        self.mutate(
+            "CreateTenant",
+            "platform".into(),
+            request_id,
+            hash,
+            false,
+            async |conn| Store::create_tenant(conn, &id, &display_name, quota).await,
+            |t| pb::CreateTenantResponse {
+                tenant: Some(tenant_to_pb(t)),
+            },
+        )
+        .await
+    }
+
+    async fn get_tenant_impl(
+        &self,
+        req: Request<pb::GetTenantRequest>,
+    ) -> Result<pb::GetTenantResponse> {
+        let principal = self.principal(&req).await?;
+        let name = TenantName::parse("name", &req.get_ref().name)?;
+        // Members may read their own tenant (its quota and usage).
+        principal.can_read(&name.0, "Tenant", &name.to_string())?;
+        let tenant = self.store().get_tenant(&name.0).await?;
+        Ok(pb::GetTenantResponse {
+            tenant: Some(tenant_to_pb(&tenant)),
+        })
+    }
+
+    async fn list_tenants_impl(
+        &self,
+        req: Request<pb::ListTenantsRequest>,
+    ) -> Result<pb::ListTenantsResponse> {
+        self.principal(&req).await?.require_platform_admin()?;
+        let r = req.into_inner();
+        let limit = page::page_size(r.page_size)?;
+        let fp = page::fingerprint(&["tenants"]);
+        let after = page::decode(&fp, &r.page_token)?.and_then(|k| k.into_iter().next());
+        let mut tenants = self
+            .store()
+            .list_tenants(after.as_deref(), limit + 1)
+            .await?;
+        let more = tenants.len() as i64 > limit;
+        tenants.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_page_token = match tenants.last() {
+            Some(last) if more => page::encode(&fp, vec![last.id.to_string()]),
+            _ => String::new(),
+        };
+        Ok(pb::ListTenantsResponse {
+            tenants: tenants.iter().map(tenant_to_pb).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn update_quota_impl(
+        &self,
+        req: Request<pb::UpdateTenantQuotaRequest>,
+    ) -> Result<pb::UpdateTenantQuotaResponse> {
+        self.principal(&req).await?.require_platform_admin()?;
+        let r = req.into_inner();
+        let mut v = Violations::default();
+        let name = v.absorb(TenantName::parse("name", &r.name))?;
+        let request_id = v
+            .absorb(parse_request_id("request_id", &r.request_id))?
+            .flatten();
+        let quota = match &r.quota {
+            Some(q) => v.absorb(quota_from_pb(q, "quota"))?,
+            None => {
+                v.add("quota", "is required");
+                None
+            }
+        };
+        v.finish()?;
+        let (Some(name), Some(quota)) = (name, quota) else {
+            return Err(Error::Internal("validated fields missing".into()));
+        };
+        let hash = request_hash(&r, |m| m.request_id.clear());
+        self.mutate(
+            "UpdateTenantQuota",
+            "platform".into(),
+            request_id,
+            hash,
+            false,
+            async |conn| Store::update_quota(conn, &name.0, quota).await,
+            |t| pb::UpdateTenantQuotaResponse {
+                tenant: Some(tenant_to_pb(t)),
+            },
+        )
+        .await
+    }
+
+    async fn create_api_key_impl(
+        &self,
+        req: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<pb::CreateApiKeyResponse> {
+        self.principal(&req).await?.require_platform_admin()?;
+        let r = req.into_inner();
+        let mut v = Violations::default();
+        let tenant = if r.parent.is_empty() {
+            None
+        } else {
+            v.absorb(TenantName::parse("parent", &r.parent))?
+                .map(|t| t.0)
+        };
+        let request_id = v
+            .absorb(parse_request_id("request_id", &r.request_id))?
+            .flatten();
+        let key = r.api_key.clone().unwrap_or_default();
+        check_display_name(&mut v, "api_key.display_name", &key.display_name);
+        let role = v.absorb(role_from_pb(key.role))?;
+        if let Some(role) = role {
+            match (role.is_tenant_role(), r.parent.is_empty()) {
+                (true, true) => v.add("parent", "a tenant role needs parent `tenants/{tenant}`"),
+                (false, false) => v.add(
+                    "parent",
+                    "PLATFORM_ADMIN and WORKER keys belong to no tenant: leave parent empty",
+                ),
+                _ => {}
+            }
+        }
+        v.finish()?;
+        let Some(role) = role else {
+            return Err(Error::Internal("validated fields missing".into()));
+        };
+        if let Some(t) = &tenant
+            && !self.store().tenant_exists(t).await?
+        {
+            return Err(Error::NotFound {
+                kind: "Tenant",
+                name: format!("tenants/{t}"),
+            });
+        }
+        let new = NewApiKey {
+            tenant,
+            role,
+            display_name: key.display_name.clone(),
+        };
+        let hash = request_hash(&r, |m| m.request_id.clear());
+        self.mutate(
+            "CreateApiKey",
+            "platform".into(),
+            request_id,
+            hash,
+            false,
+            async |conn| Store::create_api_key(conn, &new).await,
+            |(key, secret)| pb::CreateApiKeyResponse {
+                api_key: Some(api_key_to_pb(key)),
+                secret: secret.clone(),
+            },
+        )
+        .await
+    }
+
+    async fn revoke_api_key_impl(
+        &self,
+        req: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<pb::RevokeApiKeyResponse> {
+        self.principal(&req).await?.require_platform_admin()?;
+        let name = ApiKeyName::parse("name", &req.get_ref().name)?;
+        let key = self
+            .store()
+            .run(
+                &Default::default(),
+                async |conn| Store::revoke_api_key(conn, &name).await,
+                |_| Vec::new(),
+            )
+            .await?;
+        match key {
+            esaas_store::Outcome::Fresh(key) => Ok(pb::RevokeApiKeyResponse {
+                api_key: Some(api_key_to_pb(&key)),
+            }),
+            esaas_store::Outcome::Replayed(_) => Err(Error::Internal(
+                "revoke is not idempotent by request id".into(),
+            )),
+        }
+    }
+
+    async fn retry_operation_impl(
+        &self,
+        req: Request<pb::RetryOperationRequest>,
+    ) -> Result<pb::RetryOperationResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let name = OperationName::parse("name", &r.name)?;
+        let request_id = parse_request_id("request_id", &r.request_id)?;
+        let op = self.store().get_operation(name.0).await?;
+        // Platform admins, and the owning tenant's admins, may retry.
+        principal.can_write(&op.tenant, "Operation", &name.to_string())?;
+        let initiator = principal.initiator();
+        let max_attempts = self.settings().max_attempts;
+        let hash = request_hash(&r, |m| m.request_id.clear());
+        self.mutate(
+            "RetryOperation",
+            format!("tenants/{}", op.tenant),
+            request_id,
+            hash,
+            false,
+            async |conn| Store::retry_operation(conn, name.0, &initiator, max_attempts).await,
+            |op| pb::RetryOperationResponse {
+                operation: Some(operation_to_pb(op)),
+            },
+        )
+        .await
+    }
+
+    async fn list_workers_impl(
+        &self,
+        req: Request<pb::ListWorkersRequest>,
+    ) -> Result<pb::ListWorkersResponse> {
+        self.principal(&req).await?.require_platform_admin()?;
+        let workers = self.store().list_workers().await?;
+        Ok(pb::ListWorkersResponse {
+            workers: workers
+                .iter()
+                .map(|w| pb::Worker {
+                    name: format!("workers/{}", w.id),
+                    region: w.region.clone(),
+                    capacity: w.capacity,
+                    version: w.version.clone(),
+                    leases: w
+                        .leases
+                        .iter()
+                        .map(|id| format!("operations/{id}"))
+                        .collect(),
+                    connect_time: ts(w.connect_time),
+                    last_heartbeat_time: ts(w.last_heartbeat_time),
+                })
+                .collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_service_server::AdminService for Api {
+    async fn create_tenant(
+        &self,
+        req: Request<pb::CreateTenantRequest>,
+    ) -> ApiResult<pb::CreateTenantResponse> {
+        self.create_tenant_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn get_tenant(
+        &self,
+        req: Request<pb::GetTenantRequest>,
+    ) -> ApiResult<pb::GetTenantResponse> {
+        self.get_tenant_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn list_tenants(
+        &self,
+        req: Request<pb::ListTenantsRequest>,
+    ) -> ApiResult<pb::ListTenantsResponse> {
+        self.list_tenants_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn update_tenant_quota(
+        &self,
+        req: Request<pb::UpdateTenantQuotaRequest>,
+    ) -> ApiResult<pb::UpdateTenantQuotaResponse> {
+        self.update_quota_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn create_api_key(
+        &self,
+        req: Request<pb::CreateApiKeyRequest>,
+    ) -> ApiResult<pb::CreateApiKeyResponse> {
+        self.create_api_key_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn revoke_api_key(
+        &self,
+        req: Request<pb::RevokeApiKeyRequest>,
+    ) -> ApiResult<pb::RevokeApiKeyResponse> {
+        self.revoke_api_key_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn retry_operation(
+        &self,
+        req: Request<pb::RetryOperationRequest>,
+    ) -> ApiResult<pb::RetryOperationResponse> {
+        self.retry_operation_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn list_workers(
+        &self,
+        req: Request<pb::ListWorkersRequest>,
+    ) -> ApiResult<pb::ListWorkersResponse> {
+        self.list_workers_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+}

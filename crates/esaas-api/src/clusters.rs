@@ -1,0 +1,433 @@
+//! `esaas.v1.ClusterService`.
+
+use std::pin::Pin;
+
+use esaas_core::cluster::{ClusterState, SpecField};
+use esaas_core::error::Violations;
+use esaas_core::names::{ClusterId, ClusterName, TenantName, TenantScope, parse_request_id};
+use esaas_core::spec::ClusterSpec;
+use esaas_core::{Error, Result};
+use esaas_proto::v1 as pb;
+use esaas_store::{ClusterFilter, CreatedCluster, NewCluster, SpecPatch, Store, UpdatedCluster};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::convert::{
+    cluster_state_from_name, cluster_to_pb, disruption_to_pb, operation_to_pb, spec_from_pb,
+};
+use crate::error::{ApiResult, to_status};
+use crate::{Api, page, request_hash};
+
+fn respond<T>(r: Result<T>) -> ApiResult<T> {
+    r.map(Response::new).map_err(to_status)
+}
+
+/// Parses `filter` of ListClusters: empty, or `state = NAME`.
+fn parse_state_filter(filter: &str) -> Result<Option<ClusterState>> {
+    let f = filter.trim();
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        Error::invalid(
+            "filter",
+            format!(
+                "{filter:?} is not supported; use `state = READY` (or another ClusterState name)"
+            ),
+        )
+    };
+    let (field, value) = f.split_once('=').ok_or_else(bad)?;
+    if field.trim() != "state" {
+        return Err(bad());
+    }
+    let value = value.trim().trim_matches('"');
+    cluster_state_from_name(value).map(Some).ok_or_else(bad)
+}
+
+/// The spec fields an update changes: the mask's paths, or (AIP-134) every
+/// spec field that is set in the request when the mask is empty.
+fn mask_fields(
+    mask: Option<&prost_types::FieldMask>,
+    spec: Option<&pb::ClusterSpec>,
+) -> Result<Vec<SpecField>> {
+    let mut fields = Vec::new();
+    match mask.filter(|m| !m.paths.is_empty()) {
+        Some(mask) => {
+            let mut v = Violations::default();
+            for (i, path) in mask.paths.iter().enumerate() {
+                match SpecField::parse_path(path) {
+                    Some(fs) => fields.extend_from_slice(fs),
+                    None => v.add(
+                        format!("update_mask.paths[{i}]"),
+                        format!(
+                            "{path:?} cannot be updated; use spec, spec.version, spec.node_sets, spec.zone_count or spec.volume_retention"
+                        ),
+                    ),
+                }
+            }
+            v.finish()?;
+        }
+        None => {
+            if let Some(s) = spec {
+                if !s.version.is_empty() {
+                    fields.push(SpecField::Version);
+                }
+                if !s.node_sets.is_empty() {
+                    fields.push(SpecField::NodeSets);
+                }
+                if s.zone_count != 0 {
+                    fields.push(SpecField::ZoneCount);
+                }
+                if s.volume_retention != 0 {
+                    fields.push(SpecField::VolumeRetention);
+                }
+            }
+            if fields.is_empty() {
+                return Err(Error::invalid(
+                    "update_mask",
+                    "names no field to change, and the request sets no spec field",
+                ));
+            }
+        }
+    }
+    fields.dedup();
+    Ok(fields)
+}
+
+impl Api {
+    async fn create_cluster_impl(
+        &self,
+        req: Request<pb::CreateClusterRequest>,
+    ) -> Result<pb::CreateClusterResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let parent = TenantName::parse("parent", &r.parent)?;
+        principal.can_write(&parent.0, "Tenant", &r.parent)?;
+
+        let mut v = Violations::default();
+        let cluster_id = v.absorb(ClusterId::parse("cluster_id", &r.cluster_id))?;
+        let request_id = v
+            .absorb(parse_request_id("request_id", &r.request_id))?
+            .flatten();
+        let spec = match r.cluster.as_ref().and_then(|c| c.spec.as_ref()) {
+            None => {
+                v.add("cluster.spec", "is required");
+                None
+            }
+            Some(s) => v
+                .absorb(spec_from_pb(s, "cluster.spec"))?
+                .map(ClusterSpec::with_defaults),
+        };
+        if let Some(spec) = &spec {
+            v.absorb(spec.validate(&self.settings().catalog, "cluster.spec"))?;
+        }
+        v.finish()?;
+        let (Some(cluster_id), Some(spec)) = (cluster_id, spec) else {
+            return Err(Error::Internal("validated fields missing".into()));
+        };
+
+        let new = NewCluster {
+            tenant: parent.0.clone(),
+            cluster_id,
+            spec,
+            initiator: principal.initiator(),
+            max_attempts: self.settings().max_attempts,
+        };
+        let validate_only = r.validate_only;
+        let hash = request_hash(&r, |m| m.request_id.clear());
+        self.mutate(
+            "CreateCluster",
+            parent.to_string(),
+            request_id,
+            hash,
+            validate_only,
+            async |conn| Store::create_cluster(conn, &new).await,
+            |c: &CreatedCluster| pb::CreateClusterResponse {
+                cluster: Some(cluster_to_pb(&c.cluster)),
+                operation: (!validate_only).then(|| operation_to_pb(&c.operation)),
+                disruption: disruption_to_pb(esaas_core::cluster::Disruption::None),
+            },
+        )
+        .await
+    }
+
+    async fn get_cluster_impl(
+        &self,
+        req: Request<pb::GetClusterRequest>,
+    ) -> Result<pb::GetClusterResponse> {
+        let principal = self.principal(&req).await?;
+        let name = ClusterName::parse("name", &req.get_ref().name)?;
+        principal.can_read(&name.tenant, "Cluster", &name.to_string())?;
+        let cluster = self.store().get_cluster(&name).await?;
+        Ok(pb::GetClusterResponse {
+            cluster: Some(cluster_to_pb(&cluster)),
+        })
+    }
+
+    async fn list_clusters_impl(
+        &self,
+        req: Request<pb::ListClustersRequest>,
+    ) -> Result<pb::ListClustersResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let scope = TenantScope::parse("parent", &r.parent)?;
+        let tenant = principal.list_scope(&scope, "Tenant")?;
+        let state = parse_state_filter(&r.filter)?;
+        let limit = page::page_size(r.page_size)?;
+        let fp = page::fingerprint(&[
+            &r.parent,
+            r.filter.trim(),
+            if r.show_deleted { "1" } else { "0" },
+        ]);
+        let after = match page::decode(&fp, &r.page_token)? {
+            None => None,
+            Some(k) => match k.as_slice() {
+                [t, c, u] => Some((
+                    t.clone(),
+                    c.clone(),
+                    Uuid::parse_str(u).map_err(|_| Error::invalid("page_token", "is corrupt"))?,
+                )),
+                _ => return Err(Error::invalid("page_token", "is corrupt")),
+            },
+        };
+        let mut clusters = self
+            .store()
+            .list_clusters(&ClusterFilter {
+                tenant,
+                state,
+                show_deleted: r.show_deleted,
+                after,
+                limit: limit + 1,
+            })
+            .await?;
+        let more = clusters.len() as i64 > limit;
+        clusters.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_page_token = match clusters.last() {
+            Some(last) if more => page::encode(
+                &fp,
+                vec![
+                    last.tenant.to_string(),
+                    last.cluster_id.to_string(),
+                    last.uid.to_string(),
+                ],
+            ),
+            _ => String::new(),
+        };
+        Ok(pb::ListClustersResponse {
+            clusters: clusters.iter().map(cluster_to_pb).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn update_cluster_impl(
+        &self,
+        req: Request<pb::UpdateClusterRequest>,
+    ) -> Result<pb::UpdateClusterResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let Some(cluster) = r.cluster.as_ref() else {
+            return Err(Error::invalid("cluster", "is required"));
+        };
+        let name = ClusterName::parse("cluster.name", &cluster.name)?;
+        principal.can_write(&name.tenant, "Cluster", &name.to_string())?;
+
+        let mut v = Violations::default();
+        let request_id = v
+            .absorb(parse_request_id("request_id", &r.request_id))?
+            .flatten();
+        let fields = v.absorb(mask_fields(r.update_mask.as_ref(), cluster.spec.as_ref()))?;
+        let default_spec = pb::ClusterSpec::default();
+        let spec = v.absorb(spec_from_pb(
+            cluster.spec.as_ref().unwrap_or(&default_spec),
+            "cluster.spec",
+        ))?;
+        v.finish()?;
+        let (Some(fields), Some(spec)) = (fields, spec) else {
+            return Err(Error::Internal("validated fields missing".into()));
+        };
+        let patch = SpecPatch { spec, fields };
+        let etag = cluster.etag.clone();
+        let initiator = principal.initiator();
+        let settings = self.settings();
+        let validate_only = r.validate_only;
+        let hash = request_hash(&r, |m| m.request_id.clear());
+        self.mutate(
+            "UpdateCluster",
+            format!("tenants/{}", name.tenant),
+            request_id,
+            hash,
+            validate_only,
+            async |conn| {
+                Store::update_cluster(
+                    conn,
+                    &settings.catalog,
+                    &name,
+                    &etag,
+                    &patch,
+                    &initiator,
+                    settings.max_attempts,
+                )
+                .await
+            },
+            |u: &UpdatedCluster| pb::UpdateClusterResponse {
+                cluster: Some(cluster_to_pb(&u.cluster)),
+                operation: u.operation.as_ref().map(operation_to_pb),
+                disruption: disruption_to_pb(u.disruption),
+            },
+        )
+        .await
+    }
+
+    async fn delete_cluster_impl(
+        &self,
+        req: Request<pb::DeleteClusterRequest>,
+    ) -> Result<pb::DeleteClusterResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let name = ClusterName::parse("name", &r.name)?;
+        principal.can_write(&name.tenant, "Cluster", &name.to_string())?;
+        let request_id = parse_request_id("request_id", &r.request_id)?;
+        let initiator = principal.initiator();
+        let max_attempts = self.settings().max_attempts;
+        let hash = request_hash(&r, |m| m.request_id.clear());
+        let etag = r.etag.clone();
+        self.mutate(
+            "DeleteCluster",
+            format!("tenants/{}", name.tenant),
+            request_id,
+            hash,
+            r.validate_only,
+            async |conn| Store::delete_cluster(conn, &name, &etag, &initiator, max_attempts).await,
+            |u: &UpdatedCluster| pb::DeleteClusterResponse {
+                cluster: Some(cluster_to_pb(&u.cluster)),
+                operation: u.operation.as_ref().map(operation_to_pb),
+                disruption: disruption_to_pb(u.disruption),
+            },
+        )
+        .await
+    }
+
+    async fn credentials_impl(
+        &self,
+        req: Request<pb::GetClusterCredentialsRequest>,
+    ) -> Result<pb::GetClusterCredentialsResponse> {
+        let principal = self.principal(&req).await?;
+        let name = ClusterName::parse("name", &req.get_ref().name)?;
+        principal.can_read_credentials(&name.tenant, &name.to_string())?;
+        let cluster = self.store().get_cluster(&name).await?;
+        // Credentials live only in the cluster's Kubernetes Secret, which the
+        // provisioning steps create; until a cluster has an endpoint there is
+        // nothing to hand out.
+        match cluster.endpoint {
+            None => Err(Error::precondition(
+                name.to_string(),
+                format!(
+                    "the cluster is {} and has no endpoint yet; credentials are available once it is READY",
+                    cluster.state.as_str()
+                ),
+            )),
+            Some(_) => Err(Error::Unavailable {
+                message: "this control plane has no Kubernetes credential source configured".into(),
+                retry_after: std::time::Duration::from_secs(30),
+            }),
+        }
+    }
+}
+
+type WatchClusterStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchClusterResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::cluster_service_server::ClusterService for Api {
+    async fn create_cluster(
+        &self,
+        req: Request<pb::CreateClusterRequest>,
+    ) -> ApiResult<pb::CreateClusterResponse> {
+        respond(self.create_cluster_impl(req).await)
+    }
+
+    async fn get_cluster(
+        &self,
+        req: Request<pb::GetClusterRequest>,
+    ) -> ApiResult<pb::GetClusterResponse> {
+        respond(self.get_cluster_impl(req).await)
+    }
+
+    async fn list_clusters(
+        &self,
+        req: Request<pb::ListClustersRequest>,
+    ) -> ApiResult<pb::ListClustersResponse> {
+        respond(self.list_clusters_impl(req).await)
+    }
+
+    async fn update_cluster(
+        &self,
+        req: Request<pb::UpdateClusterRequest>,
+    ) -> ApiResult<pb::UpdateClusterResponse> {
+        respond(self.update_cluster_impl(req).await)
+    }
+
+    async fn delete_cluster(
+        &self,
+        req: Request<pb::DeleteClusterRequest>,
+    ) -> ApiResult<pb::DeleteClusterResponse> {
+        respond(self.delete_cluster_impl(req).await)
+    }
+
+    type WatchClusterStream = WatchClusterStream;
+
+    async fn watch_cluster(
+        &self,
+        req: Request<pb::WatchClusterRequest>,
+    ) -> ApiResult<Self::WatchClusterStream> {
+        respond(self.watch_cluster_impl(req).await)
+    }
+
+    async fn get_cluster_credentials(
+        &self,
+        req: Request<pb::GetClusterCredentialsRequest>,
+    ) -> ApiResult<pb::GetClusterCredentialsResponse> {
+        respond(self.credentials_impl(req).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_filter() {
+        assert_eq!(parse_state_filter("").unwrap(), None);
+        assert_eq!(
+            parse_state_filter("state = READY").unwrap(),
+            Some(ClusterState::Ready)
+        );
+        assert_eq!(
+            parse_state_filter("state=CLUSTER_STATE_FAILED").unwrap(),
+            Some(ClusterState::Failed)
+        );
+        assert!(parse_state_filter("state = NOPE").is_err());
+        assert!(parse_state_filter("name = x").is_err());
+    }
+
+    #[test]
+    fn implied_mask_takes_set_fields() {
+        let spec = pb::ClusterSpec {
+            version: "9.1.0".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            mask_fields(None, Some(&spec)).unwrap(),
+            vec![SpecField::Version]
+        );
+        assert!(mask_fields(None, None).is_err());
+        let mask = prost_types::FieldMask {
+            paths: vec!["spec.node_sets".into(), "labels".into()],
+        };
+        match mask_fields(Some(&mask), None) {
+            Err(Error::InvalidArgument(v)) => assert_eq!(v[0].field, "update_mask.paths[1]"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

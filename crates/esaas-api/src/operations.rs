@@ -1,0 +1,135 @@
+//! `esaas.v1.OperationService`.
+
+use esaas_core::names::{ClusterName, OperationName, TenantScope};
+use esaas_core::{Error, Result};
+use esaas_proto::v1 as pb;
+use esaas_store::OperationFilter;
+use tonic::{Request, Response};
+use uuid::Uuid;
+
+use crate::convert::{operation_state_from_name, operation_to_pb};
+use crate::error::{ApiResult, to_status};
+use crate::watch::BoxStream;
+use crate::{Api, page};
+
+fn parse_state_filter(filter: &str) -> Result<Option<esaas_core::operation::OperationState>> {
+    let f = filter.trim();
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        Error::invalid(
+            "filter",
+            format!(
+                "{filter:?} is not supported; use `state = QUEUED` (or another OperationState name)"
+            ),
+        )
+    };
+    let (field, value) = f.split_once('=').ok_or_else(bad)?;
+    if field.trim() != "state" {
+        return Err(bad());
+    }
+    operation_state_from_name(value.trim().trim_matches('"'))
+        .map(Some)
+        .ok_or_else(bad)
+}
+
+impl Api {
+    async fn get_operation_impl(
+        &self,
+        req: Request<pb::GetOperationRequest>,
+    ) -> Result<pb::GetOperationResponse> {
+        let principal = self.principal(&req).await?;
+        let name = OperationName::parse("name", &req.get_ref().name)?;
+        let op = self.store().get_operation(name.0).await?;
+        principal.can_read(&op.tenant, "Operation", &name.to_string())?;
+        Ok(pb::GetOperationResponse {
+            operation: Some(operation_to_pb(&op)),
+        })
+    }
+
+    async fn list_operations_impl(
+        &self,
+        req: Request<pb::ListOperationsRequest>,
+    ) -> Result<pb::ListOperationsResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let scope = TenantScope::parse("parent", &r.parent)?;
+        let tenant = principal.list_scope(&scope, "Tenant")?;
+        let cluster = if r.cluster.is_empty() {
+            None
+        } else {
+            let c = ClusterName::parse("cluster", &r.cluster)?;
+            if tenant.as_ref().is_some_and(|t| *t != c.tenant) {
+                return Err(Error::invalid("cluster", "must be a cluster of `parent`"));
+            }
+            Some(c)
+        };
+        let state = parse_state_filter(&r.filter)?;
+        let limit = page::page_size(r.page_size)?;
+        let fp = page::fingerprint(&[&r.parent, &r.cluster, r.filter.trim()]);
+        let before = match page::decode(&fp, &r.page_token)? {
+            None => None,
+            Some(k) => Some(
+                k.first()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .ok_or_else(|| Error::invalid("page_token", "is corrupt"))?,
+            ),
+        };
+        let mut ops = self
+            .store()
+            .list_operations(&OperationFilter {
+                tenant,
+                cluster,
+                state,
+                before,
+                limit: limit + 1,
+            })
+            .await?;
+        let more = ops.len() as i64 > limit;
+        ops.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_page_token = match ops.last() {
+            Some(last) if more => page::encode(&fp, vec![last.id.to_string()]),
+            _ => String::new(),
+        };
+        Ok(pb::ListOperationsResponse {
+            operations: ops.iter().map(operation_to_pb).collect(),
+            next_page_token,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::operation_service_server::OperationService for Api {
+    async fn get_operation(
+        &self,
+        req: Request<pb::GetOperationRequest>,
+    ) -> ApiResult<pb::GetOperationResponse> {
+        self.get_operation_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn list_operations(
+        &self,
+        req: Request<pb::ListOperationsRequest>,
+    ) -> ApiResult<pb::ListOperationsResponse> {
+        self.list_operations_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    type WatchOperationStream = BoxStream<pb::WatchOperationResponse>;
+
+    async fn watch_operation(
+        &self,
+        req: Request<pb::WatchOperationRequest>,
+    ) -> ApiResult<Self::WatchOperationStream> {
+        self.watch_operation_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+}

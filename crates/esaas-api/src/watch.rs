@@ -1,0 +1,200 @@
+//! Watch streams. Each stream subscribes to the process's change feed first,
+//! then reads state from the database, then, on every relevant notification
+//! (or a periodic safety re-read), reads again what it has not sent yet. The
+//! database is the only source of what is sent, so a stream never skips or
+//! repeats an event, whichever server process made the change.
+
+use std::pin::Pin;
+
+use esaas_core::cluster::ClusterState;
+use esaas_core::names::{ClusterName, OperationName};
+use esaas_core::{Error, Result};
+use esaas_proto::v1 as pb;
+use esaas_store::Change;
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status};
+use uuid::Uuid;
+
+use crate::Api;
+use crate::convert::{cluster_to_pb, event_to_pb, operation_to_pb};
+use crate::error::to_status;
+
+type Sender<T> = mpsc::Sender<Result<T, Status>>;
+/// A server stream.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Events read from the database per query.
+const BATCH: i64 = 256;
+/// Messages buffered per stream before the stream's reader waits for the client.
+const BUFFER: usize = 64;
+
+/// Waits until a change relevant to `wanted` arrives, the poll interval
+/// passes, or the client goes away (returns false then).
+async fn wait_for_change<T>(
+    rx: &mut broadcast::Receiver<Change>,
+    tx: &Sender<T>,
+    poll: std::time::Duration,
+    wanted: impl Fn(&Change) -> bool,
+) -> bool {
+    let deadline = tokio::time::sleep(poll);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return false,
+            _ = &mut deadline => return true,
+            msg = rx.recv() => match msg {
+                Ok(Change::Resync) => return true,
+                Ok(change) if wanted(&change) => return true,
+                Ok(_) => {}
+                // Missed notifications: read again to be safe.
+                Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                Err(broadcast::error::RecvError::Closed) => return true,
+            },
+        }
+    }
+}
+
+impl Api {
+    pub(crate) async fn watch_cluster_impl(
+        &self,
+        req: Request<pb::WatchClusterRequest>,
+    ) -> Result<BoxStream<pb::WatchClusterResponse>> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let name = ClusterName::parse("name", &r.name)?;
+        principal.can_read(&name.tenant, "Cluster", &name.to_string())?;
+        if r.since_revision < 0 {
+            return Err(Error::invalid("since_revision", "must not be negative"));
+        }
+        // Subscribe before reading, so nothing committed after the read is missed.
+        let rx = self.inner.feed.subscribe();
+        let cluster = self.store().get_cluster(&name).await?;
+        if r.since_revision > cluster.revision {
+            return Err(Error::invalid(
+                "since_revision",
+                format!(
+                    "{} is ahead of the cluster's log, whose newest revision is {}",
+                    r.since_revision, cluster.revision
+                ),
+            ));
+        }
+        let from = if r.since_revision > 0 {
+            r.since_revision
+        } else {
+            cluster.revision
+        };
+        let (tx, out) = mpsc::channel(BUFFER);
+        let first = pb::WatchClusterResponse {
+            payload: Some(pb::watch_cluster_response::Payload::Cluster(cluster_to_pb(
+                &cluster,
+            ))),
+        };
+        let deleted = cluster.state == ClusterState::Deleted && from == cluster.revision;
+        let api = self.clone();
+        tokio::spawn(async move {
+            if tx.send(Ok(first)).await.is_err() || deleted {
+                return;
+            }
+            api.pump_cluster_events(cluster.uid, from, rx, tx).await;
+        });
+        Ok(Box::pin(ReceiverStream::new(out)))
+    }
+
+    async fn pump_cluster_events(
+        &self,
+        uid: Uuid,
+        mut last: i64,
+        mut rx: broadcast::Receiver<Change>,
+        tx: Sender<pb::WatchClusterResponse>,
+    ) {
+        let poll = self.settings().watch_poll;
+        loop {
+            let events = match self.store().events_after(uid, last, BATCH).await {
+                Ok(events) => events,
+                Err(e) => {
+                    let _ = tx.send(Err(to_status(e))).await;
+                    return;
+                }
+            };
+            let full = events.len() as i64 == BATCH;
+            for event in &events {
+                last = event.revision;
+                let msg = pb::WatchClusterResponse {
+                    payload: Some(pb::watch_cluster_response::Payload::Event(event_to_pb(
+                        event,
+                    ))),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+                if event.snapshot.state == ClusterState::Deleted {
+                    // The tombstone is the last event a cluster ever has.
+                    return;
+                }
+            }
+            if full {
+                continue;
+            }
+            let wanted = |c: &Change| matches!(c, Change::Cluster { uid: u, revision } if *u == uid && *revision > last);
+            if !wait_for_change(&mut rx, &tx, poll, wanted).await {
+                return;
+            }
+        }
+    }
+
+    pub(crate) async fn watch_operation_impl(
+        &self,
+        req: Request<pb::WatchOperationRequest>,
+    ) -> Result<BoxStream<pb::WatchOperationResponse>> {
+        let principal = self.principal(&req).await?;
+        let name = OperationName::parse("name", &req.get_ref().name)?;
+        let rx = self.inner.feed.subscribe();
+        let op = self.store().get_operation(name.0).await?;
+        principal.can_read(&op.tenant, "Operation", &name.to_string())?;
+        let (tx, out) = mpsc::channel(BUFFER);
+        let api = self.clone();
+        tokio::spawn(async move { api.pump_operation(op, rx, tx).await });
+        Ok(Box::pin(ReceiverStream::new(out)))
+    }
+
+    async fn pump_operation(
+        &self,
+        mut op: esaas_core::operation::Operation,
+        mut rx: broadcast::Receiver<Change>,
+        tx: Sender<pb::WatchOperationResponse>,
+    ) {
+        let poll = self.settings().watch_poll;
+        let id = op.id;
+        let mut sent = 0;
+        loop {
+            if op.version > sent {
+                sent = op.version;
+                let msg = pb::WatchOperationResponse {
+                    operation: Some(operation_to_pb(&op)),
+                };
+                if tx.send(Ok(msg)).await.is_err() || op.state.is_done() {
+                    return;
+                }
+            }
+            if !wait_for_change(
+                &mut rx,
+                &tx,
+                poll,
+                |c| matches!(c, Change::Operation { id: i } if *i == id),
+            )
+            .await
+            {
+                return;
+            }
+            op = match self.store().get_operation(id).await {
+                Ok(op) => op,
+                Err(e) => {
+                    let _ = tx.send(Err(to_status(e))).await;
+                    return;
+                }
+            };
+        }
+    }
+}

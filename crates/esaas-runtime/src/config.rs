@@ -1,0 +1,195 @@
+//! Configuration: built-in defaults, a file laid over them key by key, then
+//! environment overrides. Secrets are kept out of `Debug` output.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use esaas_core::catalog::Catalog;
+use esaas_core::tenant::Quota;
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../esaas.default.toml");
+
+/// A secret string: never printed.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<unset>"
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen_addr: SocketAddr,
+    /// PostgreSQL URL (may hold a password).
+    pub database_url: Secret,
+    /// Pool size per process.
+    pub database_max_connections: u32,
+    /// Migrate at start.
+    pub migrate_on_start: bool,
+    /// In-process workers.
+    pub workers: u32,
+    /// Largest request message.
+    pub max_message_bytes: usize,
+    /// Attempt budget of an operation.
+    pub max_attempts: i32,
+    /// Watch safety re-read interval.
+    pub watch_poll_seconds: u64,
+    /// Platform-admin key accepted as is (normally from the environment).
+    #[serde(default)]
+    pub bootstrap_admin_key: Secret,
+    /// Default tenant quota.
+    pub default_quota: Quota,
+    /// What the platform offers.
+    pub catalog: Catalog,
+}
+
+fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (k, v) in top {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, overlaid with `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut table: toml::Table = DEFAULTS.parse().context("built-in defaults")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let top: toml::Table = text
+                .parse()
+                .with_context(|| format!("parsing {}", path.display()))?;
+            overlay(&mut table, top);
+        }
+        let mut config: Config = table.try_into().with_context(|| {
+            format!(
+                "invalid configuration{}",
+                file.map(|p| format!(" in {}", p.display()))
+                    .unwrap_or_default()
+            )
+        })?;
+        config.apply_env()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self) -> anyhow::Result<()> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(v) = var("ESAAS_LISTEN_ADDR") {
+            self.listen_addr = v
+                .parse()
+                .with_context(|| format!("ESAAS_LISTEN_ADDR={v:?} is not an address"))?;
+        }
+        if let Some(v) = var("DATABASE_URL") {
+            self.database_url = Secret(v);
+        }
+        if let Some(v) = var("ESAAS_BOOTSTRAP_ADMIN_KEY") {
+            self.bootstrap_admin_key = Secret(v);
+        }
+        if let Some(v) = var("ESAAS_WORKERS") {
+            self.workers = v
+                .parse()
+                .with_context(|| format!("ESAAS_WORKERS={v:?} is not a number"))?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.catalog.versions.is_empty() {
+            bail!("catalog.versions: at least one version is required");
+        }
+        for v in &self.catalog.versions {
+            if esaas_core::spec::Version::parse(v).is_none() {
+                bail!("catalog.versions: {v:?} is not major.minor.patch");
+            }
+        }
+        if self.catalog.size_classes.is_empty() {
+            bail!("catalog.size_classes: at least one size class is required");
+        }
+        if self.max_attempts < 1 {
+            bail!("max_attempts: must be at least 1");
+        }
+        if self.max_message_bytes < 1024 {
+            bail!("max_message_bytes: must be at least 1024");
+        }
+        if !self.bootstrap_admin_key.0.is_empty() && self.bootstrap_admin_key.0.len() < 16 {
+            bail!(
+                "bootstrap_admin_key (ESAAS_BOOTSTRAP_ADMIN_KEY): must be at least 16 characters"
+            );
+        }
+        self.default_quota
+            .validate("default_quota")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    }
+
+    /// The database URL, required by everything that touches the database.
+    pub fn database_url(&self) -> anyhow::Result<&str> {
+        match self.database_url.expose() {
+            "" => bail!(
+                "no database configured: set DATABASE_URL (or database_url in the config file)"
+            ),
+            url => Ok(url),
+        }
+    }
+
+    /// The watch re-read interval.
+    pub fn watch_poll(&self) -> Duration {
+        Duration::from_secs(self.watch_poll_seconds.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_secrets_do_not_print() {
+        let mut c: Config = DEFAULTS.parse::<toml::Table>().unwrap().try_into().unwrap();
+        c.validate().unwrap();
+        c.database_url = Secret("postgres://u:pw@h/db".into());
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("pw@"), "{printed}");
+    }
+
+    #[test]
+    fn a_file_overlays_key_by_key() {
+        let mut base: toml::Table = DEFAULTS.parse().unwrap();
+        let top: toml::Table = "max_attempts = 9\n[catalog]\nversions = [\"9.9.9\"]\n"
+            .parse()
+            .unwrap();
+        overlay(&mut base, top);
+        let c: Config = base.try_into().unwrap();
+        assert_eq!(c.max_attempts, 9);
+        assert_eq!(c.catalog.versions, vec!["9.9.9"]);
+        assert!(
+            !c.catalog.size_classes.is_empty(),
+            "untouched keys keep their defaults"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! The gRPC server: the four esaas services, `grpc.health.v1`, and server
+//! reflection (v1 and v1alpha, so every grpcurl finds the API and can decode
+//! `google.rpc` error details).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use esaas_api::size_limit::MessageSizeLayer;
+use esaas_api::{Api, Settings};
+use esaas_proto::v1 as pb;
+use esaas_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::Config;
+
+/// A server that is running.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on (useful with port 0).
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets open calls and streams end, and waits.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.context("server task")?
+    }
+
+    /// Waits until the server stops by itself (it only does on error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("server task")?
+    }
+}
+
+fn service_names() -> [&'static str; 4] {
+    [
+        <pb::cluster_service_server::ClusterServiceServer<Api> as NamedService>::NAME,
+        <pb::operation_service_server::OperationServiceServer<Api> as NamedService>::NAME,
+        <pb::admin_service_server::AdminServiceServer<Api> as NamedService>::NAME,
+        <pb::worker_service_server::WorkerServiceServer<Api> as NamedService>::NAME,
+    ]
+}
+
+async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in service_names() {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Health follows the database: NOT_SERVING while it cannot be reached.
+async fn watch_database(store: Store, reporter: HealthReporter) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let ok = sqlx_ping(&store).await;
+        if ok != serving {
+            serving = ok;
+            if ok {
+                tracing::info!("database reachable again; serving");
+            } else {
+                tracing::warn!("database unreachable; health is NOT_SERVING");
+            }
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_all(&reporter, status).await;
+        }
+    }
+}
+
+async fn sqlx_ping(store: &Store) -> bool {
+    store.ping().await.is_ok()
+}
+
+/// Connects to the database (migrating if configured), binds the listen
+/// address and serves until `Running::shutdown`.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let store = Store::connect(config.database_url()?, config.database_max_connections)
+        .await
+        .context("connecting to the database")?;
+    if config.migrate_on_start {
+        store.migrate().await.context("applying migrations")?;
+    }
+    let settings = Settings {
+        catalog: config.catalog.clone(),
+        max_attempts: config.max_attempts,
+        default_quota: config.default_quota,
+        watch_poll: config.watch_poll(),
+    };
+    let bootstrap = Some(config.bootstrap_admin_key.expose()).filter(|k| !k.is_empty());
+    let api = Api::new(store.clone(), bootstrap, settings);
+    let (clusters, operations, admin, worker) = esaas_api::services(api, config.max_message_bytes);
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_all(&reporter, ServingStatus::Serving).await;
+    let health_task = tokio::spawn(watch_database(store, reporter));
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(esaas_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().context("reflection v1")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("reflection v1alpha")?;
+
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("binding {}", config.listen_addr))?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        // Notice dead peers, so watch streams of vanished clients end.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(MessageSizeLayer)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(clusters)
+        .add_service(operations)
+        .add_service(admin)
+        .add_service(worker);
+    let task = tokio::spawn(async move {
+        let result = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = rx.await;
+            })
+            .await
+            .context("serving");
+        health_task.abort();
+        result
+    });
+    tracing::info!(%addr, "serving esaas.v1");
+    Ok(Running {
+        addr,
+        shutdown: Some(tx),
+        task,
+    })
+}
