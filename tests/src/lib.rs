@@ -1,1 +1,405 @@
-//! Integration tests live in `tests/tests/`.
+//! Test support: a fresh migrated database per test, the real server on a
+//! free port (in-process or as a child process of the real binary), and
+//! authenticated clients. Nothing of the product is replaced.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use esaas_proto::v1 as pb;
+use esaas_proto::v1::admin_service_client::AdminServiceClient;
+use esaas_proto::v1::cluster_service_client::ClusterServiceClient;
+use esaas_proto::v1::operation_service_client::OperationServiceClient;
+use rand::Rng;
+use tonic::Request;
+use tonic::transport::Channel;
+
+/// The bootstrap admin key of every test server.
+pub const ADMIN_KEY: &str = "test-bootstrap-admin-key-0123456789";
+
+/// URL of a PostgreSQL role that may create databases.
+pub fn admin_database_url() -> String {
+    std::env::var("ESAAS_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .unwrap_or_else(|_| {
+            panic!("set ESAAS_TEST_DATABASE_URL to a PostgreSQL URL that may CREATE DATABASE (`make test` does)")
+        })
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
+    format!("{}/{db}{query}", &base[..host_end])
+}
+
+/// A database of its own, migrated, dropped when the value is dropped.
+pub struct TestDb {
+    /// Its URL.
+    pub url: String,
+    name: String,
+}
+
+impl TestDb {
+    /// Creates and migrates a database with a random name.
+    pub async fn new() -> Self {
+        let admin = admin_database_url();
+        let name = format!("esaas_test_{:016x}", rand::rng().random::<u64>());
+        let pool = sqlx::PgPool::connect(&admin)
+            .await
+            .expect("connect to the test PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .expect("create the test database");
+        pool.close().await;
+        let url = with_db(&admin, &name);
+        let store = esaas_store::Store::connect(&url, 2)
+            .await
+            .expect("connect to the test database");
+        store.migrate().await.expect("migrate");
+        store.pool().close().await;
+        Self { url, name }
+    }
+
+    /// A pool on the test database, for fixtures the API cannot create.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = admin_database_url();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a runtime of our own on another thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let pool = sqlx::PgPool::connect(&admin).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&pool)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Test configuration: defaults, a test database, port 0, a quick watch re-read.
+pub fn config(db: &TestDb) -> esaas_runtime::Config {
+    let mut c = esaas_runtime::Config::load(None).expect("default configuration");
+    c.listen_addr = "127.0.0.1:0".parse().expect("address");
+    c.database_url = toml_secret(&db.url);
+    c.bootstrap_admin_key = toml_secret(ADMIN_KEY);
+    c.database_max_connections = 10;
+    c.watch_poll_seconds = 30;
+    c
+}
+
+fn toml_secret(s: &str) -> esaas_runtime::config::Secret {
+    s.into()
+}
+
+/// A running control plane with its own database.
+pub struct App {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its database.
+    pub db: TestDb,
+    running: Option<esaas_runtime::Running>,
+    channel: Channel,
+}
+
+/// Starts the server in-process on a fresh database.
+pub async fn spawn_app() -> App {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the server in-process on a fresh database, with a configuration tweak.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut esaas_runtime::Config)) -> App {
+    let db = TestDb::new().await;
+    let mut c = config(&db);
+    tweak(&mut c);
+    let running = esaas_runtime::start(&c).await.expect("start the server");
+    let addr = running.addr;
+    App {
+        addr,
+        db,
+        running: Some(running),
+        channel: channel(addr).await,
+    }
+}
+
+/// A channel to `addr`.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// `msg` with `authorization: Bearer key` (no header when `key` is empty).
+pub fn authed<T>(key: &str, msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    if !key.is_empty() {
+        let value = format!("Bearer {key}").parse().expect("metadata value");
+        req.metadata_mut().insert("authorization", value);
+    }
+    req
+}
+
+/// Keys of one tenant.
+pub struct TenantKeys {
+    /// `tenants/{id}`.
+    pub name: String,
+    /// A TENANT_ADMIN key.
+    pub admin: String,
+    /// A TENANT_VIEWER key.
+    pub viewer: String,
+    /// The admin key's resource name.
+    pub admin_key_name: String,
+}
+
+impl App {
+    /// The channel to the server.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// A cluster client.
+    pub fn clusters(&self) -> ClusterServiceClient<Channel> {
+        ClusterServiceClient::new(self.channel())
+    }
+
+    /// An operation client.
+    pub fn operations(&self) -> OperationServiceClient<Channel> {
+        OperationServiceClient::new(self.channel())
+    }
+
+    /// An admin client.
+    pub fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel())
+    }
+
+    /// Creates tenant `id` with `quota` (or the default) and an admin and a viewer key.
+    pub async fn tenant_with_quota(&self, id: &str, quota: Option<pb::Quota>) -> TenantKeys {
+        let mut admin = self.admin();
+        admin
+            .create_tenant(authed(
+                ADMIN_KEY,
+                pb::CreateTenantRequest {
+                    tenant_id: id.into(),
+                    tenant: Some(pb::Tenant {
+                        display_name: format!("team {id}"),
+                        quota,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .expect("create tenant");
+        let key = |role: pb::Role| pb::CreateApiKeyRequest {
+            parent: format!("tenants/{id}"),
+            api_key: Some(pb::ApiKey {
+                display_name: format!("{role:?}"),
+                role: role as i32,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        };
+        let a = admin
+            .create_api_key(authed(ADMIN_KEY, key(pb::Role::TenantAdmin)))
+            .await
+            .expect("create admin key")
+            .into_inner();
+        let v = admin
+            .create_api_key(authed(ADMIN_KEY, key(pb::Role::TenantViewer)))
+            .await
+            .expect("create viewer key")
+            .into_inner();
+        TenantKeys {
+            name: format!("tenants/{id}"),
+            admin: a.secret,
+            viewer: v.secret,
+            admin_key_name: a.api_key.map(|k| k.name).unwrap_or_default(),
+        }
+    }
+
+    /// Creates tenant `id` with the default quota.
+    pub async fn tenant(&self, id: &str) -> TenantKeys {
+        self.tenant_with_quota(id, None).await
+    }
+
+    /// Creates cluster `cluster_id` in `tenant` with `nodes` small nodes.
+    pub async fn create_cluster(
+        &self,
+        key: &str,
+        tenant: &str,
+        cluster_id: &str,
+        nodes: i32,
+    ) -> pb::CreateClusterResponse {
+        self.clusters()
+            .create_cluster(authed(key, create_request(tenant, cluster_id, nodes)))
+            .await
+            .expect("create cluster")
+            .into_inner()
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// A valid spec: one master+data node set of `nodes` small nodes, 100 GiB each.
+pub fn spec(nodes: i32) -> pb::ClusterSpec {
+    pb::ClusterSpec {
+        version: "8.17.10".into(),
+        node_sets: vec![pb::NodeSet {
+            name: "default".into(),
+            roles: vec![pb::NodeRole::Master as i32, pb::NodeRole::Data as i32],
+            count: nodes,
+            size_class: "small".into(),
+            storage_gib: 100,
+            storage_iops: 0,
+            storage_throughput_mibps: 0,
+        }],
+        zone_count: 0,
+        volume_retention: 0,
+    }
+}
+
+/// A valid CreateClusterRequest.
+pub fn create_request(tenant: &str, cluster_id: &str, nodes: i32) -> pb::CreateClusterRequest {
+    pb::CreateClusterRequest {
+        parent: format!("tenants/{tenant}"),
+        cluster_id: cluster_id.into(),
+        cluster: Some(pb::Cluster {
+            spec: Some(spec(nodes)),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+        validate_only: false,
+    }
+}
+
+/// The field names of a status's `BadRequest` details.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// The `ErrorInfo` reason of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|e| e.reason)
+        .unwrap_or_default()
+}
+
+/// The esaas binary built next to the tests (or `ESAAS_BIN`).
+pub fn esaas_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ESAAS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/esaas
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("esaas"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bin esaas` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `esaas serve` as a child process.
+pub struct ServerProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: tokio::process::Child,
+}
+
+impl ServerProcess {
+    /// Starts the real binary on `db` and waits until health says SERVING.
+    pub async fn start(db: &TestDb) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let child = tokio::process::Command::new(esaas_bin())
+            .arg("serve")
+            .env("DATABASE_URL", &db.url)
+            .env("ESAAS_LISTEN_ADDR", addr.to_string())
+            .env("ESAAS_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn esaas serve");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(ch) = Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await
+            {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+                if let Ok(r) = health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    && r.into_inner().status
+                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    return Self { addr, child };
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "esaas serve did not become healthy on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILLs the process.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}

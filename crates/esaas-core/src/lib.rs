@@ -16,3 +16,10 @@ pub mod spec;
 pub mod tenant;
 
 pub use error::{Error, FieldViolation, Result};
+
+/// The current time at the precision the store keeps (microseconds), so that
+/// what a call returns equals what a later read returns.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}

@@ -17,6 +17,12 @@ const DEFAULTS: &str = include_str!("../esaas.default.toml");
 #[serde(transparent)]
 pub struct Secret(String);
 
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
 impl Secret {
     /// The secret itself, for the one place that needs it.
     pub fn expose(&self) -> &str {

@@ -1,7 +1,6 @@
 //! Clusters: create, read, list, update and delete, each change recorded
 //! with its operation and its event in one transaction.
 
-use chrono::Utc;
 use esaas_core::catalog::Catalog;
 use esaas_core::cluster::{
     Cluster, ClusterState, Condition, ConditionStatus, Disruption, Health, SpecField,
@@ -102,7 +101,7 @@ fn queued_condition(op: &Operation) -> Condition {
             "{} is queued: waiting for a worker to pick it up",
             op.name()
         ),
-        last_transition_time: Utc::now(),
+        last_transition_time: esaas_core::now(),
     }
 }
 
@@ -136,7 +135,7 @@ impl Store {
             tenant.usage,
             tenant.usage.plus(&new.spec),
         )?;
-        let now = Utc::now();
+        let now = esaas_core::now();
         let mut cluster = Cluster {
             uid: Uuid::now_v7(),
             tenant: new.tenant.clone(),
@@ -337,7 +336,7 @@ impl Store {
                 disruption: Disruption::Destructive,
             });
         }
-        let now = Utc::now();
+        let now = esaas_core::now();
         if let Some(mut queued) =
             lock_operation_in_state(conn, cluster.uid, &[OperationState::Queued]).await?
         {

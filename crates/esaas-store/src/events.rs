@@ -3,7 +3,6 @@
 //! under the row lock (so revisions are contiguous and commit in order) and
 //! queues the notification that wakes watchers in every server process.
 
-use chrono::Utc;
 use esaas_core::Result;
 use esaas_core::cluster::Cluster;
 use esaas_core::event::{ClusterEvent, EventKind};
@@ -25,7 +24,7 @@ pub(crate) async fn commit_change(
     message: impl Into<String>,
     operation: Option<Uuid>,
 ) -> Result<ClusterEvent> {
-    let now = Utc::now();
+    let now = esaas_core::now();
     cluster.version += 1;
     cluster.revision += 1;
     cluster.update_time = now;

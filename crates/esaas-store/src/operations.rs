@@ -1,7 +1,6 @@
 //! Operations: the queue entries that workers lease (claiming arrives with
 //! the worker pool), and what tenants read about them.
 
-use chrono::Utc;
 use esaas_core::cluster::ClusterState;
 use esaas_core::event::EventKind;
 use esaas_core::names::{ClusterName, TenantId};
@@ -40,7 +39,7 @@ pub(crate) fn new_operation(
     initiator: Initiator,
     max_attempts: i32,
 ) -> Operation {
-    let now = Utc::now();
+    let now = esaas_core::now();
     Operation {
         id: Uuid::now_v7(),
         tenant: tenant.clone(),
@@ -113,7 +112,7 @@ pub(crate) async fn insert_operation(conn: &mut PgConnection, op: &Operation) ->
 /// Writes the mutable fields of `op`, bumping its version.
 pub(crate) async fn save_operation(conn: &mut PgConnection, op: &mut Operation) -> Result<()> {
     op.version += 1;
-    op.update_time = Utc::now();
+    op.update_time = esaas_core::now();
     sqlx::query(
         "UPDATE operations SET state = $2, target_generation = $3, stages = $4, attempt_log = $5, \
          attempts = $6, max_attempts = $7, next_attempt_time = $8, blocking_check = $9, error = $10, \
@@ -244,7 +243,7 @@ impl Store {
         op.error = None;
         op.blocking_check = None;
         op.end_time = None;
-        op.next_attempt_time = Utc::now();
+        op.next_attempt_time = esaas_core::now();
         op.max_attempts = i32::try_from(op.attempts.len())
             .unwrap_or(i32::MAX)
             .saturating_add(max_attempts);

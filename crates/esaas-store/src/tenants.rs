@@ -1,6 +1,5 @@
 //! Tenants, their quotas and their usage.
 
-use chrono::Utc;
 use esaas_core::names::TenantId;
 use esaas_core::tenant::{Quota, QuotaUsage, Tenant};
 use esaas_core::{Error, Result};
@@ -77,7 +76,7 @@ impl Store {
         display_name: &str,
         quota: Quota,
     ) -> Result<Tenant> {
-        let now = Utc::now();
+        let now = esaas_core::now();
         let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO tenants (id, display_name, max_clusters, max_nodes, max_storage_gib, create_time, update_time) \
              VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {COLUMNS}"
