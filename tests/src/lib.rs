@@ -358,10 +358,16 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts the real binary on `db` and waits until health says SERVING.
+    /// Its watch streams re-read only every 5 minutes without a
+    /// notification, so anything faster than that came through LISTEN/NOTIFY.
     pub async fn start(db: &TestDb) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let config = std::env::temp_dir().join(format!("esaas-test-{}.toml", addr.port()));
+        std::fs::write(&config, "watch_poll_seconds = 300\n").expect("write config");
         let child = tokio::process::Command::new(esaas_bin())
             .arg("serve")
+            .arg("--config")
+            .arg(&config)
             .env("DATABASE_URL", &db.url)
             .env("ESAAS_LISTEN_ADDR", addr.to_string())
             .env("ESAAS_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)

@@ -10,7 +10,7 @@ use tonic::{Request, Response};
 
 use crate::convert::{api_key_to_pb, operation_to_pb, quota_from_pb, tenant_to_pb, ts};
 use crate::error::{ApiResult, to_status};
-use crate::{Api, page, request_hash};
+use crate::{Api, Call, page, request_hash};
 
 /// Longest display name of a tenant or key.
 const DISPLAY_NAME_MAX: usize = 200;
@@ -69,11 +69,13 @@ impl Api {
         };
         let hash = request_hash(&r, |m| m.request_id.clear());
         self.mutate(
-            "CreateTenant",
-            "platform".into(),
-            request_id,
-            hash,
-            false,
+            Call {
+                method: "CreateTenant",
+                scope: "platform".into(),
+                request_id,
+                request_hash: hash,
+                validate_only: false,
+            },
             async |conn| Store::create_tenant(conn, &id, &display_name, quota).await,
             |t| pb::CreateTenantResponse {
                 tenant: Some(tenant_to_pb(t)),
@@ -145,11 +147,13 @@ impl Api {
         };
         let hash = request_hash(&r, |m| m.request_id.clear());
         self.mutate(
-            "UpdateTenantQuota",
-            "platform".into(),
-            request_id,
-            hash,
-            false,
+            Call {
+                method: "UpdateTenantQuota",
+                scope: "platform".into(),
+                request_id,
+                request_hash: hash,
+                validate_only: false,
+            },
             async |conn| Store::update_quota(conn, &name.0, quota).await,
             |t| pb::UpdateTenantQuotaResponse {
                 tenant: Some(tenant_to_pb(t)),
@@ -206,11 +210,13 @@ impl Api {
         };
         let hash = request_hash(&r, |m| m.request_id.clear());
         self.mutate(
-            "CreateApiKey",
-            "platform".into(),
-            request_id,
-            hash,
-            false,
+            Call {
+                method: "CreateApiKey",
+                scope: "platform".into(),
+                request_id,
+                request_hash: hash,
+                validate_only: false,
+            },
             async |conn| Store::create_api_key(conn, &new).await,
             |(key, secret)| pb::CreateApiKeyResponse {
                 api_key: Some(api_key_to_pb(key)),
@@ -259,11 +265,13 @@ impl Api {
         let max_attempts = self.settings().max_attempts;
         let hash = request_hash(&r, |m| m.request_id.clear());
         self.mutate(
-            "RetryOperation",
-            format!("tenants/{}", op.tenant),
-            request_id,
-            hash,
-            false,
+            Call {
+                method: "RetryOperation",
+                scope: format!("tenants/{}", op.tenant),
+                request_id,
+                request_hash: hash,
+                validate_only: false,
+            },
             async |conn| Store::retry_operation(conn, name.0, &initiator, max_attempts).await,
             |op| pb::RetryOperationResponse {
                 operation: Some(operation_to_pb(op)),

@@ -17,7 +17,7 @@ use crate::convert::{
     cluster_state_from_name, cluster_to_pb, disruption_to_pb, operation_to_pb, spec_from_pb,
 };
 use crate::error::{ApiResult, to_status};
-use crate::{Api, page, request_hash};
+use crate::{Api, Call, page, request_hash};
 
 fn respond<T>(r: Result<T>) -> ApiResult<T> {
     r.map(Response::new).map_err(to_status)
@@ -137,11 +137,13 @@ impl Api {
         let validate_only = r.validate_only;
         let hash = request_hash(&r, |m| m.request_id.clear());
         self.mutate(
-            "CreateCluster",
-            parent.to_string(),
-            request_id,
-            hash,
-            validate_only,
+            Call {
+                method: "CreateCluster",
+                scope: parent.to_string(),
+                request_id,
+                request_hash: hash,
+                validate_only,
+            },
             async |conn| Store::create_cluster(conn, &new).await,
             |c: &CreatedCluster| pb::CreateClusterResponse {
                 cluster: Some(cluster_to_pb(&c.cluster)),
@@ -253,11 +255,13 @@ impl Api {
         let validate_only = r.validate_only;
         let hash = request_hash(&r, |m| m.request_id.clear());
         self.mutate(
-            "UpdateCluster",
-            format!("tenants/{}", name.tenant),
-            request_id,
-            hash,
-            validate_only,
+            Call {
+                method: "UpdateCluster",
+                scope: format!("tenants/{}", name.tenant),
+                request_id,
+                request_hash: hash,
+                validate_only,
+            },
             async |conn| {
                 Store::update_cluster(
                     conn,
@@ -293,11 +297,13 @@ impl Api {
         let hash = request_hash(&r, |m| m.request_id.clear());
         let etag = r.etag.clone();
         self.mutate(
-            "DeleteCluster",
-            format!("tenants/{}", name.tenant),
-            request_id,
-            hash,
-            r.validate_only,
+            Call {
+                method: "DeleteCluster",
+                scope: format!("tenants/{}", name.tenant),
+                request_id,
+                request_hash: hash,
+                validate_only: r.validate_only,
+            },
             async |conn| Store::delete_cluster(conn, &name, &etag, &initiator, max_attempts).await,
             |u: &UpdatedCluster| pb::DeleteClusterResponse {
                 cluster: Some(cluster_to_pb(&u.cluster)),

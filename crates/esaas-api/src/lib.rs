@@ -93,14 +93,17 @@ impl Api {
     /// Runs a change with AIP-155 idempotency and AIP-163 `validate_only`.
     async fn mutate<T, R: Replayable>(
         &self,
-        method: &'static str,
-        scope: String,
-        request_id: Option<Uuid>,
-        request_hash: Vec<u8>,
-        validate_only: bool,
+        call: Call,
         work: impl AsyncFnOnce(&mut esaas_store::Conn) -> Result<T>,
         respond: impl Fn(&T) -> R,
     ) -> Result<R> {
+        let Call {
+            method,
+            scope,
+            request_id,
+            request_hash,
+            validate_only,
+        } = call;
         let mode = Mode {
             validate_only,
             idempotency: request_id.map(|request_id| Idempotency {
@@ -124,6 +127,20 @@ impl Api {
                 .map_err(|e| Error::Internal(format!("stored response of {method}: {e}"))),
         }
     }
+}
+
+/// How a mutating call is identified for idempotency.
+struct Call {
+    /// The RPC.
+    method: &'static str,
+    /// Whose request ids these are: `tenants/{tenant}` or `platform`.
+    scope: String,
+    /// The request id, if the caller sent one.
+    request_id: Option<Uuid>,
+    /// Hash of the request without its request id.
+    request_hash: Vec<u8>,
+    /// Roll back instead of committing.
+    validate_only: bool,
 }
 
 /// Hash of a request with its request id cleared by `clear`.

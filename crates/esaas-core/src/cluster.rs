@@ -316,10 +316,12 @@ mod tests {
     use super::*;
     use crate::spec::NodeSet;
 
+    type Change = Box<dyn Fn(&mut ClusterSpec)>;
+
     #[test]
     fn disruption_table() {
         let base = ClusterSpec::test().with_nodes(3);
-        let cases: Vec<(&str, Box<dyn Fn(&mut ClusterSpec)>, Disruption)> = vec![
+        let cases: Vec<(&str, Change, Disruption)> = vec![
             ("nothing", Box::new(|_| {}), Disruption::None),
             (
                 "retention",

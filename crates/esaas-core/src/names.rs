@@ -19,32 +19,29 @@ pub const CLUSTER_ID_MAX: usize = 24;
 /// Longest node set name.
 pub const NODE_SET_NAME_MAX: usize = 16;
 
+// The EKS node group `{tenant}-{cluster}-{node set}` fits EKS's 63 characters.
+const _: () = assert!(TENANT_ID_MAX + CLUSTER_ID_MAX + NODE_SET_NAME_MAX + 2 <= 63);
+// The StatefulSet `{cluster}-{node set}` leaves room for the pod's revision label (52).
+const _: () = assert!(CLUSTER_ID_MAX + NODE_SET_NAME_MAX < 52);
+
 fn check_label(field: &str, value: &str, max: usize) -> Result<()> {
-    let why = if value.is_empty() {
-        Some("is required".to_string())
-    } else if value.len() > max {
-        Some(format!(
-            "must be at most {max} characters, got {}",
-            value.len()
-        ))
-    } else if !value.starts_with(|c: char| c.is_ascii_lowercase()) {
-        Some("must start with a lowercase letter".to_string())
-    } else if !value.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
-        Some("must end with a lowercase letter or a digit".to_string())
-    } else if let Some(bad) = value
+    let bad_char = value
         .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        Some(format!(
-            "may contain only lowercase letters, digits and '-', found {bad:?}"
-        ))
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'));
+    let why = if value.is_empty() {
+        "is required".to_string()
+    } else if value.len() > max {
+        format!("must be at most {max} characters, got {}", value.len())
+    } else if let Some(bad) = bad_char {
+        format!("may contain only lowercase letters, digits and '-', found {bad:?}")
+    } else if !value.starts_with(|c: char| c.is_ascii_lowercase()) {
+        "must start with a lowercase letter".to_string()
+    } else if !value.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        "must end with a lowercase letter or a digit".to_string()
     } else {
-        None
+        return Ok(());
     };
-    match why {
-        Some(why) => Err(Error::invalid(field, format!("{value:?} {why}"))),
-        None => Ok(()),
-    }
+    Err(Error::invalid(field, format!("{value:?} {why}")))
 }
 
 macro_rules! label_newtype {
@@ -291,13 +288,5 @@ mod tests {
         let k = ApiKeyName::parse("name", &format!("apiKeys/{id}")).unwrap();
         assert_eq!(k.to_string(), format!("apiKeys/{id}"));
         assert!(OperationName::parse("name", "operations/x").is_err());
-    }
-
-    #[test]
-    fn derived_names_fit_kubernetes_and_eks_limits() {
-        // node group name: tenant-cluster-nodeset must fit EKS's 63.
-        assert!(TENANT_ID_MAX + CLUSTER_ID_MAX + NODE_SET_NAME_MAX + 2 <= 63);
-        // StatefulSet cluster-nodeset must leave room for the revision hash label (52).
-        assert!(CLUSTER_ID_MAX + NODE_SET_NAME_MAX + 1 <= 52);
     }
 }
