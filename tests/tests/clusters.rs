@@ -168,6 +168,12 @@ async fn validate_only_checks_everything_and_changes_nothing() {
         .into_inner();
     assert!(r.operation.is_none());
     assert_eq!(r.disruption, pb::Disruption::None as i32);
+    let status = r.cluster.and_then(|c| c.status).expect("status");
+    assert_eq!(
+        status.current_operation, "",
+        "no pointer to the rolled-back operation"
+    );
+    assert!(status.conditions.is_empty(), "{:?}", status.conditions);
     let pool = app.db.pool().await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM clusters")
         .fetch_one(&pool)

@@ -147,7 +147,7 @@ impl Api {
             async |conn| Store::create_cluster(conn, &new).await,
             |c: &CreatedCluster| pb::CreateClusterResponse {
                 cluster: Some(cluster_to_pb(&c.cluster)),
-                operation: (!validate_only).then(|| operation_to_pb(&c.operation)),
+                operation: Some(operation_to_pb(&c.operation)),
                 disruption: disruption_to_pb(esaas_core::cluster::Disruption::None),
             },
         )

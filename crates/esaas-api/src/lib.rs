@@ -61,6 +61,19 @@ struct Inner {
 pub trait Replayable: Message + Default {
     /// Removes what must not be stored.
     fn redact(&mut self) {}
+
+    /// Removes what a `validate_only` answer must not show: anything that
+    /// points at an operation, which was rolled back with the rest.
+    fn dry_run(&mut self) {}
+}
+
+/// The cluster of a dry-run answer: as it would look, minus the rolled-back operation.
+fn dry_run_cluster(cluster: Option<&mut pb::Cluster>) {
+    if let Some(status) = cluster.and_then(|c| c.status.as_mut()) {
+        status.current_operation.clear();
+        status.conditions.retain(|c| c.r#type != "OperationQueued");
+        status.message = "validate_only: the request is valid; nothing was changed".into();
+    }
 }
 
 impl Api {
@@ -122,6 +135,11 @@ impl Api {
             })
             .await?;
         match outcome {
+            Outcome::Fresh(t) if validate_only => {
+                let mut r = respond(&t);
+                r.dry_run();
+                Ok(r)
+            }
             Outcome::Fresh(t) => Ok(respond(&t)),
             Outcome::Replayed(bytes) => R::decode(bytes.as_slice())
                 .map_err(|e| Error::Internal(format!("stored response of {method}: {e}"))),
@@ -150,9 +168,21 @@ fn request_hash<M: Message + Clone>(m: &M, clear: impl FnOnce(&mut M)) -> Vec<u8
     Sha256::digest(m.encode_to_vec()).to_vec()
 }
 
-impl Replayable for pb::CreateClusterResponse {}
-impl Replayable for pb::UpdateClusterResponse {}
-impl Replayable for pb::DeleteClusterResponse {}
+macro_rules! cluster_change_response {
+    ($($t:ty),+) => {$(
+        impl Replayable for $t {
+            fn dry_run(&mut self) {
+                self.operation = None;
+                dry_run_cluster(self.cluster.as_mut());
+            }
+        }
+    )+};
+}
+cluster_change_response!(
+    pb::CreateClusterResponse,
+    pb::UpdateClusterResponse,
+    pb::DeleteClusterResponse
+);
 impl Replayable for pb::CreateTenantResponse {}
 impl Replayable for pb::UpdateTenantQuotaResponse {}
 impl Replayable for pb::RetryOperationResponse {}

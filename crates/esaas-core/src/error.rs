@@ -87,7 +87,7 @@ pub enum Error {
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
     /// A request id was reused with a different request.
-    #[error("request_id {request_id} was already used with a different request")]
+    #[error("invalid argument: request_id {request_id} was already used with a different request")]
     RequestIdReused {
         /// The reused id.
         request_id: String,

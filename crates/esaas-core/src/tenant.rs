@@ -90,7 +90,7 @@ pub fn check_quota(
             violations.push(QuotaViolation {
                 subject: format!("tenants/{tenant}:{what}"),
                 description: format!(
-                    "{what}: the limit is {limit}, the tenant uses {was}, the request needs {will}"
+                    "{what}: the limit is {limit}; the tenant uses {was} and would use {will} with this request"
                 ),
             });
         }

@@ -110,13 +110,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     set_all(&reporter, ServingStatus::Serving).await;
     let health_task = tokio::spawn(watch_database(store, reporter));
 
-    let reflection = || {
+    // Each reflection service adds its own descriptor; the other one's is
+    // registered here so that both versions list both services.
+    let reflection = |other: &'static [u8]| {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(esaas_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(other)
     };
-    let reflection_v1 = reflection().build_v1().context("reflection v1")?;
-    let reflection_v1alpha = reflection().build_v1alpha().context("reflection v1alpha")?;
+    let reflection_v1 = reflection(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("reflection v1")?;
+    let reflection_v1alpha = reflection(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("reflection v1alpha")?;
 
     let listener = TcpListener::bind(config.listen_addr)
         .await
