@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod names;
 pub mod operation;
+pub mod plan;
 pub mod spec;
 pub mod tenant;
 

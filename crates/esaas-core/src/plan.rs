@@ -1,0 +1,210 @@
+//! The planner: a pure function from (goal, observed state) to the next step
+//! an operation takes. The worker's executor observes the world through the
+//! backends, asks `next_step`, performs that one step, and asks again, so a
+//! worker killed at any point resumes by observing, never by remembering.
+//!
+//! Steps are idempotent by construction: each one states a desired end
+//! ("node group X has N nodes"), not a delta.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Health;
+use crate::spec::{ClusterSpec, VolumeRetention};
+
+/// The key of a pod in [`HealthObs::shards_on_excluded`].
+pub fn node_key(node_set: &str, ordinal: i32) -> String {
+    format!("{node_set}/{ordinal}")
+}
+
+/// What an operation drives the cluster to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Goal {
+    /// Create or change the cluster until it matches `spec` and is healthy.
+    Converge(ClusterSpec),
+    /// Remove everything of the cluster.
+    Delete {
+        /// What happens to the volumes.
+        retention: VolumeRetention,
+    },
+}
+
+/// Lifecycle of an EKS node group as the backend reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeGroupStatus {
+    /// Being created.
+    Creating,
+    /// Ready.
+    Active,
+    /// Being changed (scaling).
+    Updating,
+    /// Being deleted.
+    Deleting,
+    /// Failed to create or degraded; the backend's message says why.
+    Failed,
+}
+
+/// One node group as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeGroupObs {
+    /// EC2 instance type.
+    pub instance_type: String,
+    /// Desired size of its scaling config.
+    pub desired_size: i32,
+    /// Lifecycle.
+    pub status: NodeGroupStatus,
+    /// Health issues or status message, if any.
+    pub message: String,
+}
+
+/// One node set's Elasticsearch workload (its StatefulSet) as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadObs {
+    /// Desired replicas of the StatefulSet.
+    pub replicas: i32,
+    /// Pods ready at the StatefulSet's current revision.
+    pub ready_replicas: i32,
+    /// Elasticsearch version the StatefulSet runs.
+    pub version: String,
+    /// Whether the StatefulSet's template matches the spec at the operation's
+    /// generation (size class, storage, roles, version), as the backend judges it.
+    pub up_to_date: bool,
+}
+
+/// Elasticsearch's view, from `_cluster/health` and `_cat/allocation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthObs {
+    /// Cluster health.
+    pub status: Health,
+    /// Why it is not green, naming the index and node where possible.
+    pub reason: String,
+    /// Shards still held by each pod that is excluded from allocation, keyed
+    /// by [`node_key`]. Only pods being drained appear here.
+    pub shards_on_excluded: BTreeMap<String, u64>,
+}
+
+/// Everything the planner looks at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    /// Whether the tenant namespace and the cluster's shared objects (secret,
+    /// config map, services, PDB, network policy) exist.
+    pub base_objects: bool,
+    /// Node groups by node set name.
+    pub node_groups: BTreeMap<String, NodeGroupObs>,
+    /// Workloads by node set name.
+    pub workloads: BTreeMap<String, WorkloadObs>,
+    /// Elasticsearch health, if Elasticsearch answered.
+    pub health: Option<HealthObs>,
+}
+
+/// One step. The executor maps each to one backend call (or a wait).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    /// Create or update the namespace and the cluster's shared objects.
+    ApplyBaseObjects,
+    /// Create the node group of `node_set`, or set its desired size to `size`.
+    EnsureNodeGroup {
+        /// Node set.
+        node_set: String,
+        /// Desired nodes.
+        size: i32,
+    },
+    /// Wait until the node group of `node_set` is ACTIVE.
+    WaitNodeGroupActive {
+        /// Node set.
+        node_set: String,
+    },
+    /// Exclude the pod `ordinal` of `node_set` (its highest) from shard
+    /// allocation, so its shards move away before it is removed.
+    DrainNode {
+        /// Node set.
+        node_set: String,
+        /// Pod ordinal.
+        ordinal: i32,
+    },
+    /// Wait until that pod holds no shards (fails closed: an unknown count is not zero).
+    WaitDrained {
+        /// Node set.
+        node_set: String,
+        /// Pod ordinal.
+        ordinal: i32,
+    },
+    /// Apply the StatefulSet of `node_set` with `replicas` at the spec's version.
+    ApplyWorkload {
+        /// Node set.
+        node_set: String,
+        /// Replicas.
+        replicas: i32,
+    },
+    /// Wait until every replica of `node_set` is ready at its current revision.
+    WaitPodsReady {
+        /// Node set.
+        node_set: String,
+    },
+    /// Wait until Elasticsearch reports green.
+    WaitHealthy,
+    /// Delete the StatefulSet of a node set that is no longer in the spec.
+    DeleteWorkload {
+        /// Node set.
+        node_set: String,
+    },
+    /// Delete the node group of `node_set`.
+    DeleteNodeGroup {
+        /// Node set.
+        node_set: String,
+    },
+    /// Wait until the node group of `node_set` is gone.
+    WaitNodeGroupGone {
+        /// Node set.
+        node_set: String,
+    },
+    /// Delete the namespace objects of the cluster, and its volumes unless retained.
+    DeleteBaseObjects {
+        /// What happens to the volumes.
+        retention: VolumeRetention,
+    },
+}
+
+impl Step {
+    /// The operation stage this step belongs to (see `operation::planned_stages`).
+    pub fn stage(&self) -> &'static str {
+        match self {
+            Step::ApplyBaseObjects => "namespace",
+            Step::EnsureNodeGroup { .. } => "node_groups",
+            Step::WaitNodeGroupActive { .. } => "node_groups_active",
+            Step::DrainNode { .. } | Step::WaitDrained { .. } => "drain_nodes",
+            Step::ApplyWorkload { .. } => "elasticsearch_objects",
+            Step::WaitPodsReady { .. } => "pods_ready",
+            Step::WaitHealthy => "health_gate",
+            Step::DeleteWorkload { .. } => "elasticsearch_objects",
+            Step::DeleteNodeGroup { .. } => "node_groups",
+            Step::WaitNodeGroupGone { .. } => "node_groups_gone",
+            Step::DeleteBaseObjects { .. } => "volumes",
+        }
+    }
+
+    /// Whether the step only waits for something (a gate): the executor
+    /// repeats it with backoff until it passes or its time runs out.
+    pub fn is_wait(&self) -> bool {
+        matches!(
+            self,
+            Step::WaitNodeGroupActive { .. }
+                | Step::WaitDrained { .. }
+                | Step::WaitPodsReady { .. }
+                | Step::WaitHealthy
+                | Step::WaitNodeGroupGone { .. }
+        )
+    }
+}
+
+/// The next step toward `goal` from `observed`, or `None` when the goal is
+/// reached. Implemented in `plan::planner`.
+pub fn next_step(goal: &Goal, observed: &Observed) -> Option<Step> {
+    planner::next_step(goal, observed)
+}
+
+mod planner;
+
+#[cfg(test)]
+mod tests;

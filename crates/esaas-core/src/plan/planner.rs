@@ -1,0 +1,166 @@
+//! The decision table behind [`super::next_step`]. Order matters and is the
+//! policy: shared objects first; node groups grow before pods are added; pods
+//! leave one at a time after their shards have drained, and only then do node
+//! groups shrink; nothing is READY before every pod is ready and health is green.
+
+use super::{Goal, NodeGroupStatus, Observed, Step, node_key};
+use crate::cluster::Health;
+use crate::spec::{ClusterSpec, VolumeRetention};
+
+pub(super) fn next_step(goal: &Goal, observed: &Observed) -> Option<Step> {
+    match goal {
+        Goal::Converge(spec) => converge(spec, observed),
+        Goal::Delete { retention } => delete(*retention, observed),
+    }
+}
+
+/// The step that removes one pod from `node_set`, which has `replicas` now:
+/// drain it, wait until it holds no shards, then lower the replicas.
+fn shrink_one(node_set: &str, replicas: i32, observed: &Observed) -> Step {
+    let ordinal = replicas - 1;
+    let key = node_key(node_set, ordinal);
+    let shards = observed
+        .health
+        .as_ref()
+        .map(|h| h.shards_on_excluded.get(&key));
+    match shards {
+        // Elasticsearch did not answer: we cannot know, so wait (fail closed).
+        None => Step::WaitDrained {
+            node_set: node_set.into(),
+            ordinal,
+        },
+        Some(None) => Step::DrainNode {
+            node_set: node_set.into(),
+            ordinal,
+        },
+        Some(Some(n)) if *n > 0 => Step::WaitDrained {
+            node_set: node_set.into(),
+            ordinal,
+        },
+        Some(Some(_)) => Step::ApplyWorkload {
+            node_set: node_set.into(),
+            replicas: ordinal,
+        },
+    }
+}
+
+fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
+    if !observed.base_objects {
+        return Some(Step::ApplyBaseObjects);
+    }
+    // Capacity first: a node group grows before pods need it.
+    for ns in &spec.node_sets {
+        match observed.node_groups.get(&ns.name) {
+            None => {
+                return Some(Step::EnsureNodeGroup {
+                    node_set: ns.name.clone(),
+                    size: ns.count,
+                });
+            }
+            // Back in the spec while still going away: let it go, then recreate it.
+            Some(ng) if ng.status == NodeGroupStatus::Deleting => {
+                return Some(Step::WaitNodeGroupGone {
+                    node_set: ns.name.clone(),
+                });
+            }
+            Some(ng) if ng.desired_size < ns.count => {
+                return Some(Step::EnsureNodeGroup {
+                    node_set: ns.name.clone(),
+                    size: ns.count,
+                });
+            }
+            Some(ng) if ng.status != NodeGroupStatus::Active => {
+                return Some(Step::WaitNodeGroupActive {
+                    node_set: ns.name.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    // Then the pods of every node set in the spec.
+    for ns in &spec.node_sets {
+        let Some(w) = observed.workloads.get(&ns.name) else {
+            return Some(Step::ApplyWorkload {
+                node_set: ns.name.clone(),
+                replicas: ns.count,
+            });
+        };
+        if w.replicas > ns.count {
+            return Some(shrink_one(&ns.name, w.replicas, observed));
+        }
+        if w.replicas < ns.count || !w.up_to_date {
+            return Some(Step::ApplyWorkload {
+                node_set: ns.name.clone(),
+                replicas: ns.count,
+            });
+        }
+        if w.ready_replicas < w.replicas {
+            return Some(Step::WaitPodsReady {
+                node_set: ns.name.clone(),
+            });
+        }
+    }
+    // Node sets that left the spec: drain and remove their pods one by one.
+    for (name, w) in &observed.workloads {
+        if spec.node_sets.iter().any(|n| &n.name == name) {
+            continue;
+        }
+        if w.replicas > 0 {
+            return Some(shrink_one(name, w.replicas, observed));
+        }
+        return Some(Step::DeleteWorkload {
+            node_set: name.clone(),
+        });
+    }
+    // Capacity last when shrinking: node groups follow the pods down.
+    for (name, ng) in &observed.node_groups {
+        match spec.node_sets.iter().find(|n| &n.name == name) {
+            Some(ns) if ng.desired_size > ns.count => {
+                return Some(Step::EnsureNodeGroup {
+                    node_set: name.clone(),
+                    size: ns.count,
+                });
+            }
+            Some(_) => {}
+            None if ng.status == NodeGroupStatus::Deleting => {
+                return Some(Step::WaitNodeGroupGone {
+                    node_set: name.clone(),
+                });
+            }
+            None => {
+                return Some(Step::DeleteNodeGroup {
+                    node_set: name.clone(),
+                });
+            }
+        }
+    }
+    match &observed.health {
+        Some(h) if h.status == Health::Green => None,
+        _ => Some(Step::WaitHealthy),
+    }
+}
+
+fn delete(retention: VolumeRetention, observed: &Observed) -> Option<Step> {
+    if let Some(name) = observed.workloads.keys().next() {
+        return Some(Step::DeleteWorkload {
+            node_set: name.clone(),
+        });
+    }
+    if observed.base_objects {
+        return Some(Step::DeleteBaseObjects { retention });
+    }
+    for (name, ng) in &observed.node_groups {
+        if ng.status != NodeGroupStatus::Deleting {
+            return Some(Step::DeleteNodeGroup {
+                node_set: name.clone(),
+            });
+        }
+    }
+    observed
+        .node_groups
+        .keys()
+        .next()
+        .map(|name| Step::WaitNodeGroupGone {
+            node_set: name.clone(),
+        })
+}

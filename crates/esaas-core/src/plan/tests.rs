@@ -1,0 +1,463 @@
+//! The planner by table (the policy, case by case) and by property (from any
+//! observed state, repeatedly taking the next step in a simulated world
+//! reaches the goal, and never removes a pod that still holds shards).
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::spec::{NodeRole, NodeSet};
+
+fn ng(size: i32, status: NodeGroupStatus) -> NodeGroupObs {
+    NodeGroupObs {
+        instance_type: "r6i.large".into(),
+        desired_size: size,
+        status,
+        message: String::new(),
+    }
+}
+
+fn wl(replicas: i32, ready: i32) -> WorkloadObs {
+    WorkloadObs {
+        replicas,
+        ready_replicas: ready,
+        version: "8.15.3".into(),
+        up_to_date: true,
+    }
+}
+
+fn green() -> Option<HealthObs> {
+    Some(HealthObs {
+        status: Health::Green,
+        reason: String::new(),
+        shards_on_excluded: BTreeMap::new(),
+    })
+}
+
+fn converged(spec: &ClusterSpec) -> Observed {
+    Observed {
+        base_objects: true,
+        node_groups: spec
+            .node_sets
+            .iter()
+            .map(|n| (n.name.clone(), ng(n.count, NodeGroupStatus::Active)))
+            .collect(),
+        workloads: spec
+            .node_sets
+            .iter()
+            .map(|n| (n.name.clone(), wl(n.count, n.count)))
+            .collect(),
+        health: green(),
+    }
+}
+
+#[test]
+fn a_new_cluster_is_built_in_order() {
+    let spec = ClusterSpec::test().with_nodes(3);
+    let goal = Goal::Converge(spec.clone());
+    let mut o = Observed::default();
+    assert_eq!(next_step(&goal, &o), Some(Step::ApplyBaseObjects));
+    o.base_objects = true;
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::EnsureNodeGroup {
+            node_set: "default".into(),
+            size: 3
+        })
+    );
+    o.node_groups
+        .insert("default".into(), ng(3, NodeGroupStatus::Creating));
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::WaitNodeGroupActive {
+            node_set: "default".into()
+        })
+    );
+    o.node_groups
+        .insert("default".into(), ng(3, NodeGroupStatus::Active));
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::ApplyWorkload {
+            node_set: "default".into(),
+            replicas: 3
+        })
+    );
+    o.workloads.insert("default".into(), wl(3, 1));
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::WaitPodsReady {
+            node_set: "default".into()
+        })
+    );
+    o.workloads.insert("default".into(), wl(3, 3));
+    assert_eq!(next_step(&goal, &o), Some(Step::WaitHealthy));
+    o.health = green();
+    assert_eq!(next_step(&goal, &o), None);
+    assert_eq!(o, converged(&spec));
+}
+
+#[test]
+fn growing_adds_capacity_before_pods() {
+    let spec = ClusterSpec::test().with_nodes(5);
+    let o = converged(&ClusterSpec::test().with_nodes(3));
+    assert_eq!(
+        next_step(&Goal::Converge(spec), &o),
+        Some(Step::EnsureNodeGroup {
+            node_set: "default".into(),
+            size: 5
+        })
+    );
+}
+
+#[test]
+fn shrinking_drains_one_pod_at_a_time_and_fails_closed() {
+    let spec = ClusterSpec::test().with_nodes(2);
+    let goal = Goal::Converge(spec);
+    let mut o = converged(&ClusterSpec::test().with_nodes(3));
+    let drain = Step::DrainNode {
+        node_set: "default".into(),
+        ordinal: 2,
+    };
+    assert_eq!(next_step(&goal, &o), Some(drain));
+    let key = node_key("default", 2);
+    o.health
+        .as_mut()
+        .expect("health")
+        .shards_on_excluded
+        .insert(key.clone(), 4);
+    let wait = Step::WaitDrained {
+        node_set: "default".into(),
+        ordinal: 2,
+    };
+    assert_eq!(next_step(&goal, &o), Some(wait.clone()));
+    // Elasticsearch unreachable: not "drained".
+    let mut unknown = o.clone();
+    unknown.health = None;
+    assert_eq!(next_step(&goal, &unknown), Some(wait));
+    o.health
+        .as_mut()
+        .expect("health")
+        .shards_on_excluded
+        .insert(key, 0);
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::ApplyWorkload {
+            node_set: "default".into(),
+            replicas: 2
+        })
+    );
+    // pods first, then the node group follows them down
+    o.workloads.insert("default".into(), wl(2, 2));
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::EnsureNodeGroup {
+            node_set: "default".into(),
+            size: 2
+        })
+    );
+}
+
+#[test]
+fn an_upgrade_reapplies_the_workload_then_gates_on_health() {
+    let spec = ClusterSpec::test().with_nodes(3).with_version("8.17.1");
+    let mut o = converged(&ClusterSpec::test().with_nodes(3));
+    o.workloads.get_mut("default").expect("w").up_to_date = false;
+    assert_eq!(
+        next_step(&Goal::Converge(spec.clone()), &o),
+        Some(Step::ApplyWorkload {
+            node_set: "default".into(),
+            replicas: 3
+        })
+    );
+    let mut o = converged(&spec);
+    o.health.as_mut().expect("h").status = Health::Yellow;
+    assert_eq!(
+        next_step(&Goal::Converge(spec), &o),
+        Some(Step::WaitHealthy)
+    );
+}
+
+#[test]
+fn delete_removes_pods_then_objects_then_node_groups() {
+    let goal = Goal::Delete {
+        retention: VolumeRetention::Delete,
+    };
+    let mut o = converged(&ClusterSpec::test().with_nodes(3));
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::DeleteWorkload {
+            node_set: "default".into()
+        })
+    );
+    o.workloads.clear();
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::DeleteBaseObjects {
+            retention: VolumeRetention::Delete
+        })
+    );
+    o.base_objects = false;
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::DeleteNodeGroup {
+            node_set: "default".into()
+        })
+    );
+    o.node_groups
+        .insert("default".into(), ng(3, NodeGroupStatus::Deleting));
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::WaitNodeGroupGone {
+            node_set: "default".into()
+        })
+    );
+    o.node_groups.clear();
+    assert_eq!(next_step(&goal, &o), None);
+}
+
+/// What the backends would do for each step, with time passing on waits.
+fn simulate(step: &Step, w: &mut Observed, spec_version: &str) {
+    match step {
+        Step::ApplyBaseObjects => w.base_objects = true,
+        Step::EnsureNodeGroup { node_set, size } => {
+            let status = if w.node_groups.contains_key(node_set) {
+                NodeGroupStatus::Updating
+            } else {
+                NodeGroupStatus::Creating
+            };
+            w.node_groups.insert(node_set.clone(), ng(*size, status));
+        }
+        Step::WaitNodeGroupActive { node_set } => {
+            if let Some(g) = w.node_groups.get_mut(node_set) {
+                g.status = NodeGroupStatus::Active;
+            }
+        }
+        Step::DrainNode { node_set, ordinal } => {
+            let h = w.health.get_or_insert_with(|| HealthObs {
+                status: Health::Yellow,
+                reason: "relocating".into(),
+                shards_on_excluded: BTreeMap::new(),
+            });
+            h.shards_on_excluded.insert(node_key(node_set, *ordinal), 3);
+        }
+        Step::WaitDrained { node_set, ordinal } => {
+            let h = w.health.get_or_insert_with(|| HealthObs {
+                status: Health::Yellow,
+                reason: "relocating".into(),
+                shards_on_excluded: BTreeMap::new(),
+            });
+            if let Some(n) = h.shards_on_excluded.get_mut(&node_key(node_set, *ordinal)) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        Step::ApplyWorkload { node_set, replicas } => {
+            let ready = w
+                .workloads
+                .get(node_set)
+                .map(|x| x.ready_replicas)
+                .unwrap_or(0);
+            w.workloads.insert(
+                node_set.clone(),
+                WorkloadObs {
+                    replicas: *replicas,
+                    ready_replicas: ready.min(*replicas),
+                    version: spec_version.into(),
+                    up_to_date: true,
+                },
+            );
+            if let Some(h) = w.health.as_mut() {
+                // excludes of pods that are gone are cleared
+                h.shards_on_excluded.retain(|k, _| {
+                    k.split_once('/').is_none_or(|(ns, ord)| {
+                        ns != node_set || ord.parse::<i32>().is_ok_and(|o| o < *replicas)
+                    })
+                });
+                h.status = Health::Yellow;
+            }
+        }
+        Step::WaitPodsReady { node_set } => {
+            if let Some(x) = w.workloads.get_mut(node_set) {
+                x.ready_replicas = x.replicas;
+            }
+        }
+        Step::WaitHealthy => {
+            let h = w.health.get_or_insert_with(|| HealthObs {
+                status: Health::Yellow,
+                reason: String::new(),
+                shards_on_excluded: BTreeMap::new(),
+            });
+            h.status = Health::Green;
+        }
+        Step::DeleteWorkload { node_set } => {
+            w.workloads.remove(node_set);
+        }
+        Step::DeleteNodeGroup { node_set } => {
+            if let Some(g) = w.node_groups.get_mut(node_set) {
+                g.status = NodeGroupStatus::Deleting;
+            }
+        }
+        Step::WaitNodeGroupGone { node_set } => {
+            w.node_groups.remove(node_set);
+        }
+        Step::DeleteBaseObjects { .. } => w.base_objects = false,
+    }
+}
+
+const NAMES: [&str; 4] = ["masters", "data", "hot", "ml"];
+
+fn arb_spec() -> impl Strategy<Value = ClusterSpec> {
+    (
+        1usize..=3,
+        proptest::collection::vec(1i32..=6, 3),
+        "8.15.3|8.17.1",
+    )
+        .prop_map(|(n, counts, version)| {
+            let mut spec = ClusterSpec::test().with_version(&version);
+            spec.node_sets = (0..n)
+                .map(|i| NodeSet {
+                    name: NAMES[i].into(),
+                    roles: if i == 0 {
+                        vec![NodeRole::Master, NodeRole::Data]
+                    } else {
+                        vec![NodeRole::Data]
+                    },
+                    count: counts[i],
+                    ..NodeSet::test(NAMES[i])
+                })
+                .collect();
+            spec
+        })
+}
+
+fn arb_status() -> impl Strategy<Value = NodeGroupStatus> {
+    prop_oneof![
+        Just(NodeGroupStatus::Creating),
+        Just(NodeGroupStatus::Active),
+        Just(NodeGroupStatus::Updating),
+        Just(NodeGroupStatus::Deleting),
+    ]
+}
+
+fn arb_observed() -> impl Strategy<Value = Observed> {
+    let groups = proptest::collection::btree_map(
+        proptest::sample::select(NAMES.to_vec()),
+        (0i32..=8, arb_status()),
+        0..=4,
+    );
+    let loads = proptest::collection::btree_map(
+        proptest::sample::select(NAMES.to_vec()),
+        (0i32..=8, 0i32..=8, any::<bool>()),
+        0..=4,
+    );
+    let health = proptest::option::of((
+        prop_oneof![Just(Health::Green), Just(Health::Yellow), Just(Health::Red)],
+        proptest::collection::btree_map(
+            (proptest::sample::select(NAMES.to_vec()), 0i32..8),
+            0u64..4,
+            0..3,
+        ),
+    ));
+    (any::<bool>(), groups, loads, health).prop_map(|(base, groups, loads, health)| Observed {
+        base_objects: base,
+        node_groups: groups
+            .into_iter()
+            .map(|(k, (size, status))| (k.to_string(), ng(size, status)))
+            .collect(),
+        workloads: loads
+            .into_iter()
+            .map(|(k, (r, ready, up))| {
+                (
+                    k.to_string(),
+                    WorkloadObs {
+                        replicas: r,
+                        ready_replicas: ready.min(r),
+                        version: "8.15.3".into(),
+                        up_to_date: up,
+                    },
+                )
+            })
+            .collect(),
+        health: health.map(|(status, ex)| HealthObs {
+            status,
+            reason: String::new(),
+            shards_on_excluded: ex
+                .into_iter()
+                .map(|((ns, o), n)| (node_key(ns, o), n))
+                .collect(),
+        }),
+    })
+}
+
+/// Runs the planner in the simulated world until it says done; checks the
+/// safety rules at every step. Returns the final world and the step count.
+fn run(
+    goal: &Goal,
+    mut world: Observed,
+    version: &str,
+) -> Result<(Observed, usize), TestCaseError> {
+    for steps in 0..1000 {
+        let Some(step) = next_step(goal, &world) else {
+            return Ok((world, steps));
+        };
+        if let Step::ApplyWorkload { node_set, replicas } = &step {
+            let before = world
+                .workloads
+                .get(node_set)
+                .map(|w| w.replicas)
+                .unwrap_or(0);
+            // A pod leaves only after Elasticsearch said it holds no shards.
+            for ordinal in *replicas..before {
+                let shards = world
+                    .health
+                    .as_ref()
+                    .and_then(|h| h.shards_on_excluded.get(&node_key(node_set, ordinal)));
+                prop_assert_eq!(
+                    shards,
+                    Some(&0),
+                    "removed {}/{} without a drain",
+                    node_set,
+                    ordinal
+                );
+            }
+            prop_assert!(
+                before - replicas <= 1 || *replicas >= before,
+                "more than one pod at a time"
+            );
+        }
+        simulate(&step, &mut world, version);
+    }
+    Err(TestCaseError::fail("no convergence in 1000 steps"))
+}
+
+proptest! {
+    #[test]
+    fn converges_to_the_spec_from_any_state(spec in arb_spec(), start in arb_observed()) {
+        let goal = Goal::Converge(spec.clone());
+        let (end, _) = run(&goal, start, &spec.version)?;
+        prop_assert!(end.base_objects);
+        prop_assert_eq!(end.node_groups.len(), spec.node_sets.len());
+        prop_assert_eq!(end.workloads.len(), spec.node_sets.len());
+        for ns in &spec.node_sets {
+            let g = &end.node_groups[&ns.name];
+            prop_assert_eq!((g.desired_size, g.status), (ns.count, NodeGroupStatus::Active));
+            let w = &end.workloads[&ns.name];
+            prop_assert_eq!((w.replicas, w.ready_replicas, w.up_to_date), (ns.count, ns.count, true));
+        }
+        prop_assert_eq!(end.health.map(|h| h.status), Some(Health::Green));
+    }
+
+    #[test]
+    fn delete_removes_everything_from_any_state(start in arb_observed(), retain in any::<bool>()) {
+        let retention = if retain { VolumeRetention::Retain } else { VolumeRetention::Delete };
+        let (end, _) = run(&Goal::Delete { retention }, start, "8.15.3")?;
+        prop_assert!(!end.base_objects);
+        prop_assert!(end.node_groups.is_empty());
+        prop_assert!(end.workloads.is_empty());
+    }
+
+    #[test]
+    fn a_converged_cluster_needs_nothing(spec in arb_spec()) {
+        prop_assert_eq!(next_step(&Goal::Converge(spec.clone()), &converged(&spec)), None);
+    }
+}
