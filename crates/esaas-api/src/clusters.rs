@@ -4,6 +4,7 @@ use std::pin::Pin;
 
 use esaas_core::cluster::{ClusterState, SpecField};
 use esaas_core::error::Violations;
+use esaas_core::error::shown;
 use esaas_core::names::{ClusterId, ClusterName, TenantName, TenantScope, parse_request_id};
 use esaas_core::spec::ClusterSpec;
 use esaas_core::{Error, Result};
@@ -33,7 +34,8 @@ fn parse_state_filter(filter: &str) -> Result<Option<ClusterState>> {
         Error::invalid(
             "filter",
             format!(
-                "{filter:?} is not supported; use `state = READY` (or another ClusterState name)"
+                "{} is not supported; use `state = READY` (or another ClusterState name)",
+                shown(filter)
             ),
         )
     };
@@ -61,7 +63,8 @@ fn mask_fields(
                     None => v.add(
                         format!("update_mask.paths[{i}]"),
                         format!(
-                            "{path:?} cannot be updated; use spec, spec.version, spec.node_sets, spec.zone_count or spec.volume_retention"
+                            "{} cannot be updated; use spec, spec.version, spec.node_sets, spec.zone_count or spec.volume_retention",
+                            shown(path)
                         ),
                     ),
                 }

@@ -1,5 +1,6 @@
 //! `esaas.v1.OperationService`.
 
+use esaas_core::error::shown;
 use esaas_core::names::{ClusterName, OperationName, TenantScope};
 use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
@@ -21,7 +22,8 @@ fn parse_state_filter(filter: &str) -> Result<Option<esaas_core::operation::Oper
         Error::invalid(
             "filter",
             format!(
-                "{filter:?} is not supported; use `state = QUEUED` (or another OperationState name)"
+                "{} is not supported; use `state = QUEUED` (or another OperationState name)",
+                shown(filter)
             ),
         )
     };

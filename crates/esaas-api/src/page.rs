@@ -63,6 +63,15 @@ pub fn decode(fingerprint: &str, token: &str) -> Result<Option<Vec<String>>> {
         .map_err(|_| bad("is not a token this service issued"))?;
     let token: Token =
         serde_json::from_slice(&bytes).map_err(|_| bad("is not a token this service issued"))?;
+    // Tokens are not signed, so an edited one must not reach a query: keys we
+    // issue are short names and UUIDs, never control characters.
+    if token
+        .k
+        .iter()
+        .any(|k| k.len() > 256 || k.chars().any(char::is_control))
+    {
+        return Err(bad("is not a token this service issued"));
+    }
     if token.q != fingerprint {
         return Err(bad(
             "belongs to a different query: parent, filter and other fields must not change between pages",
@@ -85,6 +94,7 @@ mod tests {
         );
         assert!(decode(&fingerprint(&["tenants/b", ""]), &t).is_err());
         assert!(decode(&q, "garbage!").is_err());
+        assert!(decode(&q, &encode(&q, vec!["a\u{0}b".into()])).is_err());
         assert_eq!(decode(&q, "").unwrap(), None);
         assert_eq!(page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
         assert_eq!(page_size(10_000).unwrap(), MAX_PAGE_SIZE);

@@ -177,3 +177,34 @@ impl Violations {
         }
     }
 }
+
+/// Longest piece of a caller's value that an error message repeats.
+const SHOWN_MAX: usize = 48;
+
+/// A caller's value as an error message shows it: quoted, and cut short, so
+/// that an answer about a huge value stays small (gRPC carries the message
+/// and its details in HTTP/2 headers).
+pub fn shown(value: &str) -> String {
+    if value.len() <= SHOWN_MAX {
+        return format!("{value:?}");
+    }
+    let mut end = SHOWN_MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &value[..end], value.len())
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::shown;
+
+    #[test]
+    fn long_values_are_cut() {
+        assert_eq!(shown("abc"), "\"abc\"");
+        let long = "é".repeat(1000);
+        let s = shown(&long);
+        assert!(s.len() < 80, "{s}");
+        assert!(s.ends_with("(2000 bytes)"));
+    }
+}

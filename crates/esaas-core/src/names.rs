@@ -10,7 +10,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, shown};
 
 /// Longest tenant id.
 pub const TENANT_ID_MAX: usize = 20;
@@ -41,7 +41,7 @@ fn check_label(field: &str, value: &str, max: usize) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(Error::invalid(field, format!("{value:?} {why}")))
+    Err(Error::invalid(field, format!("{} {why}", shown(value))))
 }
 
 macro_rules! label_newtype {
@@ -98,7 +98,10 @@ impl TenantName {
         let Some(id) = value.strip_prefix("tenants/") else {
             return Err(Error::invalid(
                 field,
-                format!("{value:?} is not a tenant name; expected tenants/{{tenant}}"),
+                format!(
+                    "{} is not a tenant name; expected tenants/{{tenant}}",
+                    shown(value)
+                ),
             ));
         };
         Ok(Self(TenantId::parse(field, id)?))
@@ -151,7 +154,8 @@ impl ClusterName {
             _ => Err(Error::invalid(
                 field,
                 format!(
-                    "{value:?} is not a cluster name; expected tenants/{{tenant}}/clusters/{{cluster}}"
+                    "{} is not a cluster name; expected tenants/{{tenant}}/clusters/{{cluster}}",
+                    shown(value)
                 ),
             )),
         }
@@ -178,7 +182,10 @@ impl OperationName {
             .ok_or_else(|| {
                 Error::invalid(
                     field,
-                    format!("{value:?} is not an operation name; expected operations/{{uuid}}"),
+                    format!(
+                        "{} is not an operation name; expected operations/{{uuid}}",
+                        shown(value)
+                    ),
                 )
             })
     }
@@ -206,7 +213,8 @@ impl ApiKeyName {
             Error::invalid(
                 field,
                 format!(
-                    "{value:?} is not an API key name; expected tenants/{{tenant}}/apiKeys/{{id}} or apiKeys/{{id}}"
+                    "{} is not an API key name; expected tenants/{{tenant}}/apiKeys/{{id}} or apiKeys/{{id}}",
+                    shown(value)
                 ),
             )
         };
@@ -237,7 +245,7 @@ pub fn parse_request_id(field: &str, value: &str) -> Result<Option<Uuid>> {
     }
     Uuid::parse_str(value)
         .map(Some)
-        .map_err(|_| Error::invalid(field, format!("{value:?} is not a UUID")))
+        .map_err(|_| Error::invalid(field, format!("{} is not a UUID", shown(value))))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::Catalog;
 #[cfg(test)]
 use crate::error::Error;
-use crate::error::{Result, Violations};
+use crate::error::{Result, Violations, shown};
 use crate::names::NodeSetName;
 
 /// gp3 baseline IOPS, included in the price of the volume.
@@ -150,8 +150,8 @@ impl ClusterSpec {
             v.add(
                 format!("{prefix}.version"),
                 format!(
-                    "{:?} is not offered; offered versions: {}",
-                    self.version,
+                    "{} is not offered; offered versions: {}",
+                    shown(&self.version),
                     catalog.versions.join(", ")
                 ),
             );
@@ -189,7 +189,7 @@ impl ClusterSpec {
             {
                 v.add(
                     format!("{p}.name"),
-                    format!("{:?} is used by another node set", ns.name),
+                    format!("{} is used by another node set", shown(&ns.name)),
                 );
             }
             ns.validate(catalog, &p, &mut v);
