@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod error;
 pub mod event;
+pub mod lease;
 pub mod names;
 pub mod operation;
 pub mod plan;

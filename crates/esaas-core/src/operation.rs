@@ -167,6 +167,16 @@ pub struct Operation {
     pub next_attempt_time: DateTime<Utc>,
     /// Increases on every change (drives WatchOperation).
     pub version: i64,
+    /// The worker lease, while a worker holds the operation.
+    pub lease: Option<crate::lease::Lease>,
+    /// The fencing token of the newest lease (0 before the first).
+    pub lease_token: i64,
+    /// What the last attempt saved to resume from.
+    pub checkpoint: Option<serde_json::Value>,
+    /// A delete superseded this operation while it ran; the worker is told to stop.
+    pub cancel_requested: bool,
+    /// W3C trace context of the call that queued it.
+    pub traceparent: Option<String>,
 }
 
 impl Operation {

@@ -350,13 +350,22 @@ impl Store {
             &[OperationState::Running, OperationState::Stalled],
         )
         .await?;
-        if let Some(running) = &running {
-            sqlx::query("UPDATE operations SET cancel_requested = true WHERE id = $1")
-                .bind(running.id)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
-        }
+        let running = match running {
+            // A stalled operation has no worker to tell: it ends here.
+            Some(mut stalled) if stalled.state == OperationState::Stalled => {
+                stalled.state = OperationState::Cancelled;
+                stalled.end_time = Some(now);
+                save_operation(conn, &mut stalled).await?;
+                None
+            }
+            // A running one is told to stop by the control plane at its worker's next heartbeat.
+            Some(mut running) => {
+                running.cancel_requested = true;
+                save_operation(conn, &mut running).await?;
+                Some(running)
+            }
+            None => None,
+        };
         let operation = new_operation(
             &cluster.tenant,
             &cluster,

@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod feed;
 mod keys;
+mod leases;
 mod operations;
 mod rows;
 mod tenants;
@@ -26,6 +27,7 @@ pub use clusters::{
 };
 pub use feed::{Change, ChangeFeed};
 pub use keys::{ApiKey, NewApiKey};
+pub use leases::{Claimed, LeaseSettings, LostLease, WorkerInfo};
 pub use operations::OperationFilter;
 pub use tx::{Idempotency, Mode, Outcome};
 pub use workers::Worker;

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::Store;
 use crate::error::{db_error, is_unique_violation};
-use crate::events::{commit_change, lock_cluster};
+use crate::events::commit_change;
 use crate::feed::OPERATION_CHANNEL;
 use crate::rows::{self, OPERATION_COLUMNS, to_json};
 
@@ -60,6 +60,11 @@ pub(crate) fn new_operation(
         update_time: now,
         next_attempt_time: now,
         version: 1,
+        lease: None,
+        lease_token: 0,
+        checkpoint: None,
+        cancel_requested: false,
+        traceparent: None,
     }
 }
 
@@ -77,8 +82,8 @@ async fn notify(conn: &mut PgConnection, id: Uuid) -> Result<()> {
 pub(crate) async fn insert_operation(conn: &mut PgConnection, op: &Operation) -> Result<()> {
     sqlx::query(
         "INSERT INTO operations (id, tenant_id, cluster_uid, kind, state, initiator_kind, initiator, target_generation, \
-         stages, attempt_log, max_attempts, next_attempt_time, version, create_time, update_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+         stages, attempt_log, max_attempts, next_attempt_time, version, create_time, update_time, traceparent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)",
     )
     .bind(op.id)
     .bind(op.tenant.as_str())
@@ -94,6 +99,7 @@ pub(crate) async fn insert_operation(conn: &mut PgConnection, op: &Operation) ->
     .bind(op.next_attempt_time)
     .bind(op.version)
     .bind(op.create_time)
+    .bind(&op.traceparent)
     .execute(&mut *conn)
     .await
     .map_err(|e| {
@@ -116,7 +122,8 @@ pub(crate) async fn save_operation(conn: &mut PgConnection, op: &mut Operation) 
     sqlx::query(
         "UPDATE operations SET state = $2, target_generation = $3, stages = $4, attempt_log = $5, \
          attempts = $6, max_attempts = $7, next_attempt_time = $8, blocking_check = $9, error = $10, \
-         start_time = $11, end_time = $12, update_time = $13, version = $14 WHERE id = $1",
+         start_time = $11, end_time = $12, update_time = $13, version = $14, lease_owner = $15, lease_token = $16, \
+         lease_expire_time = $17, checkpoint = $18, cancel_requested = $19 WHERE id = $1",
     )
     .bind(op.id)
     .bind(op.state.as_str())
@@ -132,6 +139,11 @@ pub(crate) async fn save_operation(conn: &mut PgConnection, op: &mut Operation) 
     .bind(op.end_time)
     .bind(op.update_time)
     .bind(op.version)
+    .bind(op.lease.as_ref().map(|l| l.owner.as_str()))
+    .bind(op.lease_token)
+    .bind(op.lease.as_ref().map(|l| l.expire_time))
+    .bind(&op.checkpoint)
+    .bind(op.cancel_requested)
     .execute(&mut *conn)
     .await
     .map_err(|e| {
@@ -140,6 +152,8 @@ pub(crate) async fn save_operation(conn: &mut PgConnection, op: &mut Operation) 
                 op.cluster_name().to_string(),
                 "another operation is already queued for this cluster; it will carry the latest spec",
             )
+        } else if is_unique_violation(&e, "operations_one_running") {
+            Error::precondition(op.cluster_name().to_string(), "another operation is already running on this cluster")
         } else {
             db_error(e)
         }
@@ -217,16 +231,9 @@ impl Store {
         by: &Initiator,
         max_attempts: i32,
     ) -> Result<Operation> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {OPERATION_COLUMNS} FROM operations o JOIN clusters c ON c.uid = o.cluster_uid \
-             WHERE o.id = $1 FOR UPDATE OF o"
-        )))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| not_found(id))?;
-        let mut op = rows::operation(&row)?;
+        let (mut op, mut cluster) = crate::leases::lock_op_and_cluster(conn, id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
         if !matches!(op.state, OperationState::Failed | OperationState::Stalled) {
             return Err(Error::precondition(
                 op.name().to_string(),
@@ -236,9 +243,6 @@ impl Store {
                 ),
             ));
         }
-        let mut cluster = lock_cluster(conn, op.cluster_uid)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("operation {id} has no cluster")))?;
         op.state = OperationState::Queued;
         op.error = None;
         op.blocking_check = None;

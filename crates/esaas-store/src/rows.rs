@@ -2,6 +2,7 @@
 //! value this version does not know is an internal error, not a guess.
 
 use esaas_core::cluster::{Cluster, ClusterState, Health};
+use esaas_core::lease::Lease;
 use esaas_core::names::{ClusterId, TenantId};
 use esaas_core::operation::{Initiator, InitiatorKind, Operation, OperationKind, OperationState};
 use esaas_core::{Error, Result};
@@ -16,7 +17,8 @@ pub(crate) const CLUSTER_COLUMNS: &str = "uid, tenant_id, cluster_id, spec, gene
 
 pub(crate) const OPERATION_COLUMNS: &str = "o.id, o.tenant_id, c.cluster_id, o.cluster_uid, o.kind, o.state, o.initiator_kind, \
      o.initiator, o.target_generation, o.stages, o.attempt_log, o.max_attempts, o.blocking_check, o.error, \
-     o.create_time, o.start_time, o.end_time, o.update_time, o.next_attempt_time, o.version";
+     o.create_time, o.start_time, o.end_time, o.update_time, o.next_attempt_time, o.version, o.lease_owner, \
+     o.lease_token, o.lease_expire_time, o.checkpoint, o.cancel_requested, o.traceparent";
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
     row: &'r PgRow,
@@ -90,6 +92,21 @@ pub(crate) fn operation(row: &PgRow) -> Result<Operation> {
         update_time: get(row, "update_time")?,
         next_attempt_time: get(row, "next_attempt_time")?,
         version: get(row, "version")?,
+        lease: match (
+            get::<Option<String>>(row, "lease_owner")?,
+            get::<Option<chrono::DateTime<chrono::Utc>>>(row, "lease_expire_time")?,
+        ) {
+            (Some(owner), Some(expire_time)) => Some(Lease {
+                owner,
+                token: get(row, "lease_token")?,
+                expire_time,
+            }),
+            _ => None,
+        },
+        lease_token: get(row, "lease_token")?,
+        checkpoint: get(row, "checkpoint")?,
+        cancel_requested: get(row, "cancel_requested")?,
+        traceparent: get(row, "traceparent")?,
     })
 }
 
