@@ -8,9 +8,9 @@ use esaas_proto::v1 as pb;
 use esaas_store::{NewApiKey, Store};
 use tonic::{Request, Response};
 
-use crate::convert::{api_key_to_pb, operation_to_pb, quota_from_pb, tenant_to_pb, ts};
 use crate::error::{ApiResult, to_status};
 use crate::{Api, Call, page, request_hash};
+use esaas_proto::convert::{operation_to_pb, ots, quota_from_pb, tenant_to_pb, ts};
 
 /// Longest display name of a tenant or key.
 const DISPLAY_NAME_MAX: usize = 200;
@@ -387,5 +387,22 @@ impl pb::admin_service_server::AdminService for Api {
             .await
             .map(Response::new)
             .map_err(to_status)
+    }
+}
+
+/// The wire form of an API key (never with its secret).
+fn api_key_to_pb(k: &esaas_store::ApiKey) -> pb::ApiKey {
+    use esaas_core::auth::Role;
+    pb::ApiKey {
+        name: k.name.to_string(),
+        display_name: k.display_name.clone(),
+        role: match k.role {
+            Role::PlatformAdmin => pb::Role::PlatformAdmin,
+            Role::TenantAdmin => pb::Role::TenantAdmin,
+            Role::TenantViewer => pb::Role::TenantViewer,
+            Role::Worker => pb::Role::Worker,
+        } as i32,
+        create_time: ts(k.create_time),
+        revoke_time: ots(k.revoke_time),
     }
 }

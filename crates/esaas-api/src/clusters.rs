@@ -14,11 +14,11 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::convert::{
-    cluster_state_from_name, cluster_to_pb, disruption_to_pb, operation_to_pb, spec_from_pb,
-};
 use crate::error::{ApiResult, to_status};
 use crate::{Api, Call, page, request_hash};
+use esaas_proto::convert::{
+    cluster_state_from_name, cluster_to_pb, disruption_to_pb, operation_to_pb, spec_from_pb,
+};
 
 fn respond<T>(r: Result<T>) -> ApiResult<T> {
     r.map(Response::new).map_err(to_status)

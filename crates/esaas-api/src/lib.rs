@@ -5,7 +5,6 @@
 mod admin;
 pub mod auth;
 mod clusters;
-pub mod convert;
 pub mod error;
 mod operations;
 pub mod page;
@@ -40,6 +39,10 @@ pub struct Settings {
     /// How often a watch stream re-reads even without a notification (a
     /// safety net; notifications normally wake it at once).
     pub watch_poll: Duration,
+    /// Lease time-to-live and retry backoff.
+    pub lease: esaas_store::LeaseSettings,
+    /// How often a worker stream looks for queued work without a notification.
+    pub claim_interval: Duration,
 }
 
 /// Shared state of every service.

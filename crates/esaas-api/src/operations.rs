@@ -8,10 +8,10 @@ use esaas_store::OperationFilter;
 use tonic::{Request, Response};
 use uuid::Uuid;
 
-use crate::convert::{operation_state_from_name, operation_to_pb};
 use crate::error::{ApiResult, to_status};
 use crate::watch::BoxStream;
 use crate::{Api, page};
+use esaas_proto::convert::{operation_state_from_name, operation_to_pb};
 
 fn parse_state_filter(filter: &str) -> Result<Option<esaas_core::operation::OperationState>> {
     let f = filter.trim();

@@ -18,8 +18,8 @@ use tonic::{Request, Status};
 use uuid::Uuid;
 
 use crate::Api;
-use crate::convert::{cluster_to_pb, event_to_pb, operation_to_pb};
 use crate::error::to_status;
+use esaas_proto::convert::{cluster_to_pb, event_to_pb, operation_to_pb};
 
 type Sender<T> = mpsc::Sender<Result<T, Status>>;
 /// A server stream.

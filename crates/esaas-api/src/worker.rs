@@ -1,13 +1,323 @@
-//! `esaas.v1.WorkerService`. The contract is fixed here; assigning work and
-//! taking reports arrive with the worker pool. Until then a worker that
-//! connects is authenticated and told plainly that no assignments are served.
+//! `esaas.v1.WorkerService`: one bidirectional stream per worker. The first
+//! message introduces the worker; then the control plane assigns operations
+//! up to its capacity (claimed with SKIP LOCKED), renews leases on
+//! heartbeats, answers every report with an ack (refused when the lease is
+//! no longer the worker's), and tells the worker to stop work that was
+//! superseded. When the stream ends, the worker's leases go back to the queue.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use esaas_core::cluster::Health;
+use esaas_core::lease::LeaseEvent;
+use esaas_core::names::OperationName;
+use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
+use esaas_store::{Change, Claimed, WorkerInfo};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
+use uuid::Uuid;
 
 use crate::Api;
 use crate::error::{ApiResult, to_status};
 use crate::watch::BoxStream;
+use esaas_proto::convert::{cluster_to_pb, json_to_struct, operation_to_pb, struct_to_json};
+
+/// How long a new stream may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Out = mpsc::Sender<Result<pb::ConnectResponse, Status>>;
+
+fn check_hello(h: &pb::WorkerHello) -> Result<WorkerInfo> {
+    let mut v = esaas_core::error::Violations::default();
+    let id_ok = !h.worker_id.is_empty()
+        && h.worker_id.len() <= 63
+        && h.worker_id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !id_ok {
+        v.add(
+            "hello.worker_id",
+            "must be 1 to 63 lowercase letters, digits, '-' or '.'",
+        );
+    }
+    if !(1..=1000).contains(&h.capacity) {
+        v.add(
+            "hello.capacity",
+            format!("must be between 1 and 1000, got {}", h.capacity),
+        );
+    }
+    v.finish()?;
+    Ok(WorkerInfo {
+        id: h.worker_id.clone(),
+        region: h.region.clone(),
+        capacity: h.capacity,
+        version: h.version.clone(),
+    })
+}
+
+fn lease_ref(id: Uuid, token: i64) -> pb::LeaseRef {
+    pb::LeaseRef {
+        operation: format!("operations/{id}"),
+        lease_token: token,
+    }
+}
+
+fn parse_lease(l: Option<&pb::LeaseRef>) -> Result<(Uuid, i64)> {
+    let l = l.ok_or_else(|| Error::invalid("lease", "is required"))?;
+    Ok((
+        OperationName::parse("lease.operation", &l.operation)?.0,
+        l.lease_token,
+    ))
+}
+
+fn parse_event(event: Option<pb::lease_report::Event>) -> Result<(LeaseEvent, bool)> {
+    use pb::lease_report::Event;
+    let event = event.ok_or_else(|| Error::invalid("report.event", "is required"))?;
+    Ok(match event {
+        Event::StageStarted(s) => (LeaseEvent::StageStarted(s), false),
+        Event::StageFinished(f) => (
+            LeaseEvent::StageFinished {
+                name: f.name,
+                skipped: f.skipped,
+                message: f.message,
+            },
+            false,
+        ),
+        Event::Checkpoint(s) => (LeaseEvent::Checkpoint(struct_to_json(&s)), false),
+        Event::BlockingCheck(s) => (LeaseEvent::Blocking(s), false),
+        Event::Succeeded(c) => (
+            LeaseEvent::Succeeded {
+                endpoint: Some(c.endpoint).filter(|e| !e.is_empty()),
+                health: match pb::ClusterHealth::try_from(c.health) {
+                    Ok(pb::ClusterHealth::Green) => Health::Green,
+                    Ok(pb::ClusterHealth::Yellow) => Health::Yellow,
+                    Ok(pb::ClusterHealth::Red) => Health::Red,
+                    _ => Health::Unknown,
+                },
+            },
+            true,
+        ),
+        Event::Failed(f) => (
+            LeaseEvent::Failed {
+                retryable: f.retryable,
+                reason: f.reason,
+                message: f.message,
+            },
+            true,
+        ),
+        Event::Stalled(s) => (LeaseEvent::Stalled(s), true),
+        Event::HandedBack(_) => (LeaseEvent::HandedBack, true),
+    })
+}
+
+struct Session {
+    api: Api,
+    worker: WorkerInfo,
+    out: Out,
+    /// Leases assigned on this stream and not finished: operation → token.
+    held: HashMap<Uuid, i64>,
+}
+
+impl Session {
+    async fn send(&self, msg: pb::connect_response::Message) -> bool {
+        self.out
+            .send(Ok(pb::ConnectResponse { message: Some(msg) }))
+            .await
+            .is_ok()
+    }
+
+    async fn assign(&mut self) -> Result<bool> {
+        let free = i64::from(self.worker.capacity) - self.held.len() as i64;
+        if free <= 0 {
+            return Ok(true);
+        }
+        let settings = self.api.settings().lease;
+        let claimed = self
+            .api
+            .store()
+            .claim(&self.worker.id, free, &settings)
+            .await?;
+        for Claimed { operation, cluster } in claimed {
+            let token = operation
+                .lease
+                .as_ref()
+                .map(|l| l.token)
+                .unwrap_or(operation.lease_token);
+            self.held.insert(operation.id, token);
+            tracing::info!(worker = %self.worker.id, operation = %operation.name(), cluster = %cluster.name(), token, "assigned");
+            let assignment = pb::Assignment {
+                lease: Some(lease_ref(operation.id, token)),
+                lease_ttl: prost_types::Duration::try_from(settings.ttl).ok(),
+                operation: Some(operation_to_pb(&operation)),
+                cluster: Some(cluster_to_pb(&cluster)),
+                checkpoint: operation.checkpoint.as_ref().map(json_to_struct),
+                traceparent: operation.traceparent.clone().unwrap_or_default(),
+            };
+            if !self
+                .send(pb::connect_response::Message::Assignment(assignment))
+                .await
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn handle(&mut self, msg: pb::ConnectRequest) -> Result<bool> {
+        use pb::connect_request::Message;
+        match msg.message {
+            Some(Message::Hello(_)) => {
+                Err(Error::invalid("hello", "may only be the first message"))
+            }
+            None => Err(Error::invalid("message", "is required")),
+            Some(Message::Heartbeat(hb)) => {
+                let leases = hb
+                    .leases
+                    .iter()
+                    .map(|l| parse_lease(Some(l)))
+                    .collect::<Result<Vec<_>>>()?;
+                let lost = self
+                    .api
+                    .store()
+                    .heartbeat(&self.worker.id, &leases, &self.api.settings().lease)
+                    .await?;
+                for l in lost {
+                    self.held.remove(&l.operation);
+                    let c = pb::Cancellation {
+                        lease: Some(lease_ref(l.operation, l.token)),
+                        reason: l.reason,
+                    };
+                    if !self
+                        .send(pb::connect_response::Message::Cancellation(c))
+                        .await
+                    {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            Some(Message::Report(r)) => {
+                let (id, token) = parse_lease(r.lease.as_ref())?;
+                let (event, last) = parse_event(r.event)?;
+                let outcome = self
+                    .api
+                    .store()
+                    .report(
+                        &self.worker.id,
+                        id,
+                        token,
+                        event,
+                        &self.api.settings().lease,
+                    )
+                    .await?;
+                if last || outcome.is_err() {
+                    self.held.remove(&id);
+                }
+                let ack = pb::ReportAck {
+                    lease: Some(lease_ref(id, token)),
+                    report_id: r.report_id,
+                    accepted: outcome.is_ok(),
+                    reason: outcome.err().map(|r| r.0).unwrap_or_default(),
+                };
+                if !ack.accepted {
+                    tracing::warn!(worker = %self.worker.id, operation = %id, token, reason = %ack.reason, "report refused");
+                }
+                Ok(self.send(pb::connect_response::Message::Ack(ack)).await)
+            }
+        }
+    }
+
+    async fn run(mut self, mut inbound: Streaming<pb::ConnectRequest>) {
+        let mut feed = self.api.inner.feed.subscribe();
+        let mut tick = tokio::time::interval(self.api.settings().claim_interval);
+        loop {
+            let step = tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(msg)) => self.handle(msg).await,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::info!(worker = %self.worker.id, %status, "worker stream broke");
+                        break;
+                    }
+                },
+                _ = tick.tick() => self.assign().await,
+                change = feed.recv() => match change {
+                    Ok(Change::Cluster { .. }) => Ok(true),
+                    // New or re-queued work, or missed notifications.
+                    _ => self.assign().await,
+                },
+                _ = self.out.closed() => break,
+            };
+            match step {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    let _ = self.out.send(Err(to_status(e))).await;
+                    break;
+                }
+            }
+        }
+        let store = self.api.store();
+        match store
+            .release_worker(&self.worker.id, &self.api.settings().lease)
+            .await
+        {
+            Ok(n) if n > 0 => {
+                tracing::warn!(worker = %self.worker.id, leases = n, "worker gone; its leases are back in the queue")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(worker = %self.worker.id, error = %e, "returning leases failed; they will expire")
+            }
+        }
+        if let Err(e) = store.unregister_worker(&self.worker.id).await {
+            tracing::warn!(worker = %self.worker.id, error = %e, "unregistering worker failed");
+        }
+        tracing::info!(worker = %self.worker.id, "worker disconnected");
+    }
+}
+
+impl Api {
+    async fn connect_impl(
+        &self,
+        req: Request<Streaming<pb::ConnectRequest>>,
+    ) -> Result<BoxStream<pb::ConnectResponse>> {
+        self.principal(&req).await?.require_worker()?;
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Error::invalid("hello", "the first message must be hello, within 10 s"))?
+            .map_err(|s| {
+                Error::invalid(
+                    "hello",
+                    format!("the stream failed before hello: {}", s.message()),
+                )
+            })?;
+        let hello = match first.and_then(|m| m.message) {
+            Some(pb::connect_request::Message::Hello(h)) => h,
+            _ => return Err(Error::invalid("hello", "the first message must be hello")),
+        };
+        let worker = check_hello(&hello)?;
+        // A worker that comes back has stopped its old work: its old leases
+        // go back to the queue now rather than when they expire.
+        self.store()
+            .release_worker(&worker.id, &self.settings().lease)
+            .await?;
+        self.store().register_worker(&worker).await?;
+        tracing::info!(worker = %worker.id, capacity = worker.capacity, region = %worker.region, "worker connected");
+        let (out, rx) = mpsc::channel(256);
+        let session = Session {
+            api: self.clone(),
+            worker,
+            out,
+            held: HashMap::new(),
+        };
+        tokio::spawn(session.run(inbound));
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
 
 #[tonic::async_trait]
 impl pb::worker_service_server::WorkerService for Api {
@@ -17,10 +327,9 @@ impl pb::worker_service_server::WorkerService for Api {
         &self,
         req: Request<Streaming<pb::ConnectRequest>>,
     ) -> ApiResult<Self::ConnectStream> {
-        let principal = self.principal(&req).await.map_err(to_status)?;
-        principal.require_worker().map_err(to_status)?;
-        Err(Status::unimplemented(
-            "this control plane does not hand out work yet: operations stay QUEUED until the worker pool is deployed",
-        ))
+        self.connect_impl(req)
+            .await
+            .map(tonic::Response::new)
+            .map_err(to_status)
     }
 }

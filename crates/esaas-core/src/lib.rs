@@ -6,6 +6,7 @@
 //! convert to and from these types.
 
 pub mod auth;
+pub mod backend;
 pub mod catalog;
 pub mod cluster;
 pub mod error;

@@ -24,5 +24,7 @@ pub mod esaas {
 
 pub use esaas::v1;
 
+pub mod convert;
+
 /// The encoded `FileDescriptorSet` of the API, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("esaas_descriptor");

@@ -60,6 +60,16 @@ pub struct Config {
     pub max_attempts: i32,
     /// Watch safety re-read interval.
     pub watch_poll_seconds: u64,
+    /// Lease time-to-live.
+    pub lease_ttl_seconds: u64,
+    /// First retry delay.
+    pub retry_backoff_base_seconds: u64,
+    /// Longest retry delay.
+    pub retry_backoff_max_seconds: u64,
+    /// Claim poll interval.
+    pub claim_interval_ms: u64,
+    /// Lease reaper interval.
+    pub reap_interval_ms: u64,
     /// Platform-admin key accepted as is (normally from the environment).
     #[serde(default)]
     pub bootstrap_admin_key: Secret,
@@ -161,6 +171,20 @@ impl Config {
                 "no database configured: set DATABASE_URL (or database_url in the config file)"
             ),
             url => Ok(url),
+        }
+    }
+
+    /// Lease behaviour.
+    pub fn lease(&self) -> esaas_store::LeaseSettings {
+        esaas_store::LeaseSettings {
+            ttl: Duration::from_secs(self.lease_ttl_seconds.max(1)),
+            backoff: esaas_core::lease::Backoff {
+                base: Duration::from_secs(self.retry_backoff_base_seconds),
+                max: Duration::from_secs(
+                    self.retry_backoff_max_seconds
+                        .max(self.retry_backoff_base_seconds),
+                ),
+            },
         }
     }
 

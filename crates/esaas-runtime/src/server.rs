@@ -83,6 +83,20 @@ async fn watch_database(store: Store, reporter: HealthReporter) {
     }
 }
 
+/// Returns lapsed leases to the queue. Every control-plane process runs one;
+/// the row locks make them safe together.
+async fn reap_leases(store: Store, lease: esaas_store::LeaseSettings, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match store.reap_expired(&lease).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(leases = n, "lapsed leases returned to the queue"),
+            Err(e) => tracing::warn!(error = %e, "reaping leases failed; retrying"),
+        }
+    }
+}
+
 async fn sqlx_ping(store: &Store) -> bool {
     store.ping().await.is_ok()
 }
@@ -101,6 +115,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         max_attempts: config.max_attempts,
         default_quota: config.default_quota,
         watch_poll: config.watch_poll(),
+        lease: config.lease(),
+        claim_interval: Duration::from_millis(config.claim_interval_ms.max(10)),
     };
     let bootstrap = Some(config.bootstrap_admin_key.expose()).filter(|k| !k.is_empty());
     let api = Api::new(store.clone(), bootstrap, settings);
@@ -108,6 +124,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::Serving).await;
+    let reaper = tokio::spawn(reap_leases(
+        store.clone(),
+        config.lease(),
+        Duration::from_millis(config.reap_interval_ms.max(10)),
+    ));
     let health_task = tokio::spawn(watch_database(store, reporter));
 
     // Each reflection service adds its own descriptor; the other one's is
@@ -150,6 +171,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             .await
             .context("serving");
         health_task.abort();
+        reaper.abort();
         result
     });
     tracing::info!(%addr, "serving esaas.v1");

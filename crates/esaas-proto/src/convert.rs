@@ -1,6 +1,7 @@
 //! Conversions between the wire types (`esaas_proto::v1`) and the domain.
 //! Parsing a request is where input errors are found: each names its field.
 
+use crate::v1 as pb;
 use chrono::{DateTime, Utc};
 use esaas_core::Result;
 use esaas_core::cluster::{Cluster, ClusterState, Condition, ConditionStatus, Disruption, Health};
@@ -11,7 +12,6 @@ use esaas_core::operation::{
 };
 use esaas_core::spec::{ClusterSpec, NodeRole, NodeSet, VolumeRetention};
 use esaas_core::tenant::{Quota, Tenant};
-use esaas_proto::v1 as pb;
 use prost_types::Timestamp;
 
 /// A wire timestamp.
@@ -22,7 +22,8 @@ pub fn ts(t: DateTime<Utc>) -> Option<Timestamp> {
     })
 }
 
-fn ots(t: Option<DateTime<Utc>>) -> Option<Timestamp> {
+/// An optional wire timestamp.
+pub fn ots(t: Option<DateTime<Utc>>) -> Option<Timestamp> {
     t.and_then(ts)
 }
 
@@ -276,7 +277,7 @@ pub fn operation_to_pb(o: &Operation) -> pb::Operation {
         attempts: o.attempts.iter().map(attempt_to_pb).collect(),
         max_attempts: o.max_attempts,
         blocking_check: o.blocking_check.clone().unwrap_or_default(),
-        error: o.error.as_ref().map(|e| esaas_proto::google::rpc::Status {
+        error: o.error.as_ref().map(|e| crate::google::rpc::Status {
             code: e.code,
             message: e.message.clone(),
             details: Vec::new(),
@@ -321,21 +322,62 @@ pub fn tenant_to_pb(t: &Tenant) -> pb::Tenant {
     }
 }
 
-/// The wire form of an API key (never with its secret).
-pub fn api_key_to_pb(k: &esaas_store::ApiKey) -> pb::ApiKey {
-    use esaas_core::auth::Role;
-    pb::ApiKey {
-        name: k.name.to_string(),
-        display_name: k.display_name.clone(),
-        role: match k.role {
-            Role::PlatformAdmin => pb::Role::PlatformAdmin,
-            Role::TenantAdmin => pb::Role::TenantAdmin,
-            Role::TenantViewer => pb::Role::TenantViewer,
-            Role::Worker => pb::Role::Worker,
-        } as i32,
-        create_time: ts(k.create_time),
-        revoke_time: ots(k.revoke_time),
+/// A protobuf `Struct` as JSON.
+pub fn struct_to_json(s: &prost_types::Struct) -> serde_json::Value {
+    serde_json::Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect(),
+    )
+}
+
+fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map(serde_json::Value::Number)
+            .unwrap_or_default(),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.iter().map(value_to_json).collect())
+        }
     }
+}
+
+/// JSON as a protobuf `Struct` (a non-object becomes `{"value": ...}`).
+pub fn json_to_struct(v: &serde_json::Value) -> prost_types::Struct {
+    match v {
+        serde_json::Value::Object(m) => prost_types::Struct {
+            fields: m
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect(),
+        },
+        other => prost_types::Struct {
+            fields: [("value".to_string(), json_to_value(other))]
+                .into_iter()
+                .collect(),
+        },
+    }
+}
+
+fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(_) => Kind::StructValue(json_to_struct(v)),
+    };
+    prost_types::Value { kind: Some(kind) }
 }
 
 #[cfg(test)]

@@ -1,0 +1,158 @@
+//! The three things a worker drives, as traits: EKS node groups, the
+//! Kubernetes workloads of Elasticsearch, and Elasticsearch itself. The EKS
+//! and Kubernetes adapters implement them; tests implement them in memory.
+//!
+//! Every call is idempotent: it states the end it wants, so repeating it
+//! after a crash changes nothing more.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::names::{ClusterId, ClusterName, TenantId};
+use crate::plan::{HealthObs, NodeGroupObs, WorkloadObs};
+use crate::spec::{ClusterSpec, VolumeRetention};
+
+/// The cluster an operation works on, at the operation's target generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Cluster uid.
+    pub uid: Uuid,
+    /// Owner.
+    pub tenant: TenantId,
+    /// Cluster id.
+    pub cluster_id: ClusterId,
+    /// The spec to reach.
+    pub spec: ClusterSpec,
+    /// Its generation.
+    pub generation: i64,
+    /// The operation, for idempotency keys.
+    pub operation: Uuid,
+}
+
+impl Target {
+    /// `tenants/{tenant}/clusters/{cluster}`.
+    pub fn name(&self) -> ClusterName {
+        ClusterName {
+            tenant: self.tenant.clone(),
+            cluster: self.cluster_id.clone(),
+        }
+    }
+
+    /// The idempotency key of a step: the same for every attempt of this
+    /// operation, different for another operation (EKS `clientRequestToken`).
+    pub fn idempotency_key(&self, step: &str) -> String {
+        format!("{}-{step}", self.operation.simple())
+    }
+}
+
+/// Why a step failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct StepError {
+    /// Another attempt may succeed (throttling, 5xx, a timeout).
+    pub retryable: bool,
+    /// Stable reason, for example `EKS_THROTTLED` or `NODEGROUP_FOREIGN`.
+    pub reason: String,
+    /// What happened, with the upstream error code and message.
+    pub message: String,
+}
+
+impl StepError {
+    /// A failure another attempt may fix.
+    pub fn retryable(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            retryable: true,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A failure only a change (of spec, configuration or permissions) fixes.
+    pub fn permanent(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            retryable: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Result of a backend call.
+pub type StepResult<T> = std::result::Result<T, StepError>;
+
+/// EKS managed node groups, one per node set.
+pub trait NodeGroups: Send + Sync + 'static {
+    /// The cluster's node groups, by node set.
+    fn observe(
+        &self,
+        target: &Target,
+    ) -> impl Future<Output = StepResult<BTreeMap<String, NodeGroupObs>>> + Send;
+    /// Creates the node group of `node_set` with `size` nodes, or sets its size.
+    fn ensure(
+        &self,
+        target: &Target,
+        node_set: &str,
+        size: i32,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Deletes the node group of `node_set` (done when it is deleting or gone).
+    fn delete(
+        &self,
+        target: &Target,
+        node_set: &str,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+}
+
+/// What the Kubernetes side holds for a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadsObs {
+    /// Namespace and shared objects exist.
+    pub base_objects: bool,
+    /// StatefulSets by node set.
+    pub workloads: BTreeMap<String, WorkloadObs>,
+    /// The client endpoint, once the client Service exists.
+    pub endpoint: Option<String>,
+}
+
+/// Kubernetes objects of Elasticsearch.
+pub trait Workloads: Send + Sync + 'static {
+    /// What exists.
+    fn observe(&self, target: &Target) -> impl Future<Output = StepResult<WorkloadsObs>> + Send;
+    /// Applies the namespace and the shared objects (secret, config, services, PDB, policy).
+    fn apply_base(&self, target: &Target) -> impl Future<Output = StepResult<()>> + Send;
+    /// Applies the StatefulSet of `node_set` with `replicas`.
+    fn apply_node_set(
+        &self,
+        target: &Target,
+        node_set: &str,
+        replicas: i32,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Deletes the StatefulSet of `node_set`.
+    fn delete_node_set(
+        &self,
+        target: &Target,
+        node_set: &str,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Deletes the shared objects, and the volumes unless retained.
+    fn delete_base(
+        &self,
+        target: &Target,
+        retention: VolumeRetention,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+}
+
+/// Elasticsearch's REST API.
+pub trait Elasticsearch: Send + Sync + 'static {
+    /// Health and the shards left on excluded pods; `None` when it does not answer.
+    fn health(&self, target: &Target)
+    -> impl Future<Output = StepResult<Option<HealthObs>>> + Send;
+    /// Excludes pod `ordinal` of `node_set` from shard allocation.
+    fn exclude(
+        &self,
+        target: &Target,
+        node_set: &str,
+        ordinal: i32,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+}

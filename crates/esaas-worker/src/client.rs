@@ -1,0 +1,411 @@
+//! The worker's side of `WorkerService.Connect`: one stream, reconnected
+//! with backoff; each assignment runs in its own task; every report waits
+//! for its ack; heartbeats renew the leases three times per lease time. A
+//! lost stream stops all work (its leases will go to another worker); a
+//! shutdown stops the work and hands every lease back first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use esaas_core::backend::{Elasticsearch, NodeGroups, Target, Workloads};
+use esaas_core::cluster::Health;
+use esaas_core::lease::LeaseEvent;
+use esaas_core::names::{ClusterName, OperationName};
+use esaas_core::operation::OperationKind;
+use esaas_proto::convert::{json_to_struct, spec_from_pb};
+use esaas_proto::v1 as pb;
+use esaas_proto::v1::worker_service_client::WorkerServiceClient;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::executor::{Backends, ExecSettings, Job, Reporter, Stopped, execute};
+
+/// How a worker process connects and works.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// `http://host:port` of the control plane.
+    pub control_plane: String,
+    /// A WORKER key.
+    pub key: String,
+    /// Stable id of this worker.
+    pub id: String,
+    /// Region it provisions in.
+    pub region: String,
+    /// Operations it runs at once.
+    pub capacity: i32,
+    /// Executor timing.
+    pub exec: ExecSettings,
+    /// How long to wait for the ack of a report.
+    pub ack_timeout: Duration,
+    /// How long a shutdown may take to hand leases back.
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("control_plane", &self.control_plane)
+            .field("key", &"<redacted>")
+            .field("id", &self.id)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<pb::ReportAck>>>>;
+
+/// Sends reports on one lease and waits for their acks.
+#[derive(Clone)]
+struct LeaseReporter {
+    lease: pb::LeaseRef,
+    out: mpsc::Sender<pb::ConnectRequest>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+    ack_timeout: Duration,
+}
+
+fn to_pb_event(event: LeaseEvent) -> pb::lease_report::Event {
+    use pb::lease_report::Event;
+    match event {
+        LeaseEvent::StageStarted(s) => Event::StageStarted(s),
+        LeaseEvent::StageFinished {
+            name,
+            skipped,
+            message,
+        } => Event::StageFinished(pb::StageFinished {
+            name,
+            skipped,
+            message,
+        }),
+        LeaseEvent::Checkpoint(v) => Event::Checkpoint(json_to_struct(&v)),
+        LeaseEvent::Blocking(s) => Event::BlockingCheck(s),
+        LeaseEvent::Succeeded { endpoint, health } => Event::Succeeded(pb::Completion {
+            endpoint: endpoint.unwrap_or_default(),
+            health: match health {
+                Health::Green => pb::ClusterHealth::Green,
+                Health::Yellow => pb::ClusterHealth::Yellow,
+                Health::Red => pb::ClusterHealth::Red,
+                Health::Unknown => pb::ClusterHealth::Unknown,
+            } as i32,
+        }),
+        LeaseEvent::Failed {
+            retryable,
+            reason,
+            message,
+        } => Event::Failed(pb::LeaseFailure {
+            retryable,
+            reason,
+            message,
+        }),
+        LeaseEvent::Stalled(s) => Event::Stalled(s),
+        LeaseEvent::HandedBack => Event::HandedBack(true),
+    }
+}
+
+impl Reporter for LeaseReporter {
+    async fn report(&self, event: LeaseEvent) -> Result<(), String> {
+        let report_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().await.insert(report_id, tx);
+        let msg = pb::ConnectRequest {
+            message: Some(pb::connect_request::Message::Report(pb::LeaseReport {
+                lease: Some(self.lease.clone()),
+                report_id,
+                event: Some(to_pb_event(event)),
+            })),
+        };
+        if self.out.send(msg).await.is_err() {
+            self.pending.lock().await.remove(&report_id);
+            return Err("the stream to the control plane is gone".into());
+        }
+        match tokio::time::timeout(self.ack_timeout, rx).await {
+            Ok(Ok(ack)) if ack.accepted => Ok(()),
+            Ok(Ok(ack)) => Err(ack.reason),
+            Ok(Err(_)) => Err("the stream to the control plane is gone".into()),
+            Err(_) => {
+                self.pending.lock().await.remove(&report_id);
+                Err("no ack from the control plane in time".into())
+            }
+        }
+    }
+}
+
+fn job_of(a: &pb::Assignment) -> anyhow::Result<(Uuid, i64, Job)> {
+    let lease = a.lease.as_ref().context("assignment without lease")?;
+    let id = OperationName::parse("lease.operation", &lease.operation)?.0;
+    let cluster = a.cluster.as_ref().context("assignment without cluster")?;
+    let op = a
+        .operation
+        .as_ref()
+        .context("assignment without operation")?;
+    let name = ClusterName::parse("cluster.name", &cluster.name)?;
+    let spec = spec_from_pb(
+        cluster.spec.as_ref().context("cluster without spec")?,
+        "cluster.spec",
+    )?
+    .with_defaults();
+    let kind = match pb::OperationKind::try_from(op.kind) {
+        Ok(pb::OperationKind::Create) => OperationKind::Create,
+        Ok(pb::OperationKind::Update) => OperationKind::Update,
+        Ok(pb::OperationKind::Delete) => OperationKind::Delete,
+        Ok(pb::OperationKind::Repair) => OperationKind::Repair,
+        _ => return Err(anyhow!("unknown operation kind {}", op.kind)),
+    };
+    Ok((
+        id,
+        lease.lease_token,
+        Job {
+            target: Target {
+                uid: Uuid::parse_str(&cluster.uid).context("cluster uid")?,
+                tenant: name.tenant,
+                cluster_id: name.cluster,
+                spec,
+                generation: op.target_generation,
+                operation: id,
+            },
+            kind,
+        },
+    ))
+}
+
+struct Running {
+    token: i64,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the worker until `shutdown` is cancelled, reconnecting as needed.
+pub async fn run<N: NodeGroups, W: Workloads, E: Elasticsearch>(
+    config: WorkerConfig,
+    backends: Arc<Backends<N, W, E>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match session(&config, &backends, &shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(worker = %config.id, error = %format!("{e:#}"), "worker stream ended; reconnecting")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
+    config: &WorkerConfig,
+    backends: &Arc<Backends<N, W, E>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(config.control_plane.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .connect()
+        .await
+        .context("connecting to the control plane")?;
+    let (out, rx) = mpsc::channel::<pb::ConnectRequest>(256);
+    out.send(pb::ConnectRequest {
+        message: Some(pb::connect_request::Message::Hello(pb::WorkerHello {
+            worker_id: config.id.clone(),
+            region: config.region.clone(),
+            capacity: config.capacity,
+            version: env!("CARGO_PKG_VERSION").into(),
+        })),
+    })
+    .await?;
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", config.key)
+            .parse()
+            .context("worker key")?,
+    );
+    let mut inbound = WorkerServiceClient::new(channel)
+        .connect(req)
+        .await
+        .context("WorkerService.Connect")?
+        .into_inner();
+    tracing::info!(worker = %config.id, "connected to the control plane");
+
+    let pending: Pending = Arc::default();
+    let next_id = Arc::new(AtomicU64::new(1));
+    let mut running: HashMap<Uuid, Running> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Uuid>();
+    let mut ttl = Duration::from_secs(30);
+    let mut heartbeat = tokio::time::interval(ttl / 3);
+
+    let result = loop {
+        tokio::select! {
+            msg = inbound.message() => {
+                let msg = match msg {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break Err(anyhow!("the control plane closed the stream")),
+                    Err(s) => break Err(anyhow!("stream failed: {s}")),
+                };
+                match msg.message {
+                    Some(pb::connect_response::Message::Assignment(a)) => {
+                        if let Some(t) = a.lease_ttl.and_then(|d| Duration::try_from(d).ok())
+                            && t != ttl
+                        {
+                            ttl = t;
+                            heartbeat = tokio::time::interval(ttl / 3);
+                        }
+                        let (id, token, job) = match job_of(&a) {
+                            Ok(j) => j,
+                            Err(e) => {
+                                tracing::error!(error = %format!("{e:#}"), "unusable assignment");
+                                continue;
+                            }
+                        };
+                        let reporter = LeaseReporter {
+                            lease: pb::LeaseRef { operation: format!("operations/{id}"), lease_token: token },
+                            out: out.clone(),
+                            pending: pending.clone(),
+                            next_id: next_id.clone(),
+                            ack_timeout: config.ack_timeout,
+                        };
+                        let cancel = shutdown.child_token();
+                        let task = tokio::spawn(run_lease(
+                            job,
+                            backends.clone(),
+                            reporter,
+                            config.exec,
+                            cancel.clone(),
+                            done_tx.clone(),
+                            id,
+                        ));
+                        tracing::info!(worker = %config.id, operation = %id, token, "assignment started");
+                        running.insert(id, Running { token, cancel, task });
+                    }
+                    Some(pb::connect_response::Message::Cancellation(c)) => {
+                        if let Some(id) = c.lease.as_ref().and_then(|l| OperationName::parse("lease", &l.operation).ok())
+                            && let Some(r) = running.remove(&id.0)
+                        {
+                            tracing::warn!(worker = %config.id, operation = %id, reason = %c.reason, "work cancelled by the control plane");
+                            r.cancel.cancel();
+                        }
+                    }
+                    Some(pb::connect_response::Message::Ack(ack)) => {
+                        if let Some(tx) = pending.lock().await.remove(&ack.report_id) {
+                            let _ = tx.send(ack);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            _ = heartbeat.tick() => {
+                let leases = running
+                    .iter()
+                    .map(|(id, r)| pb::LeaseRef { operation: format!("operations/{id}"), lease_token: r.token })
+                    .collect();
+                let hb = pb::ConnectRequest {
+                    message: Some(pb::connect_request::Message::Heartbeat(pb::WorkerHeartbeat { leases })),
+                };
+                if out.send(hb).await.is_err() {
+                    break Err(anyhow!("the stream to the control plane is gone"));
+                }
+            }
+            Some(id) = done_rx.recv() => {
+                running.remove(&id);
+            }
+            _ = shutdown.cancelled() => {
+                hand_back(config, &mut running, &out, &pending, &next_id, &mut inbound).await;
+                break Ok(());
+            }
+        }
+    };
+    // Without the stream, the work of these leases must stop: the control
+    // plane gives them to another worker.
+    for (_, r) in running.drain() {
+        r.cancel.cancel();
+        r.task.abort();
+    }
+    result
+}
+
+async fn run_lease<N: NodeGroups, W: Workloads, E: Elasticsearch>(
+    job: Job,
+    backends: Arc<Backends<N, W, E>>,
+    reporter: LeaseReporter,
+    exec: ExecSettings,
+    cancel: CancellationToken,
+    done: mpsc::UnboundedSender<Uuid>,
+    id: Uuid,
+) {
+    match execute(&job, &backends, &reporter, exec, &cancel).await {
+        Ok(last) => {
+            if let Err(reason) = reporter.report(last).await {
+                tracing::warn!(operation = %id, %reason, "final report not accepted");
+            }
+        }
+        Err(Stopped::Cancelled) => {}
+        Err(Stopped::LeaseLost(reason)) => {
+            tracing::warn!(operation = %id, %reason, "lease lost; stopping")
+        }
+    }
+    let _ = done.send(id);
+}
+
+/// Stops every running lease and gives it back, so another worker takes it
+/// over at once instead of after the lease expires.
+async fn hand_back(
+    config: &WorkerConfig,
+    running: &mut HashMap<Uuid, Running>,
+    out: &mpsc::Sender<pb::ConnectRequest>,
+    pending: &Pending,
+    next_id: &Arc<AtomicU64>,
+    inbound: &mut tonic::Streaming<pb::ConnectResponse>,
+) {
+    let handed = running.drain().map(|(id, r)| {
+        r.cancel.cancel();
+        let reporter = LeaseReporter {
+            lease: pb::LeaseRef {
+                operation: format!("operations/{id}"),
+                lease_token: r.token,
+            },
+            out: out.clone(),
+            pending: pending.clone(),
+            next_id: next_id.clone(),
+            ack_timeout: config.shutdown_grace,
+        };
+        async move {
+            let _ = r.task.await;
+            match reporter.report(LeaseEvent::HandedBack).await {
+                Ok(()) => tracing::info!(operation = %id, "lease handed back"),
+                Err(reason) => tracing::warn!(operation = %id, %reason, "hand-back not accepted; the lease will expire"),
+            }
+        }
+    });
+    let all = futures::future::join_all(handed);
+    tokio::pin!(all);
+    let deadline = tokio::time::sleep(config.shutdown_grace);
+    tokio::pin!(deadline);
+    // The acks of the hand-backs arrive on the stream: keep reading it.
+    loop {
+        tokio::select! {
+            _ = &mut all => return,
+            _ = &mut deadline => {
+                tracing::warn!("shutdown grace ran out; remaining leases will expire");
+                return;
+            }
+            msg = inbound.message() => match msg {
+                Ok(Some(pb::ConnectResponse { message: Some(pb::connect_response::Message::Ack(ack)) })) => {
+                    if let Some(tx) = pending.lock().await.remove(&ack.report_id) {
+                        let _ = tx.send(ack);
+                    }
+                }
+                Ok(Some(_)) => {}
+                _ => return,
+            },
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Runs one leased operation: observe, ask the planner for the next step,
+//! perform it, report, repeat. The world is observed afresh before every
+//! step, so a repeated step (after a crash or a retry) finds its work done
+//! and moves on. Gates (waits) report what they wait for, and end the
+//! attempt as STALLED, naming the reason, when they do not open in time.
+
+use std::future::Future;
+use std::time::Duration;
+
+use esaas_core::backend::{Elasticsearch, NodeGroups, StepError, Target, Workloads};
+use esaas_core::cluster::Health;
+use esaas_core::lease::LeaseEvent;
+use esaas_core::operation::OperationKind;
+use esaas_core::plan::{Goal, NodeGroupStatus, Observed, Step, next_step};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The three backends a worker drives.
+#[derive(Debug, Clone)]
+pub struct Backends<N, W, E> {
+    /// EKS node groups.
+    pub node_groups: N,
+    /// Kubernetes workloads.
+    pub workloads: W,
+    /// Elasticsearch.
+    pub elasticsearch: E,
+}
+
+/// Timing of the executor.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecSettings {
+    /// How often a gate is checked again.
+    pub poll: Duration,
+    /// How long one gate may stay closed before the operation stalls.
+    pub gate_timeout: Duration,
+}
+
+/// Why the executor stopped without a final event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stopped {
+    /// The control plane refused a report: the lease is no longer ours.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
+    /// The work was cancelled (superseded, or the worker is shutting down).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Sends a report on the lease and waits for the control plane's ack.
+pub trait Reporter: Send + Sync {
+    /// `Err(reason)` when the report was refused or could not be delivered.
+    fn report(&self, event: LeaseEvent) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The operation a lease is for.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The cluster at the target generation.
+    pub target: Target,
+    /// What to do.
+    pub kind: OperationKind,
+}
+
+fn failed(e: StepError) -> LeaseEvent {
+    LeaseEvent::Failed {
+        retryable: e.retryable,
+        reason: e.reason,
+        message: e.message,
+    }
+}
+
+async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
+    b: &Backends<N, W, E>,
+    t: &Target,
+) -> Result<(Observed, Option<String>), StepError> {
+    let (groups, loads, health) = tokio::try_join!(
+        b.node_groups.observe(t),
+        b.workloads.observe(t),
+        b.elasticsearch.health(t)
+    )?;
+    Ok((
+        Observed {
+            base_objects: loads.base_objects,
+            node_groups: groups,
+            workloads: loads.workloads,
+            health,
+        },
+        loads.endpoint,
+    ))
+}
+
+async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
+    b: &Backends<N, W, E>,
+    t: &Target,
+    step: &Step,
+) -> Result<(), StepError> {
+    match step {
+        Step::ApplyBaseObjects => b.workloads.apply_base(t).await,
+        Step::EnsureNodeGroup { node_set, size } => b.node_groups.ensure(t, node_set, *size).await,
+        Step::DrainNode { node_set, ordinal } => {
+            b.elasticsearch.exclude(t, node_set, *ordinal).await
+        }
+        Step::ApplyWorkload { node_set, replicas } => {
+            b.workloads.apply_node_set(t, node_set, *replicas).await
+        }
+        Step::DeleteWorkload { node_set } => b.workloads.delete_node_set(t, node_set).await,
+        Step::DeleteNodeGroup { node_set } => b.node_groups.delete(t, node_set).await,
+        Step::DeleteBaseObjects { retention } => b.workloads.delete_base(t, *retention).await,
+        Step::WaitNodeGroupActive { .. }
+        | Step::WaitDrained { .. }
+        | Step::WaitPodsReady { .. }
+        | Step::WaitHealthy
+        | Step::WaitNodeGroupGone { .. } => Ok(()),
+    }
+}
+
+/// What a gate waits for, in the words an operator needs.
+pub fn describe_wait(step: &Step, o: &Observed) -> String {
+    match step {
+        Step::WaitNodeGroupActive { node_set } => {
+            let status = o
+                .node_groups
+                .get(node_set)
+                .map(|g| format!("{:?}", g.status).to_uppercase());
+            format!(
+                "waiting for node group {node_set} to be ACTIVE (now {})",
+                status.as_deref().unwrap_or("missing")
+            )
+        }
+        Step::WaitNodeGroupGone { node_set } => {
+            format!("waiting for node group {node_set} to be deleted")
+        }
+        Step::WaitPodsReady { node_set } => {
+            let (ready, want) = o
+                .workloads
+                .get(node_set)
+                .map(|w| (w.ready_replicas, w.replicas))
+                .unwrap_or_default();
+            format!("waiting for pods of {node_set}: {ready} of {want} ready")
+        }
+        Step::WaitDrained { node_set, ordinal } => {
+            match o.health.as_ref().and_then(|h| {
+                h.shards_on_excluded
+                    .get(&esaas_core::plan::node_key(node_set, *ordinal))
+            }) {
+                Some(n) => format!("waiting for {node_set}-{ordinal} to drain: {n} shards left"),
+                None => format!(
+                    "waiting for {node_set}-{ordinal} to drain: Elasticsearch does not answer"
+                ),
+            }
+        }
+        Step::WaitHealthy => match &o.health {
+            None => "waiting for green: Elasticsearch does not answer".to_string(),
+            Some(h) => format!(
+                "waiting for green: health is {}{}",
+                h.status.as_str(),
+                if h.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", h.reason)
+                }
+            ),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
+/// Drives `job` to its end. Returns the final event to report (success,
+/// failure or stall), or why it stopped early.
+pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
+    job: &Job,
+    backends: &Backends<N, W, E>,
+    reporter: &R,
+    settings: ExecSettings,
+    cancel: &CancellationToken,
+) -> Result<LeaseEvent, Stopped> {
+    let goal = match job.kind {
+        OperationKind::Delete => Goal::Delete {
+            retention: job.target.spec.volume_retention,
+        },
+        _ => Goal::Converge(job.target.spec.clone()),
+    };
+    let report =
+        |event: LeaseEvent| async move { reporter.report(event).await.map_err(Stopped::LeaseLost) };
+    let mut stage: Option<&'static str> = None;
+    let mut waiting: Option<(Step, Instant)> = None;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(Stopped::Cancelled);
+        }
+        let (observed, endpoint) = match observe(backends, &job.target).await {
+            Ok(o) => o,
+            Err(e) => return Ok(failed(e)),
+        };
+        let Some(step) = next_step(&goal, &observed) else {
+            if let Some(s) = stage {
+                report(LeaseEvent::StageFinished {
+                    name: s.into(),
+                    skipped: false,
+                    message: String::new(),
+                })
+                .await?;
+            }
+            return Ok(LeaseEvent::Succeeded {
+                endpoint,
+                health: observed.health.map(|h| h.status).unwrap_or(Health::Unknown),
+            });
+        };
+        let this_stage = step.stage();
+        if stage != Some(this_stage) {
+            if let Some(s) = stage {
+                report(LeaseEvent::StageFinished {
+                    name: s.into(),
+                    skipped: false,
+                    message: String::new(),
+                })
+                .await?;
+            }
+            report(LeaseEvent::StageStarted(this_stage.into())).await?;
+            stage = Some(this_stage);
+        }
+        if step.is_wait() {
+            if let Step::WaitNodeGroupActive { node_set } = &step
+                && let Some(g) = observed.node_groups.get(node_set)
+                && g.status == NodeGroupStatus::Failed
+            {
+                return Ok(LeaseEvent::Failed {
+                    retryable: false,
+                    reason: "NODEGROUP_FAILED".into(),
+                    message: format!("node group {node_set} failed: {}", g.message),
+                });
+            }
+            let since = match &waiting {
+                Some((w, since)) if *w == step => *since,
+                _ => {
+                    report(LeaseEvent::Blocking(describe_wait(&step, &observed))).await?;
+                    let now = Instant::now();
+                    waiting = Some((step.clone(), now));
+                    now
+                }
+            };
+            if since.elapsed() >= settings.gate_timeout {
+                return Ok(LeaseEvent::Stalled(describe_wait(&step, &observed)));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(settings.poll) => {}
+                _ = cancel.cancelled() => return Err(Stopped::Cancelled),
+            }
+            continue;
+        }
+        if waiting.take().is_some() {
+            report(LeaseEvent::Blocking(String::new())).await?;
+        }
+        tracing::info!(operation = %job.target.operation, step = ?step, "step");
+        if let Err(e) = perform(backends, &job.target, &step).await {
+            return Ok(failed(e));
+        }
+        report(LeaseEvent::Checkpoint(serde_json::json!({
+            "last_step": format!("{step:?}"),
+            "generation": job.target.generation,
+        })))
+        .await?;
+    }
+}
