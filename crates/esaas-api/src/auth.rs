@@ -13,6 +13,7 @@ use tonic::metadata::MetadataMap;
 pub struct Authenticator {
     store: Store,
     bootstrap_digest: Option<[u8; 32]>,
+    internal_worker_digest: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -36,7 +37,15 @@ impl Authenticator {
         Self {
             store,
             bootstrap_digest: bootstrap_key.filter(|k| !k.is_empty()).map(digest),
+            internal_worker_digest: None,
         }
+    }
+
+    /// Also accepts `key` as a WORKER key: the in-process worker pool's
+    /// credential, random per process and never stored.
+    pub fn with_internal_worker_key(mut self, key: &str) -> Self {
+        self.internal_worker_digest = Some(digest(key));
+        self
     }
 
     /// The caller of a request.
@@ -57,11 +66,17 @@ impl Authenticator {
                     "the authorization metadata must be `Bearer <api key>`".into(),
                 )
             })?;
-        if let Some(boot) = &self.bootstrap_digest {
-            // Digests have a fixed length, so the comparison reveals nothing about the key.
-            if digest(secret) == *boot {
-                return Ok(Principal::bootstrap());
-            }
+        // Digests have a fixed length, so comparing them reveals nothing about the key.
+        let d = digest(secret);
+        if self.bootstrap_digest == Some(d) {
+            return Ok(Principal::bootstrap());
+        }
+        if self.internal_worker_digest == Some(d) {
+            return Ok(Principal {
+                role: esaas_core::auth::Role::Worker,
+                tenant: None,
+                key: "internal-worker".into(),
+            });
         }
         self.store
             .authenticate(secret)

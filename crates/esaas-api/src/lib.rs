@@ -81,8 +81,17 @@ fn dry_run_cluster(cluster: Option<&mut pb::Cluster>) {
 
 impl Api {
     /// Builds the services' state and starts this process's change feed.
-    pub fn new(store: Store, bootstrap_admin_key: Option<&str>, settings: Settings) -> Self {
-        let auth = Authenticator::new(store.clone(), bootstrap_admin_key);
+    /// `internal_worker_key` is the in-process worker pool's credential.
+    pub fn new(
+        store: Store,
+        bootstrap_admin_key: Option<&str>,
+        internal_worker_key: Option<&str>,
+        settings: Settings,
+    ) -> Self {
+        let mut auth = Authenticator::new(store.clone(), bootstrap_admin_key);
+        if let Some(key) = internal_worker_key {
+            auth = auth.with_internal_worker_key(key);
+        }
         let feed = ChangeFeed::start(&store);
         Self {
             inner: Arc::new(Inner {

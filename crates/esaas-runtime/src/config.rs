@@ -75,8 +75,28 @@ pub struct Config {
     pub bootstrap_admin_key: Secret,
     /// Default tenant quota.
     pub default_quota: Quota,
+    /// How workers run operations.
+    pub worker: WorkerSection,
     /// What the platform offers.
     pub catalog: Catalog,
+}
+
+/// The `[worker]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    /// Operations at once per worker.
+    pub capacity: i32,
+    /// Gate poll interval.
+    pub poll_interval_ms: u64,
+    /// Gate timeout.
+    pub gate_timeout_seconds: u64,
+    /// Ack timeout.
+    pub ack_timeout_seconds: u64,
+    /// Shutdown grace.
+    pub shutdown_grace_seconds: u64,
+    /// Region.
+    pub region: String,
 }
 
 fn overlay(base: &mut toml::Table, top: toml::Table) {
@@ -147,6 +167,9 @@ impl Config {
         if self.catalog.size_classes.is_empty() {
             bail!("catalog.size_classes: at least one size class is required");
         }
+        if !(1..=1000).contains(&self.worker.capacity) {
+            bail!("worker.capacity: must be between 1 and 1000");
+        }
         if self.max_attempts < 1 {
             bail!("max_attempts: must be at least 1");
         }
@@ -185,6 +208,29 @@ impl Config {
                         .max(self.retry_backoff_base_seconds),
                 ),
             },
+        }
+    }
+
+    /// How a worker with `key` and `id` connects to `control_plane` and works.
+    pub fn worker_config(
+        &self,
+        control_plane: String,
+        key: String,
+        id: String,
+    ) -> esaas_worker::WorkerConfig {
+        let w = &self.worker;
+        esaas_worker::WorkerConfig {
+            control_plane,
+            key,
+            id,
+            region: w.region.clone(),
+            capacity: w.capacity,
+            exec: esaas_worker::ExecSettings {
+                poll: Duration::from_millis(w.poll_interval_ms.max(10)),
+                gate_timeout: Duration::from_secs(w.gate_timeout_seconds),
+            },
+            ack_timeout: Duration::from_secs(w.ack_timeout_seconds.max(1)),
+            shutdown_grace: Duration::from_secs(w.shutdown_grace_seconds),
         }
     }
 

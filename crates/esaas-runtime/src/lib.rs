@@ -6,7 +6,7 @@ pub mod config;
 pub mod server;
 
 pub use config::Config;
-pub use server::{Running, start};
+pub use server::{Running, start, start_with_workers};
 
 /// Initializes logging to stderr: `RUST_LOG` filters (default `info`),
 /// `ESAAS_LOG_FORMAT=json` switches to JSON lines.
@@ -51,4 +51,26 @@ pub async fn serve_until_signal(config: &Config) -> anyhow::Result<()> {
         }
         r = running.wait() => r,
     }
+}
+
+/// `esaas worker`: checks its settings, then runs a worker against
+/// `control_plane` until SIGTERM. This build has no provisioning backends
+/// (EKS, Kubernetes) to drive, so it stops with that reason after the checks.
+pub async fn run_worker(
+    config: &Config,
+    control_plane: String,
+    key: String,
+    id: Option<String>,
+) -> anyhow::Result<()> {
+    if key.is_empty() {
+        anyhow::bail!(
+            "ESAAS_WORKER_KEY is not set: create a ROLE_WORKER key with AdminService.CreateApiKey"
+        );
+    }
+    let id = id.unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    let wc = config.worker_config(control_plane, key, id);
+    tracing::info!(worker = %wc.id, control_plane = %wc.control_plane, "worker configured");
+    anyhow::bail!(
+        "this build has no provisioning backends (EKS node groups, Kubernetes workloads) for a worker to drive"
+    )
 }

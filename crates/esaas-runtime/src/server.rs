@@ -5,33 +5,53 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use esaas_api::size_limit::MessageSizeLayer;
 use esaas_api::{Api, Settings};
+use esaas_core::backend::{Elasticsearch, NodeGroups, Workloads};
 use esaas_proto::v1 as pb;
 use esaas_store::Store;
+use esaas_worker::Backends;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use uuid::Uuid;
 
 use crate::Config;
 
-/// A server that is running.
+/// A server that is running, with its in-process workers.
 #[derive(Debug)]
 pub struct Running {
     /// The address it listens on (useful with port 0).
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
+    workers: Vec<JoinHandle<anyhow::Result<()>>>,
+    stop_workers: CancellationToken,
 }
 
 impl Running {
-    /// Stops accepting, lets open calls and streams end, and waits.
+    /// In order: the in-process workers stop and hand their leases back
+    /// (while the server still takes their reports), then the server stops
+    /// accepting, lets open calls and streams end, and returns.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_workers.cancel();
+        for w in self.workers.drain(..) {
+            match w.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "worker ended with an error")
+                }
+                Err(e) => tracing::warn!(error = %e, "worker task failed"),
+            }
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -102,8 +122,45 @@ async fn sqlx_ping(store: &Store) -> bool {
 }
 
 /// Connects to the database (migrating if configured), binds the listen
-/// address and serves until `Running::shutdown`.
+/// address and serves until `Running::shutdown`. This build has no
+/// provisioning backends of its own, so it runs no in-process workers.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    if config.workers > 0 {
+        anyhow::bail!(
+            "workers = {} (ESAAS_WORKERS) asks for an in-process worker pool, but this build has no \
+             provisioning backends (EKS, Kubernetes) to give it; set ESAAS_WORKERS=0",
+            config.workers
+        );
+    }
+    serve(config, None).await
+}
+
+/// Like [`start`], plus `config.workers` in-process workers driving
+/// `backends`. They connect to this server over `WorkerService`, exactly as
+/// an `esaas worker` process does, with a credential that lives only in
+/// this process.
+pub async fn start_with_workers<N: NodeGroups, W: Workloads, E: Elasticsearch>(
+    config: &Config,
+    backends: Arc<Backends<N, W, E>>,
+) -> anyhow::Result<Running> {
+    let key = format!("internal-{}", Uuid::new_v4().simple());
+    let mut running = serve(config, Some(&key)).await?;
+    for i in 0..config.workers {
+        let wc = config.worker_config(
+            format!("http://{}", running.addr),
+            key.clone(),
+            format!("inproc-{}-{i}", running.addr.port()),
+        );
+        running.workers.push(tokio::spawn(esaas_worker::run(
+            wc,
+            backends.clone(),
+            running.stop_workers.child_token(),
+        )));
+    }
+    Ok(running)
+}
+
+async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Result<Running> {
     let store = Store::connect(config.database_url()?, config.database_max_connections)
         .await
         .context("connecting to the database")?;
@@ -119,7 +176,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         claim_interval: Duration::from_millis(config.claim_interval_ms.max(10)),
     };
     let bootstrap = Some(config.bootstrap_admin_key.expose()).filter(|k| !k.is_empty());
-    let api = Api::new(store.clone(), bootstrap, settings);
+    let api = Api::new(store.clone(), bootstrap, internal_worker_key, settings);
     let (clusters, operations, admin, worker) = esaas_api::services(api, config.max_message_bytes);
 
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -179,5 +236,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         addr,
         shutdown: Some(tx),
         task,
+        workers: Vec::new(),
+        stop_workers: CancellationToken::new(),
     })
 }

@@ -25,6 +25,15 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Run a worker that connects to a control plane (no database access).
+    Worker {
+        /// URL of the control plane, e.g. http://esaas:50051.
+        #[arg(long, env = "ESAAS_CONTROL_PLANE_URL")]
+        control_plane: String,
+        /// Stable id of this worker (default: host name and process id).
+        #[arg(long, env = "ESAAS_WORKER_ID")]
+        id: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -38,5 +47,10 @@ async fn main() -> anyhow::Result<()> {
             esaas_runtime::serve_until_signal(&config).await
         }
         Command::Migrate => esaas_runtime::migrate(&config).await,
+        Command::Worker { control_plane, id } => {
+            // The key comes from the environment only: never from argv, where `ps` shows it.
+            let key = std::env::var("ESAAS_WORKER_KEY").unwrap_or_default();
+            esaas_runtime::run_worker(&config, control_plane, key, id).await
+        }
     }
 }
