@@ -80,7 +80,8 @@ pub struct HealthObs {
     /// Why it is not green, naming the index and node where possible.
     pub reason: String,
     /// Shards still held by each pod that is excluded from allocation, keyed
-    /// by [`node_key`]. Only pods being drained appear here.
+    /// by [`node_key`]. An excluded pod stays here, with 0 once drained,
+    /// until it is removed; a pod that is not excluded does not appear.
     pub shards_on_excluded: BTreeMap<String, u64>,
 }
 

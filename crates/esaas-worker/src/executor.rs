@@ -35,6 +35,52 @@ pub struct ExecSettings {
     pub gate_timeout: Duration,
 }
 
+/// Tries of a backend call that fails with a retryable error (throttling,
+/// 5xx, a timeout) before the attempt fails.
+const CALL_TRIES: u32 = 5;
+
+/// Runs `call` until it succeeds, fails permanently, or has failed
+/// retryably `CALL_TRIES` times, backing off 100 ms, 200 ms, 400 ms ...
+/// with jitter in between. Stops when `cancel` fires.
+async fn with_retries<T, F, Fut>(
+    what: &str,
+    cancel: &CancellationToken,
+    mut call: F,
+) -> Result<Result<T, StepError>, Stopped>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StepError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        let result = tokio::select! {
+            r = call() => r,
+            _ = cancel.cancelled() => return Err(Stopped::Cancelled),
+        };
+        match result {
+            Err(e) if e.retryable && attempt < CALL_TRIES => {
+                tracing::warn!(call = what, attempt, reason = %e.reason, error = %e.message, "retrying");
+                let jitter = delay.mul_f64(rand::random::<f64>());
+                tokio::select! {
+                    _ = tokio::time::sleep(delay / 2 + jitter / 2) => {}
+                    _ = cancel.cancelled() => return Err(Stopped::Cancelled),
+                }
+                delay *= 2;
+            }
+            other => return Ok(other),
+        }
+    }
+    unreachable_result()
+}
+
+fn unreachable_result<T>() -> Result<Result<T, StepError>, Stopped> {
+    Ok(Err(StepError::permanent(
+        "INTERNAL",
+        "retry loop ended without a result",
+    )))
+}
+
 /// Why the executor stopped without a final event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Stopped {
@@ -188,10 +234,11 @@ pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>
         if cancel.is_cancelled() {
             return Err(Stopped::Cancelled);
         }
-        let (observed, endpoint) = match observe(backends, &job.target).await {
-            Ok(o) => o,
-            Err(e) => return Ok(failed(e)),
-        };
+        let (observed, endpoint) =
+            match with_retries("observe", cancel, || observe(backends, &job.target)).await? {
+                Ok(o) => o,
+                Err(e) => return Ok(failed(e)),
+            };
         let Some(step) = next_step(&goal, &observed) else {
             if let Some(s) = stage {
                 report(LeaseEvent::StageFinished {
@@ -252,7 +299,11 @@ pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>
             report(LeaseEvent::Blocking(String::new())).await?;
         }
         tracing::info!(operation = %job.target.operation, step = ?step, "step");
-        if let Err(e) = perform(backends, &job.target, &step).await {
+        if let Err(e) = with_retries(step.stage(), cancel, || {
+            perform(backends, &job.target, &step)
+        })
+        .await?
+        {
             return Ok(failed(e));
         }
         report(LeaseEvent::Checkpoint(serde_json::json!({

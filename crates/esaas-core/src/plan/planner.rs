@@ -63,15 +63,16 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
                     node_set: ns.name.clone(),
                 });
             }
+            // EKS changes a node group only when it is ACTIVE.
+            Some(ng) if ng.status != NodeGroupStatus::Active => {
+                return Some(Step::WaitNodeGroupActive {
+                    node_set: ns.name.clone(),
+                });
+            }
             Some(ng) if ng.desired_size < ns.count => {
                 return Some(Step::EnsureNodeGroup {
                     node_set: ns.name.clone(),
                     size: ns.count,
-                });
-            }
-            Some(ng) if ng.status != NodeGroupStatus::Active => {
-                return Some(Step::WaitNodeGroupActive {
-                    node_set: ns.name.clone(),
                 });
             }
             Some(_) => {}
@@ -115,6 +116,11 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
     // Capacity last when shrinking: node groups follow the pods down.
     for (name, ng) in &observed.node_groups {
         match spec.node_sets.iter().find(|n| &n.name == name) {
+            Some(ns) if ng.desired_size > ns.count && ng.status != NodeGroupStatus::Active => {
+                return Some(Step::WaitNodeGroupActive {
+                    node_set: name.clone(),
+                });
+            }
             Some(ns) if ng.desired_size > ns.count => {
                 return Some(Step::EnsureNodeGroup {
                     node_set: name.clone(),

@@ -98,6 +98,20 @@ fn a_new_cluster_is_built_in_order() {
 }
 
 #[test]
+fn a_node_group_changes_only_when_active() {
+    let spec = ClusterSpec::test().with_nodes(5);
+    let mut o = converged(&ClusterSpec::test().with_nodes(3));
+    o.node_groups
+        .insert("default".into(), ng(3, NodeGroupStatus::Updating));
+    assert_eq!(
+        next_step(&Goal::Converge(spec), &o),
+        Some(Step::WaitNodeGroupActive {
+            node_set: "default".into()
+        })
+    );
+}
+
+#[test]
 fn growing_adds_capacity_before_pods() {
     let spec = ClusterSpec::test().with_nodes(5);
     let o = converged(&ClusterSpec::test().with_nodes(3));
@@ -400,6 +414,16 @@ fn run(
         let Some(step) = next_step(goal, &world) else {
             return Ok((world, steps));
         };
+        if let Step::EnsureNodeGroup { node_set, .. } = &step
+            && let Some(g) = world.node_groups.get(node_set)
+        {
+            prop_assert_eq!(
+                g.status,
+                NodeGroupStatus::Active,
+                "resized {} while not ACTIVE",
+                node_set
+            );
+        }
         if let Step::ApplyWorkload { node_set, replicas } = &step {
             let before = world
                 .workloads
