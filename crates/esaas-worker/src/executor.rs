@@ -67,18 +67,11 @@ where
                     _ = cancel.cancelled() => return Err(Stopped::Cancelled),
                 }
                 delay *= 2;
+                attempt += 1;
             }
             other => return Ok(other),
         }
     }
-    unreachable_result()
-}
-
-fn unreachable_result<T>() -> Result<Result<T, StepError>, Stopped> {
-    Ok(Err(StepError::permanent(
-        "INTERNAL",
-        "retry loop ended without a result",
-    )))
 }
 
 /// Why the executor stopped without a final event.
