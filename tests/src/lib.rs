@@ -148,6 +148,49 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut esaas_runtime::Config)) -> A
     }
 }
 
+/// Quick leases, claims and gates for tests with workers.
+pub fn fast(c: &mut esaas_runtime::Config) {
+    c.lease_ttl_seconds = 2;
+    c.reap_interval_ms = 100;
+    c.claim_interval_ms = 100;
+    c.retry_backoff_base_seconds = 0;
+    c.retry_backoff_max_seconds = 0;
+    c.worker.poll_interval_ms = 20;
+    c.worker.gate_timeout_seconds = 30;
+    c.worker.shutdown_grace_seconds = 5;
+}
+
+/// Starts the server in-process with `workers` in-process workers driving a
+/// simulated world (in the test database) with `sim`'s delays.
+pub async fn spawn_app_with_workers(
+    workers: u32,
+    sim: sim::SimConfig,
+    tweak: impl FnOnce(&mut esaas_runtime::Config),
+) -> (App, sim::Sim) {
+    let db = TestDb::new().await;
+    let simulator = sim::Sim::connect(&db.url, sim).await.expect("simulator");
+    let mut c = config(&db);
+    fast(&mut c);
+    c.workers = workers;
+    tweak(&mut c);
+    let backends = std::sync::Arc::new(esaas_worker::Backends {
+        node_groups: simulator.clone(),
+        workloads: simulator.clone(),
+        elasticsearch: simulator.clone(),
+    });
+    let running = esaas_runtime::start_with_workers(&c, backends)
+        .await
+        .expect("start the server");
+    let addr = running.addr;
+    let app = App {
+        addr,
+        db,
+        running: Some(running),
+        channel: channel(addr).await,
+    };
+    (app, simulator)
+}
+
 /// A channel to `addr`.
 pub async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
@@ -245,6 +288,68 @@ impl App {
         }
     }
 
+    /// Creates a ROLE_WORKER key.
+    pub async fn worker_key(&self) -> String {
+        self.admin()
+            .create_api_key(authed(
+                ADMIN_KEY,
+                pb::CreateApiKeyRequest {
+                    parent: String::new(),
+                    api_key: Some(pb::ApiKey {
+                        display_name: "workers".into(),
+                        role: pb::Role::Worker as i32,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .expect("worker key")
+            .into_inner()
+            .secret
+    }
+
+    /// Polls GetCluster until `done` holds (panics after `within`).
+    pub async fn wait_cluster(
+        &self,
+        name: &str,
+        within: Duration,
+        done: impl Fn(&pb::Cluster) -> bool,
+    ) -> pb::Cluster {
+        wait_cluster_at(self.channel(), name, within, done).await
+    }
+
+    /// Polls GetOperation until `done` holds (panics after `within`).
+    pub async fn wait_operation(
+        &self,
+        name: &str,
+        within: Duration,
+        done: impl Fn(&pb::Operation) -> bool,
+    ) -> pb::Operation {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let op = self
+                .operations()
+                .get_operation(authed(
+                    ADMIN_KEY,
+                    pb::GetOperationRequest { name: name.into() },
+                ))
+                .await
+                .expect("get operation")
+                .into_inner()
+                .operation
+                .expect("operation");
+            if done(&op) {
+                return op;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "operation {name} did not get there in {within:?}: {op:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Creates tenant `id` with the default quota.
     pub async fn tenant(&self, id: &str) -> TenantKeys {
         self.tenant_with_quota(id, None).await
@@ -323,6 +428,46 @@ pub fn reason(status: &tonic::Status) -> String {
         .unwrap_or_default()
 }
 
+/// Polls GetCluster on `channel` until `done` holds (panics after `within`).
+pub async fn wait_cluster_at(
+    channel: Channel,
+    name: &str,
+    within: Duration,
+    done: impl Fn(&pb::Cluster) -> bool,
+) -> pb::Cluster {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut client = ClusterServiceClient::new(channel);
+    loop {
+        if let Ok(r) = client
+            .get_cluster(authed(
+                ADMIN_KEY,
+                pb::GetClusterRequest { name: name.into() },
+            ))
+            .await
+            && let Some(c) = r.into_inner().cluster
+        {
+            if done(&c) {
+                return c;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cluster {name} did not get there in {within:?}: {c:#?}"
+            );
+        } else {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cluster {name} unreadable for {within:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The state of a cluster.
+pub fn state(c: &pb::Cluster) -> i32 {
+    c.status.as_ref().map(|s| s.state).unwrap_or_default()
+}
+
 /// The esaas binary built next to the tests (or `ESAAS_BIN`).
 pub fn esaas_bin() -> PathBuf {
     if let Ok(p) = std::env::var("ESAAS_BIN") {
@@ -363,9 +508,15 @@ impl ServerProcess {
     /// Its watch streams re-read only every 5 minutes without a
     /// notification, so anything faster than that came through LISTEN/NOTIFY.
     pub async fn start(db: &TestDb) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        Self::start_with(db, free_port(), "").await
+    }
+
+    /// Like `start`, on `port`, with `extra` TOML appended to the configuration.
+    pub async fn start_with(db: &TestDb, port: u16, extra: &str) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let config = std::env::temp_dir().join(format!("esaas-test-{}.toml", addr.port()));
-        std::fs::write(&config, "watch_poll_seconds = 300\n").expect("write config");
+        std::fs::write(&config, format!("watch_poll_seconds = 300\n{extra}\n"))
+            .expect("write config");
         let child = tokio::process::Command::new(esaas_bin())
             .arg("serve")
             .arg("--config")

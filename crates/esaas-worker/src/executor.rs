@@ -241,6 +241,17 @@ pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>
                 })
                 .await?;
             }
+            // The planner's last check is the health gate; when it passed at
+            // once, say so rather than leave the stage looking skipped.
+            if matches!(goal, Goal::Converge(_)) && stage != Some("health_gate") {
+                report(LeaseEvent::StageStarted("health_gate".into())).await?;
+                report(LeaseEvent::StageFinished {
+                    name: "health_gate".into(),
+                    skipped: false,
+                    message: "green at the first check".into(),
+                })
+                .await?;
+            }
             return Ok(LeaseEvent::Succeeded {
                 endpoint,
                 health: observed.health.map(|h| h.status).unwrap_or(Health::Unknown),

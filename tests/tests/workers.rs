@@ -1,0 +1,545 @@
+//! The worker pool end to end: real control plane, real worker code over
+//! the real protocol, simulated backends recording every side effect.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use esaas_core::cluster::Health;
+use esaas_proto::v1 as pb;
+use esaas_tests::sim::{Sim, SimConfig, WorkerProcess};
+use esaas_tests::*;
+use tokio_stream::StreamExt;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn resize(name: &str, nodes: i32) -> pb::UpdateClusterRequest {
+    pb::UpdateClusterRequest {
+        cluster: Some(pb::Cluster {
+            name: name.into(),
+            spec: Some(spec(nodes)),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["spec.node_sets".into()],
+        }),
+        ..Default::default()
+    }
+}
+
+fn uid(c: &pb::Cluster) -> uuid::Uuid {
+    uuid::Uuid::parse_str(&c.uid).expect("uid")
+}
+
+/// No side effect happened twice for one idempotency key.
+async fn assert_effects_once(sim: &Sim) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for call in sim.calls().await.into_iter().filter(|c| c.effective) {
+        *seen.entry(call.key.clone()).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "side effects repeated: {twice:?}");
+}
+
+#[tokio::test]
+async fn create_update_delete_run_end_to_end_and_a_watcher_sees_every_stage() {
+    // Gates that take a moment, as they do for real.
+    let sim_config = SimConfig {
+        node_group_delay: Duration::from_millis(150),
+        pods_ready_delay: Duration::from_millis(150),
+        drain_delay: Duration::from_millis(150),
+        ..SimConfig::default()
+    };
+    let (app, sim) = spawn_app_with_workers(2, sim_config, |_| {}).await;
+    let t = app.tenant("search").await;
+    let created = app.create_cluster(&t.admin, "search", "logs", 3).await;
+    let cluster = created.cluster.expect("cluster");
+    let name = cluster.name.clone();
+    let mut watch = app
+        .clusters()
+        .watch_cluster(authed(
+            &t.viewer,
+            pb::WatchClusterRequest {
+                name: name.clone(),
+                since_revision: 1,
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+
+    let ready = app
+        .wait_cluster(&name, LONG, |c| state(c) == pb::ClusterState::Ready as i32)
+        .await;
+    let status = ready.status.clone().expect("status");
+    assert_eq!(status.observed_generation, 1);
+    assert_eq!(status.health, pb::ClusterHealth::Green as i32);
+    assert_eq!(status.endpoint, "https://logs.search.es.example:9200");
+    assert_eq!(status.current_operation, "");
+
+    // The watcher saw every stage, in order, with contiguous revisions.
+    let mut messages = Vec::new();
+    let mut last = 1;
+    let _first = watch.next().await;
+    loop {
+        let msg = tokio::time::timeout(LONG, watch.next())
+            .await
+            .expect("event")
+            .expect("open")
+            .expect("ok");
+        let Some(pb::watch_cluster_response::Payload::Event(e)) = msg.payload else {
+            panic!("not an event")
+        };
+        assert_eq!(e.revision, last + 1, "contiguous revisions");
+        last = e.revision;
+        messages.push(e.message.clone());
+        if e.cluster_snapshot.as_ref().map(state) == Some(pb::ClusterState::Ready as i32) {
+            break;
+        }
+    }
+    let started: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| {
+            m.split("stage ")
+                .nth(1)
+                .and_then(|s| s.strip_suffix(" started"))
+        })
+        .collect();
+    assert_eq!(
+        started,
+        vec![
+            "namespace",
+            "node_groups",
+            "node_groups_active",
+            "elasticsearch_objects",
+            "pods_ready",
+            "health_gate"
+        ],
+        "{messages:#?}"
+    );
+    assert!(
+        messages[0].contains("attempt 1 started by worker"),
+        "{}",
+        messages[0]
+    );
+    assert!(messages.last().is_some_and(|m| m.ends_with("succeeded")));
+
+    let op = app
+        .wait_operation(&created.operation.expect("op").name, LONG, |o| o.done)
+        .await;
+    assert_eq!(op.state, pb::OperationState::Succeeded as i32);
+    assert_eq!(op.attempts.len(), 1);
+    assert_eq!(op.attempts[0].outcome, "succeeded");
+    assert!(
+        op.stages
+            .iter()
+            .all(|s| s.state == pb::StageState::Succeeded as i32),
+        "{:?}",
+        op.stages
+    );
+
+    // Scale out: node group first, then pods.
+    app.clusters()
+        .update_cluster(authed(&t.admin, resize(&name, 5)))
+        .await
+        .expect("grow");
+    let grown = app
+        .wait_cluster(&name, LONG, |c| {
+            state(c) == pb::ClusterState::Ready as i32
+                && c.status
+                    .as_ref()
+                    .is_some_and(|s| s.observed_generation == 2)
+        })
+        .await;
+    let world = sim.world(uid(&grown)).await;
+    assert_eq!(world.node_groups["default"].desired_size, 5);
+    assert_eq!(world.workloads["default"].replicas, 5);
+
+    // Scale in: the pod is drained before it is removed, then the node group shrinks.
+    app.clusters()
+        .update_cluster(authed(&t.admin, resize(&name, 4)))
+        .await
+        .expect("shrink");
+    app.wait_cluster(&name, LONG, |c| {
+        state(c) == pb::ClusterState::Ready as i32
+            && c.status
+                .as_ref()
+                .is_some_and(|s| s.observed_generation == 3)
+    })
+    .await;
+    let calls = sim.calls().await;
+    let pos = |pred: &dyn Fn(&esaas_tests::sim::SimCall) -> bool| {
+        calls.iter().position(|c| c.effective && pred(c))
+    };
+    let exclude = pos(&|c| c.call == "es.exclude").expect("a drain");
+    let shrink = pos(&|c| c.call == "workloads.apply_node_set" && c.key.contains(":4@"))
+        .expect("apply 4 replicas");
+    let ng_down = pos(&|c| c.call == "nodegroup.ensure" && c.key.contains(":default:4:"))
+        .expect("node group to 4");
+    assert!(
+        exclude < shrink && shrink < ng_down,
+        "drain, then pods, then nodes"
+    );
+
+    // Delete: everything goes, the cluster stays as a tombstone.
+    app.clusters()
+        .delete_cluster(authed(
+            &t.admin,
+            pb::DeleteClusterRequest {
+                name: name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("delete");
+    let gone = app
+        .wait_cluster(&name, LONG, |c| {
+            state(c) == pb::ClusterState::Deleted as i32
+        })
+        .await;
+    let world = sim.world(uid(&gone)).await;
+    assert!(
+        !world.base_objects && world.node_groups.is_empty() && world.workloads.is_empty(),
+        "{world:?}"
+    );
+    assert_eq!(world.volumes, 0, "volumes deleted (retention DELETE)");
+    assert_eq!(sim.node_group_creations(uid(&gone)).await, 1);
+    assert_effects_once(&sim).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retries_are_bounded_then_failed_and_retry_operation_recovers() {
+    let (app, sim) = spawn_app_with_workers(1, SimConfig::default(), |c| c.max_attempts = 2).await;
+    let t = app.tenant("search").await;
+    sim.inject(
+        "nodegroup.ensure",
+        -1,
+        true,
+        "EKS_THROTTLED",
+        "Rate exceeded",
+    )
+    .await;
+    let created = app.create_cluster(&t.admin, "search", "logs", 3).await;
+    let name = created.cluster.expect("c").name;
+    let op_name = created.operation.expect("op").name;
+    let failed = app.wait_operation(&op_name, LONG, |o| o.done).await;
+    assert_eq!(failed.state, pb::OperationState::Failed as i32);
+    assert_eq!(failed.attempts.len(), 2, "bounded by max_attempts");
+    assert!(
+        failed
+            .attempts
+            .iter()
+            .all(|a| a.outcome.starts_with("failed: EKS_THROTTLED"))
+    );
+    let error = failed.error.expect("error");
+    assert!(error.message.contains("Rate exceeded"), "{}", error.message);
+    let cluster = app
+        .wait_cluster(&name, LONG, |c| state(c) == pb::ClusterState::Failed as i32)
+        .await;
+    assert!(
+        cluster
+            .status
+            .expect("status")
+            .message
+            .contains("Rate exceeded")
+    );
+    // each attempt retried the call inside the step before giving up
+    let tries = sim
+        .calls()
+        .await
+        .iter()
+        .filter(|c| c.call == "nodegroup.ensure")
+        .count();
+    assert_eq!(tries, 10, "5 tries in each of 2 attempts");
+
+    sim.clear_faults().await;
+    let retried = app
+        .admin()
+        .retry_operation(authed(
+            &t.admin,
+            pb::RetryOperationRequest {
+                name: op_name.clone(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("retry")
+        .into_inner()
+        .operation
+        .expect("op");
+    assert_eq!(retried.state, pb::OperationState::Queued as i32);
+    app.wait_cluster(&name, LONG, |c| state(c) == pb::ClusterState::Ready as i32)
+        .await;
+    let done = app.wait_operation(&op_name, LONG, |o| o.done).await;
+    assert_eq!(done.state, pb::OperationState::Succeeded as i32);
+    assert_eq!(done.attempts.len(), 3);
+    assert_effects_once(&sim).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_error_fails_at_once_with_its_reason() {
+    let (app, sim) = spawn_app_with_workers(1, SimConfig::default(), |_| {}).await;
+    let t = app.tenant("search").await;
+    sim.inject(
+        "nodegroup.ensure",
+        1,
+        false,
+        "EKS_INVALID_PARAMETER",
+        "InvalidParameterException: subnet not found",
+    )
+    .await;
+    let created = app.create_cluster(&t.admin, "search", "logs", 3).await;
+    let op = app
+        .wait_operation(&created.operation.expect("op").name, LONG, |o| o.done)
+        .await;
+    assert_eq!(op.state, pb::OperationState::Failed as i32);
+    assert_eq!(op.attempts.len(), 1);
+    let error = op.error.expect("error");
+    assert_eq!(error.code, tonic::Code::FailedPrecondition as i32);
+    assert!(error.message.contains("subnet not found"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_health_gate_stuck_on_yellow_stalls_naming_the_index() {
+    let sim_config = SimConfig {
+        node_group_delay: Duration::from_millis(300),
+        ..SimConfig::default()
+    };
+    let (app, sim) =
+        spawn_app_with_workers(1, sim_config, |c| c.worker.gate_timeout_seconds = 1).await;
+    let t = app.tenant("search").await;
+    let created = app.create_cluster(&t.admin, "search", "logs", 3).await;
+    let cluster = created.cluster.expect("c");
+    let reason = "index logs-7 has 2 unassigned replicas";
+    sim.force_health(uid(&cluster), Some((Health::Yellow, reason)))
+        .await;
+    let op_name = created.operation.expect("op").name;
+    let stalled = app
+        .wait_operation(&op_name, LONG, |o| {
+            o.state == pb::OperationState::Stalled as i32
+        })
+        .await;
+    assert!(
+        stalled.blocking_check.contains("logs-7"),
+        "{}",
+        stalled.blocking_check
+    );
+    assert!(
+        stalled.blocking_check.contains("YELLOW"),
+        "{}",
+        stalled.blocking_check
+    );
+    let c = app
+        .wait_cluster(&cluster.name, LONG, |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|k| k.r#type == "Stalled"))
+        })
+        .await;
+    assert!(c.status.expect("status").message.contains("logs-7"));
+
+    // The index recovers; the owner retries; the cluster becomes READY.
+    sim.force_health(uid(&cluster), None).await;
+    app.admin()
+        .retry_operation(authed(
+            &t.admin,
+            pb::RetryOperationRequest {
+                name: op_name.clone(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("retry");
+    app.wait_cluster(&cluster.name, LONG, |c| {
+        state(c) == pb::ClusterState::Ready as i32
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn kill_9_of_a_worker_mid_step_costs_one_repeat_and_no_duplicate() {
+    let app = spawn_app_with(fast).await;
+    let key = app.worker_key().await;
+    let sim_config = SimConfig {
+        step_delay: Duration::from_millis(1500),
+        ..SimConfig::default()
+    };
+    let sim = Sim::connect(&app.db.url, sim_config).await.expect("sim");
+    let cp = format!("http://{}", app.addr);
+    let poll = Duration::from_millis(20);
+    let w1 = WorkerProcess::spawn(&cp, &key, "w1", &app.db.url, sim_config, poll, LONG);
+    let t = app.tenant("search").await;
+    let created = app.create_cluster(&t.admin, "search", "logs", 3).await;
+    let cluster = created.cluster.expect("c");
+    let op_name = created.operation.expect("op").name;
+    // In the middle of the node group step (each step takes 1.5 s).
+    app.wait_operation(&op_name, LONG, |o| {
+        o.stages
+            .iter()
+            .any(|s| s.name == "node_groups" && s.state == pb::StageState::Running as i32)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w1.kill().await;
+
+    let w2 = WorkerProcess::spawn(&cp, &key, "w2", &app.db.url, sim_config, poll, LONG);
+    app.wait_cluster(&cluster.name, Duration::from_secs(60), |c| {
+        state(c) == pb::ClusterState::Ready as i32
+    })
+    .await;
+    let op = app.wait_operation(&op_name, LONG, |o| o.done).await;
+    assert_eq!(op.attempts.len(), 2, "{:?}", op.attempts);
+    assert_eq!(op.attempts[0].worker, "w1");
+    assert_eq!(op.attempts[0].outcome, "worker disconnected");
+    assert_eq!(
+        (
+            op.attempts[1].worker.as_str(),
+            op.attempts[1].outcome.as_str()
+        ),
+        ("w2", "succeeded")
+    );
+    assert_eq!(
+        sim.node_group_creations(uid(&cluster)).await,
+        1,
+        "never a second node group"
+    );
+    assert_effects_once(&sim).await;
+    w2.kill().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_hands_the_lease_back_and_another_worker_finishes() {
+    let app = spawn_app_with(fast).await;
+    let key = app.worker_key().await;
+    let sim_config = SimConfig {
+        step_delay: Duration::from_millis(300),
+        ..SimConfig::default()
+    };
+    let sim = Sim::connect(&app.db.url, sim_config).await.expect("sim");
+    let cp = format!("http://{}", app.addr);
+    let poll = Duration::from_millis(20);
+    let w1 = WorkerProcess::spawn(&cp, &key, "w1", &app.db.url, sim_config, poll, LONG);
+    let t = app.tenant("search").await;
+    let created = app.create_cluster(&t.admin, "search", "logs", 3).await;
+    let cluster = created.cluster.expect("c");
+    let op_name = created.operation.expect("op").name;
+    app.wait_operation(&op_name, LONG, |o| {
+        o.state == pb::OperationState::Running as i32
+    })
+    .await;
+    let status = w1
+        .terminate(Duration::from_secs(10))
+        .await
+        .expect("exited within the grace period");
+    assert!(status.success(), "{status:?}");
+    let op = app
+        .wait_operation(&op_name, LONG, |o| {
+            o.state == pb::OperationState::Queued as i32
+        })
+        .await;
+    assert_eq!(op.attempts[0].outcome, "handed back");
+
+    let w2 = WorkerProcess::spawn(&cp, &key, "w2", &app.db.url, sim_config, poll, LONG);
+    app.wait_cluster(&cluster.name, LONG, |c| {
+        state(c) == pb::ClusterState::Ready as i32
+    })
+    .await;
+    assert_eq!(sim.node_group_creations(uid(&cluster)).await, 1);
+    assert_effects_once(&sim).await;
+    w2.kill().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn kill_9_of_the_control_plane_mid_operation_loses_nothing() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let fast_toml = "lease_ttl_seconds = 2\nreap_interval_ms = 100\nclaim_interval_ms = 100\n\
+                     retry_backoff_base_seconds = 0\nretry_backoff_max_seconds = 0\nmigrate_on_start = false\n";
+    let cp_process = ServerProcess::start_with(&db, port, fast_toml).await;
+    let ch = channel(cp_process.addr).await;
+    let mut admin = esaas_proto::v1::admin_service_client::AdminServiceClient::new(ch.clone());
+    admin
+        .create_tenant(authed(
+            ADMIN_KEY,
+            pb::CreateTenantRequest {
+                tenant_id: "search".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("tenant");
+    let key = admin
+        .create_api_key(authed(
+            ADMIN_KEY,
+            pb::CreateApiKeyRequest {
+                api_key: Some(pb::ApiKey {
+                    role: pb::Role::Worker as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("worker key")
+        .into_inner()
+        .secret;
+    let sim_config = SimConfig {
+        step_delay: Duration::from_millis(400),
+        ..SimConfig::default()
+    };
+    let sim = Sim::connect(&db.url, sim_config).await.expect("sim");
+    let cp = format!("http://{}", cp_process.addr);
+    let worker = WorkerProcess::spawn(
+        &cp,
+        &key,
+        "w1",
+        &db.url,
+        sim_config,
+        Duration::from_millis(20),
+        LONG,
+    );
+    let mut clusters = esaas_proto::v1::cluster_service_client::ClusterServiceClient::new(ch);
+    let created = clusters
+        .create_cluster(authed(ADMIN_KEY, create_request("search", "logs", 3)))
+        .await
+        .expect("create")
+        .into_inner();
+    let cluster = created.cluster.expect("c");
+    wait_cluster_at(channel(cp_process.addr).await, &cluster.name, LONG, |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.message.contains("running"))
+    })
+    .await;
+    cp_process.kill().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let restarted = ServerProcess::start_with(&db, port, fast_toml).await;
+    let ready = wait_cluster_at(
+        channel(restarted.addr).await,
+        &cluster.name,
+        Duration::from_secs(60),
+        |c| state(c) == pb::ClusterState::Ready as i32,
+    )
+    .await;
+    assert_eq!(ready.status.map(|s| s.observed_generation), Some(1));
+
+    // The event log has every revision once, with no gap.
+    let pool = db.pool().await;
+    let revs: Vec<i64> = sqlx::query_scalar(
+        "SELECT revision FROM cluster_events WHERE cluster_uid = $1 ORDER BY revision",
+    )
+    .bind(uid(&cluster))
+    .fetch_all(&pool)
+    .await
+    .expect("revisions");
+    assert_eq!(revs, (1..=revs.len() as i64).collect::<Vec<_>>());
+    assert_eq!(sim.node_group_creations(uid(&cluster)).await, 1);
+    assert_effects_once(&sim).await;
+    worker.kill().await;
+    restarted.kill().await;
+}
