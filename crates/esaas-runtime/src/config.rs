@@ -77,6 +77,8 @@ pub struct Config {
     pub default_quota: Quota,
     /// How workers run operations.
     pub worker: WorkerSection,
+    /// Where workers make EKS node groups.
+    pub eks: esaas_eks::EksConfig,
     /// What the platform offers.
     pub catalog: Catalog,
 }
@@ -166,6 +168,9 @@ impl Config {
         }
         if self.catalog.size_classes.is_empty() {
             bail!("catalog.size_classes: at least one size class is required");
+        }
+        if self.eks.subnets.is_empty() {
+            bail!("eks.subnets: at least one subnet is required");
         }
         if !(1..=1000).contains(&self.worker.capacity) {
             bail!("worker.capacity: must be between 1 and 1000");

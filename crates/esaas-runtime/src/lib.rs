@@ -74,3 +74,32 @@ pub async fn run_worker(
         "this build has no provisioning backends (EKS node groups, Kubernetes workloads) for a worker to drive"
     )
 }
+
+/// `esaas eks-setup`: creates the EKS cluster the configuration names if it
+/// is missing. For the local setup against an EKS emulator (make dev);
+/// refuses to run against real AWS, where clusters belong to infrastructure code.
+pub async fn eks_setup(config: &Config) -> anyhow::Result<()> {
+    let endpoint = config
+        .eks
+        .endpoint_url
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_EKS").ok())
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!("eks-setup only runs against an emulator: set AWS_ENDPOINT_URL_EKS or eks.endpoint_url")
+        })?;
+    let role = config
+        .eks
+        .setup_cluster_role_arn
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("eks.setup_cluster_role_arn is not set"))?;
+    let mut eks = config.eks.clone();
+    eks.endpoint_url = Some(endpoint.clone());
+    let groups = esaas_eks::EksNodeGroups::new(eks, config.catalog.clone()).await;
+    groups
+        .ensure_cluster(&role)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating EKS cluster {}: {e}", config.eks.cluster_name))?;
+    tracing::info!(cluster = %config.eks.cluster_name, %endpoint, "EKS cluster ready");
+    Ok(())
+}

@@ -25,6 +25,8 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Create the configured EKS cluster in an EKS emulator if it is missing (local setup).
+    EksSetup,
     /// Run a worker that connects to a control plane (no database access).
     Worker {
         /// URL of the control plane, e.g. http://esaas:50051.
@@ -47,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
             esaas_runtime::serve_until_signal(&config).await
         }
         Command::Migrate => esaas_runtime::migrate(&config).await,
+        Command::EksSetup => esaas_runtime::eks_setup(&config).await,
         Command::Worker { control_plane, id } => {
             // The key comes from the environment only: never from argv, where `ps` shows it.
             let key = std::env::var("ESAAS_WORKER_KEY").unwrap_or_default();

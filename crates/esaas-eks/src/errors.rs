@@ -1,0 +1,65 @@
+//! AWS errors to step errors. Throttling, 5xx and transport trouble are
+//! retryable (the SDK has already retried them with backoff); validation,
+//! access and missing resources are permanent, with the AWS error code and
+//! message the user can act on.
+
+use aws_sdk_eks::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use esaas_core::backend::StepError;
+
+/// Classifies an SDK error of operation `op`.
+pub fn classify<E>(op: &str, err: SdkError<E, HttpResponse>) -> StepError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let http_status = match &err {
+        SdkError::ServiceError(se) => Some(se.raw().status().as_u16()),
+        _ => None,
+    };
+    let code = err.code().unwrap_or("").to_string();
+    let message = err.message().unwrap_or("").to_string();
+    match &err {
+        SdkError::ServiceError(_) => {}
+        SdkError::TimeoutError(_) => {
+            return StepError::retryable("EKS_TIMEOUT", format!("{op}: timed out"));
+        }
+        SdkError::DispatchFailure(e) => {
+            return StepError::retryable(
+                "EKS_UNREACHABLE",
+                format!("{op}: could not reach EKS: {e:?}"),
+            );
+        }
+        SdkError::ResponseError(_) => {
+            return StepError::retryable(
+                "EKS_BAD_RESPONSE",
+                format!("{op}: unreadable response from EKS"),
+            );
+        }
+        _ => return StepError::retryable("EKS_ERROR", format!("{op}: {err}")),
+    }
+    let text = format!("{op}: {code}: {message}");
+    match code.as_str() {
+        "ThrottlingException"
+        | "TooManyRequestsException"
+        | "RequestLimitExceeded"
+        | "Throttling" => StepError::retryable("EKS_THROTTLED", text),
+        "ServerException"
+        | "ServiceUnavailableException"
+        | "InternalFailure"
+        | "InternalServerError" => StepError::retryable("EKS_SERVER_ERROR", text),
+        "ResourceInUseException" => StepError::retryable("EKS_RESOURCE_IN_USE", text),
+        "ResourceNotFoundException" => StepError::permanent("EKS_NOT_FOUND", text),
+        "AccessDeniedException" | "UnauthorizedException" | "UnrecognizedClientException" => {
+            StepError::permanent("EKS_ACCESS_DENIED", text)
+        }
+        "InvalidParameterException" | "InvalidRequestException" | "ValidationException" => {
+            StepError::permanent("EKS_INVALID_REQUEST", text)
+        }
+        "ResourceLimitExceededException" => StepError::permanent("EKS_LIMIT_EXCEEDED", text),
+        _ => match http_status {
+            Some(429) => StepError::retryable("EKS_THROTTLED", text),
+            Some(s) if s >= 500 => StepError::retryable("EKS_SERVER_ERROR", text),
+            _ => StepError::permanent("EKS_ERROR", text),
+        },
+    }
+}

@@ -1,0 +1,429 @@
+//! EKS managed node groups for esaas: one node group per node set of a
+//! tenant's cluster, implementing `esaas_core::backend::NodeGroups` with
+//! `aws-sdk-eks`.
+//!
+//! Every node group carries labels and a NoSchedule taint so that only its
+//! own cluster's pods land on it, and tags that say who owns it; a group of
+//! the same name that esaas does not own is never touched. Creation looks
+//! before it creates and sends a `clientRequestToken` derived from the
+//! operation and step, so a repeated step never makes a second node group.
+
+mod errors;
+mod names;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_sdk_eks::Client;
+use aws_sdk_eks::types::{
+    AmiTypes, CapacityTypes, Nodegroup, NodegroupScalingConfig, NodegroupStatus,
+    NodegroupUpdateConfig, Taint, TaintEffect,
+};
+use esaas_core::backend::{NodeGroups, StepError, StepResult, Target};
+use esaas_core::catalog::Catalog;
+use esaas_core::plan::{NodeGroupObs, NodeGroupStatus as Status};
+use serde::Deserialize;
+
+pub use errors::classify;
+pub use names::{cluster_prefix, node_group_name};
+
+/// Label and tag keys.
+pub mod keys {
+    /// The tenant of the node group.
+    pub const TENANT: &str = "esaas.io/tenant";
+    /// The cluster id within the tenant.
+    pub const CLUSTER: &str = "esaas.io/cluster";
+    /// The node set.
+    pub const NODE_SET: &str = "esaas.io/node-set";
+    /// The cluster's uid (tag only): tells this cluster's groups from a
+    /// deleted cluster's of the same name.
+    pub const CLUSTER_UID: &str = "esaas.io/cluster-uid";
+    /// `esaas` on every group esaas manages (tag only).
+    pub const MANAGED_BY: &str = "esaas.io/managed-by";
+    /// Taint key that keeps other pods off the cluster's nodes.
+    pub const TAINT: &str = "esaas.io/dedicated";
+}
+
+/// Where and how node groups are made.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EksConfig {
+    /// The EKS cluster that hosts the tenants' node groups.
+    pub cluster_name: String,
+    /// AWS region.
+    pub region: String,
+    /// Private subnets for the nodes.
+    pub subnets: Vec<String>,
+    /// IAM role of the nodes.
+    pub node_role_arn: String,
+    /// AMI type, e.g. `AL2023_x86_64_STANDARD`.
+    pub ami_type: String,
+    /// `ON_DEMAND` or `SPOT`.
+    pub capacity_type: String,
+    /// Root volume of each node, GiB (the data lives on separate EBS volumes).
+    pub disk_size_gib: i32,
+    /// Extra tags on every node group (cost allocation).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Endpoint override (an emulator); `AWS_ENDPOINT_URL_EKS` works too.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Attempts of one API call by the SDK (standard retry mode: throttling,
+    /// 5xx and transient errors, exponential backoff with jitter).
+    pub max_attempts: u32,
+    /// First retry delay of the SDK, milliseconds.
+    pub initial_backoff_ms: u64,
+    /// IAM role of the EKS cluster itself, used only by `esaas eks-setup`
+    /// to create the cluster in an emulator for the local setup.
+    #[serde(default)]
+    pub setup_cluster_role_arn: Option<String>,
+}
+
+/// EKS managed node groups.
+#[derive(Debug, Clone)]
+pub struct EksNodeGroups {
+    client: Client,
+    config: EksConfig,
+    catalog: Catalog,
+}
+
+fn status(s: Option<&NodegroupStatus>) -> Status {
+    match s {
+        Some(NodegroupStatus::Active) => Status::Active,
+        Some(NodegroupStatus::Creating) => Status::Creating,
+        Some(NodegroupStatus::Updating) => Status::Updating,
+        Some(NodegroupStatus::Deleting) => Status::Deleting,
+        // CREATE_FAILED, DELETE_FAILED, DEGRADED, and anything newer than this code.
+        _ => Status::Failed,
+    }
+}
+
+fn health_message(ng: &Nodegroup) -> String {
+    let issues: Vec<String> = ng
+        .health()
+        .map(|h| {
+            h.issues()
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{}: {}",
+                        i.code().map(|c| c.as_str()).unwrap_or("Unknown"),
+                        i.message().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    issues.join("; ")
+}
+
+fn tag<'a>(ng: &'a Nodegroup, key: &str) -> Option<&'a str> {
+    ng.tags().and_then(|t| t.get(key)).map(String::as_str)
+}
+
+impl EksNodeGroups {
+    /// A client from the default AWS configuration chain (environment, IRSA
+    /// web identity, instance profile), with the region, endpoint override
+    /// and retry policy of `config`.
+    pub async fn new(config: EksConfig, catalog: Catalog) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(config.region.clone()));
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        Self::with_sdk_config(&sdk, config, catalog)
+    }
+
+    /// A client from an explicit SDK configuration (tests use static credentials).
+    pub fn with_sdk_config(
+        sdk: &aws_config::SdkConfig,
+        config: EksConfig,
+        catalog: Catalog,
+    ) -> Self {
+        let retry = aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(config.max_attempts.max(1))
+            .with_initial_backoff(Duration::from_millis(config.initial_backoff_ms));
+        let mut builder = aws_sdk_eks::config::Builder::from(sdk).retry_config(retry);
+        if let Some(url) = &config.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        Self {
+            client: Client::from_conf(builder.build()),
+            config,
+            catalog,
+        }
+    }
+
+    /// The SDK client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn describe(&self, name: &str) -> StepResult<Option<Nodegroup>> {
+        match self
+            .client
+            .describe_nodegroup()
+            .cluster_name(&self.config.cluster_name)
+            .nodegroup_name(name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.nodegroup().cloned()),
+            Err(e) => {
+                let e = classify("DescribeNodegroup", e);
+                if e.reason == "EKS_NOT_FOUND" && !e.message.contains("No cluster found") {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Creates the EKS cluster named in the configuration if it is missing.
+    /// For the local setup against an emulator only: production clusters are
+    /// made by the platform team's infrastructure code.
+    pub async fn ensure_cluster(&self, role_arn: &str) -> StepResult<()> {
+        let exists = self
+            .client
+            .describe_cluster()
+            .name(&self.config.cluster_name)
+            .send()
+            .await;
+        match exists {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let e = classify("DescribeCluster", e);
+                if e.reason != "EKS_NOT_FOUND" {
+                    return Err(e);
+                }
+            }
+        }
+        let vpc = aws_sdk_eks::types::VpcConfigRequest::builder()
+            .set_subnet_ids(Some(self.config.subnets.clone()))
+            .build();
+        self.client
+            .create_cluster()
+            .name(&self.config.cluster_name)
+            .role_arn(role_arn)
+            .resources_vpc_config(vpc)
+            .send()
+            .await
+            .map_err(|e| classify("CreateCluster", e))?;
+        tracing::info!(cluster = %self.config.cluster_name, "created the EKS cluster");
+        Ok(())
+    }
+
+    fn owned_by(&self, target: &Target, ng: &Nodegroup) -> bool {
+        tag(ng, keys::CLUSTER_UID) == Some(target.uid.to_string().as_str())
+    }
+
+    async fn create(
+        &self,
+        target: &Target,
+        node_set: &str,
+        name: &str,
+        size: i32,
+    ) -> StepResult<()> {
+        let ns = target
+            .spec
+            .node_sets
+            .iter()
+            .find(|n| n.name == node_set)
+            .ok_or_else(|| {
+                StepError::permanent(
+                    "SPEC_NODE_SET_MISSING",
+                    format!("no node set {node_set} in the spec"),
+                )
+            })?;
+        let class = self.catalog.size_class(&ns.size_class).ok_or_else(|| {
+            StepError::permanent(
+                "SIZE_CLASS_UNKNOWN",
+                format!("size class {} is no longer in the catalog", ns.size_class),
+            )
+        })?;
+        let scaling = NodegroupScalingConfig::builder()
+            .min_size(size)
+            .max_size(size.max(1))
+            .desired_size(size)
+            .build();
+        let taint = Taint::builder()
+            .key(keys::TAINT)
+            .value(format!("{}.{}", target.tenant, target.cluster_id))
+            .effect(TaintEffect::NoSchedule)
+            .build();
+        let mut tags: HashMap<String, String> = self.config.tags.clone().into_iter().collect();
+        tags.insert(keys::TENANT.into(), target.tenant.to_string());
+        tags.insert(keys::CLUSTER.into(), target.cluster_id.to_string());
+        tags.insert(keys::NODE_SET.into(), node_set.into());
+        tags.insert(keys::CLUSTER_UID.into(), target.uid.to_string());
+        tags.insert(keys::MANAGED_BY.into(), "esaas".into());
+        let request = self
+            .client
+            .create_nodegroup()
+            .cluster_name(&self.config.cluster_name)
+            .nodegroup_name(name)
+            .scaling_config(scaling)
+            .set_subnets(Some(self.config.subnets.clone()))
+            .instance_types(&class.instance_type)
+            .ami_type(AmiTypes::from(self.config.ami_type.as_str()))
+            .capacity_type(CapacityTypes::from(self.config.capacity_type.as_str()))
+            .disk_size(self.config.disk_size_gib)
+            .node_role(&self.config.node_role_arn)
+            .labels(keys::TENANT, target.tenant.to_string())
+            .labels(keys::CLUSTER, target.cluster_id.to_string())
+            .labels(keys::NODE_SET, node_set)
+            .taints(taint)
+            .set_tags(Some(tags))
+            .update_config(NodegroupUpdateConfig::builder().max_unavailable(1).build())
+            .client_request_token(target.idempotency_key(&format!("nodegroup-{node_set}")));
+        match request.send().await {
+            Ok(_) => {
+                tracing::info!(nodegroup = name, size, instance_type = %class.instance_type, "node group created");
+                Ok(())
+            }
+            Err(e) => {
+                let e = classify("CreateNodegroup", e);
+                // Someone (another attempt) created it between our look and our create:
+                // the next observation decides whether it is ours.
+                if e.reason == "EKS_RESOURCE_IN_USE" {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+impl NodeGroups for EksNodeGroups {
+    async fn observe(&self, target: &Target) -> StepResult<BTreeMap<String, NodeGroupObs>> {
+        let prefix = cluster_prefix(&target.tenant, &target.cluster_id);
+        let names: Vec<String> = self
+            .client
+            .list_nodegroups()
+            .cluster_name(&self.config.cluster_name)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(|e| classify("ListNodegroups", e))?;
+        let mut out = BTreeMap::new();
+        for name in names.iter().filter(|n| n.starts_with(&prefix)) {
+            let Some(ng) = self.describe(name).await? else {
+                continue;
+            };
+            // A prefix can match another cluster's groups ("a-b" + "c" vs "a" + "b-c"):
+            // only the uid tag says whose a group is.
+            if !self.owned_by(target, &ng) {
+                continue;
+            }
+            let Some(node_set) = tag(&ng, keys::NODE_SET) else {
+                continue;
+            };
+            out.insert(
+                node_set.to_string(),
+                NodeGroupObs {
+                    instance_type: ng.instance_types().first().cloned().unwrap_or_default(),
+                    desired_size: ng
+                        .scaling_config()
+                        .and_then(|s| s.desired_size())
+                        .unwrap_or(0),
+                    status: status(ng.status()),
+                    message: health_message(&ng),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn ensure(&self, target: &Target, node_set: &str, size: i32) -> StepResult<()> {
+        let name = node_group_name(&target.tenant, &target.cluster_id, node_set);
+        let Some(existing) = self.describe(&name).await? else {
+            return self.create(target, node_set, &name, size).await;
+        };
+        if !self.owned_by(target, &existing) {
+            return Err(if tag(&existing, keys::MANAGED_BY) == Some("esaas") {
+                if status(existing.status()) == Status::Deleting {
+                    StepError::retryable(
+                        "NODEGROUP_NAME_IN_USE",
+                        format!(
+                            "node group {name} of an earlier cluster of this name is still being deleted"
+                        ),
+                    )
+                } else {
+                    StepError::permanent(
+                        "NODEGROUP_CONFLICT",
+                        format!(
+                            "node group {name} belongs to another esaas cluster (uid {})",
+                            tag(&existing, keys::CLUSTER_UID).unwrap_or("?")
+                        ),
+                    )
+                }
+            } else {
+                StepError::permanent(
+                    "NODEGROUP_FOREIGN",
+                    format!(
+                        "a node group named {name} exists in EKS cluster {} and is not managed by esaas; rename or remove it",
+                        self.config.cluster_name
+                    ),
+                )
+            });
+        }
+        let desired = existing.scaling_config().and_then(|s| s.desired_size());
+        if desired == Some(size) {
+            return Ok(());
+        }
+        let scaling = NodegroupScalingConfig::builder()
+            .min_size(size)
+            .max_size(size.max(1))
+            .desired_size(size)
+            .build();
+        self.client
+            .update_nodegroup_config()
+            .cluster_name(&self.config.cluster_name)
+            .nodegroup_name(&name)
+            .scaling_config(scaling)
+            .client_request_token(target.idempotency_key(&format!("scale-{node_set}-{size}")))
+            .send()
+            .await
+            .map_err(|e| classify("UpdateNodegroupConfig", e))?;
+        tracing::info!(nodegroup = %name, from = ?desired, to = size, "node group scaled");
+        Ok(())
+    }
+
+    async fn delete(&self, target: &Target, node_set: &str) -> StepResult<()> {
+        let name = node_group_name(&target.tenant, &target.cluster_id, node_set);
+        match self.describe(&name).await? {
+            None => return Ok(()),
+            Some(ng) if !self.owned_by(target, &ng) => return Ok(()),
+            Some(ng) if status(ng.status()) == Status::Deleting => return Ok(()),
+            Some(_) => {}
+        }
+        match self
+            .client
+            .delete_nodegroup()
+            .cluster_name(&self.config.cluster_name)
+            .nodegroup_name(&name)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(nodegroup = %name, "node group deleting");
+                Ok(())
+            }
+            Err(e) => {
+                let e = classify("DeleteNodegroup", e);
+                if e.reason == "EKS_NOT_FOUND" {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}

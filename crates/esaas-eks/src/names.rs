@@ -1,0 +1,48 @@
+//! Node group names: `{tenant}-{cluster}-{node set}`, at most 63 characters
+//! (EKS's limit). The id limits in `esaas-core` make every name fit; if they
+//! are ever raised, a long name keeps its readable start and ends in a hash.
+
+use esaas_core::names::{ClusterId, TenantId};
+use sha2::{Digest, Sha256};
+
+const MAX: usize = 63;
+
+/// The start every node group name of the cluster shares.
+pub fn cluster_prefix(tenant: &TenantId, cluster: &ClusterId) -> String {
+    format!("{tenant}-{cluster}-")
+}
+
+/// The node group name of a node set.
+pub fn node_group_name(tenant: &TenantId, cluster: &ClusterId, node_set: &str) -> String {
+    let full = format!("{}{node_set}", cluster_prefix(tenant, cluster));
+    if full.len() <= MAX {
+        return full;
+    }
+    let hash = hex::encode(&Sha256::digest(full.as_bytes())[..5]);
+    let keep = MAX - hash.len() - 1;
+    format!("{}-{hash}", &full[..keep].trim_end_matches('-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> TenantId {
+        TenantId::parse("t", s).expect("tenant")
+    }
+
+    fn c(s: &str) -> ClusterId {
+        ClusterId::parse("c", s).expect("cluster")
+    }
+
+    #[test]
+    fn names_are_readable_and_fit() {
+        assert_eq!(
+            node_group_name(&t("search"), &c("logs"), "data"),
+            "search-logs-data"
+        );
+        let long = node_group_name(&t(&"t".repeat(20)), &c(&"c".repeat(24)), &"n".repeat(16));
+        assert_eq!(long.len(), 62, "the longest ids fit without a hash");
+        assert!(long.starts_with(&cluster_prefix(&t(&"t".repeat(20)), &c(&"c".repeat(24)))));
+    }
+}
