@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # `make dev`: the local platform in the foreground. Starts PostgreSQL if needed, creates the
-# database esaas_dev, builds esaas and execs `esaas serve --migrate`, so signals (Ctrl-C,
-# a kill of the process group) reach the server itself. Never prompts: stdin may be /dev/null.
-# Honours DATABASE_URL, ESAAS_LISTEN_ADDR and ESAAS_BOOTSTRAP_ADMIN_KEY (DESIGN.md contract).
+# database esaas_dev, builds esaas, starts moto (the EKS emulator) unless AWS_ENDPOINT_URL_EKS
+# names one already, creates the configured EKS cluster there (`esaas eks-setup`) and execs
+# `esaas serve --migrate`, so signals (Ctrl-C, a kill of the process group) reach the server
+# itself. Never prompts: stdin may be /dev/null.
+# Honours DATABASE_URL, ESAAS_LISTEN_ADDR, ESAAS_BOOTSTRAP_ADMIN_KEY and AWS_ENDPOINT_URL_EKS
+# (DESIGN.md contract).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +49,67 @@ fi
 
 log "building esaas"
 cargo build --bin esaas >&2
+
+# EKS: an emulator someone else started (AWS_ENDPOINT_URL_EKS), or moto of our own. Started
+# after the build, so no long-lived helper (a compiler cache server, PostgreSQL) inherits the
+# guard pipe below.
+if [ -z "${AWS_ENDPOINT_URL_EKS:-}" ]; then
+  tools_env=$(scripts/ensure-tools.sh --print-env)
+  eval "$tools_env"
+  py=$ESAAS_TEST_VENV/bin/python
+  moto_port=5000
+  "$py" -c 'import socket; socket.socket().bind(("127.0.0.1", 5000))' 2>/dev/null ||
+    moto_port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p .dev
+  rm -f .dev/moto.pid
+  # moto lives as long as this shell, and then as long as the esaas it execs: it runs under
+  # a guardian that holds the read end of a pipe whose write end stays open in this
+  # process (exec keeps it). When the server exits for any reason the pipe closes and the
+  # guardian stops moto. Everything stays in this process group, so a kill of the group
+  # (Ctrl-C reaches esaas; moto, started with &, ignores SIGINT) stops them all at once.
+  # shellcheck disable=SC2034 # the descriptor is the point: it must stay open
+  exec {moto_guard}> >(
+    "$ESAAS_TEST_VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" </dev/null >.dev/moto.log 2>&1 &
+    pid=$!
+    echo "$pid" >.dev/moto.pid
+    trap 'kill "$pid" 2>/dev/null; wait "$pid"; exit 0' TERM HUP
+    read -r _ || true
+    kill "$pid" 2>/dev/null
+    wait "$pid"
+  )
+  moto_guardian=$!
+  # Until the exec below, this shell's own exit stops moto too.
+  trap 'kill "$moto_guardian" 2>/dev/null' EXIT
+  # Up to 30 s for moto to answer; sooner out if it dies (a zombie until the guardian goes).
+  "$py" - "$moto_port" <<'PY' || { log "moto did not start; .dev/moto.log says:"; tail -n 20 .dev/moto.log >&2; exit 1; }
+import sys, time, urllib.request
+port = sys.argv[1]
+def dead():
+    try:
+        pid = open(".dev/moto.pid").read().strip()
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        return state in ("Z", "X")
+    except (OSError, IndexError):
+        return False  # not started yet, or no /proc: rely on the deadline
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline and not dead():
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2)
+        sys.exit(0)
+    except Exception:
+        time.sleep(0.2)
+sys.exit(1)
+PY
+  export AWS_ENDPOINT_URL_EKS=http://127.0.0.1:$moto_port
+  log "moto (EKS emulator) on $AWS_ENDPOINT_URL_EKS, log in .dev/moto.log"
+fi
+# An emulator takes any credentials; keep whatever the caller configured.
+if [ -z "${AWS_ACCESS_KEY_ID:-}" ] && [ -z "${AWS_PROFILE:-}" ]; then
+  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+fi
+[ -n "${AWS_REGION:-}" ] || export AWS_REGION=${AWS_DEFAULT_REGION:-us-east-1}
+log "creating the configured EKS cluster at $AWS_ENDPOINT_URL_EKS if it is missing"
+"$CARGO_TARGET_DIR/debug/esaas" eks-setup
 # Credentials stay out of the log: only what follows the '@'.
 log "serving on $ESAAS_LISTEN_ADDR, database ${DATABASE_URL#*@}"
 exec "$CARGO_TARGET_DIR/debug/esaas" serve --migrate

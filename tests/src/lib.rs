@@ -2,6 +2,8 @@
 //! free port (in-process or as a child process of the real binary), and
 //! authenticated clients. Nothing of the product is replaced.
 
+pub mod faultproxy;
+pub mod moto;
 pub mod sim;
 
 use std::net::SocketAddr;
