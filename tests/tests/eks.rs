@@ -487,3 +487,88 @@ async fn a_cluster_reaches_ready_through_throttling_500s_delays_and_dropped_conn
     );
     running.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_permanent_aws_error_ends_the_operation_with_its_code_and_message() {
+    let moto = esaas_tests::moto::shared().await;
+    // A worker configured for an EKS cluster that does not exist.
+    let eks = adapter(
+        &moto.endpoint,
+        eks_config(&moto.endpoint, "missing-cluster"),
+    )
+    .await;
+    let db = TestDb::new().await;
+    let sim = Sim::connect(&db.url, SimConfig::default())
+        .await
+        .expect("sim");
+    let mut c = esaas_tests::config(&db);
+    fast(&mut c);
+    c.workers = 1;
+    let backends = Arc::new(esaas_worker::Backends {
+        node_groups: eks,
+        workloads: sim.clone(),
+        elasticsearch: sim,
+    });
+    let running = esaas_runtime::start_with_workers(&c, backends)
+        .await
+        .expect("start");
+    let ch = channel(running.addr).await;
+    esaas_proto::v1::admin_service_client::AdminServiceClient::new(ch.clone())
+        .create_tenant(authed(
+            ADMIN_KEY,
+            pb::CreateTenantRequest {
+                tenant_id: "search".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("tenant");
+    let created = esaas_proto::v1::cluster_service_client::ClusterServiceClient::new(ch.clone())
+        .create_cluster(authed(ADMIN_KEY, create_request("search", "logs", 3)))
+        .await
+        .expect("create")
+        .into_inner();
+    let op_name = created.operation.expect("op").name;
+    let mut ops = esaas_proto::v1::operation_service_client::OperationServiceClient::new(ch);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let op = loop {
+        let op = ops
+            .get_operation(authed(
+                ADMIN_KEY,
+                pb::GetOperationRequest {
+                    name: op_name.clone(),
+                },
+            ))
+            .await
+            .expect("get")
+            .into_inner()
+            .operation
+            .expect("op");
+        if op.done {
+            break op;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{op:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(op.state, pb::OperationState::Failed as i32);
+    assert_eq!(
+        op.attempts.len(),
+        1,
+        "permanent: no retry: {:#?}",
+        op.attempts
+    );
+    let error = op.error.expect("error");
+    assert!(
+        error.message.contains("ResourceNotFoundException"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error
+            .message
+            .contains("No cluster found for name: missing-cluster"),
+        "{}",
+        error.message
+    );
+    running.shutdown().await.expect("shutdown");
+}

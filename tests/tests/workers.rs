@@ -543,3 +543,41 @@ async fn kill_9_of_the_control_plane_mid_operation_loses_nothing() {
     worker.kill().await;
     restarted.kill().await;
 }
+
+#[tokio::test]
+async fn a_failed_node_group_fails_the_operation_with_its_health_issues() {
+    let sim_config = SimConfig {
+        node_group_delay: Duration::from_millis(500),
+        ..SimConfig::default()
+    };
+    let (app, sim) = spawn_app_with_workers(1, sim_config, |_| {}).await;
+    let t = app.tenant("search").await;
+    let created = app.create_cluster(&t.admin, "search", "logs", 3).await;
+    let cluster = created.cluster.expect("c");
+    let op_name = created.operation.expect("op").name;
+    app.wait_operation(&op_name, LONG, |o| {
+        o.stages
+            .iter()
+            .any(|s| s.name == "node_groups_active" && s.state == pb::StageState::Running as i32)
+    })
+    .await;
+    sim.fail_node_group(
+        uid(&cluster),
+        "default",
+        "Ec2SubnetInvalidConfiguration: subnet has no free addresses",
+    )
+    .await;
+    let op = app.wait_operation(&op_name, LONG, |o| o.done).await;
+    assert_eq!(op.state, pb::OperationState::Failed as i32);
+    let error = op.error.expect("error");
+    assert!(
+        error.message.contains("Ec2SubnetInvalidConfiguration"),
+        "{}",
+        error.message
+    );
+    app.wait_cluster(&cluster.name, LONG, |c| {
+        state(c) == pb::ClusterState::Failed as i32
+    })
+    .await;
+    app.stop().await;
+}

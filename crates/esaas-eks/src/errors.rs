@@ -37,7 +37,10 @@ where
         }
         _ => return StepError::retryable("EKS_ERROR", format!("{op}: {err}")),
     }
-    let text = format!("{op}: {code}: {message}");
+    let text = match (code.is_empty(), http_status) {
+        (true, Some(status)) => format!("{op}: HTTP {status} without an AWS error code"),
+        _ => format!("{op}: {code}: {message}"),
+    };
     match code.as_str() {
         "ThrottlingException"
         | "TooManyRequestsException"

@@ -300,7 +300,7 @@ impl EksNodeGroups {
 impl NodeGroups for EksNodeGroups {
     async fn observe(&self, target: &Target) -> StepResult<BTreeMap<String, NodeGroupObs>> {
         let prefix = cluster_prefix(&target.tenant, &target.cluster_id);
-        let names: Vec<String> = self
+        let names: Result<Vec<String>, _> = self
             .client
             .list_nodegroups()
             .cluster_name(&self.config.cluster_name)
@@ -310,8 +310,29 @@ impl NodeGroups for EksNodeGroups {
             .collect::<Vec<_>>()
             .await
             .into_iter()
-            .collect::<Result<_, _>>()
-            .map_err(|e| classify("ListNodegroups", e))?;
+            .collect::<Result<_, _>>();
+        let names = match names {
+            Ok(names) => names,
+            // A missing EKS cluster is permanent, but not every endpoint says
+            // so on this call (an emulator answers a bare 500): ask directly.
+            Err(e) => {
+                let e = classify("ListNodegroups", e);
+                if e.retryable
+                    && let Err(missing) = self
+                        .client
+                        .describe_cluster()
+                        .name(&self.config.cluster_name)
+                        .send()
+                        .await
+                {
+                    let missing = classify("DescribeCluster", missing);
+                    if missing.reason == "EKS_NOT_FOUND" {
+                        return Err(missing);
+                    }
+                }
+                return Err(e);
+            }
+        };
         let mut out = BTreeMap::new();
         for name in names.iter().filter(|n| n.starts_with(&prefix)) {
             let Some(ng) = self.describe(name).await? else {
