@@ -24,27 +24,9 @@ fn respond<T>(r: Result<T>) -> ApiResult<T> {
     r.map(Response::new).map_err(to_status)
 }
 
-/// Parses `filter` of ListClusters: empty, or `state = NAME`.
+/// Parses `filter`: empty, or `state = READY`.
 fn parse_state_filter(filter: &str) -> Result<Option<ClusterState>> {
-    let f = filter.trim();
-    if f.is_empty() {
-        return Ok(None);
-    }
-    let bad = || {
-        Error::invalid(
-            "filter",
-            format!(
-                "{} is not supported; use `state = READY` (or another ClusterState name)",
-                shown(filter)
-            ),
-        )
-    };
-    let (field, value) = f.split_once('=').ok_or_else(bad)?;
-    if field.trim() != "state" {
-        return Err(bad());
-    }
-    let value = value.trim().trim_matches('"');
-    cluster_state_from_name(value).map(Some).ok_or_else(bad)
+    page::parse_state_filter(filter, cluster_state_from_name, "state = READY")
 }
 
 /// The spec fields an update changes: the mask's paths, or (AIP-134) every

@@ -1,6 +1,5 @@
 //! `esaas.v1.OperationService`.
 
-use esaas_core::error::shown;
 use esaas_core::names::{ClusterName, OperationName, TenantScope};
 use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
@@ -13,27 +12,9 @@ use crate::watch::BoxStream;
 use crate::{Api, page};
 use esaas_proto::convert::{operation_state_from_name, operation_to_pb};
 
+/// Parses `filter`: empty, or `state = QUEUED`.
 fn parse_state_filter(filter: &str) -> Result<Option<esaas_core::operation::OperationState>> {
-    let f = filter.trim();
-    if f.is_empty() {
-        return Ok(None);
-    }
-    let bad = || {
-        Error::invalid(
-            "filter",
-            format!(
-                "{} is not supported; use `state = QUEUED` (or another OperationState name)",
-                shown(filter)
-            ),
-        )
-    };
-    let (field, value) = f.split_once('=').ok_or_else(bad)?;
-    if field.trim() != "state" {
-        return Err(bad());
-    }
-    operation_state_from_name(value.trim().trim_matches('"'))
-        .map(Some)
-        .ok_or_else(bad)
+    page::parse_state_filter(filter, operation_state_from_name, "state = QUEUED")
 }
 
 impl Api {

@@ -8,6 +8,35 @@ use esaas_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// Parses a list filter: empty, or `state = NAME` where `parse` knows the
+/// names; `example` is a valid filter for the error message.
+pub fn parse_state_filter<T>(
+    filter: &str,
+    parse: fn(&str) -> Option<T>,
+    example: &str,
+) -> Result<Option<T>> {
+    let f = filter.trim();
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        Error::invalid(
+            "filter",
+            format!(
+                "{} is not supported; use `{example}` (or another state name)",
+                esaas_core::error::shown(filter)
+            ),
+        )
+    };
+    let (field, value) = f.split_once('=').ok_or_else(bad)?;
+    if field.trim() != "state" {
+        return Err(bad());
+    }
+    parse(value.trim().trim_matches('"'))
+        .map(Some)
+        .ok_or_else(bad)
+}
+
 /// Default page size.
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 /// Largest page size; larger requests are clamped.

@@ -100,6 +100,14 @@ pub struct Job {
     pub kind: OperationKind,
 }
 
+fn finished(stage: &str) -> LeaseEvent {
+    LeaseEvent::StageFinished {
+        name: stage.into(),
+        skipped: false,
+        message: String::new(),
+    }
+}
+
 fn failed(e: StepError) -> LeaseEvent {
     LeaseEvent::Failed {
         retryable: e.retryable,
@@ -234,12 +242,7 @@ pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>
             };
         let Some(step) = next_step(&goal, &observed) else {
             if let Some(s) = stage {
-                report(LeaseEvent::StageFinished {
-                    name: s.into(),
-                    skipped: false,
-                    message: String::new(),
-                })
-                .await?;
+                report(finished(s)).await?;
             }
             // The planner's last check is the health gate; when it passed at
             // once, say so rather than leave the stage looking skipped.
@@ -260,12 +263,7 @@ pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>
         let this_stage = step.stage();
         if stage != Some(this_stage) {
             if let Some(s) = stage {
-                report(LeaseEvent::StageFinished {
-                    name: s.into(),
-                    skipped: false,
-                    message: String::new(),
-                })
-                .await?;
+                report(finished(s)).await?;
             }
             report(LeaseEvent::StageStarted(this_stage.into())).await?;
             stage = Some(this_stage);
