@@ -1,0 +1,8 @@
+//! Elasticsearch on Kubernetes for esaas workers.
+//!
+//! - `render`: the typed `k8s-openapi` objects of a cluster (pure).
+//! - `tls`: the cluster's CA and node certificate (rcgen).
+//! - `workloads`: `Workloads` with kube-rs server-side apply.
+//! - `es`: `Elasticsearch` over HTTPS with the cluster's CA.
+
+pub mod names;

@@ -1,0 +1,122 @@
+//! Names, labels and keys every part agrees on: the renderer, the workload
+//! backend, the Elasticsearch client, the control plane's credential reader,
+//! and the stand-ins in the tests.
+
+use std::collections::BTreeMap;
+
+use esaas_core::backend::Target;
+
+/// The field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "esaas";
+
+/// Keys of the cluster's Secret.
+pub mod secret_keys {
+    /// Password of the `elastic` user.
+    pub const PASSWORD: &str = "elastic-password";
+    /// PEM CA certificate that signs the node certificate.
+    pub const CA_CERT: &str = "ca.crt";
+    /// PEM node certificate (HTTP and transport), for every pod of the cluster.
+    pub const TLS_CERT: &str = "tls.crt";
+    /// PEM private key of the node certificate.
+    pub const TLS_KEY: &str = "tls.key";
+}
+
+/// Label keys.
+pub mod labels {
+    /// `app.kubernetes.io/name`: always `elasticsearch`.
+    pub const NAME: &str = "app.kubernetes.io/name";
+    /// `app.kubernetes.io/managed-by`: always `esaas`.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// The tenant.
+    pub const TENANT: &str = "esaas.io/tenant";
+    /// The cluster id.
+    pub const CLUSTER: &str = "esaas.io/cluster";
+    /// The cluster uid (tells an old incarnation's leftovers from the current one's).
+    pub const CLUSTER_UID: &str = "esaas.io/cluster-uid";
+    /// The node set (on per-node-set objects and pods).
+    pub const NODE_SET: &str = "esaas.io/node-set";
+}
+
+/// The tenant's namespace.
+pub fn namespace(t: &Target) -> String {
+    format!("esaas-{}", t.tenant)
+}
+
+/// The Secret with the `elastic` password and the TLS material.
+pub fn secret(t: &Target) -> String {
+    format!("{}-es", t.cluster_id)
+}
+
+/// The ConfigMap with `elasticsearch.yml` (one key per node set).
+pub fn config_map(t: &Target) -> String {
+    format!("{}-es-config", t.cluster_id)
+}
+
+/// The headless Service for transport (9300) and pod DNS.
+pub fn transport_service(t: &Target) -> String {
+    format!("{}-es-transport", t.cluster_id)
+}
+
+/// The client Service (9200).
+pub fn http_service(t: &Target) -> String {
+    format!("{}-es-http", t.cluster_id)
+}
+
+/// The PodDisruptionBudget.
+pub fn pdb(t: &Target) -> String {
+    format!("{}-es", t.cluster_id)
+}
+
+/// The NetworkPolicy.
+pub fn network_policy(t: &Target) -> String {
+    format!("{}-es", t.cluster_id)
+}
+
+/// The StatefulSet of a node set.
+pub fn stateful_set(t: &Target, node_set: &str) -> String {
+    format!("{}-{node_set}", t.cluster_id)
+}
+
+/// A pod, which is also its Elasticsearch node name.
+pub fn pod(t: &Target, node_set: &str, ordinal: i32) -> String {
+    format!("{}-{ordinal}", stateful_set(t, node_set))
+}
+
+/// DNS name of the client Service inside Kubernetes.
+pub fn http_host(t: &Target) -> String {
+    format!("{}.{}.svc", http_service(t), namespace(t))
+}
+
+/// The HTTPS endpoint tenants get.
+pub fn endpoint(t: &Target) -> String {
+    format!("https://{}:9200", http_host(t))
+}
+
+/// Labels of every object of the cluster.
+pub fn cluster_labels(t: &Target) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::NAME.to_string(), "elasticsearch".to_string()),
+        (labels::MANAGED_BY.to_string(), "esaas".to_string()),
+        (labels::TENANT.to_string(), t.tenant.to_string()),
+        (labels::CLUSTER.to_string(), t.cluster_id.to_string()),
+        (labels::CLUSTER_UID.to_string(), t.uid.to_string()),
+    ])
+}
+
+/// Labels of the objects and pods of one node set.
+pub fn node_set_labels(t: &Target, node_set: &str) -> BTreeMap<String, String> {
+    let mut l = cluster_labels(t);
+    l.insert(labels::NODE_SET.to_string(), node_set.to_string());
+    l
+}
+
+/// The label selector that finds every object of the cluster (a delete uses it).
+pub fn cluster_selector(t: &Target) -> String {
+    format!(
+        "{}={},{}={}",
+        labels::TENANT,
+        t.tenant,
+        labels::CLUSTER,
+        t.cluster_id
+    )
+}
