@@ -310,19 +310,35 @@ impl Api {
         // Credentials live only in the cluster's Kubernetes Secret, which the
         // provisioning steps create; until a cluster has an endpoint there is
         // nothing to hand out.
-        match cluster.endpoint {
-            None => Err(Error::precondition(
+        let Some(endpoint) = cluster.endpoint else {
+            return Err(Error::precondition(
                 name.to_string(),
                 format!(
                     "the cluster is {} and has no endpoint yet; credentials are available once it is READY",
                     cluster.state.as_str()
                 ),
-            )),
-            Some(_) => Err(Error::Unavailable {
-                message: "this control plane has no Kubernetes credential source configured".into(),
-                retry_after: std::time::Duration::from_secs(30),
-            }),
-        }
+            ));
+        };
+        let unavailable = |message: &str| Error::Unavailable {
+            message: message.to_string(),
+            retry_after: std::time::Duration::from_secs(30),
+        };
+        let Some(source) = &self.settings().credentials else {
+            return Err(unavailable(
+                "this control plane has no Kubernetes credential source configured",
+            ));
+        };
+        let creds = source
+            .0
+            .read(&name.tenant, &name.cluster)
+            .await?
+            .ok_or_else(|| unavailable("the cluster's Secret cannot be read yet"))?;
+        Ok(pb::GetClusterCredentialsResponse {
+            endpoint,
+            username: "elastic".into(),
+            password: creds.password,
+            ca_certificate_pem: creds.ca_pem,
+        })
     }
 }
 

@@ -27,6 +27,42 @@ use uuid::Uuid;
 
 pub use auth::Authenticator;
 
+/// A cluster's credentials, read where they live (its Kubernetes Secret).
+#[derive(Clone)]
+pub struct ClusterCredentials {
+    /// Password of the `elastic` user.
+    pub password: String,
+    /// PEM CA certificate of the cluster's HTTPS endpoint.
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for ClusterCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterCredentials { <redacted> }")
+    }
+}
+
+/// Where `GetClusterCredentials` reads credentials from. The platform never
+/// stores them; an implementation reads the cluster's Kubernetes Secret.
+pub trait CredentialSource: Send + Sync + 'static {
+    /// The credentials of `tenant`/`cluster`, `None` while they do not exist.
+    fn read<'a>(
+        &'a self,
+        tenant: &'a esaas_core::names::TenantId,
+        cluster: &'a esaas_core::names::ClusterId,
+    ) -> futures::future::BoxFuture<'a, Result<Option<ClusterCredentials>>>;
+}
+
+/// A shared credential source.
+#[derive(Clone)]
+pub struct Credentials(pub Arc<dyn CredentialSource>);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials")
+    }
+}
+
 /// What the services need to know from configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -43,6 +79,8 @@ pub struct Settings {
     pub lease: esaas_store::LeaseSettings,
     /// How often a worker stream looks for queued work without a notification.
     pub claim_interval: Duration,
+    /// Where cluster credentials are read (none: GetClusterCredentials is UNAVAILABLE).
+    pub credentials: Option<Credentials>,
 }
 
 /// Shared state of every service.

@@ -39,12 +39,22 @@ pub mod labels {
 
 /// The tenant's namespace.
 pub fn namespace(t: &Target) -> String {
-    format!("esaas-{}", t.tenant)
+    namespace_of(&t.tenant)
+}
+
+/// The namespace of `tenant`.
+pub fn namespace_of(tenant: &esaas_core::names::TenantId) -> String {
+    format!("esaas-{tenant}")
 }
 
 /// The Secret with the `elastic` password and the TLS material.
 pub fn secret(t: &Target) -> String {
-    format!("{}-es", t.cluster_id)
+    secret_of(&t.cluster_id)
+}
+
+/// The Secret of `cluster`.
+pub fn secret_of(cluster: &esaas_core::names::ClusterId) -> String {
+    format!("{cluster}-es")
 }
 
 /// The ConfigMap with `elasticsearch.yml` (one key per node set).

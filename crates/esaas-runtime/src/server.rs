@@ -174,6 +174,7 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         watch_poll: config.watch_poll(),
         lease: config.lease(),
         claim_interval: Duration::from_millis(config.claim_interval_ms.max(10)),
+        credentials: None,
     };
     let bootstrap = Some(config.bootstrap_admin_key.expose()).filter(|k| !k.is_empty());
     let api = Api::new(store.clone(), bootstrap, internal_worker_key, settings);
