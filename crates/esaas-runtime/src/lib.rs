@@ -2,6 +2,7 @@
 //! health and reflection, and migrations. The binary only parses arguments
 //! and calls in here.
 
+pub mod backends;
 pub mod config;
 pub mod server;
 
@@ -53,9 +54,9 @@ pub async fn serve_until_signal(config: &Config) -> anyhow::Result<()> {
     }
 }
 
-/// `esaas worker`: checks its settings, then runs a worker against
-/// `control_plane` until SIGTERM. This build has no provisioning backends
-/// (EKS, Kubernetes) to drive, so it stops with that reason after the checks.
+/// `esaas worker`: connects to `control_plane` with `key` and drives EKS,
+/// Kubernetes and Elasticsearch as configured, until SIGTERM or Ctrl-C, then
+/// hands its leases back.
 pub async fn run_worker(
     config: &Config,
     control_plane: String,
@@ -69,10 +70,27 @@ pub async fn run_worker(
     }
     let id = id.unwrap_or_else(|| format!("worker-{}", std::process::id()));
     let wc = config.worker_config(control_plane, key, id);
-    tracing::info!(worker = %wc.id, control_plane = %wc.control_plane, "worker configured");
-    anyhow::bail!(
-        "this build has no provisioning backends (EKS node groups, Kubernetes workloads) for a worker to drive"
-    )
+    let backends = backends::product_backends(config).await?;
+    tracing::info!(worker = %wc.id, control_plane = %wc.control_plane, capacity = wc.capacity, "worker starting");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("shutting down: handing leases back");
+        stop.cancel();
+    });
+    esaas_worker::run(wc, backends, shutdown).await
 }
 
 /// `esaas eks-setup`: creates the EKS cluster the configuration names if it

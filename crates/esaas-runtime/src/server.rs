@@ -122,15 +122,14 @@ async fn sqlx_ping(store: &Store) -> bool {
 }
 
 /// Connects to the database (migrating if configured), binds the listen
-/// address and serves until `Running::shutdown`. This build has no
-/// provisioning backends of its own, so it runs no in-process workers.
+/// address and serves until `Running::shutdown`; with `workers > 0`, also
+/// runs that many in-process workers with the configured backends.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     if config.workers > 0 {
-        anyhow::bail!(
-            "workers = {} (ESAAS_WORKERS) asks for an in-process worker pool, but this build has no \
-             provisioning backends (EKS, Kubernetes) to give it; set ESAAS_WORKERS=0",
-            config.workers
-        );
+        let backends = crate::backends::product_backends(config)
+            .await
+            .context("the in-process workers (ESAAS_WORKERS > 0) need EKS and Kubernetes")?;
+        return start_with_workers(config, backends).await;
     }
     serve(config, None).await
 }
@@ -174,7 +173,7 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         watch_poll: config.watch_poll(),
         lease: config.lease(),
         claim_interval: Duration::from_millis(config.claim_interval_ms.max(10)),
-        credentials: None,
+        credentials: crate::backends::credentials(config).await,
     };
     let bootstrap = Some(config.bootstrap_admin_key.expose()).filter(|k| !k.is_empty());
     let api = Api::new(store.clone(), bootstrap, internal_worker_key, settings);

@@ -119,12 +119,23 @@ fn failed(e: StepError) -> LeaseEvent {
 async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     b: &Backends<N, W, E>,
     t: &Target,
+    deleting: bool,
 ) -> Result<(Observed, Option<String>), StepError> {
-    let (groups, loads, health) = tokio::try_join!(
+    let (groups, loads, health) = tokio::join!(
         b.node_groups.observe(t),
         b.workloads.observe(t),
         b.elasticsearch.health(t)
-    )?;
+    );
+    let (groups, loads) = (groups?, loads?);
+    // A delete needs no answer from Elasticsearch: one that cannot be
+    // reached, or refuses the credentials, must not keep a cluster alive.
+    let health = match health {
+        Err(e) if deleting => {
+            tracing::warn!(reason = %e.reason, "Elasticsearch health ignored while deleting");
+            None
+        }
+        other => other?,
+    };
     Ok((
         Observed {
             base_objects: loads.base_objects,
@@ -229,17 +240,21 @@ pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>
     };
     let report =
         |event: LeaseEvent| async move { reporter.report(event).await.map_err(Stopped::LeaseLost) };
+    let deleting = matches!(goal, Goal::Delete { .. });
     let mut stage: Option<&'static str> = None;
     let mut waiting: Option<(Step, Instant)> = None;
     loop {
         if cancel.is_cancelled() {
             return Err(Stopped::Cancelled);
         }
-        let (observed, endpoint) =
-            match with_retries("observe", cancel, || observe(backends, &job.target)).await? {
-                Ok(o) => o,
-                Err(e) => return Ok(failed(e)),
-            };
+        let (observed, endpoint) = match with_retries("observe", cancel, || {
+            observe(backends, &job.target, deleting)
+        })
+        .await?
+        {
+            Ok(o) => o,
+            Err(e) => return Ok(failed(e)),
+        };
         let Some(step) = next_step(&goal, &observed) else {
             if let Some(s) = stage {
                 report(finished(s)).await?;

@@ -1,0 +1,420 @@
+//! Elasticsearch on Kubernetes end to end, through the public API with real
+//! processes: `esaas serve` with its in-process worker on the real backends,
+//! driving moto (EKS), the Kubernetes API-server stand-in (with the real
+//! kube-rs client) and the Elasticsearch stand-in (over HTTPS with the
+//! cluster's own CA).
+
+use std::time::Duration;
+
+use esaas_core::cluster::Health;
+use esaas_proto::v1 as pb;
+use esaas_proto::v1::admin_service_client::AdminServiceClient;
+use esaas_proto::v1::cluster_service_client::ClusterServiceClient;
+use esaas_tests::es_standin::EsStandin;
+use esaas_tests::kube_standin::KubeStandin;
+use esaas_tests::*;
+use tokio_stream::StreamExt;
+use uuid::Uuid;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// The whole local platform: moto, both stand-ins, and `esaas serve` with one worker.
+struct Platform {
+    server: ServerProcess,
+    kube: KubeStandin,
+    es: EsStandin,
+    eks_cluster: String,
+    _db: TestDb,
+    _dir: std::path::PathBuf,
+}
+
+async fn platform(gate_timeout_seconds: u64) -> Platform {
+    let moto = esaas_tests::moto::shared().await;
+    let eks_cluster = format!("eks-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let kube = KubeStandin::start(Duration::from_millis(300)).await;
+    let es = EsStandin::start().await;
+    es.follow(kube.client(), Duration::from_millis(100));
+    let dir = std::env::temp_dir().join(format!("esaas-k8s-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {}\n\
+             users:\n- name: standin\n  user: {{}}\ncontexts:\n- name: standin\n  context:\n    cluster: standin\n    user: standin\n\
+             current-context: standin\n",
+            kube.url()
+        ),
+    )
+    .expect("kubeconfig");
+    let db = TestDb::new().await;
+    let extra = format!(
+        "workers = 1\nlease_ttl_seconds = 3\nreap_interval_ms = 200\nclaim_interval_ms = 100\n\
+         retry_backoff_base_seconds = 0\nretry_backoff_max_seconds = 0\n\
+         [worker]\npoll_interval_ms = 100\ngate_timeout_seconds = {gate_timeout_seconds}\n\
+         [eks]\ncluster_name = \"{eks_cluster}\"\nendpoint_url = \"{}\"\ninitial_backoff_ms = 10\n\
+         [kubernetes]\nkubeconfig = \"{}\"\n\
+         [elasticsearch]\nconnect_to = \"{}\"\n",
+        moto.endpoint,
+        kubeconfig.display(),
+        es.addr()
+    );
+    let mut env = esaas_tests::moto::env_for(&moto.endpoint);
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_EKS");
+    // The EKS cluster the configuration names, as `esaas eks-setup` makes it locally.
+    let status = tokio::process::Command::new(esaas_bin())
+        .arg("eks-setup")
+        .arg("--config")
+        .arg({
+            let p = dir.join("setup.toml");
+            std::fs::write(&p, &extra).expect("setup config");
+            p
+        })
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("DATABASE_URL", &db.url)
+        .status()
+        .await
+        .expect("eks-setup");
+    assert!(status.success(), "eks-setup failed");
+    let server = ServerProcess::start_with_env(&db, free_port(), &extra, &env).await;
+    Platform {
+        server,
+        kube,
+        es,
+        eks_cluster,
+        _db: db,
+        _dir: dir,
+    }
+}
+
+impl Platform {
+    async fn channel(&self) -> tonic::transport::Channel {
+        channel(self.server.addr).await
+    }
+
+    /// A tenant and its admin key.
+    async fn tenant(&self, id: &str) -> String {
+        let mut admin = AdminServiceClient::new(self.channel().await);
+        admin
+            .create_tenant(authed(
+                ADMIN_KEY,
+                pb::CreateTenantRequest {
+                    tenant_id: id.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("tenant");
+        admin
+            .create_api_key(authed(
+                ADMIN_KEY,
+                pb::CreateApiKeyRequest {
+                    parent: format!("tenants/{id}"),
+                    api_key: Some(pb::ApiKey {
+                        role: pb::Role::TenantAdmin as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("key")
+            .into_inner()
+            .secret
+    }
+
+    async fn wait(&self, name: &str, generation: i64, want: pb::ClusterState) -> pb::Cluster {
+        wait_cluster_at(self.channel().await, name, LONG, |c| {
+            state(c) == want as i32
+                && c.status
+                    .as_ref()
+                    .is_some_and(|s| s.observed_generation >= generation)
+        })
+        .await
+    }
+
+    fn objects(&self, kind: &str, cluster: &str) -> Vec<serde_json::Value> {
+        self.kube
+            .objects(kind)
+            .into_iter()
+            .filter(|o| o["metadata"]["labels"]["esaas.io/cluster"] == cluster)
+            .collect()
+    }
+}
+
+fn resize(name: &str, nodes: i32, version: &str) -> pb::UpdateClusterRequest {
+    let mut spec = spec(nodes);
+    spec.version = version.into();
+    pb::UpdateClusterRequest {
+        cluster: Some(pb::Cluster {
+            name: name.into(),
+            spec: Some(spec),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["spec.node_sets".into(), "spec.version".into()],
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn create_scale_upgrade_and_delete_an_elasticsearch_cluster() {
+    let p = platform(60).await;
+    let key = p.tenant("search").await;
+    let mut clusters = ClusterServiceClient::new(p.channel().await);
+    let created = clusters
+        .create_cluster(authed(&key, create_request("search", "logs", 3)))
+        .await
+        .expect("create")
+        .into_inner();
+    let name = created.cluster.expect("cluster").name;
+    let mut watch = clusters
+        .watch_cluster(authed(
+            &key,
+            pb::WatchClusterRequest {
+                name: name.clone(),
+                since_revision: 1,
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+
+    // READY with an endpoint, every Kubernetes object in place.
+    let ready = p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let status = ready.status.expect("status");
+    assert_eq!(
+        status.endpoint,
+        "https://logs-es-http.esaas-search.svc:9200"
+    );
+    assert_eq!(status.health, pb::ClusterHealth::Green as i32);
+    for kind in [
+        "secrets",
+        "configmaps",
+        "services",
+        "statefulsets",
+        "poddisruptionbudgets",
+        "networkpolicies",
+    ] {
+        assert!(!p.objects(kind, "logs").is_empty(), "no {kind}");
+    }
+    let sts = &p.objects("statefulsets", "logs")[0];
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(sts["metadata"]["managedFields"][0]["manager"], "esaas");
+
+    // The watcher saw the stages in order.
+    let mut started = Vec::new();
+    while started.last() != Some(&"health_gate".to_string()) {
+        let msg = tokio::time::timeout(LONG, watch.next())
+            .await
+            .expect("event")
+            .expect("open")
+            .expect("ok");
+        if let Some(pb::watch_cluster_response::Payload::Event(e)) = msg.payload
+            && let Some(stage) = e
+                .message
+                .split("stage ")
+                .nth(1)
+                .and_then(|s| s.strip_suffix(" started"))
+        {
+            started.push(stage.to_string());
+        }
+    }
+    // In order; a gate that opened at once (moto's node groups are ACTIVE
+    // immediately) has no stage of its own.
+    let order = [
+        "namespace",
+        "node_groups",
+        "node_groups_active",
+        "elasticsearch_objects",
+        "pods_ready",
+        "health_gate",
+    ];
+    let positions: Vec<usize> = started
+        .iter()
+        .map(|s| order.iter().position(|o| o == s).expect("a known stage"))
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{started:?}");
+    for must in [
+        "namespace",
+        "node_groups",
+        "elasticsearch_objects",
+        "pods_ready",
+        "health_gate",
+    ] {
+        assert!(
+            started.iter().any(|s| s == must),
+            "{must} missing from {started:?}"
+        );
+    }
+
+    // Credentials come from the Secret, for the owner; the database never holds them.
+    let creds = clusters
+        .get_cluster_credentials(authed(
+            &key,
+            pb::GetClusterCredentialsRequest { name: name.clone() },
+        ))
+        .await
+        .expect("credentials")
+        .into_inner();
+    assert_eq!(creds.username, "elastic");
+    assert!(
+        creds
+            .ca_certificate_pem
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    assert_eq!(creds.password.len(), 32);
+    let pool = p._db.pool().await;
+    let dump: Vec<String> = sqlx::query_scalar(
+        "SELECT coalesce(string_agg(t::text, ''), '') FROM (SELECT c::text AS t FROM clusters c UNION ALL \
+         SELECT e::text FROM cluster_events e UNION ALL SELECT o::text FROM operations o) x",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("dump");
+    assert!(
+        !dump.concat().contains(&creds.password),
+        "the password is not in the database"
+    );
+
+    // Scale out, then in: the leaving pod is drained before it goes.
+    clusters
+        .update_cluster(authed(&key, resize(&name, 5, "8.17.10")))
+        .await
+        .expect("grow");
+    p.wait(&name, 2, pb::ClusterState::Ready).await;
+    assert_eq!(p.objects("statefulsets", "logs")[0]["spec"]["replicas"], 5);
+    clusters
+        .update_cluster(authed(&key, resize(&name, 4, "8.17.10")))
+        .await
+        .expect("shrink");
+    p.wait(&name, 3, pb::ClusterState::Ready).await;
+    assert_eq!(p.objects("statefulsets", "logs")[0]["spec"]["replicas"], 4);
+    let host = "logs-es-http.esaas-search.svc";
+    let departures = p.es.departures(host);
+    assert!(
+        departures
+            .iter()
+            .any(|(node, shards)| node == "logs-default-4" && *shards == 0),
+        "logs-default-4 left holding no shards: {departures:?}"
+    );
+
+    // Upgrade: the StatefulSet rolls to the new version.
+    clusters
+        .update_cluster(authed(&key, resize(&name, 4, "8.19.3")))
+        .await
+        .expect("upgrade");
+    p.wait(&name, 4, pb::ClusterState::Ready).await;
+    let sts = &p.objects("statefulsets", "logs")[0];
+    assert_eq!(sts["metadata"]["annotations"]["esaas.io/version"], "8.19.3");
+    let image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(image.ends_with(":8.19.3"), "{image}");
+    assert_eq!(sts["spec"]["updateStrategy"]["type"], "RollingUpdate");
+
+    // Delete: every object and the node group go; the cluster stays as a tombstone.
+    clusters
+        .delete_cluster(authed(
+            &key,
+            pb::DeleteClusterRequest {
+                name: name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("delete");
+    p.wait(&name, 0, pb::ClusterState::Deleted).await;
+    for kind in [
+        "secrets",
+        "configmaps",
+        "services",
+        "statefulsets",
+        "poddisruptionbudgets",
+        "networkpolicies",
+        "persistentvolumeclaims",
+    ] {
+        assert!(
+            p.objects(kind, "logs").is_empty(),
+            "{kind} left: {:?}",
+            p.objects(kind, "logs")
+        );
+    }
+    let moto = esaas_tests::moto::shared().await;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .endpoint_url(&moto.endpoint)
+        .load()
+        .await;
+    let groups = aws_sdk_eks::Client::new(&sdk)
+        .list_nodegroups()
+        .cluster_name(&p.eks_cluster)
+        .send()
+        .await
+        .expect("list node groups")
+        .nodegroups
+        .unwrap_or_default();
+    assert!(groups.is_empty(), "{groups:?}");
+    p.server.kill().await;
+}
+
+#[tokio::test]
+async fn a_health_gate_stuck_on_yellow_stalls_with_the_index_named() {
+    let p = platform(3).await;
+    let key = p.tenant("search").await;
+    let mut clusters = ClusterServiceClient::new(p.channel().await);
+    let created = clusters
+        .create_cluster(authed(&key, create_request("search", "logs", 1)))
+        .await
+        .expect("create")
+        .into_inner();
+    let name = created.cluster.expect("cluster").name;
+    let op = created.operation.expect("op").name;
+    let host = "logs-es-http.esaas-search.svc";
+    // As soon as the stand-in knows the cluster, an index stays yellow.
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        if p.es.is_registered(host) {
+            p.es.force_health(host, Health::Yellow, vec![("logs-7".into(), 2, false)]);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ops =
+        esaas_proto::v1::operation_service_client::OperationServiceClient::new(p.channel().await);
+    let deadline = tokio::time::Instant::now() + LONG;
+    let stalled = loop {
+        let o = ops
+            .get_operation(authed(&key, pb::GetOperationRequest { name: op.clone() }))
+            .await
+            .expect("op")
+            .into_inner()
+            .operation
+            .expect("op");
+        if o.state == pb::OperationState::Stalled as i32 {
+            break o;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{o:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        stalled.blocking_check.contains("logs-7"),
+        "{}",
+        stalled.blocking_check
+    );
+    assert!(
+        stalled.blocking_check.contains("2 unassigned replicas"),
+        "{}",
+        stalled.blocking_check
+    );
+    let _ = name;
+    p.server.kill().await;
+}
