@@ -110,6 +110,46 @@ fi
 [ -n "${AWS_REGION:-}" ] || export AWS_REGION=${AWS_DEFAULT_REGION:-us-east-1}
 log "creating the configured EKS cluster at $AWS_ENDPOINT_URL_EKS if it is missing"
 "$CARGO_TARGET_DIR/debug/esaas" eks-setup
+
+# Kubernetes and Elasticsearch: the project's stand-ins (tests/src), which the worker reaches
+# with the real kube-rs client and over HTTPS with each cluster's own CA. A caller with a
+# configuration of their own (ESAAS_CONFIG) brings their own Kubernetes instead.
+if [ -z "${ESAAS_CONFIG:-}" ]; then
+  log "building the Kubernetes and Elasticsearch stand-ins"
+  cargo build -p esaas-tests --bin esaas-kube-standin --bin esaas-es-standin >&2
+  free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  kube_port=$(free_port)
+  es_port=$(free_port)
+  mkdir -p .dev
+  rm -f .dev/kubeconfig .dev/es-standin.log
+  # Same lifetime as moto: a guardian stops both when the server (or this shell) goes.
+  # shellcheck disable=SC2034 # the descriptor is the point: it must stay open
+  exec {standins_guard}> >(
+    "$CARGO_TARGET_DIR/debug/esaas-kube-standin" --port "$kube_port" --ready-after-ms 2000 \
+      --kubeconfig .dev/kubeconfig </dev/null >.dev/kube-standin.log 2>&1 &
+    kube_pid=$!
+    ES_STANDIN_LISTEN_ADDR=127.0.0.1:$es_port ES_STANDIN_KUBE_URL=http://127.0.0.1:$kube_port \
+      ES_STANDIN_DRAIN_DELAY_MS=3000 "$CARGO_TARGET_DIR/debug/esaas-es-standin" </dev/null >.dev/es-standin.log 2>&1 &
+    es_pid=$!
+    trap 'kill "$kube_pid" "$es_pid" 2>/dev/null; wait; exit 0' TERM HUP
+    read -r _ || true
+    kill "$kube_pid" "$es_pid" 2>/dev/null
+    wait
+  )
+  standins_guardian=$!
+  trap 'kill ${moto_guardian:-} "$standins_guardian" 2>/dev/null' EXIT
+  for _ in $(seq 1 150); do
+    [ -s .dev/kubeconfig ] && grep -q listening .dev/es-standin.log 2>/dev/null && break
+    sleep 0.2
+  done
+  [ -s .dev/kubeconfig ] || { log "the Kubernetes stand-in did not start:"; tail -n 20 .dev/kube-standin.log >&2; exit 1; }
+  printf '# Written by scripts/dev.sh: the local platform stand-ins.\n[kubernetes]\nkubeconfig = "%s"\n[elasticsearch]\nconnect_to = "127.0.0.1:%s"\n' \
+    "$PWD/.dev/kubeconfig" "$es_port" >.dev/esaas.toml
+  export ESAAS_CONFIG=$PWD/.dev/esaas.toml
+  export ESAAS_WORKERS=${ESAAS_WORKERS:-1}
+  log "Kubernetes stand-in on http://127.0.0.1:$kube_port (kubeconfig .dev/kubeconfig), Elasticsearch stand-in on 127.0.0.1:$es_port"
+  log "in-process workers: $ESAAS_WORKERS"
+fi
 # Credentials stay out of the log: only what follows the '@'.
 log "serving on $ESAAS_LISTEN_ADDR, database ${DATABASE_URL#*@}"
 exec "$CARGO_TARGET_DIR/debug/esaas" serve --migrate

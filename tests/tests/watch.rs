@@ -305,3 +305,25 @@ async fn next_operation(s: &mut Streaming<pb::WatchOperationResponse>) -> Option
         .expect("in time")
         .map(|r| r.expect("ok").operation.expect("operation"))
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_instead_of_waiting_for_them() {
+    let app = spawn_app().await;
+    let t = app.tenant("search").await;
+    let name = app
+        .create_cluster(&t.admin, "search", "logs", 3)
+        .await
+        .cluster
+        .expect("c")
+        .name;
+    let (_, mut stream) = watch(app.clusters(), &t.viewer, &name, 0).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
+    assert!(stopped.is_ok(), "shutdown waited for the open watch stream");
+    let last = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("the stream ends");
+    match last {
+        Some(Err(status)) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+}

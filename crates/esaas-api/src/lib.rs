@@ -95,6 +95,8 @@ struct Inner {
     auth: Authenticator,
     feed: ChangeFeed,
     settings: Settings,
+    /// Cancelled when the server shuts down: every stream ends.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// A response that can be stored for an idempotent retry. Responses that
@@ -137,8 +139,15 @@ impl Api {
                 auth,
                 feed,
                 settings,
+                shutdown: tokio_util::sync::CancellationToken::new(),
             }),
         }
+    }
+
+    /// Ends every open stream: watchers get UNAVAILABLE and resume elsewhere
+    /// from their last revision; worker streams close, and their workers reconnect.
+    pub fn shutdown_streams(&self) {
+        self.inner.shutdown.cancel();
     }
 
     fn store(&self) -> &Store {

@@ -36,6 +36,7 @@ async fn wait_for_change<T>(
     rx: &mut broadcast::Receiver<Change>,
     tx: &Sender<T>,
     poll: std::time::Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
     wanted: impl Fn(&Change) -> bool,
 ) -> bool {
     let deadline = tokio::time::sleep(poll);
@@ -43,6 +44,14 @@ async fn wait_for_change<T>(
     loop {
         tokio::select! {
             _ = tx.closed() => return false,
+            _ = shutdown.cancelled() => {
+                let _ = tx
+                    .send(Err(Status::unavailable(
+                        "the server is shutting down; reconnect and resume from the last revision you saw",
+                    )))
+                    .await;
+                return false;
+            }
             _ = &mut deadline => return true,
             msg = rx.recv() => match msg {
                 Ok(Change::Resync) => return true,
@@ -138,7 +147,7 @@ impl Api {
                 continue;
             }
             let wanted = |c: &Change| matches!(c, Change::Cluster { uid: u, revision } if *u == uid && *revision > last);
-            if !wait_for_change(&mut rx, &tx, poll, wanted).await {
+            if !wait_for_change(&mut rx, &tx, poll, &self.inner.shutdown, wanted).await {
                 return;
             }
         }
@@ -182,6 +191,7 @@ impl Api {
                 &mut rx,
                 &tx,
                 poll,
+                &self.inner.shutdown,
                 |c| matches!(c, Change::Operation { id: i } if *i == id),
             )
             .await

@@ -249,6 +249,7 @@ impl Session {
                     _ => self.assign().await,
                 },
                 _ = self.out.closed() => break,
+                _ = self.api.inner.shutdown.cancelled() => break,
             };
             match step {
                 Ok(true) => {}

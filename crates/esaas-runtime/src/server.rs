@@ -35,6 +35,7 @@ pub struct Running {
     task: JoinHandle<anyhow::Result<()>>,
     workers: Vec<JoinHandle<anyhow::Result<()>>>,
     stop_workers: CancellationToken,
+    api: Api,
 }
 
 impl Running {
@@ -52,6 +53,9 @@ impl Running {
                 Err(e) => tracing::warn!(error = %e, "worker task failed"),
             }
         }
+        // Streams end by themselves only when their clients go: end them,
+        // or the server would wait for watchers forever.
+        self.api.shutdown_streams();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -177,7 +181,8 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
     };
     let bootstrap = Some(config.bootstrap_admin_key.expose()).filter(|k| !k.is_empty());
     let api = Api::new(store.clone(), bootstrap, internal_worker_key, settings);
-    let (clusters, operations, admin, worker) = esaas_api::services(api, config.max_message_bytes);
+    let (clusters, operations, admin, worker) =
+        esaas_api::services(api.clone(), config.max_message_bytes);
 
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::Serving).await;
@@ -238,5 +243,6 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         task,
         workers: Vec::new(),
         stop_workers: CancellationToken::new(),
+        api,
     })
 }
