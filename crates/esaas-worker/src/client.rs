@@ -273,7 +273,10 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
                             next_id: next_id.clone(),
                             ack_timeout: config.ack_timeout,
                         };
-                        let cancel = shutdown.child_token();
+                        // Not a child of `shutdown`: on shutdown the hand-back
+                        // stops each lease itself, then gives it back. A task
+                        // that stopped on its own first would leave nothing to give.
+                        let cancel = CancellationToken::new();
                         let task = tokio::spawn(run_lease(
                             job,
                             backends.clone(),
