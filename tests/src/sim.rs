@@ -1020,6 +1020,9 @@ impl Workloads for Sim {
                         version: w.version.clone(),
                         up_to_date: fingerprint(target, &w.node_set).as_ref()
                             == Some(&w.fingerprint),
+                        // The simulator rolls a new template at once: nothing is held.
+                        updated_replicas: w.replicas,
+                        partition: 0,
                     },
                 )
             })
@@ -1074,6 +1077,11 @@ impl Workloads for Sim {
             .await
             .map_err(db)?;
         tx.commit().await.map_err(db)
+    }
+
+    async fn roll(&self, _target: &Target, _node_set: &str, _partition: i32) -> StepResult<()> {
+        // Never asked: the simulator holds no rollout (partition is always 0).
+        Ok(())
     }
 
     async fn delete_node_set(&self, target: &Target, node_set: &str) -> StepResult<()> {

@@ -33,7 +33,9 @@ async fn platform(gate_timeout_seconds: u64) -> Platform {
     let eks_cluster = format!("eks-{}", &Uuid::new_v4().simple().to_string()[..8]);
     let kube = KubeStandin::start(Duration::from_millis(300)).await;
     let es = EsStandin::start().await;
-    es.follow(kube.client(), Duration::from_millis(100));
+    // Real pods are ready only after their node joined Elasticsearch; the
+    // stand-in learns of pods by polling, so it polls often.
+    es.follow(kube.client(), Duration::from_millis(20));
     let dir = std::env::temp_dir().join(format!("esaas-k8s-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let kubeconfig = dir.join("kubeconfig");
@@ -300,7 +302,9 @@ async fn create_scale_upgrade_and_delete_an_elasticsearch_cluster() {
         "logs-default-4 left holding no shards: {departures:?}"
     );
 
-    // Upgrade: the StatefulSet rolls to the new version.
+    // Upgrade: the new template is held, then pods move one at a time, with
+    // every pod ready and health green before the next.
+    p.kube.clear_requests();
     clusters
         .update_cluster(authed(&key, resize(&name, 4, "8.19.3")))
         .await
@@ -313,6 +317,22 @@ async fn create_scale_upgrade_and_delete_an_elasticsearch_cluster() {
         .unwrap_or_default();
     assert!(image.ends_with(":8.19.3"), "{image}");
     assert_eq!(sts["spec"]["updateStrategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+        0
+    );
+    let sts_writes = p
+        .kube
+        .requests()
+        .iter()
+        .filter(|(method, path, _, _)| {
+            method == "PATCH" && path.ends_with("/statefulsets/logs-default")
+        })
+        .count();
+    assert_eq!(
+        sts_writes, 5,
+        "the held template, then partitions 3, 2, 1, 0"
+    );
 
     // Delete: every object and the node group go; the cluster stays as a tombstone.
     clusters

@@ -122,12 +122,20 @@ pub trait Workloads: Send + Sync + 'static {
     fn observe(&self, target: &Target) -> impl Future<Output = StepResult<WorkloadsObs>> + Send;
     /// Applies the namespace and the shared objects (secret, config, services, PDB, policy).
     fn apply_base(&self, target: &Target) -> impl Future<Output = StepResult<()>> + Send;
-    /// Applies the StatefulSet of `node_set` with `replicas`.
+    /// Applies the StatefulSet of `node_set` with `replicas`. A changed
+    /// template on running pods is held (no pod moves to it) until `roll`.
     fn apply_node_set(
         &self,
         target: &Target,
         node_set: &str,
         replicas: i32,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Lets the pods of `node_set` with an ordinal at or above `partition` run its template.
+    fn roll(
+        &self,
+        target: &Target,
+        node_set: &str,
+        partition: i32,
     ) -> impl Future<Output = StepResult<()>> + Send;
     /// Deletes the StatefulSet of `node_set`.
     fn delete_node_set(

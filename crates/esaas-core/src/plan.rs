@@ -70,6 +70,11 @@ pub struct WorkloadObs {
     /// Whether the StatefulSet's template matches the spec at the operation's
     /// generation (size class, storage, roles, version), as the backend judges it.
     pub up_to_date: bool,
+    /// Pods running the StatefulSet's current template.
+    pub updated_replicas: i32,
+    /// Pods with an ordinal below this keep the previous template (a rollout
+    /// held or in progress); 0 when nothing is held back.
+    pub partition: i32,
 }
 
 /// Elasticsearch's view, from `_cluster/health` and `_cat/allocation`.
@@ -138,6 +143,14 @@ pub enum Step {
         /// Replicas.
         replicas: i32,
     },
+    /// Let pods with an ordinal at or above `partition` run the new template:
+    /// one more pod of a held rollout moves to the new version.
+    RollPod {
+        /// Node set.
+        node_set: String,
+        /// The new partition.
+        partition: i32,
+    },
     /// Wait until every replica of `node_set` is ready at its current revision.
     WaitPodsReady {
         /// Node set.
@@ -176,6 +189,7 @@ impl Step {
             Step::WaitNodeGroupActive { .. } => "node_groups_active",
             Step::DrainNode { .. } | Step::WaitDrained { .. } => "drain_nodes",
             Step::ApplyWorkload { .. } => "elasticsearch_objects",
+            Step::RollPod { .. } => "rolling_restart",
             Step::WaitPodsReady { .. } => "pods_ready",
             Step::WaitHealthy => "health_gate",
             Step::DeleteWorkload { .. } => "elasticsearch_objects",

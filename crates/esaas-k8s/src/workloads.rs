@@ -180,22 +180,40 @@ impl KubeWorkloads {
     }
 }
 
+fn partition_of(sts: &StatefulSet) -> i32 {
+    sts.spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.partition)
+        .unwrap_or(0)
+}
+
 fn observe_one(sts: &StatefulSet, expected_hash: Option<&str>) -> WorkloadObs {
     let replicas = sts.spec.replicas.unwrap_or(1);
     let annotations = sts.metadata.annotations.clone().unwrap_or_default();
     let generation = sts.metadata.generation.unwrap_or(0);
-    let ready = match &sts.status {
+    let partition = partition_of(sts);
+    let (ready, updated) = match &sts.status {
         Some(st) if st.observed_generation.unwrap_or(0) >= generation => {
             let same_revision =
                 st.current_revision.is_some() && st.current_revision == st.update_revision;
             let ready = st.ready_replicas.unwrap_or(0);
-            if same_revision {
+            let updated = if same_revision {
+                replicas
+            } else {
+                st.updated_replicas.unwrap_or(0)
+            };
+            // While a rollout is held, ready means ready, whatever the revision;
+            // otherwise only pods at the current revision count.
+            let ready = if same_revision || partition > 0 {
                 ready
             } else {
-                ready.min(st.updated_replicas.unwrap_or(0))
-            }
+                ready.min(updated)
+            };
+            (ready, updated)
         }
-        _ => 0,
+        _ => (0, 0),
     };
     WorkloadObs {
         replicas,
@@ -203,6 +221,8 @@ fn observe_one(sts: &StatefulSet, expected_hash: Option<&str>) -> WorkloadObs {
         version: annotations.get(VERSION).cloned().unwrap_or_default(),
         up_to_date: expected_hash
             .is_some_and(|h| annotations.get(TEMPLATE_HASH).map(String::as_str) == Some(h)),
+        updated_replicas: updated,
+        partition,
     }
 }
 
@@ -294,15 +314,51 @@ impl Workloads for KubeWorkloads {
         let mut sts = render::stateful_set(t, &self.catalog, node_set, replicas)
             .map_err(|e| StepError::permanent("RENDER", e.to_string()))?;
         let h = template_hash(&sts);
+        // A new template on running pods is held: no pod moves until the
+        // planner lets it, one at a time, with green in between (`roll`).
+        let api: Api<StatefulSet> = self.ns_api(t);
+        let name = names::stateful_set(t, node_set);
+        let partition = match self.get_opt(&api, &name).await? {
+            Some(existing) => {
+                let old_hash = existing
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(TEMPLATE_HASH));
+                if old_hash.map(String::as_str) == Some(h.as_str()) {
+                    partition_of(&existing).min(replicas)
+                } else {
+                    existing.spec.replicas.unwrap_or(0).min(replicas)
+                }
+            }
+            None => 0,
+        };
+        render::set_partition(&mut sts, partition);
         let annotations = sts.metadata.annotations.get_or_insert_with(BTreeMap::new);
         annotations.insert(TEMPLATE_HASH.into(), h);
         annotations.insert(VERSION.into(), t.spec.version.clone());
-        self.apply(
-            &self.ns_api::<StatefulSet>(t),
-            &names::stateful_set(t, node_set),
-            &sts,
-        )
-        .await
+        self.apply(&api, &name, &sts).await
+    }
+
+    async fn roll(&self, t: &Target, node_set: &str, partition: i32) -> StepResult<()> {
+        let mut sts = render::stateful_set(t, &self.catalog, node_set, 1)
+            .map_err(|e| StepError::permanent("RENDER", e.to_string()))?;
+        let api: Api<StatefulSet> = self.ns_api(t);
+        let name = names::stateful_set(t, node_set);
+        let Some(existing) = self.get_opt(&api, &name).await? else {
+            return Err(StepError::retryable(
+                "KUBE_NOT_FOUND",
+                format!("StatefulSet {name} is gone"),
+            ));
+        };
+        // Re-apply what the StatefulSet holds, with only the partition lowered.
+        sts.spec.replicas = existing.spec.replicas;
+        render::set_partition(&mut sts, partition);
+        let h = template_hash(&sts);
+        let annotations = sts.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        annotations.insert(TEMPLATE_HASH.into(), h);
+        annotations.insert(VERSION.into(), t.spec.version.clone());
+        self.apply(&api, &name, &sts).await
     }
 
     async fn delete_node_set(&self, t: &Target, node_set: &str) -> StepResult<()> {
@@ -392,6 +448,10 @@ mod tests {
         let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
         let w = KubeWorkloads::new(kube::Client::new(svc, "default"), catalog());
         let server = tokio::spawn(async move {
+            // First a look at what runs (nothing yet: no rollout to hold).
+            let (req, send) = handle.next_request().await.expect("a request");
+            assert_eq!(req.method(), Method::GET);
+            send.send_response(status(404, "NotFound"));
             let (req, send) = handle.next_request().await.expect("a request");
             assert_eq!(req.method(), Method::PATCH);
             assert_eq!(

@@ -161,6 +161,10 @@ async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
         Step::ApplyWorkload { node_set, replicas } => {
             b.workloads.apply_node_set(t, node_set, *replicas).await
         }
+        Step::RollPod {
+            node_set,
+            partition,
+        } => b.workloads.roll(t, node_set, *partition).await,
         Step::DeleteWorkload { node_set } => b.workloads.delete_node_set(t, node_set).await,
         Step::DeleteNodeGroup { node_set } => b.node_groups.delete(t, node_set).await,
         Step::DeleteBaseObjects { retention } => b.workloads.delete_base(t, *retention).await,

@@ -95,6 +95,26 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
                 replicas: ns.count,
             });
         }
+        // A rollout is held (a new template, or one pod further along): the
+        // next pod moves only when every pod is ready and health is green.
+        if w.partition > 0 {
+            if w.updated_replicas < w.replicas - w.partition || w.ready_replicas < w.replicas {
+                return Some(Step::WaitPodsReady {
+                    node_set: ns.name.clone(),
+                });
+            }
+            if !observed
+                .health
+                .as_ref()
+                .is_some_and(|h| h.status == Health::Green)
+            {
+                return Some(Step::WaitHealthy);
+            }
+            return Some(Step::RollPod {
+                node_set: ns.name.clone(),
+                partition: w.partition - 1,
+            });
+        }
         if w.ready_replicas < w.replicas {
             return Some(Step::WaitPodsReady {
                 node_set: ns.name.clone(),

@@ -24,6 +24,8 @@ fn wl(replicas: i32, ready: i32) -> WorkloadObs {
         ready_replicas: ready,
         version: "8.15.3".into(),
         up_to_date: true,
+        updated_replicas: replicas,
+        partition: 0,
     }
 }
 
@@ -173,6 +175,42 @@ fn shrinking_drains_one_pod_at_a_time_and_fails_closed() {
 }
 
 #[test]
+fn an_upgrade_moves_one_pod_at_a_time_with_green_in_between() {
+    let spec = ClusterSpec::test().with_nodes(3).with_version("8.17.1");
+    let goal = Goal::Converge(spec.clone());
+    let mut o = converged(&spec);
+    // The new template is held at partition 3: pod 2 goes first.
+    let w = o.workloads.get_mut("default").expect("w");
+    w.partition = 3;
+    w.updated_replicas = 0;
+    let roll = |p| Step::RollPod {
+        node_set: "default".into(),
+        partition: p,
+    };
+    assert_eq!(next_step(&goal, &o), Some(roll(2)));
+    let w = o.workloads.get_mut("default").expect("w");
+    w.partition = 2;
+    w.ready_replicas = 2;
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::WaitPodsReady {
+            node_set: "default".into()
+        })
+    );
+    let w = o.workloads.get_mut("default").expect("w");
+    w.updated_replicas = 1;
+    w.ready_replicas = 3;
+    o.health.as_mut().expect("h").status = Health::Yellow;
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::WaitHealthy),
+        "green before the next pod"
+    );
+    o.health.as_mut().expect("h").status = Health::Green;
+    assert_eq!(next_step(&goal, &o), Some(roll(1)));
+}
+
+#[test]
 fn an_upgrade_reapplies_the_workload_then_gates_on_health() {
     let spec = ClusterSpec::test().with_nodes(3).with_version("8.17.1");
     let mut o = converged(&ClusterSpec::test().with_nodes(3));
@@ -266,11 +304,15 @@ fn simulate(step: &Step, w: &mut Observed, spec_version: &str) {
             }
         }
         Step::ApplyWorkload { node_set, replicas } => {
-            let ready = w
-                .workloads
-                .get(node_set)
-                .map(|x| x.ready_replicas)
-                .unwrap_or(0);
+            let before = w.workloads.get(node_set).cloned();
+            let ready = before.as_ref().map(|x| x.ready_replicas).unwrap_or(0);
+            // Like the backend: a changed template on running pods is held at
+            // partition = replicas (nothing rolls until the planner says so).
+            let partition = match &before {
+                Some(x) if !x.up_to_date => (*replicas).min(x.replicas),
+                Some(x) => x.partition.min(*replicas),
+                None => 0,
+            };
             w.workloads.insert(
                 node_set.clone(),
                 WorkloadObs {
@@ -278,6 +320,8 @@ fn simulate(step: &Step, w: &mut Observed, spec_version: &str) {
                     ready_replicas: ready.min(*replicas),
                     version: spec_version.into(),
                     up_to_date: true,
+                    updated_replicas: replicas - partition,
+                    partition,
                 },
             );
             if let Some(h) = w.health.as_mut() {
@@ -287,6 +331,20 @@ fn simulate(step: &Step, w: &mut Observed, spec_version: &str) {
                         ns != node_set || ord.parse::<i32>().is_ok_and(|o| o < *replicas)
                     })
                 });
+                h.status = Health::Yellow;
+            }
+        }
+        Step::RollPod {
+            node_set,
+            partition,
+        } => {
+            if let Some(x) = w.workloads.get_mut(node_set) {
+                x.partition = *partition;
+                x.updated_replicas = x.replicas - partition;
+                // the moved pod restarts
+                x.ready_replicas = x.replicas - 1;
+            }
+            if let Some(h) = w.health.as_mut() {
                 h.status = Health::Yellow;
             }
         }
@@ -388,6 +446,8 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
                         ready_replicas: ready.min(r),
                         version: "8.15.3".into(),
                         up_to_date: up,
+                        updated_replicas: r,
+                        partition: 0,
                     },
                 )
             })
@@ -414,6 +474,21 @@ fn run(
         let Some(step) = next_step(goal, &world) else {
             return Ok((world, steps));
         };
+        if let Step::RollPod { node_set, .. } = &step {
+            let w = &world.workloads[node_set];
+            prop_assert_eq!(
+                w.ready_replicas,
+                w.replicas,
+                "rolled {} with pods not ready",
+                node_set
+            );
+            prop_assert_eq!(
+                world.health.as_ref().map(|h| h.status),
+                Some(Health::Green),
+                "rolled {} without green",
+                node_set
+            );
+        }
         if let Step::EnsureNodeGroup { node_set, .. } = &step
             && let Some(g) = world.node_groups.get(node_set)
         {
@@ -467,6 +542,7 @@ proptest! {
             prop_assert_eq!((g.desired_size, g.status), (ns.count, NodeGroupStatus::Active));
             let w = &end.workloads[&ns.name];
             prop_assert_eq!((w.replicas, w.ready_replicas, w.up_to_date), (ns.count, ns.count, true));
+            prop_assert_eq!((w.partition, w.updated_replicas), (0, ns.count));
         }
         prop_assert_eq!(end.health.map(|h| h.status), Some(Health::Green));
     }
