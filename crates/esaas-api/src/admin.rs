@@ -111,12 +111,8 @@ impl Api {
             .store()
             .list_tenants(after.as_deref(), limit + 1)
             .await?;
-        let more = tenants.len() as i64 > limit;
-        tenants.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = match tenants.last() {
-            Some(last) if more => page::encode(&fp, vec![last.id.to_string()]),
-            _ => String::new(),
-        };
+        let next_page_token =
+            page::finish(&mut tenants, limit, &fp, |last| vec![last.id.to_string()]);
         Ok(pb::ListTenantsResponse {
             tenants: tenants.iter().map(tenant_to_pb).collect(),
             next_page_token,

@@ -188,19 +188,13 @@ impl Api {
                 limit: limit + 1,
             })
             .await?;
-        let more = clusters.len() as i64 > limit;
-        clusters.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = match clusters.last() {
-            Some(last) if more => page::encode(
-                &fp,
-                vec![
-                    last.tenant.to_string(),
-                    last.cluster_id.to_string(),
-                    last.uid.to_string(),
-                ],
-            ),
-            _ => String::new(),
-        };
+        let next_page_token = page::finish(&mut clusters, limit, &fp, |last| {
+            vec![
+                last.tenant.to_string(),
+                last.cluster_id.to_string(),
+                last.uid.to_string(),
+            ]
+        });
         Ok(pb::ListClustersResponse {
             clusters: clusters.iter().map(cluster_to_pb).collect(),
             next_page_token,

@@ -69,12 +69,7 @@ impl Api {
                 limit: limit + 1,
             })
             .await?;
-        let more = ops.len() as i64 > limit;
-        ops.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = match ops.last() {
-            Some(last) if more => page::encode(&fp, vec![last.id.to_string()]),
-            _ => String::new(),
-        };
+        let next_page_token = page::finish(&mut ops, limit, &fp, |last| vec![last.id.to_string()]);
         Ok(pb::ListOperationsResponse {
             operations: ops.iter().map(operation_to_pb).collect(),
             next_page_token,

@@ -72,6 +72,23 @@ pub fn page_size(requested: i32) -> Result<i64> {
     }
 }
 
+/// Ends a page read with `limit + 1` rows: keeps `limit` of them and returns
+/// the token of the next page (empty when there is none), keyed by `key` of
+/// the last row kept.
+pub fn finish<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    fingerprint: &str,
+    key: impl Fn(&T) -> Vec<String>,
+) -> String {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    match rows.last() {
+        Some(last) if more => encode(fingerprint, key(last)),
+        _ => String::new(),
+    }
+}
+
 /// Encodes the cursor `key` for the query `fingerprint`.
 pub fn encode(fingerprint: &str, key: Vec<String>) -> String {
     let token = Token {
