@@ -265,8 +265,10 @@ pub fn classify_change(old: &ClusterSpec, new: &ClusterSpec, prefix: &str) -> Re
             _ => d = d.max(Disruption::Rolling),
         }
     }
+    // The node groups span every configured subnet already: more or fewer
+    // zones only changes how pods spread, so they roll.
     if old.zone_count != new.zone_count {
-        d = d.max(Disruption::NewNodesFirst);
+        d = d.max(Disruption::Rolling);
     }
     for (i, ns) in new.node_sets.iter().enumerate() {
         let p = format!("{prefix}.node_sets[{i}]");
@@ -284,7 +286,16 @@ pub fn classify_change(old: &ClusterSpec, new: &ClusterSpec, prefix: &str) -> Re
             );
         }
         if ns.size_class != prev.size_class {
-            d = d.max(Disruption::NewNodesFirst);
+            // EKS cannot change a node group's instance type in place, and
+            // pods of a new size would not fit the old nodes.
+            v.add(
+                format!("{p}.size_class"),
+                format!(
+                    "a node set cannot change its size class ({} to {}); add a node set with the new size class, \
+                     then remove this one (its nodes are drained one at a time)",
+                    prev.size_class, ns.size_class
+                ),
+            );
         }
         if ns.count > prev.count {
             d = d.max(Disruption::NewNodesFirst);
@@ -354,8 +365,13 @@ mod tests {
                 Disruption::NewNodesFirst,
             ),
             (
-                "new size",
-                Box::new(|s| s.node_sets[0].size_class = "large".into()),
+                "a new set with another size",
+                Box::new(|s| {
+                    s.node_sets.push(NodeSet {
+                        size_class: "large".into(),
+                        ..NodeSet::test("big")
+                    })
+                }),
                 Disruption::NewNodesFirst,
             ),
             (
@@ -363,11 +379,7 @@ mod tests {
                 Box::new(|s| s.node_sets.push(NodeSet::test("hot"))),
                 Disruption::NewNodesFirst,
             ),
-            (
-                "zones",
-                Box::new(|s| s.zone_count = 3),
-                Disruption::NewNodesFirst,
-            ),
+            ("zones", Box::new(|s| s.zone_count = 3), Disruption::Rolling),
         ];
         for (what, change, want) in cases {
             let mut new = base.clone();
@@ -382,6 +394,11 @@ mod tests {
         let down = base.clone().with_version("8.15.3");
         assert!(
             matches!(classify_change(&base, &down, "s"), Err(Error::InvalidArgument(v)) if v[0].field == "s.version")
+        );
+        let mut resized = base.clone();
+        resized.node_sets[0].size_class = "large".into();
+        assert!(
+            matches!(classify_change(&base, &resized, "s"), Err(Error::InvalidArgument(v)) if v[0].field == "s.node_sets[0].size_class")
         );
         let mut smaller = base.clone();
         smaller.node_sets[0].storage_gib = 20;
