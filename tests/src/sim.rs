@@ -1167,6 +1167,35 @@ impl Elasticsearch for Sim {
         .map_err(db)?;
         tx.commit().await.map_err(db)
     }
+
+    async fn include(&self, target: &Target, node_set: &str, ordinal: i32) -> StepResult<()> {
+        let key = call_key("es.include", target, node_set, &ordinal.to_string());
+        let mut tx = self.begin("es.include", target, &key).await?;
+        let n = sqlx::query(
+            "DELETE FROM sim_exclusions WHERE cluster_uid = $1 AND node_set = $2 AND ordinal = $3",
+        )
+        .bind(target.uid)
+        .bind(node_set)
+        .bind(ordinal)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        record(
+            &mut tx,
+            target,
+            Record {
+                call: "es.include",
+                key,
+                action: "",
+                effective: n > 0,
+                error: None,
+            },
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
 }
 
 /// The `esaas-test-worker` binary built next to the tests (or `ESAAS_TEST_WORKER_BIN`).

@@ -302,14 +302,26 @@ async fn create_scale_upgrade_and_delete_an_elasticsearch_cluster() {
         "logs-default-4 left holding no shards: {departures:?}"
     );
 
+    // Back out to 5: the returning pod may hold shards again.
+    clusters
+        .update_cluster(authed(&key, resize(&name, 5, "8.17.10")))
+        .await
+        .expect("grow again");
+    p.wait(&name, 4, pb::ClusterState::Ready).await;
+    assert!(
+        p.es.exclusions(host).is_empty(),
+        "still excluded: {:?}",
+        p.es.exclusions(host)
+    );
+
     // Upgrade: the new template is held, then pods move one at a time, with
     // every pod ready and health green before the next.
     p.kube.clear_requests();
     clusters
-        .update_cluster(authed(&key, resize(&name, 4, "8.19.3")))
+        .update_cluster(authed(&key, resize(&name, 5, "8.19.3")))
         .await
         .expect("upgrade");
-    p.wait(&name, 4, pb::ClusterState::Ready).await;
+    p.wait(&name, 5, pb::ClusterState::Ready).await;
     let sts = &p.objects("statefulsets", "logs")[0];
     assert_eq!(sts["metadata"]["annotations"]["esaas.io/version"], "8.19.3");
     let image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -330,8 +342,8 @@ async fn create_scale_upgrade_and_delete_an_elasticsearch_cluster() {
         })
         .count();
     assert_eq!(
-        sts_writes, 5,
-        "the held template, then partitions 3, 2, 1, 0"
+        sts_writes, 6,
+        "the held template, then partitions 4, 3, 2, 1, 0"
     );
 
     // Delete: every object and the node group go; the cluster stays as a tombstone.

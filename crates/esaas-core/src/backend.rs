@@ -156,6 +156,13 @@ pub trait Elasticsearch: Send + Sync + 'static {
     /// Health and the shards left on excluded pods; `None` when it does not answer.
     fn health(&self, target: &Target)
     -> impl Future<Output = StepResult<Option<HealthObs>>> + Send;
+    /// Lets pod `ordinal` of `node_set` hold shards again (undoes `exclude`).
+    fn include(
+        &self,
+        target: &Target,
+        node_set: &str,
+        ordinal: i32,
+    ) -> impl Future<Output = StepResult<()>> + Send;
     /// Excludes pod `ordinal` of `node_set` from shard allocation.
     fn exclude(
         &self,

@@ -129,6 +129,14 @@ pub enum Step {
         /// Pod ordinal.
         ordinal: i32,
     },
+    /// Let pod `ordinal` of `node_set` hold shards again: it was drained for
+    /// a shrink that a later spec undid.
+    IncludeNode {
+        /// Node set.
+        node_set: String,
+        /// Pod ordinal.
+        ordinal: i32,
+    },
     /// Wait until that pod holds no shards (fails closed: an unknown count is not zero).
     WaitDrained {
         /// Node set.
@@ -187,7 +195,9 @@ impl Step {
             Step::ApplyBaseObjects => "namespace",
             Step::EnsureNodeGroup { .. } => "node_groups",
             Step::WaitNodeGroupActive { .. } => "node_groups_active",
-            Step::DrainNode { .. } | Step::WaitDrained { .. } => "drain_nodes",
+            Step::DrainNode { .. } | Step::WaitDrained { .. } | Step::IncludeNode { .. } => {
+                "drain_nodes"
+            }
             Step::ApplyWorkload { .. } => "elasticsearch_objects",
             Step::RollPod { .. } => "rolling_restart",
             Step::WaitPodsReady { .. } => "pods_ready",

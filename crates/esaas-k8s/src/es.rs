@@ -786,6 +786,17 @@ impl<A: EsAccess> Elasticsearch for EsClient<A> {
             .await
             .map_err(|f| unreachable_is_error(&format!("exclude {name} from allocation"), f))
     }
+
+    async fn include(&self, target: &Target, node_set: &str, ordinal: i32) -> StepResult<()> {
+        let name = names::pod(target, node_set, ordinal);
+        let keep: Vec<String> = self
+            .exclusions(target)
+            .await?
+            .into_iter()
+            .filter(|n| *n != name)
+            .collect();
+        self.clear_exclusions_except(target, &keep).await
+    }
 }
 
 #[cfg(test)]

@@ -158,6 +158,9 @@ async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
         Step::DrainNode { node_set, ordinal } => {
             b.elasticsearch.exclude(t, node_set, *ordinal).await
         }
+        Step::IncludeNode { node_set, ordinal } => {
+            b.elasticsearch.include(t, node_set, *ordinal).await
+        }
         Step::ApplyWorkload { node_set, replicas } => {
             b.workloads.apply_node_set(t, node_set, *replicas).await
         }

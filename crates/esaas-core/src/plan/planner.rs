@@ -160,6 +160,27 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
             }
         }
     }
+    // A pod the spec wants again (a shrink undone) must not stay excluded.
+    if let Some(h) = &observed.health {
+        for key in h.shards_on_excluded.keys() {
+            let Some((node_set, ordinal)) = key.split_once('/') else {
+                continue;
+            };
+            let Ok(ordinal) = ordinal.parse::<i32>() else {
+                continue;
+            };
+            if spec
+                .node_sets
+                .iter()
+                .any(|n| n.name == node_set && ordinal < n.count)
+            {
+                return Some(Step::IncludeNode {
+                    node_set: node_set.to_string(),
+                    ordinal,
+                });
+            }
+        }
+    }
     match &observed.health {
         Some(h) if h.status == Health::Green => None,
         _ => Some(Step::WaitHealthy),

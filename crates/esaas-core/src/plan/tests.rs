@@ -211,6 +211,24 @@ fn an_upgrade_moves_one_pod_at_a_time_with_green_in_between() {
 }
 
 #[test]
+fn a_pod_wanted_again_is_included_again() {
+    let spec = ClusterSpec::test().with_nodes(3);
+    let mut o = converged(&spec);
+    o.health
+        .as_mut()
+        .expect("h")
+        .shards_on_excluded
+        .insert(node_key("default", 2), 0);
+    assert_eq!(
+        next_step(&Goal::Converge(spec), &o),
+        Some(Step::IncludeNode {
+            node_set: "default".into(),
+            ordinal: 2
+        })
+    );
+}
+
+#[test]
 fn an_upgrade_reapplies_the_workload_then_gates_on_health() {
     let spec = ClusterSpec::test().with_nodes(3).with_version("8.17.1");
     let mut o = converged(&ClusterSpec::test().with_nodes(3));
@@ -292,6 +310,11 @@ fn simulate(step: &Step, w: &mut Observed, spec_version: &str) {
                 shards_on_excluded: BTreeMap::new(),
             });
             h.shards_on_excluded.insert(node_key(node_set, *ordinal), 3);
+        }
+        Step::IncludeNode { node_set, ordinal } => {
+            if let Some(h) = w.health.as_mut() {
+                h.shards_on_excluded.remove(&node_key(node_set, *ordinal));
+            }
         }
         Step::WaitDrained { node_set, ordinal } => {
             let h = w.health.get_or_insert_with(|| HealthObs {
@@ -544,7 +567,14 @@ proptest! {
             prop_assert_eq!((w.replicas, w.ready_replicas, w.up_to_date), (ns.count, ns.count, true));
             prop_assert_eq!((w.partition, w.updated_replicas), (0, ns.count));
         }
-        prop_assert_eq!(end.health.map(|h| h.status), Some(Health::Green));
+        let end_health = end.health.expect("health");
+        prop_assert_eq!(end_health.status, Health::Green);
+        // No pod the spec wants is left excluded from shard allocation.
+        for ns in &spec.node_sets {
+            for ordinal in 0..ns.count {
+                prop_assert!(!end_health.shards_on_excluded.contains_key(&node_key(&ns.name, ordinal)));
+            }
+        }
     }
 
     #[test]
