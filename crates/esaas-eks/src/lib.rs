@@ -22,7 +22,7 @@ use aws_sdk_eks::types::{
 use esaas_core::backend::{NodeGroups, StepError, StepResult, Target};
 use esaas_core::catalog::Catalog;
 use esaas_core::plan::{NodeGroupObs, NodeGroupStatus as Status};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use errors::classify;
 pub use names::{cluster_prefix, node_group_name};
@@ -45,7 +45,7 @@ pub mod keys {
 }
 
 /// Where and how node groups are made.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EksConfig {
     /// The EKS cluster that hosts the tenants' node groups.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use esaas_core::catalog::Catalog;
 use esaas_core::tenant::Quota;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 const DEFAULTS: &str = include_str!("../esaas.default.toml");
 
@@ -30,6 +30,12 @@ impl Secret {
     }
 }
 
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_empty() {
@@ -41,7 +47,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// The effective configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// gRPC listen address.
@@ -88,7 +94,7 @@ pub struct Config {
 }
 
 /// The `[kubernetes]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesSection {
     /// A kubeconfig file; empty: KUBECONFIG, ~/.kube/config, in-cluster.
@@ -96,7 +102,7 @@ pub struct KubernetesSection {
 }
 
 /// The `[elasticsearch]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchSection {
     /// Connect here instead of resolving Service names (local setup).
@@ -106,7 +112,7 @@ pub struct ElasticsearchSection {
 }
 
 /// The `[worker]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSection {
     /// Operations at once per worker.
@@ -259,6 +265,11 @@ impl Config {
             ack_timeout: Duration::from_secs(w.ack_timeout_seconds.max(1)),
             shutdown_grace: Duration::from_secs(w.shutdown_grace_seconds),
         }
+    }
+
+    /// The effective configuration as TOML, secrets redacted (`esaas config check`).
+    pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(self).context("printing the configuration")
     }
 
     /// The watch re-read interval.

@@ -25,6 +25,11 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Check the configuration and print it (secrets redacted).
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Create the configured EKS cluster in an EKS emulator if it is missing (local setup).
     EksSetup,
     /// Run a worker that connects to a control plane (no database access).
@@ -38,6 +43,12 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Load defaults, the file and the environment, validate, and print the result.
+    Check,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -49,6 +60,12 @@ async fn main() -> anyhow::Result<()> {
             esaas_runtime::serve_until_signal(&config).await
         }
         Command::Migrate => esaas_runtime::migrate(&config).await,
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
+            print!("{}", config.to_redacted_toml()?);
+            Ok(())
+        }
         Command::EksSetup => esaas_runtime::eks_setup(&config).await,
         Command::Worker { control_plane, id } => {
             // The key comes from the environment only: never from argv, where `ps` shows it.
