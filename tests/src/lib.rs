@@ -115,6 +115,8 @@ pub fn config(db: &TestDb) -> esaas_runtime::Config {
     c.bootstrap_admin_key = toml_secret(ADMIN_KEY);
     c.database_max_connections = 10;
     c.watch_poll_seconds = 30;
+    // Tests fire requests as fast as they can; the rate-limit test turns it on.
+    c.rate_limit_per_second = 0.0;
     c
 }
 

@@ -60,6 +60,11 @@ pub fn to_status(err: Error) -> Status {
             );
             Code::InvalidArgument
         }
+        Error::RateLimited { scope, retry_after } => {
+            details.set_retry_info(Some(*retry_after));
+            details.add_quota_failure_violation(scope, "requests per second");
+            Code::ResourceExhausted
+        }
         Error::Unavailable { retry_after, .. } => {
             details.set_retry_info(Some(*retry_after));
             Code::Unavailable

@@ -8,6 +8,7 @@ mod clusters;
 pub mod error;
 mod operations;
 pub mod page;
+pub mod rate;
 pub mod size_limit;
 mod watch;
 mod worker;
@@ -81,6 +82,8 @@ pub struct Settings {
     pub claim_interval: Duration,
     /// Where cluster credentials are read (none: GetClusterCredentials is UNAVAILABLE).
     pub credentials: Option<Credentials>,
+    /// Requests per tenant.
+    pub rate: rate::Rate,
 }
 
 /// Shared state of every service.
@@ -97,6 +100,8 @@ struct Inner {
     settings: Settings,
     /// Cancelled when the server shuts down: every stream ends.
     shutdown: tokio_util::sync::CancellationToken,
+    /// Per-tenant rate limits.
+    limiter: rate::Limiter,
 }
 
 /// A response that can be stored for an idempotent retry. Responses that
@@ -133,6 +138,7 @@ impl Api {
             auth = auth.with_internal_worker_key(key);
         }
         let feed = ChangeFeed::start(&store);
+        let limiter = rate::Limiter::new(settings.rate);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -140,6 +146,7 @@ impl Api {
                 feed,
                 settings,
                 shutdown: tokio_util::sync::CancellationToken::new(),
+                limiter,
             }),
         }
     }
@@ -159,7 +166,9 @@ impl Api {
     }
 
     async fn principal<T>(&self, req: &tonic::Request<T>) -> Result<Principal> {
-        self.inner.auth.authenticate(req.metadata()).await
+        let p = self.inner.auth.authenticate(req.metadata()).await?;
+        self.inner.limiter.admit(&p)?;
+        Ok(p)
     }
 
     /// Runs a change with AIP-155 idempotency and AIP-163 `validate_only`.

@@ -92,6 +92,14 @@ pub enum Error {
         /// The reused id.
         request_id: String,
     },
+    /// The caller sent more requests than its rate allows; try again after the delay.
+    #[error("rate limit exceeded for {scope}: retry in {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// Whose rate: `tenants/{tenant}`, or a platform key.
+        scope: String,
+        /// When a request will be admitted again.
+        retry_after: Duration,
+    },
     /// A dependency is unavailable for now; try again after the delay.
     #[error("unavailable: {message}")]
     Unavailable {
@@ -140,6 +148,7 @@ impl Error {
             Error::PermissionDenied(_) => "PERMISSION_DENIED",
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
             Error::RequestIdReused { .. } => "REQUEST_ID_REUSED",
+            Error::RateLimited { .. } => "RATE_LIMITED",
             Error::Unavailable { .. } => "UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",
         }

@@ -64,6 +64,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Attempt budget of an operation.
     pub max_attempts: i32,
+    /// Requests per second per tenant (0: no limit).
+    pub rate_limit_per_second: f64,
+    /// Burst per tenant.
+    pub rate_limit_burst: f64,
     /// Watch safety re-read interval.
     pub watch_poll_seconds: u64,
     /// Lease time-to-live.
@@ -202,6 +206,13 @@ impl Config {
         }
         if !(1..=1000).contains(&self.worker.capacity) {
             bail!("worker.capacity: must be between 1 and 1000");
+        }
+        if self.rate_limit_per_second < 0.0
+            || (self.rate_limit_per_second > 0.0 && self.rate_limit_burst < 1.0)
+        {
+            bail!(
+                "rate_limit_per_second must not be negative, and rate_limit_burst must be at least 1 when limiting"
+            );
         }
         if self.max_attempts < 1 {
             bail!("max_attempts: must be at least 1");

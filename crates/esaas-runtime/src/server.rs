@@ -178,6 +178,10 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         lease: config.lease(),
         claim_interval: Duration::from_millis(config.claim_interval_ms.max(10)),
         credentials: crate::backends::credentials(config).await,
+        rate: esaas_api::rate::Rate {
+            per_second: config.rate_limit_per_second,
+            burst: config.rate_limit_burst,
+        },
     };
     let bootstrap = Some(config.bootstrap_admin_key.expose()).filter(|k| !k.is_empty());
     let api = Api::new(store.clone(), bootstrap, internal_worker_key, settings);
