@@ -506,6 +506,8 @@ pub fn free_port() -> u16 {
 pub struct ServerProcess {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its log (stderr, at `info`).
+    pub log: PathBuf,
     child: tokio::process::Child,
 }
 
@@ -533,6 +535,7 @@ impl ServerProcess {
         let config = std::env::temp_dir().join(format!("esaas-test-{}.toml", addr.port()));
         std::fs::write(&config, format!("watch_poll_seconds = 300\n{extra}\n"))
             .expect("write config");
+        let log = std::env::temp_dir().join(format!("esaas-serve-{}.log", addr.port()));
         let child = tokio::process::Command::new(esaas_bin())
             .arg("serve")
             .arg("--config")
@@ -540,10 +543,11 @@ impl ServerProcess {
             .env("DATABASE_URL", &db.url)
             .env("ESAAS_LISTEN_ADDR", addr.to_string())
             .env("ESAAS_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
             .kill_on_drop(true)
             .spawn()
             .expect("spawn esaas serve");
@@ -563,7 +567,7 @@ impl ServerProcess {
                     && r.into_inner().status
                         == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
                 {
-                    return Self { addr, child };
+                    return Self { addr, log, child };
                 }
             }
             assert!(

@@ -391,6 +391,18 @@ async fn create_scale_upgrade_and_delete_an_elasticsearch_cluster() {
         .nodegroups
         .unwrap_or_default();
     assert!(groups.is_empty(), "{groups:?}");
+
+    // The server's log of the whole run holds no secret it handled.
+    let log = std::fs::read_to_string(&p.server.log).expect("server log");
+    assert!(log.contains("serving esaas.v1"), "the log was captured");
+    for (what, secret) in [
+        ("the tenant's API key", key.as_str()),
+        ("the bootstrap admin key", ADMIN_KEY),
+        ("the elastic password", creds.password.as_str()),
+        ("a private key", "PRIVATE KEY"),
+    ] {
+        assert!(!log.contains(secret), "{what} is in the server's log");
+    }
     p.server.kill().await;
 }
 
