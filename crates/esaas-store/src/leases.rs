@@ -273,21 +273,28 @@ impl Store {
             .map_err(db_error)?;
         let expire =
             esaas_core::now() + chrono::Duration::from_std(settings.ttl).unwrap_or_default();
+        // One statement renews every lease the worker still holds. Renewal is
+        // not news: it bumps no version and wakes no watcher.
+        let (ids, tokens): (Vec<Uuid>, Vec<i64>) = leases.iter().copied().unzip();
+        let renewed: Vec<(Uuid, bool)> = sqlx::query_as(
+            "UPDATE operations o SET lease_expire_time = $4 FROM unnest($2::uuid[], $3::bigint[]) AS l(id, token) \
+             WHERE o.id = l.id AND o.lease_token = l.token AND o.lease_owner = $1 AND o.state = 'RUNNING' \
+             AND o.lease_expire_time > now() RETURNING o.id, o.cancel_requested",
+        )
+        .bind(worker)
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(expire)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
         let mut lost = Vec::new();
         for &(id, token) in leases {
-            // Renewal is not news: it bumps no version and wakes no watcher.
-            let renewed: Option<bool> = sqlx::query_scalar(
-                "UPDATE operations SET lease_expire_time = $4 WHERE id = $1 AND lease_owner = $2 \
-                 AND lease_token = $3 AND state = 'RUNNING' AND lease_expire_time > now() RETURNING cancel_requested",
-            )
-            .bind(id)
-            .bind(worker)
-            .bind(token)
-            .bind(expire)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
-            match renewed {
+            match renewed
+                .iter()
+                .find(|(r, _)| *r == id)
+                .map(|(_, cancel)| *cancel)
+            {
                 Some(false) => {}
                 Some(true) => {
                     self.cancel_superseded(id, settings).await?;

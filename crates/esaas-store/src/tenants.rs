@@ -153,24 +153,28 @@ impl Store {
 
     /// Tenants after `after` in id order, at most `limit`.
     pub async fn list_tenants(&self, after: Option<&str>, limit: i64) -> Result<Vec<Tenant>> {
-        self.read(async |conn| {
-            let rows = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM tenants WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"
-            )))
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let id: String = row.try_get("id").map_err(db_error)?;
-                let id = TenantId::parse("id", &id).map_err(|e| Error::Internal(e.to_string()))?;
-                let usage = usage(conn, &id).await?;
-                out.push(tenant(row, usage)?);
-            }
-            Ok(out)
-        })
+        // One statement for the page and its usage, not one usage query per tenant.
+        let rows = sqlx::query(
+            "SELECT t.id, t.display_name, t.max_clusters, t.max_nodes, t.max_storage_gib, t.create_time, t.update_time, \
+             coalesce(u.clusters, 0) AS clusters, coalesce(u.nodes, 0) AS nodes, coalesce(u.storage, 0) AS storage \
+             FROM tenants t LEFT JOIN (SELECT tenant_id, count(*) AS clusters, sum(node_count)::bigint AS nodes, \
+             sum(storage_gib)::bigint AS storage FROM clusters WHERE state <> 'DELETED' GROUP BY tenant_id) u \
+             ON u.tenant_id = t.id WHERE ($1::text IS NULL OR t.id > $1) ORDER BY t.id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
         .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let usage = QuotaUsage {
+                    clusters: row.try_get("clusters").map_err(db_error)?,
+                    nodes: row.try_get("nodes").map_err(db_error)?,
+                    storage_gib: row.try_get("storage").map_err(db_error)?,
+                };
+                tenant(row, usage)
+            })
+            .collect()
     }
 }
