@@ -24,6 +24,9 @@ use crate::error::{ApiResult, to_status};
 use crate::watch::BoxStream;
 use esaas_proto::convert::{cluster_to_pb, json_to_struct, operation_to_pb, struct_to_json};
 
+/// How long after a notification of new work a worker stream claims it.
+const CLAIM_COALESCE: Duration = Duration::from_millis(20);
+
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -232,7 +235,12 @@ impl Session {
     async fn run(mut self, mut inbound: Streaming<pb::ConnectRequest>) {
         let mut feed = self.api.inner.feed.subscribe();
         let mut tick = tokio::time::interval(self.api.settings().claim_interval);
+        // Notifications about operations come in bursts (every report is one):
+        // they mark the session as having work to look for, and one claim
+        // answers a burst, at most CLAIM_COALESCE after its first notification.
+        let mut wake: Option<tokio::time::Instant> = None;
         loop {
+            let wake_at = wake.unwrap_or_else(|| tokio::time::Instant::now() + CLAIM_COALESCE);
             let step = tokio::select! {
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => self.handle(msg).await,
@@ -246,8 +254,15 @@ impl Session {
                 change = feed.recv() => match change {
                     Ok(Change::Cluster { .. }) => Ok(true),
                     // New or re-queued work, or missed notifications.
-                    _ => self.assign().await,
+                    _ => {
+                        wake.get_or_insert_with(|| tokio::time::Instant::now() + CLAIM_COALESCE);
+                        Ok(true)
+                    }
                 },
+                _ = tokio::time::sleep_until(wake_at), if wake.is_some() => {
+                    wake = None;
+                    self.assign().await
+                }
                 _ = self.out.closed() => break,
                 _ = self.api.inner.shutdown.cancelled() => break,
             };
