@@ -6,6 +6,7 @@ pub mod es_standin;
 pub mod faultproxy;
 pub mod kube_standin;
 pub mod moto;
+pub mod otlp;
 pub mod sim;
 
 use std::net::SocketAddr;

@@ -21,6 +21,10 @@ const LONG: Duration = Duration::from_secs(60);
 /// The whole local platform: moto, both stand-ins, and `esaas serve` with one worker.
 struct Platform {
     server: ServerProcess,
+    /// The configuration every process of this platform reads.
+    config: std::path::PathBuf,
+    /// Environment for EKS (moto).
+    env: Vec<(&'static str, String)>,
     kube: KubeStandin,
     es: EsStandin,
     eks_cluster: String,
@@ -29,6 +33,17 @@ struct Platform {
 }
 
 async fn platform(gate_timeout_seconds: u64) -> Platform {
+    platform_with(gate_timeout_seconds, 1, &[], "").await
+}
+
+/// The platform with `workers` in-process workers, more environment for
+/// `esaas serve`, and more configuration (TOML) for every process.
+async fn platform_with(
+    gate_timeout_seconds: u64,
+    workers: u32,
+    more_env: &[(&'static str, String)],
+    more_config: &str,
+) -> Platform {
     let moto = esaas_tests::moto::shared().await;
     let eks_cluster = format!("eks-{}", &Uuid::new_v4().simple().to_string()[..8]);
     let kube = KubeStandin::start(Duration::from_millis(300)).await;
@@ -51,7 +66,7 @@ async fn platform(gate_timeout_seconds: u64) -> Platform {
     .expect("kubeconfig");
     let db = TestDb::new().await;
     let extra = format!(
-        "workers = 1\nlease_ttl_seconds = 3\nreap_interval_ms = 200\nclaim_interval_ms = 100\n\
+        "workers = {workers}\nlease_ttl_seconds = 3\nreap_interval_ms = 200\nclaim_interval_ms = 100\n\
          retry_backoff_base_seconds = 0\nretry_backoff_max_seconds = 0\n\
          [worker]\npoll_interval_ms = 100\ngate_timeout_seconds = {gate_timeout_seconds}\n\
          [eks]\ncluster_name = \"{eks_cluster}\"\nendpoint_url = \"{}\"\ninitial_backoff_ms = 10\n\
@@ -60,7 +75,7 @@ async fn platform(gate_timeout_seconds: u64) -> Platform {
         moto.endpoint,
         kubeconfig.display(),
         es.addr()
-    );
+    ) + more_config;
     let mut env = esaas_tests::moto::env_for(&moto.endpoint);
     env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_EKS");
     // The EKS cluster the configuration names, as `esaas eks-setup` makes it locally.
@@ -78,9 +93,13 @@ async fn platform(gate_timeout_seconds: u64) -> Platform {
         .await
         .expect("eks-setup");
     assert!(status.success(), "eks-setup failed");
-    let server = ServerProcess::start_with_env(&db, free_port(), &extra, &env).await;
+    let config = dir.join("setup.toml");
+    let serve_env: Vec<(&str, String)> = env.iter().chain(more_env).cloned().collect();
+    let server = ServerProcess::start_with_env(&db, free_port(), &extra, &serve_env).await;
     Platform {
         server,
+        config,
+        env,
         kube,
         es,
         eks_cluster,
@@ -461,4 +480,281 @@ async fn a_health_gate_stuck_on_yellow_stalls_with_the_index_named() {
     );
     let _ = name;
     p.server.kill().await;
+}
+
+/// `esaas worker` as a child process of this platform, exporting to `otel`.
+fn worker_process(
+    p: &Platform,
+    key: &str,
+    id: &str,
+    otel: &[(&'static str, String)],
+) -> (tokio::process::Child, std::path::PathBuf) {
+    let log = std::env::temp_dir().join(format!("esaas-worker-{id}-{}.log", p.server.addr.port()));
+    let child = tokio::process::Command::new(esaas_bin())
+        .arg("worker")
+        .arg("--config")
+        .arg(&p.config)
+        .envs(p.env.iter().chain(otel).map(|(k, v)| (*k, v.as_str())))
+        .env(
+            "ESAAS_CONTROL_PLANE_URL",
+            format!("http://{}", p.server.addr),
+        )
+        .env("ESAAS_WORKER_KEY", key)
+        .env("ESAAS_WORKER_ID", id)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(&log).expect("worker log"),
+        ))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn esaas worker");
+    (child, log)
+}
+
+#[tokio::test]
+async fn one_trace_runs_from_the_create_call_through_a_worker_process_and_metrics_arrive() {
+    use esaas_tests::otlp::Collector;
+    let collector = Collector::start().await;
+    let otel = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "300".to_string()),
+    ];
+    // No in-process worker: the operation can only run in the other process.
+    let mut serve_env = otel.clone();
+    serve_env.push(("ESAAS_WORKERS", "0".into()));
+    let p = platform_with(
+        60,
+        0,
+        &serve_env,
+        "\n[telemetry]\nqueue_sample_interval_ms = 100\n",
+    )
+    .await;
+    let mut admin = AdminServiceClient::new(p.channel().await);
+    let worker_key = admin
+        .create_api_key(authed(
+            ADMIN_KEY,
+            pb::CreateApiKeyRequest {
+                api_key: Some(pb::ApiKey {
+                    role: pb::Role::Worker as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("worker key")
+        .into_inner()
+        .secret;
+    let (mut worker, worker_log) = worker_process(&p, &worker_key, "traced-worker", &otel);
+    let key = p.tenant("traced").await;
+    let mut clusters = ClusterServiceClient::new(p.channel().await);
+
+    // The caller's own trace: the platform must continue it, not start one.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let mut req = authed(&key, create_request("traced", "logs", 3));
+    req.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{caller_span}-01")
+            .parse()
+            .expect("traceparent"),
+    );
+    let name = clusters
+        .create_cluster(req)
+        .await
+        .expect("create")
+        .into_inner()
+        .cluster
+        .expect("cluster")
+        .name;
+    // A watcher, so the stream gauge has something to count.
+    let _watch = clusters
+        .watch_cluster(authed(
+            &key,
+            pb::WatchClusterRequest {
+                name: name.clone(),
+                since_revision: 0,
+            },
+        ))
+        .await
+        .expect("watch");
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+
+    let in_trace = |spans: &[esaas_tests::otlp::SpanRecord], service: &str, name: &str| {
+        spans
+            .iter()
+            .filter(|s| s.trace_id == trace_id && s.service == service && s.name.starts_with(name))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    collector
+        .wait_for(LONG, "the API span and the worker's spans", |spans, _| {
+            !in_trace(
+                spans,
+                "esaas-control-plane",
+                "esaas.v1.ClusterService/CreateCluster",
+            )
+            .is_empty()
+                && !in_trace(spans, "esaas-worker", "stage health_gate").is_empty()
+                && !in_trace(spans, "esaas-worker", "operation CREATE").is_empty()
+        })
+        .await;
+    let spans = collector.spans();
+    let api = &in_trace(
+        &spans,
+        "esaas-control-plane",
+        "esaas.v1.ClusterService/CreateCluster",
+    )[0];
+    assert_eq!(
+        api.parent_span_id, caller_span,
+        "the API span continues the caller's traceparent"
+    );
+    assert_eq!(
+        api.attributes.get("tenant").map(String::as_str),
+        Some("traced")
+    );
+    assert_eq!(api.attributes.get("cluster"), Some(&name));
+    assert_eq!(
+        api.attributes
+            .get("rpc.grpc.status_code")
+            .map(String::as_str),
+        Some("OK")
+    );
+    // The worker picked the operation up from the queue, in another
+    // process, and its span is the API span's child.
+    let op = &in_trace(&spans, "esaas-worker", "operation CREATE")[0];
+    assert_eq!(op.parent_span_id, api.span_id, "{op:?}");
+    assert_eq!(
+        op.attributes.get("tenant").map(String::as_str),
+        Some("traced")
+    );
+    assert_eq!(
+        op.attributes.get("worker").map(String::as_str),
+        Some("traced-worker")
+    );
+    assert!(
+        op.attributes
+            .get("operation")
+            .is_some_and(|o| o.starts_with("operations/"))
+    );
+    for stage in [
+        "namespace",
+        "node_groups",
+        "elasticsearch_objects",
+        "pods_ready",
+        "health_gate",
+    ] {
+        let s = in_trace(&spans, "esaas-worker", &format!("stage {stage}"));
+        assert!(!s.is_empty(), "no span of stage {stage}");
+        assert!(s.iter().all(|s| s.parent_span_id == op.span_id), "{s:?}");
+    }
+    // Cloud calls, each under a step of that trace.
+    for call in ["EKS.CreateNodegroup", "kube apply", "ES GET"] {
+        assert!(
+            !in_trace(&spans, "esaas-worker", call).is_empty(),
+            "no {call} span in the trace: {:#?}",
+            spans
+                .iter()
+                .filter(|s| s.trace_id == trace_id)
+                .map(|s| &s.name)
+                .collect::<Vec<_>>()
+        );
+    }
+    let worker_text = std::fs::read_to_string(&worker_log).unwrap_or_default();
+    assert!(
+        !worker_text.contains(&worker_key),
+        "the worker logged its key"
+    );
+
+    // A worker that is stopped exports what it still holds before it exits.
+    let pid = worker.id().expect("worker pid");
+    let _ = tokio::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .await;
+    let exited = tokio::time::timeout(Duration::from_secs(20), worker.wait())
+        .await
+        .expect("the worker exits on SIGTERM")
+        .expect("worker status");
+    assert!(exited.success(), "{exited:?}");
+    // With the worker gone, new work waits: the queue gauges show it.
+    clusters
+        .create_cluster(authed(&key, create_request("traced", "waits", 3)))
+        .await
+        .expect("second create");
+    let has = |points: &[esaas_tests::otlp::PointRecord],
+               service: &str,
+               metric: &str,
+               attrs: &[(&str, &str)]| {
+        points.iter().any(|p| {
+            p.service == service
+                && p.metric == metric
+                && attrs
+                    .iter()
+                    .all(|(k, v)| p.attributes.get(*k).map(String::as_str) == Some(*v))
+        })
+    };
+    collector
+        .wait_for(LONG, "the metrics", |_, points| {
+            has(
+                points,
+                "esaas-control-plane",
+                "esaas.operations",
+                &[("kind", "CREATE"), ("state", "QUEUED")],
+            ) && points
+                .iter()
+                .any(|p| p.metric == "esaas.queue.depth" && p.value >= 1.0)
+        })
+        .await;
+    let points = collector.points();
+    let cp = "esaas-control-plane";
+    for (metric, attrs) in [
+        (
+            "esaas.rpc.server.requests",
+            vec![
+                ("rpc.service", "esaas.v1.ClusterService"),
+                ("rpc.method", "CreateCluster"),
+                ("rpc.grpc.status_code", "OK"),
+            ],
+        ),
+        (
+            "esaas.rpc.server.duration",
+            vec![("rpc.method", "GetCluster"), ("rpc.grpc.status_code", "OK")],
+        ),
+        ("esaas.queue.oldest_age", vec![]),
+        ("esaas.workers.connected", vec![]),
+        ("esaas.watch.streams", vec![]),
+    ] {
+        assert!(
+            has(&points, cp, metric, &attrs),
+            "no {metric} {attrs:?} from the control plane"
+        );
+    }
+    assert!(
+        points
+            .iter()
+            .any(|p| p.service == cp && p.metric == "esaas.workers.connected" && p.value >= 1.0),
+        "a connected worker was never counted"
+    );
+    assert!(
+        points
+            .iter()
+            .any(|p| p.service == cp && p.metric == "esaas.watch.streams" && p.value >= 1.0),
+        "an open watch was never counted"
+    );
+    for stage in ["namespace", "node_groups", "pods_ready"] {
+        assert!(
+            has(
+                &points,
+                "esaas-worker",
+                "esaas.operation.stage.duration",
+                &[("stage", stage), ("outcome", "succeeded")]
+            ),
+            "no duration of stage {stage} from the worker"
+        );
+    }
 }

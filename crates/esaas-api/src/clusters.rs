@@ -92,6 +92,9 @@ impl Api {
 
         let mut v = Violations::default();
         let cluster_id = v.absorb(ClusterId::parse("cluster_id", &r.cluster_id))?;
+        if let Some(id) = &cluster_id {
+            tracing::Span::current().record("cluster", format!("{parent}/clusters/{id}"));
+        }
         let request_id = v
             .absorb(parse_request_id("request_id", &r.request_id))?
             .flatten();
@@ -211,6 +214,7 @@ impl Api {
             return Err(Error::invalid("cluster", "is required"));
         };
         let name = ClusterName::parse("cluster.name", &cluster.name)?;
+        tracing::Span::current().record("cluster", name.to_string());
         principal.can_write(&name.tenant, "Cluster", &name.to_string())?;
 
         let mut v = Violations::default();
@@ -269,6 +273,7 @@ impl Api {
         let principal = self.principal(&req).await?;
         let r = req.into_inner();
         let name = ClusterName::parse("name", &r.name)?;
+        tracing::Span::current().record("cluster", name.to_string());
         principal.can_write(&name.tenant, "Cluster", &name.to_string())?;
         let request_id = parse_request_id("request_id", &r.request_id)?;
         let initiator = principal.initiator();

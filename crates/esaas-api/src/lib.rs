@@ -9,6 +9,7 @@ pub mod error;
 mod operations;
 pub mod page;
 pub mod rate;
+pub mod rpc;
 pub mod size_limit;
 mod watch;
 mod worker;
@@ -167,6 +168,9 @@ impl Api {
 
     async fn principal<T>(&self, req: &tonic::Request<T>) -> Result<Principal> {
         let p = self.inner.auth.authenticate(req.metadata()).await?;
+        if let Some(tenant) = &p.tenant {
+            tracing::Span::current().record("tenant", tenant.as_str());
+        }
         self.inner.limiter.admit(&p)?;
         Ok(p)
     }

@@ -73,6 +73,7 @@ impl Api {
         let principal = self.principal(&req).await?;
         let r = req.into_inner();
         let name = ClusterName::parse("name", &r.name)?;
+        tracing::Span::current().record("cluster", name.to_string());
         principal.can_read(&name.tenant, "Cluster", &name.to_string())?;
         if r.since_revision < 0 {
             return Err(Error::invalid("since_revision", "must not be negative"));
@@ -102,7 +103,9 @@ impl Api {
         };
         let deleted = cluster.state == ClusterState::Deleted && from == cluster.revision;
         let api = self.clone();
+        let open = esaas_telemetry::metrics::metrics().watch_opened();
         tokio::spawn(async move {
+            let _open = open;
             if tx.send(Ok(first)).await.is_err() || deleted {
                 return;
             }
@@ -164,7 +167,11 @@ impl Api {
         principal.can_read(&op.tenant, "Operation", &name.to_string())?;
         let (tx, out) = mpsc::channel(BUFFER);
         let api = self.clone();
-        tokio::spawn(async move { api.pump_operation(op, rx, tx).await });
+        let open = esaas_telemetry::metrics::metrics().watch_opened();
+        tokio::spawn(async move {
+            let _open = open;
+            api.pump_operation(op, rx, tx).await
+        });
         Ok(Box::pin(ReceiverStream::new(out)))
     }
 

@@ -17,6 +17,7 @@ use esaas_store::{Change, Claimed, WorkerInfo};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Api;
@@ -121,6 +122,8 @@ struct Session {
     out: Out,
     /// Leases assigned on this stream and not finished: operation → token.
     held: HashMap<Uuid, i64>,
+    /// Counts this session in `esaas.workers.connected` while it lives.
+    _connected: esaas_telemetry::metrics::Open,
 }
 
 impl Session {
@@ -204,6 +207,14 @@ impl Session {
             Some(Message::Report(r)) => {
                 let (id, token) = parse_lease(r.lease.as_ref())?;
                 let (event, last) = parse_event(r.event)?;
+                if let LeaseEvent::Failed {
+                    retryable: true,
+                    reason,
+                    ..
+                } = &event
+                {
+                    esaas_telemetry::metrics::metrics().retry(reason, "attempt");
+                }
                 let outcome = self
                     .api
                     .store()
@@ -329,8 +340,9 @@ impl Api {
             worker,
             out,
             held: HashMap::new(),
+            _connected: esaas_telemetry::metrics::metrics().worker_connected(),
         };
-        tokio::spawn(session.run(inbound));
+        tokio::spawn(session.run(inbound).instrument(tracing::Span::current()));
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 }

@@ -209,6 +209,26 @@ impl Step {
         }
     }
 
+    /// The step's kind in snake case, for span names and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::ApplyBaseObjects => "apply_base_objects",
+            Step::EnsureNodeGroup { .. } => "ensure_node_group",
+            Step::WaitNodeGroupActive { .. } => "wait_node_group_active",
+            Step::DrainNode { .. } => "drain_node",
+            Step::IncludeNode { .. } => "include_node",
+            Step::WaitDrained { .. } => "wait_drained",
+            Step::ApplyWorkload { .. } => "apply_workload",
+            Step::RollPod { .. } => "roll_pod",
+            Step::WaitPodsReady { .. } => "wait_pods_ready",
+            Step::WaitHealthy => "wait_healthy",
+            Step::DeleteWorkload { .. } => "delete_workload",
+            Step::DeleteNodeGroup { .. } => "delete_node_group",
+            Step::WaitNodeGroupGone { .. } => "wait_node_group_gone",
+            Step::DeleteBaseObjects { .. } => "delete_base_objects",
+        }
+    }
+
     /// Whether the step only waits for something (a gate): the executor
     /// repeats it with backoff until it passes or its time runs out.
     pub fn is_wait(&self) -> bool {

@@ -13,6 +13,7 @@ mod names;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+use tracing::Instrument;
 
 use aws_sdk_eks::Client;
 use aws_sdk_eks::types::{
@@ -98,6 +99,18 @@ fn status(s: Option<&NodegroupStatus>) -> Status {
     }
 }
 
+/// The span of one EKS API call (a child of the step that makes it).
+fn call_span(operation: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "eks",
+        otel.name = %format_args!("EKS.{operation}"),
+        otel.kind = "client",
+        rpc.system = "aws-api",
+        rpc.service = "EKS",
+        rpc.method = operation,
+    )
+}
+
 fn health_message(ng: &Nodegroup) -> String {
     let issues: Vec<String> = ng
         .health()
@@ -160,6 +173,7 @@ impl EksNodeGroups {
         &self.client
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(nodegroup = name))]
     async fn describe(&self, name: &str) -> StepResult<Option<Nodegroup>> {
         match self
             .client
@@ -167,6 +181,7 @@ impl EksNodeGroups {
             .cluster_name(&self.config.cluster_name)
             .nodegroup_name(name)
             .send()
+            .instrument(call_span("DescribeNodegroup"))
             .await
         {
             Ok(out) => Ok(out.nodegroup().cloned()),
@@ -190,6 +205,7 @@ impl EksNodeGroups {
             .describe_cluster()
             .name(&self.config.cluster_name)
             .send()
+            .instrument(call_span("DescribeCluster"))
             .await;
         match exists {
             Ok(_) => return Ok(()),
@@ -209,6 +225,7 @@ impl EksNodeGroups {
             .role_arn(role_arn)
             .resources_vpc_config(vpc)
             .send()
+            .instrument(call_span("CreateCluster"))
             .await
             .map_err(|e| classify("CreateCluster", e))?;
         tracing::info!(cluster = %self.config.cluster_name, "created the EKS cluster");
@@ -278,7 +295,11 @@ impl EksNodeGroups {
             .set_tags(Some(tags))
             .update_config(NodegroupUpdateConfig::builder().max_unavailable(1).build())
             .client_request_token(target.idempotency_key(&format!("nodegroup-{node_set}")));
-        match request.send().await {
+        match request
+            .send()
+            .instrument(call_span("CreateNodegroup"))
+            .await
+        {
             Ok(_) => {
                 tracing::info!(nodegroup = name, size, instance_type = %class.instance_type, "node group created");
                 Ok(())
@@ -298,6 +319,7 @@ impl EksNodeGroups {
 }
 
 impl NodeGroups for EksNodeGroups {
+    #[tracing::instrument(skip_all, fields(cluster_uid = %target.uid))]
     async fn observe(&self, target: &Target) -> StepResult<BTreeMap<String, NodeGroupObs>> {
         let prefix = cluster_prefix(&target.tenant, &target.cluster_id);
         let names: Result<Vec<String>, _> = self
@@ -308,6 +330,7 @@ impl NodeGroups for EksNodeGroups {
             .items()
             .send()
             .collect::<Vec<_>>()
+            .instrument(call_span("ListNodegroups"))
             .await
             .into_iter()
             .collect::<Result<_, _>>();
@@ -323,6 +346,7 @@ impl NodeGroups for EksNodeGroups {
                         .describe_cluster()
                         .name(&self.config.cluster_name)
                         .send()
+                        .instrument(call_span("DescribeCluster"))
                         .await
                 {
                     let missing = classify("DescribeCluster", missing);
@@ -362,6 +386,7 @@ impl NodeGroups for EksNodeGroups {
         Ok(out)
     }
 
+    #[tracing::instrument(skip_all, fields(cluster_uid = %target.uid, node_set, size))]
     async fn ensure(&self, target: &Target, node_set: &str, size: i32) -> StepResult<()> {
         let name = node_group_name(&target.tenant, &target.cluster_id, node_set);
         let Some(existing) = self.describe(&name).await? else {
@@ -411,12 +436,14 @@ impl NodeGroups for EksNodeGroups {
             .scaling_config(scaling)
             .client_request_token(target.idempotency_key(&format!("scale-{node_set}-{size}")))
             .send()
+            .instrument(call_span("UpdateNodegroupConfig"))
             .await
             .map_err(|e| classify("UpdateNodegroupConfig", e))?;
         tracing::info!(nodegroup = %name, from = ?desired, to = size, "node group scaled");
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(cluster_uid = %target.uid, node_set))]
     async fn delete(&self, target: &Target, node_set: &str) -> StepResult<()> {
         let name = node_group_name(&target.tenant, &target.cluster_id, node_set);
         match self.describe(&name).await? {
@@ -431,6 +458,7 @@ impl NodeGroups for EksNodeGroups {
             .cluster_name(&self.config.cluster_name)
             .nodegroup_name(&name)
             .send()
+            .instrument(call_span("DeleteNodegroup"))
             .await
         {
             Ok(_) => {

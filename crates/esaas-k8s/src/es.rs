@@ -445,6 +445,7 @@ fn es_error_text(body: &str) -> String {
 }
 
 impl Conn {
+    #[tracing::instrument(name = "elasticsearch", skip_all, fields(otel.name = %format_args!("ES {method} {path}"), otel.kind = "client", http.request.method = %method, url.path = path))]
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,

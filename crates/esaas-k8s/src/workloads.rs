@@ -116,6 +116,7 @@ impl KubeWorkloads {
         Api::namespaced(self.client.clone(), &names::namespace(t))
     }
 
+    #[tracing::instrument(name = "kube", skip_all, fields(otel.name = %format_args!("kube apply {name}"), otel.kind = "client", verb = "apply", url.path = %api.resource_url(), name))]
     async fn apply<K>(&self, api: &Api<K>, name: &str, obj: &K) -> StepResult<()>
     where
         K: kube::Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
@@ -130,6 +131,7 @@ impl KubeWorkloads {
         .map_err(|e| kube_error(&format!("apply {name}"), e))
     }
 
+    #[tracing::instrument(name = "kube", skip_all, fields(otel.name = %format_args!("kube get {name}"), otel.kind = "client", verb = "get", url.path = %api.resource_url(), name))]
     async fn get_opt<K>(&self, api: &Api<K>, name: &str) -> StepResult<Option<K>>
     where
         K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
@@ -141,6 +143,7 @@ impl KubeWorkloads {
         }
     }
 
+    #[tracing::instrument(name = "kube", skip_all, fields(otel.name = %format_args!("kube delete {name}"), otel.kind = "client", verb = "delete", url.path = %api.resource_url(), name))]
     async fn delete_opt<K>(&self, api: &Api<K>, name: &str) -> StepResult<()>
     where
         K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
@@ -227,6 +230,7 @@ fn observe_one(sts: &StatefulSet, expected_hash: Option<&str>) -> WorkloadObs {
 }
 
 impl Workloads for KubeWorkloads {
+    #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid))]
     async fn observe(&self, t: &Target) -> StepResult<WorkloadsObs> {
         let secret: Api<Secret> = self.ns_api(t);
         let service: Api<Service> = self.ns_api(t);
@@ -267,6 +271,7 @@ impl Workloads for KubeWorkloads {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid))]
     async fn apply_base(&self, t: &Target) -> StepResult<()> {
         let secrets = self.secrets(t).await?;
         // The initial master list is for the first bootstrap only: once the
@@ -310,6 +315,7 @@ impl Workloads for KubeWorkloads {
         .await
     }
 
+    #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid, node_set, replicas))]
     async fn apply_node_set(&self, t: &Target, node_set: &str, replicas: i32) -> StepResult<()> {
         let mut sts = render::stateful_set(t, &self.catalog, node_set, replicas)
             .map_err(|e| StepError::permanent("RENDER", e.to_string()))?;
@@ -340,6 +346,7 @@ impl Workloads for KubeWorkloads {
         self.apply(&api, &name, &sts).await
     }
 
+    #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid, node_set, partition))]
     async fn roll(&self, t: &Target, node_set: &str, partition: i32) -> StepResult<()> {
         let mut sts = render::stateful_set(t, &self.catalog, node_set, 1)
             .map_err(|e| StepError::permanent("RENDER", e.to_string()))?;
@@ -361,6 +368,7 @@ impl Workloads for KubeWorkloads {
         self.apply(&api, &name, &sts).await
     }
 
+    #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid, node_set))]
     async fn delete_node_set(&self, t: &Target, node_set: &str) -> StepResult<()> {
         self.delete_opt(
             &self.ns_api::<StatefulSet>(t),
@@ -369,6 +377,7 @@ impl Workloads for KubeWorkloads {
         .await
     }
 
+    #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid))]
     async fn delete_base(&self, t: &Target, retention: VolumeRetention) -> StepResult<()> {
         self.delete_opt(&self.ns_api::<NetworkPolicy>(t), &names::network_policy(t))
             .await?;

@@ -64,6 +64,14 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Attempt budget of an operation.
     pub max_attempts: i32,
+    /// Deadline of a unary call, ms.
+    pub request_timeout_ms: u64,
+    /// Unary calls in flight per process before shedding.
+    pub max_concurrent_requests: usize,
+    /// How long a stopping server may take.
+    pub shutdown_grace_seconds: u64,
+    /// Logs, traces and metrics.
+    pub telemetry: TelemetrySection,
     /// Requests per second per tenant (0: no limit).
     pub rate_limit_per_second: f64,
     /// Burst per tenant.
@@ -95,6 +103,18 @@ pub struct Config {
     pub elasticsearch: ElasticsearchSection,
     /// What the platform offers.
     pub catalog: Catalog,
+}
+
+/// The `[telemetry]` section.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// `text` or `json`.
+    pub log_format: String,
+    /// OTLP/gRPC endpoint; empty: no export.
+    pub otlp_endpoint: String,
+    /// Queue sampling interval, ms.
+    pub queue_sample_interval_ms: u64,
 }
 
 /// The `[kubernetes]` section.
@@ -181,6 +201,12 @@ impl Config {
         if let Some(v) = var("ESAAS_BOOTSTRAP_ADMIN_KEY") {
             self.bootstrap_admin_key = Secret(v);
         }
+        if let Some(v) = var("ESAAS_LOG_FORMAT") {
+            self.telemetry.log_format = v;
+        }
+        if let Some(v) = var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            self.telemetry.otlp_endpoint = v;
+        }
         if let Some(v) = var("ESAAS_WORKERS") {
             self.workers = v
                 .parse()
@@ -213,6 +239,27 @@ impl Config {
             bail!(
                 "rate_limit_per_second must not be negative, and rate_limit_burst must be at least 1 when limiting"
             );
+        }
+        if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
+            bail!(
+                "telemetry.log_format (ESAAS_LOG_FORMAT): must be \"text\" or \"json\", got {:?}",
+                self.telemetry.log_format
+            );
+        }
+        let endpoint = &self.telemetry.otlp_endpoint;
+        if !(endpoint.is_empty()
+            || endpoint.starts_with("http://")
+            || endpoint.starts_with("https://"))
+        {
+            bail!(
+                "telemetry.otlp_endpoint (OTEL_EXPORTER_OTLP_ENDPOINT): must be an http:// or https:// URL, got {endpoint:?}"
+            );
+        }
+        if self.request_timeout_ms < 100 {
+            bail!("request_timeout_ms: must be at least 100");
+        }
+        if self.max_concurrent_requests < 1 {
+            bail!("max_concurrent_requests: must be at least 1");
         }
         if self.max_attempts < 1 {
             bail!("max_attempts: must be at least 1");
@@ -281,6 +328,15 @@ impl Config {
     /// The effective configuration as TOML, secrets redacted (`esaas config check`).
     pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
         toml::to_string_pretty(self).context("printing the configuration")
+    }
+
+    /// How this process logs and exports, as `service`.
+    pub fn telemetry(&self, service: &'static str) -> esaas_telemetry::Settings {
+        esaas_telemetry::Settings {
+            service,
+            json_logs: self.telemetry.log_format == "json",
+            otlp_endpoint: Some(self.telemetry.otlp_endpoint.clone()).filter(|e| !e.is_empty()),
+        }
     }
 
     /// The watch re-read interval.

@@ -9,20 +9,14 @@ pub mod server;
 pub use config::Config;
 pub use server::{Running, start, start_with_workers};
 
-/// Initializes logging to stderr: `RUST_LOG` filters (default `info`),
-/// `ESAAS_LOG_FORMAT=json` switches to JSON lines.
-pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("ESAAS_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+/// Installs logging and, when configured, OpenTelemetry export for a
+/// process that reports as `service`. Call once, first, inside the runtime;
+/// call [`esaas_telemetry::Telemetry::shutdown`] on the result before exit.
+pub fn init_telemetry(
+    config: &Config,
+    service: &'static str,
+) -> anyhow::Result<esaas_telemetry::Telemetry> {
+    esaas_telemetry::init(&config.telemetry(service))
 }
 
 /// Applies pending migrations to the configured database.

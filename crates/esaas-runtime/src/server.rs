@@ -8,6 +8,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use anyhow::Context;
+use esaas_api::rpc::{GuardLayer, Methods, TelemetryLayer};
 use esaas_api::size_limit::MessageSizeLayer;
 use esaas_api::{Api, Settings};
 use esaas_core::backend::{Elasticsearch, NodeGroups, Workloads};
@@ -36,13 +37,39 @@ pub struct Running {
     workers: Vec<JoinHandle<anyhow::Result<()>>>,
     stop_workers: CancellationToken,
     api: Api,
+    health: HealthReporter,
+    grace: Duration,
 }
 
 impl Running {
-    /// In order: the in-process workers stop and hand their leases back
-    /// (while the server still takes their reports), then the server stops
-    /// accepting, lets open calls and streams end, and returns.
+    /// In order: health turns NOT_SERVING (load balancers stop sending),
+    /// the in-process workers stop and hand their leases back (while the
+    /// server still takes their reports), then the server stops accepting,
+    /// ends open streams, lets calls in flight finish, and returns. All of
+    /// it within `shutdown_grace_seconds`; past that it returns anyway, and
+    /// what was not handed back comes back when its lease lapses.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let grace = self.grace;
+        set_all(&self.health, ServingStatus::NotServing).await;
+        let abort = self.task.abort_handle();
+        let workers: Vec<_> = self.workers.iter().map(|w| w.abort_handle()).collect();
+        match tokio::time::timeout(grace, self.stop()).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(
+                    grace_seconds = grace.as_secs(),
+                    "shutdown grace ran out; stopping now"
+                );
+                abort.abort();
+                for w in workers {
+                    w.abort();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn stop(&mut self) -> anyhow::Result<()> {
         self.stop_workers.cancel();
         for w in self.workers.drain(..) {
             match w.await {
@@ -59,7 +86,7 @@ impl Running {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        self.task.await.context("server task")?
+        (&mut self.task).await.context("server task")?
     }
 
     /// Waits until the server stops by itself (it only does on error).
@@ -115,8 +142,33 @@ async fn reap_leases(store: Store, lease: esaas_store::LeaseSettings, every: Dur
         tick.tick().await;
         match store.reap_expired(&lease).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(leases = n, "lapsed leases returned to the queue"),
+            Ok(n) => {
+                esaas_telemetry::metrics::metrics().lease_expiries(n as u64);
+                tracing::warn!(leases = n, "lapsed leases returned to the queue")
+            }
             Err(e) => tracing::warn!(error = %e, "reaping leases failed; retrying"),
+        }
+    }
+}
+
+/// Samples the queue for the gauges of `esaas.operations`, `esaas.queue.*`.
+async fn sample_queue(store: Store, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match store.queue_stats().await {
+            Ok(q) => {
+                esaas_telemetry::metrics::record_queue(esaas_telemetry::metrics::QueueSample {
+                    operations: q
+                        .active
+                        .into_iter()
+                        .map(|(kind, state, n)| (kind, state, n.max(0) as u64))
+                        .collect(),
+                    queued: q.due.max(0) as u64,
+                    oldest_queued: q.oldest_due,
+                })
+            }
+            Err(e) => tracing::warn!(error = %e, "sampling the queue failed; retrying"),
         }
     }
 }
@@ -195,7 +247,14 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         config.lease(),
         Duration::from_millis(config.reap_interval_ms.max(10)),
     ));
-    let health_task = tokio::spawn(watch_database(store, reporter));
+    // Without an exporter nobody reads the gauges: spare the database.
+    let sampler = (!config.telemetry.otlp_endpoint.is_empty()).then(|| {
+        tokio::spawn(sample_queue(
+            store.clone(),
+            Duration::from_millis(config.telemetry.queue_sample_interval_ms.max(100)),
+        ))
+    });
+    let health_task = tokio::spawn(watch_database(store, reporter.clone()));
 
     // Each reflection service adds its own descriptor; the other one's is
     // registered here so that both versions list both services.
@@ -217,10 +276,27 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         .with_context(|| format!("binding {}", config.listen_addr))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
+    let methods = Arc::new(
+        Methods::from_descriptor_sets(&[
+            esaas_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ])
+        .context("reading the services' descriptors")?,
+    );
     let router = tonic::transport::Server::builder()
         // Notice dead peers, so watch streams of vanished clients end.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Outermost first: every call is traced and counted, including
+        // those the guard sheds or times out.
+        .layer(TelemetryLayer::new(methods.clone()))
+        .layer(GuardLayer::new(
+            methods,
+            Duration::from_millis(config.request_timeout_ms),
+            config.max_concurrent_requests,
+        ))
         .layer(MessageSizeLayer)
         .add_service(health)
         .add_service(reflection_v1)
@@ -238,6 +314,9 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
             .context("serving");
         health_task.abort();
         reaper.abort();
+        if let Some(s) = sampler {
+            s.abort();
+        }
         result
     });
     tracing::info!(%addr, "serving esaas.v1");
@@ -248,5 +327,7 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         workers: Vec::new(),
         stop_workers: CancellationToken::new(),
         api,
+        health: reporter,
+        grace: Duration::from_secs(config.shutdown_grace_seconds),
     })
 }

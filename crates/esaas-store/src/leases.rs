@@ -409,3 +409,40 @@ impl Store {
         .map_err(db_error)
     }
 }
+
+/// The queue at one moment, for the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    /// Unfinished operations (queued, running, stalled) by kind and state.
+    pub active: Vec<(String, String, i64)>,
+    /// Queued operations whose next attempt is due: waiting for a worker.
+    pub due: i64,
+    /// How long the longest-waiting of them has been due.
+    pub oldest_due: Duration,
+}
+
+impl Store {
+    /// Samples the queue. Reads only unfinished operations (the partial
+    /// indexes keep this cheap however long the history grows).
+    pub async fn queue_stats(&self) -> Result<QueueStats> {
+        let active: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT kind, state, count(*) FROM operations \
+             WHERE state IN ('QUEUED', 'RUNNING', 'STALLED') GROUP BY kind, state ORDER BY kind, state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let (due, oldest): (i64, Option<f64>) = sqlx::query_as(
+            "SELECT count(*), extract(epoch FROM now() - min(next_attempt_time))::float8 \
+             FROM operations WHERE state = 'QUEUED' AND next_attempt_time <= now()",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(QueueStats {
+            active,
+            due,
+            oldest_due: Duration::try_from_secs_f64(oldest.unwrap_or(0.0)).unwrap_or_default(),
+        })
+    }
+}

@@ -27,7 +27,7 @@ pub use clusters::{
 };
 pub use feed::{Change, ChangeFeed};
 pub use keys::{ApiKey, NewApiKey};
-pub use leases::{Claimed, LeaseSettings, LostLease, WorkerInfo};
+pub use leases::{Claimed, LeaseSettings, LostLease, QueueStats, WorkerInfo};
 pub use operations::OperationFilter;
 pub use tx::{Idempotency, Mode, Outcome};
 pub use workers::Worker;

@@ -40,8 +40,11 @@ pub(crate) fn new_operation(
     max_attempts: i32,
 ) -> Operation {
     let now = esaas_core::now();
+    let id = Uuid::now_v7();
+    // The call that queues the operation: its trace continues in the worker.
+    tracing::Span::current().record("operation", format!("operations/{id}"));
     Operation {
-        id: Uuid::now_v7(),
+        id,
         tenant: tenant.clone(),
         cluster_id: cluster.cluster_id.clone(),
         cluster_uid: cluster.uid,
@@ -64,7 +67,7 @@ pub(crate) fn new_operation(
         lease_token: 0,
         checkpoint: None,
         cancel_requested: false,
-        traceparent: None,
+        traceparent: esaas_telemetry::context::current_traceparent(),
     }
 }
 

@@ -21,6 +21,7 @@ use esaas_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::executor::{Backends, ExecSettings, Job, Reporter, Stopped, execute};
@@ -173,6 +174,25 @@ fn job_of(a: &pb::Assignment) -> anyhow::Result<(Uuid, i64, Job)> {
     ))
 }
 
+/// The span of one attempt at an operation: a child of the call that
+/// queued it (its stored `traceparent`), however much later and in
+/// whichever process it runs.
+fn operation_span(a: &pb::Assignment, worker: &str, job: &Job) -> tracing::Span {
+    let attempt = a.operation.as_ref().map_or(0, |o| o.attempts.len());
+    let span = tracing::info_span!(
+        "operation",
+        otel.name = %format_args!("operation {}", job.kind.as_str()),
+        operation = %format_args!("operations/{}", job.target.operation),
+        tenant = %job.target.tenant,
+        cluster = %format_args!("tenants/{}/clusters/{}", job.target.tenant, job.target.cluster_id),
+        kind = job.kind.as_str(),
+        attempt,
+        worker,
+    );
+    esaas_telemetry::context::continue_from(&span, &a.traceparent);
+    span
+}
+
 struct Running {
     token: i64,
     cancel: CancellationToken,
@@ -277,6 +297,7 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
                         // stops each lease itself, then gives it back. A task
                         // that stopped on its own first would leave nothing to give.
                         let cancel = CancellationToken::new();
+                        let span = operation_span(&a, &config.id, &job);
                         let task = tokio::spawn(run_lease(
                             job,
                             backends.clone(),
@@ -285,7 +306,7 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
                             cancel.clone(),
                             done_tx.clone(),
                             id,
-                        ));
+                        ).instrument(span));
                         tracing::info!(worker = %config.id, operation = %id, token, "assignment started");
                         running.insert(id, Running { token, cancel, task });
                     }

@@ -14,6 +14,7 @@ use esaas_core::operation::OperationKind;
 use esaas_core::plan::{Goal, NodeGroupStatus, Observed, Step, next_step};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// The three backends a worker drives.
 #[derive(Debug, Clone)]
@@ -61,6 +62,7 @@ where
         match result {
             Err(e) if e.retryable && attempt < CALL_TRIES => {
                 tracing::warn!(call = what, attempt, reason = %e.reason, error = %e.message, "retrying");
+                esaas_telemetry::metrics::metrics().retry(&e.reason, "step");
                 let jitter = delay.mul_f64(rand::random::<f64>());
                 tokio::select! {
                     _ = tokio::time::sleep(delay / 2 + jitter / 2) => {}
@@ -230,6 +232,39 @@ pub fn describe_wait(step: &Step, o: &Observed) -> String {
     }
 }
 
+/// The stage in progress: its span (the parent of its steps' and backend
+/// calls' spans) and when it started, for `esaas.operation.stage.duration`.
+struct StageClock {
+    name: &'static str,
+    span: tracing::Span,
+    start: Instant,
+}
+
+impl StageClock {
+    fn start(name: &'static str) -> Self {
+        Self {
+            name,
+            span: tracing::info_span!("stage", otel.name = %format_args!("stage {name}"), stage = name),
+            start: Instant::now(),
+        }
+    }
+
+    fn end(self, outcome: &'static str) {
+        esaas_telemetry::metrics::metrics().stage(self.name, outcome, self.start.elapsed());
+    }
+}
+
+/// What the attempt's end means for the stage it was in.
+fn outcome(result: &Result<LeaseEvent, Stopped>) -> &'static str {
+    match result {
+        Ok(LeaseEvent::Succeeded { .. }) => "succeeded",
+        Ok(LeaseEvent::Stalled(_)) => "stalled",
+        Ok(_) => "failed",
+        Err(Stopped::Cancelled) => "cancelled",
+        Err(Stopped::LeaseLost(_)) => "lease_lost",
+    }
+}
+
 /// Drives `job` to its end. Returns the final event to report (success,
 /// failure or stall), or why it stopped early.
 pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
@@ -238,6 +273,22 @@ pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>
     reporter: &R,
     settings: ExecSettings,
     cancel: &CancellationToken,
+) -> Result<LeaseEvent, Stopped> {
+    let mut clock = None;
+    let result = drive(job, backends, reporter, settings, cancel, &mut clock).await;
+    if let Some(c) = clock {
+        c.end(outcome(&result));
+    }
+    result
+}
+
+async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
+    job: &Job,
+    backends: &Backends<N, W, E>,
+    reporter: &R,
+    settings: ExecSettings,
+    cancel: &CancellationToken,
+    clock: &mut Option<StageClock>,
 ) -> Result<LeaseEvent, Stopped> {
     let goal = match job.kind {
         OperationKind::Delete => Goal::Delete {
@@ -254,8 +305,12 @@ pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>
         if cancel.is_cancelled() {
             return Err(Stopped::Cancelled);
         }
+        let here = clock
+            .as_ref()
+            .map_or_else(tracing::Span::current, |c| c.span.clone());
         let (observed, endpoint) = match with_retries("observe", cancel, || {
             observe(backends, &job.target, deleting)
+                .instrument(tracing::info_span!(parent: &here, "observe"))
         })
         .await?
         {
@@ -265,10 +320,14 @@ pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>
         let Some(step) = next_step(&goal, &observed) else {
             if let Some(s) = stage {
                 report(finished(s)).await?;
+                if let Some(c) = clock.take() {
+                    c.end("succeeded");
+                }
             }
             // The planner's last check is the health gate; when it passed at
             // once, say so rather than leave the stage looking skipped.
             if matches!(goal, Goal::Converge(_)) && stage != Some("health_gate") {
+                StageClock::start("health_gate").end("succeeded");
                 report(LeaseEvent::StageStarted("health_gate".into())).await?;
                 report(LeaseEvent::StageFinished {
                     name: "health_gate".into(),
@@ -286,9 +345,13 @@ pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>
         if stage != Some(this_stage) {
             if let Some(s) = stage {
                 report(finished(s)).await?;
+                if let Some(c) = clock.take() {
+                    c.end("succeeded");
+                }
             }
             report(LeaseEvent::StageStarted(this_stage.into())).await?;
             stage = Some(this_stage);
+            *clock = Some(StageClock::start(this_stage));
         }
         if step.is_wait() {
             if let Step::WaitNodeGroupActive { node_set } = &step
@@ -322,9 +385,14 @@ pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>
         if waiting.take().is_some() {
             report(LeaseEvent::Blocking(String::new())).await?;
         }
-        tracing::info!(operation = %job.target.operation, step = ?step, "step");
+        let here = clock
+            .as_ref()
+            .map_or_else(tracing::Span::current, |c| c.span.clone());
+        let step_span = tracing::info_span!(parent: &here, "step", otel.name = %format_args!("step {}", step.name()), step = ?step);
+        step_span
+            .in_scope(|| tracing::info!(operation = %job.target.operation, step = ?step, "step"));
         if let Err(e) = with_retries(step.stage(), cancel, || {
-            perform(backends, &job.target, &step)
+            perform(backends, &job.target, &step).instrument(step_span.clone())
         })
         .await?
         {

@@ -52,9 +52,13 @@ enum ConfigAction {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    esaas_runtime::init_logging();
     let mut config = esaas_runtime::Config::load(cli.config.as_deref())?;
-    match cli.command {
+    let service = match cli.command {
+        Command::Worker { .. } => "esaas-worker",
+        _ => "esaas-control-plane",
+    };
+    let telemetry = esaas_runtime::init_telemetry(&config, service)?;
+    let result = match cli.command {
         Command::Serve { migrate } => {
             config.migrate_on_start |= migrate;
             esaas_runtime::serve_until_signal(&config).await
@@ -72,5 +76,9 @@ async fn main() -> anyhow::Result<()> {
             let key = std::env::var("ESAAS_WORKER_KEY").unwrap_or_default();
             esaas_runtime::run_worker(&config, control_plane, key, id).await
         }
-    }
+    };
+    // Export the last spans and metrics, whatever the outcome.
+    // It blocks until the exporter thread is done, which needs the runtime.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result
 }
