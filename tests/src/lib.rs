@@ -583,4 +583,24 @@ impl ServerProcess {
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// SIGTERMs the process and waits up to `timeout` for it to exit: its
+    /// exit status and how long it took, `None` if it did not exit in time.
+    pub async fn terminate(
+        mut self,
+        timeout: Duration,
+    ) -> Option<(std::process::ExitStatus, Duration)> {
+        let pid = self.child.id()?;
+        let started = std::time::Instant::now();
+        let _ = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()?
+            .ok()?;
+        Some((status, started.elapsed()))
+    }
 }

@@ -62,3 +62,66 @@ async fn a_tenant_over_its_rate_is_told_when_to_retry_and_others_are_unaffected(
         .await
         .expect("admitted after the delay");
 }
+
+#[tokio::test]
+async fn a_stuck_call_meets_its_deadline_and_calls_beyond_the_limit_are_shed_while_health_answers()
+{
+    let app = spawn_app_with(|c| {
+        c.request_timeout_ms = 700;
+        c.max_concurrent_requests = 1;
+    })
+    .await;
+    let a = app.tenant("alpha").await;
+    let list = |key: String| {
+        let mut c = app.clusters();
+        async move {
+            c.list_clusters(authed(
+                &key,
+                pb::ListClustersRequest {
+                    parent: "tenants/alpha".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+        }
+    };
+    // Hold the key table: authenticating a tenant key waits on the lock,
+    // so the next call is stuck in the server.
+    let pool = app.db.pool().await;
+    let mut lock = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let stuck = tokio::spawn(list(a.viewer.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+
+    // The one slot is taken: the next call is shed at once, not queued.
+    let started = std::time::Instant::now();
+    let shed = list(a.viewer.clone()).await.expect_err("shed");
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    assert_eq!(shed.code(), Code::Unavailable, "{shed:?}");
+    assert_eq!(reason(&shed), "OVERLOADED");
+    assert!(shed.get_details_retry_info().is_some(), "RetryInfo");
+    // Health checks are never shed.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel());
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health answers under load")
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    // The stuck call ends at the deadline with a clear status.
+    let late = stuck.await.expect("task").expect_err("past the deadline");
+    assert_eq!(late.code(), Code::DeadlineExceeded, "{late:?}");
+    assert_eq!(reason(&late), "DEADLINE_EXCEEDED");
+    assert!(late.message().contains("700 ms"), "{}", late.message());
+
+    // Once the load is gone, calls are admitted again.
+    lock.rollback().await.expect("rollback");
+    list(a.viewer.clone()).await.expect("admitted again");
+}

@@ -545,6 +545,138 @@ async fn kill_9_of_the_control_plane_mid_operation_loses_nothing() {
 }
 
 #[tokio::test]
+async fn sigterm_of_the_control_plane_mid_operation_exits_within_its_grace_and_the_work_completes()
+{
+    let db = TestDb::new().await;
+    let port = free_port();
+    let toml = "lease_ttl_seconds = 30\nreap_interval_ms = 100\nclaim_interval_ms = 100\n\
+                retry_backoff_base_seconds = 0\nretry_backoff_max_seconds = 0\nshutdown_grace_seconds = 5\n";
+    let cp_process = ServerProcess::start_with(&db, port, toml).await;
+    let ch = channel(cp_process.addr).await;
+    let mut admin = esaas_proto::v1::admin_service_client::AdminServiceClient::new(ch.clone());
+    admin
+        .create_tenant(authed(
+            ADMIN_KEY,
+            pb::CreateTenantRequest {
+                tenant_id: "search".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("tenant");
+    let key = admin
+        .create_api_key(authed(
+            ADMIN_KEY,
+            pb::CreateApiKeyRequest {
+                api_key: Some(pb::ApiKey {
+                    role: pb::Role::Worker as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("worker key")
+        .into_inner()
+        .secret;
+    let sim_config = SimConfig {
+        step_delay: Duration::from_millis(400),
+        ..SimConfig::default()
+    };
+    let sim = Sim::connect(&db.url, sim_config).await.expect("sim");
+    let cp = format!("http://{}", cp_process.addr);
+    let worker = WorkerProcess::spawn(
+        &cp,
+        &key,
+        "w1",
+        &db.url,
+        sim_config,
+        Duration::from_millis(20),
+        LONG,
+    );
+    let mut clusters = esaas_proto::v1::cluster_service_client::ClusterServiceClient::new(ch);
+    let created = clusters
+        .create_cluster(authed(ADMIN_KEY, create_request("search", "logs", 3)))
+        .await
+        .expect("create")
+        .into_inner();
+    let cluster = created.cluster.expect("c");
+    let op_name = created.operation.expect("op").name;
+    // A watcher of that cluster, open when the server stops.
+    let mut watch = clusters
+        .watch_cluster(authed(
+            ADMIN_KEY,
+            pb::WatchClusterRequest {
+                name: cluster.name.clone(),
+                since_revision: 0,
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    wait_cluster_at(channel(cp_process.addr).await, &cluster.name, LONG, |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.message.contains("running"))
+    })
+    .await;
+
+    let (status, took) = cp_process
+        .terminate(Duration::from_secs(15))
+        .await
+        .expect("the control plane exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_secs(5) + Duration::from_millis(1500),
+        "took {took:?}, past its 5 s grace"
+    );
+    // The watch ended with a status, not a hang; the client resumes elsewhere.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the watch ends when the server stops");
+    assert!(
+        ended
+            .as_ref()
+            .is_err_and(|s| s.code() == tonic::Code::Unavailable)
+            || matches!(ended, Ok(None)),
+        "{ended:?}"
+    );
+    // The lease did not wait 30 s to lapse: it is back in the queue now.
+    let pool = db.pool().await;
+    let op_id = op_name.trim_start_matches("operations/");
+    let (op_state, owner): (String, Option<String>) =
+        sqlx::query_as("SELECT state, lease_owner FROM operations WHERE id = $1::uuid")
+            .bind(op_id)
+            .fetch_one(&pool)
+            .await
+            .expect("operation");
+    assert_eq!((op_state.as_str(), owner), ("QUEUED", None));
+
+    // A control plane on the same database; the worker reconnects to it
+    // and completes the operation.
+    let restarted = ServerProcess::start_with(&db, port, toml).await;
+    let ready = wait_cluster_at(
+        channel(restarted.addr).await,
+        &cluster.name,
+        Duration::from_secs(60),
+        |c| state(c) == pb::ClusterState::Ready as i32,
+    )
+    .await;
+    assert_eq!(ready.status.map(|s| s.observed_generation), Some(1));
+    assert_eq!(sim.node_group_creations(uid(&cluster)).await, 1);
+    assert_effects_once(&sim).await;
+    worker.kill().await;
+    restarted.kill().await;
+}
+
+#[tokio::test]
 async fn a_failed_node_group_fails_the_operation_with_its_health_issues() {
     let sim_config = SimConfig {
         node_group_delay: Duration::from_millis(500),
