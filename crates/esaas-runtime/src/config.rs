@@ -359,6 +359,36 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_and_protection_keys_are_checked_by_name() {
+        let load = |extra: &str| {
+            let mut base: toml::Table = DEFAULTS.parse().unwrap();
+            overlay(&mut base, extra.parse().unwrap());
+            let c: Config = base.try_into().unwrap();
+            c.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(
+            load("[telemetry]\nlog_format = \"json\"\notlp_endpoint = \"http://c:4317\"\n"),
+            None
+        );
+        let bad = [
+            (
+                "[telemetry]\nlog_format = \"xml\"\n",
+                "telemetry.log_format",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"collector:4317\"\n",
+                "telemetry.otlp_endpoint",
+            ),
+            ("request_timeout_ms = 5\n", "request_timeout_ms"),
+            ("max_concurrent_requests = 0\n", "max_concurrent_requests"),
+        ];
+        for (extra, key) in bad {
+            let err = load(extra).unwrap_or_default();
+            assert!(err.starts_with(key), "{extra:?}: {err:?}");
+        }
+    }
+
+    #[test]
     fn a_file_overlays_key_by_key() {
         let mut base: toml::Table = DEFAULTS.parse().unwrap();
         let top: toml::Table = "max_attempts = 9\n[catalog]\nversions = [\"9.9.9\"]\n"

@@ -53,6 +53,13 @@ enum ConfigAction {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = esaas_runtime::Config::load(cli.config.as_deref())?;
+    if let Command::Config {
+        action: ConfigAction::Check,
+    } = cli.command
+    {
+        print!("{}", config.to_redacted_toml()?);
+        return Ok(());
+    }
     let service = match cli.command {
         Command::Worker { .. } => "esaas-worker",
         _ => "esaas-control-plane",
@@ -64,12 +71,7 @@ async fn main() -> anyhow::Result<()> {
             esaas_runtime::serve_until_signal(&config).await
         }
         Command::Migrate => esaas_runtime::migrate(&config).await,
-        Command::Config {
-            action: ConfigAction::Check,
-        } => {
-            print!("{}", config.to_redacted_toml()?);
-            Ok(())
-        }
+        Command::Config { .. } => Ok(()),
         Command::EksSetup => esaas_runtime::eks_setup(&config).await,
         Command::Worker { control_plane, id } => {
             // The key comes from the environment only: never from argv, where `ps` shows it.
