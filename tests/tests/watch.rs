@@ -327,3 +327,67 @@ async fn shutdown_ends_open_streams_instead_of_waiting_for_them() {
         other => panic!("expected UNAVAILABLE, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn many_watchers_of_one_cluster_share_reads_and_each_gets_every_event_once() {
+    let app = spawn_app().await;
+    let t = app.tenant("search").await;
+    let name = app
+        .create_cluster(&t.admin, "search", "logs", 3)
+        .await
+        .cluster
+        .expect("c")
+        .name;
+    // 150 watchers, woken together by every change.
+    let mut streams = Vec::new();
+    for _ in 0..150 {
+        let (_, stream) = watch(app.clusters(), &t.viewer, &name, 0).await;
+        streams.push(stream);
+    }
+    let mut clusters = app.clusters();
+    for nodes in [4, 5] {
+        let current = clusters
+            .get_cluster(authed(
+                &t.viewer,
+                pb::GetClusterRequest { name: name.clone() },
+            ))
+            .await
+            .expect("get")
+            .into_inner()
+            .cluster
+            .expect("cluster");
+        let mut req = resize(&name, nodes);
+        if let Some(c) = req.cluster.as_mut() {
+            c.etag = current.etag;
+        }
+        // The first change queues an update; the second supersedes its spec.
+        let _ = clusters.update_cluster(authed(&t.admin, req)).await;
+    }
+    let newest = clusters
+        .get_cluster(authed(
+            &t.viewer,
+            pb::GetClusterRequest { name: name.clone() },
+        ))
+        .await
+        .expect("get")
+        .into_inner()
+        .cluster
+        .expect("cluster")
+        .revision;
+    assert!(newest >= 2, "the updates logged events");
+    // Every watcher sees every revision after its start exactly once, in order.
+    let all = futures::future::join_all(streams.into_iter().map(|mut stream| async move {
+        let mut seen = Vec::new();
+        let mut want = 2;
+        while want <= newest {
+            let e = next_event(&mut stream).await;
+            seen.push(e.revision);
+            want = e.revision + 1;
+        }
+        seen
+    }))
+    .await;
+    for seen in all {
+        assert_eq!(seen, (2..=newest).collect::<Vec<_>>());
+    }
+}

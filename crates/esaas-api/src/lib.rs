@@ -6,6 +6,7 @@ mod admin;
 pub mod auth;
 mod clusters;
 pub mod error;
+mod fanout;
 mod operations;
 pub mod page;
 pub mod rate;
@@ -103,6 +104,8 @@ struct Inner {
     shutdown: tokio_util::sync::CancellationToken,
     /// Per-tenant rate limits.
     limiter: rate::Limiter,
+    /// Event reads shared by the watchers of a cluster.
+    events: fanout::EventReads,
 }
 
 /// A response that can be stored for an idempotent retry. Responses that
@@ -148,6 +151,7 @@ impl Api {
                 settings,
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 limiter,
+                events: fanout::EventReads::default(),
             }),
         }
     }

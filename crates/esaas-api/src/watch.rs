@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::Api;
 use crate::error::to_status;
-use esaas_proto::convert::{cluster_to_pb, event_to_pb, operation_to_pb};
+use esaas_proto::convert::{cluster_to_pb, operation_to_pb};
 
 type Sender<T> = mpsc::Sender<Result<T, Status>>;
 /// A server stream.
@@ -123,25 +123,25 @@ impl Api {
     ) {
         let poll = self.settings().watch_poll;
         loop {
-            let events = match self.store().events_after(uid, last, BATCH).await {
+            let events = match self
+                .inner
+                .events
+                .after(self.store(), uid, last, BATCH)
+                .await
+            {
                 Ok(events) => events,
-                Err(e) => {
-                    let _ = tx.send(Err(to_status(e))).await;
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
                     return;
                 }
             };
             let full = events.len() as i64 == BATCH;
-            for event in &events {
+            for event in events.iter() {
                 last = event.revision;
-                let msg = pb::WatchClusterResponse {
-                    payload: Some(pb::watch_cluster_response::Payload::Event(event_to_pb(
-                        event,
-                    ))),
-                };
-                if tx.send(Ok(msg)).await.is_err() {
+                if tx.send(Ok(event.message.clone())).await.is_err() {
                     return;
                 }
-                if event.snapshot.state == ClusterState::Deleted {
+                if event.tombstone {
                     // The tombstone is the last event a cluster ever has.
                     return;
                 }
