@@ -18,7 +18,6 @@ use esaas_worker::Backends;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
@@ -305,9 +304,13 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         .add_service(operations)
         .add_service(admin)
         .add_service(worker);
+    // Without TCP_NODELAY a unary answer (headers, data and trailers are
+    // separate writes) waits ~40 ms for the client's delayed ACK. tonic sets
+    // it only on listeners it binds itself.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(async move {
         let result = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = rx.await;
             })
             .await
