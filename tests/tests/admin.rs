@@ -944,3 +944,76 @@ async fn retry_operation_requeues_a_failed_operation() {
         .expect("events");
     assert_eq!(events, after.revision, "one event per revision");
 }
+
+#[tokio::test]
+async fn a_key_revoked_on_one_server_stops_working_on_another_that_cached_it() {
+    let db = TestDb::new().await;
+    let a = ServerProcess::start_with(&db, free_port(), "migrate_on_start = true\n").await;
+    // B remembers keys for a minute: only the revocation's notification
+    // can make it forget in time.
+    let b = ServerProcess::start_with(&db, free_port(), "auth_cache_ttl_ms = 60000\n").await;
+    let mut admin_a =
+        esaas_proto::v1::admin_service_client::AdminServiceClient::new(channel(a.addr).await);
+    admin_a
+        .create_tenant(authed(
+            ADMIN_KEY,
+            pb::CreateTenantRequest {
+                tenant_id: "search".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("tenant");
+    let created = admin_a
+        .create_api_key(authed(
+            ADMIN_KEY,
+            key_request("tenants/search", pb::Role::TenantViewer, ""),
+        ))
+        .await
+        .expect("key")
+        .into_inner();
+    let list = |addr| {
+        let secret = created.secret.clone();
+        async move {
+            esaas_proto::v1::cluster_service_client::ClusterServiceClient::new(channel(addr).await)
+                .list_clusters(authed(
+                    &secret,
+                    pb::ListClustersRequest {
+                        parent: "tenants/search".into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+        }
+    };
+    list(b.addr)
+        .await
+        .expect("B accepts the key (and caches it)");
+    admin_a
+        .revoke_api_key(authed(
+            ADMIN_KEY,
+            pb::RevokeApiKeyRequest {
+                name: created.api_key.expect("key").name,
+            },
+        ))
+        .await
+        .expect("revoke on A");
+    let err = list(a.addr).await.expect_err("A refuses at once");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match list(b.addr).await {
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unauthenticated);
+                break;
+            }
+            Ok(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "B still accepts a key revoked on A 5 s ago"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill().await;
+    b.kill().await;
+}

@@ -236,6 +236,9 @@ impl Api {
                 |_| Vec::new(),
             )
             .await?;
+        // This process stops accepting the key now; the others when the
+        // revocation's notification reaches them.
+        self.inner.auth.forget_all();
         match key {
             esaas_store::Outcome::Fresh(key) => Ok(pb::RevokeApiKeyResponse {
                 api_key: Some(api_key_to_pb(&key)),

@@ -86,6 +86,8 @@ pub struct Settings {
     pub credentials: Option<Credentials>,
     /// Requests per tenant.
     pub rate: rate::Rate,
+    /// How long a valid API key is remembered (zero: looked up every call).
+    pub auth_cache_ttl: Duration,
 }
 
 /// Shared state of every service.
@@ -137,11 +139,13 @@ impl Api {
         internal_worker_key: Option<&str>,
         settings: Settings,
     ) -> Self {
-        let mut auth = Authenticator::new(store.clone(), bootstrap_admin_key);
+        let mut auth =
+            Authenticator::new(store.clone(), bootstrap_admin_key, settings.auth_cache_ttl);
         if let Some(key) = internal_worker_key {
             auth = auth.with_internal_worker_key(key);
         }
         let feed = ChangeFeed::start(&store);
+        auth.follow(feed.subscribe());
         let limiter = rate::Limiter::new(settings.rate);
         Self {
             inner: Arc::new(Inner {

@@ -70,6 +70,8 @@ pub struct Config {
     pub max_concurrent_requests: usize,
     /// How long a stopping server may take.
     pub shutdown_grace_seconds: u64,
+    /// How long a valid API key is remembered, ms (0: looked up every call).
+    pub auth_cache_ttl_ms: u64,
     /// Logs, traces and metrics.
     pub telemetry: TelemetrySection,
     /// Requests per second per tenant (0: no limit).
@@ -257,6 +259,9 @@ impl Config {
         }
         if self.request_timeout_ms < 100 {
             bail!("request_timeout_ms: must be at least 100");
+        }
+        if self.auth_cache_ttl_ms > 60_000 {
+            bail!("auth_cache_ttl_ms: at most 60000 (a revoked key must stop working soon)");
         }
         if self.max_concurrent_requests < 1 {
             bail!("max_concurrent_requests: must be at least 1");

@@ -233,6 +233,7 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
             per_second: config.rate_limit_per_second,
             burst: config.rate_limit_burst,
         },
+        auth_cache_ttl: Duration::from_millis(config.auth_cache_ttl_ms),
     };
     let bootstrap = Some(config.bootstrap_admin_key.expose()).filter(|k| !k.is_empty());
     let api = Api::new(store.clone(), bootstrap, internal_worker_key, settings);

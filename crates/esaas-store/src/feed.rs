@@ -17,6 +17,7 @@ use crate::Store;
 
 pub(crate) const CLUSTER_CHANNEL: &str = "esaas_cluster_events";
 pub(crate) const OPERATION_CHANNEL: &str = "esaas_operations";
+pub(crate) const KEYS_CHANNEL: &str = "esaas_api_keys";
 
 /// What changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub enum Change {
         /// The operation id.
         id: Uuid,
     },
+    /// An API key was revoked: forget cached keys.
+    Keys,
     /// Notifications may have been missed: read everything again.
     Resync,
 }
@@ -76,6 +79,7 @@ fn parse(channel: &str, payload: &str) -> Option<Change> {
         OPERATION_CHANNEL => Some(Change::Operation {
             id: payload.parse().ok()?,
         }),
+        KEYS_CHANNEL => Some(Change::Keys),
         _ => None,
     }
 }
@@ -91,7 +95,7 @@ async fn listen(store: Store, tx: broadcast::Sender<Change>) {
             }
         };
         if let Err(e) = listener
-            .listen_all([CLUSTER_CHANNEL, OPERATION_CHANNEL])
+            .listen_all([CLUSTER_CHANNEL, OPERATION_CHANNEL, KEYS_CHANNEL])
             .await
         {
             tracing::warn!(error = %e, "change feed cannot listen; retrying");

@@ -110,6 +110,12 @@ impl Store {
             kind: "ApiKey",
             name: name.to_string(),
         })?;
+        // Every process forgets the keys it has cached, at commit.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(crate::feed::KEYS_CHANNEL)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
         api_key(&row)
     }
 
