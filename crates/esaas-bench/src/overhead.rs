@@ -32,6 +32,13 @@ const TENANTS: usize = 16;
 /// Longest a create may take to be READY.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
+/// Connections of each worker's simulator pool: all of them, the two
+/// servers' pools (20 each) and the benchmark's fit in PostgreSQL's default
+/// `max_connections` of 100.
+fn sim_pool(workers: usize) -> u32 {
+    (48 / workers.max(1)).clamp(2, esaas_tests::sim::DEFAULT_POOL as usize) as u32
+}
+
 /// Creates a cluster and waits, watching it, until it is READY. Returns
 /// the time of the CreateCluster call and the time to READY.
 async fn create_ready(
@@ -141,6 +148,7 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
                     capacity: plan.overhead_capacity,
                     delays: SimDelays::default(),
                     poll_ms: platform::WORKER_POLL_MS,
+                    sim_pool: sim_pool(workers),
                 },
             )?);
         }
@@ -338,7 +346,7 @@ fn section(plan: &Plan, points: &[WorkerPoint]) -> Section {
                 plan.overhead_measure.as_millis(),
                 plan.warmup.as_millis()
             ),
-            "Defaults of the product otherwise: claim interval 1 s (new work wakes claims at once, coalesced for 20 ms), lease 30 s.".into(),
+            "Defaults of the product otherwise: claim interval 1 s (new work wakes claims at once, coalesced for 20 ms), lease 30 s. Each worker's simulator pool has 8 connections, 3 with 16 workers, so that everything fits PostgreSQL's default max_connections of 100.".into(),
         ],
         tables: vec![latency, throughput],
         checks,

@@ -164,6 +164,8 @@ pub struct WorkerSpec {
     pub delays: SimDelays,
     /// How often it checks a closed gate again, ms.
     pub poll_ms: u64,
+    /// Connections of its simulator's pool.
+    pub sim_pool: u32,
 }
 
 /// Starts `w`, connecting to `control_plane` with `key` and driving the
@@ -191,6 +193,7 @@ pub fn spawn_worker(
             w.delays.pods_ready_ms.to_string(),
         )
         .env("EXEC_POLL_MS", w.poll_ms.to_string())
+        .env("SIM_POOL_SIZE", w.sim_pool.to_string())
         .env("EXEC_GATE_TIMEOUT_MS", "600000")
         .env("RUST_LOG", "warn");
     Child::spawn(
