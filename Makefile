@@ -2,7 +2,7 @@
 # are the two set-up commands of the README; .ci/run calls `make test`.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help dev test lint fmt build clean-dbs
+.PHONY: help dev test lint fmt build clean-dbs bench bench-tiny
 
 # Outside the clone, so every clone (and CI) builds incrementally.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/esaas-target
@@ -16,6 +16,8 @@ help:
 	@echo "make fmt        format the Rust code"
 	@echo "make build      cargo build --workspace --all-targets"
 	@echo "make clean-dbs  drop the esaas_test_* databases that interrupted tests left behind"
+	@echo "make bench      the full benchmark (release build, ~30 min): BENCHMARKS.md, bench-results.json"
+	@echo "make bench-tiny every benchmark scenario at a tiny size (CI runs it; output in a temp dir)"
 
 dev:
 	scripts/dev.sh
@@ -31,6 +33,13 @@ fmt:
 
 build:
 	cargo build --workspace --all-targets
+
+# Benchmarks are not tests: no timing assertions. Run the full one on a quiet machine.
+bench:
+	scripts/bench.sh full
+
+bench-tiny:
+	scripts/bench.sh tiny
 
 # Tests drop their own databases; a killed test run leaves them behind.
 clean-dbs:

@@ -36,6 +36,8 @@ export ESAAS_TEST_DATABASE_URL=$db_url
 export ESAAS_BIN=$CARGO_TARGET_DIR/debug/esaas
 export ESAAS_GRPCURL=$ESAAS_TEST_VENV/bin/grpcurl
 step "cargo test" cargo test --workspace
+# The benchmark once at a tiny size, so it cannot rot; its figures go to a temporary directory.
+step "benchmark smoke run (tiny)" scripts/bench.sh tiny
 
 shopt -s nullglob
 for script in tests/e2e/*.sh; do

@@ -34,6 +34,17 @@ pub fn admin_database_url() -> String {
         })
 }
 
+/// Like [`admin_database_url`], as an error instead of a panic (for the benchmark).
+pub fn try_admin_database_url() -> anyhow::Result<String> {
+    std::env::var("ESAAS_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "set ESAAS_TEST_DATABASE_URL to a PostgreSQL URL that may CREATE DATABASE (scripts/ensure-postgres.sh prints one)"
+            )
+        })
+}
+
 fn with_db(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, format!("?{q}")),
@@ -74,6 +85,45 @@ impl TestDb {
         store.migrate().await.expect("migrate");
         store.pool().close().await;
         Self { url, name }
+    }
+
+    /// Like [`TestDb::new`], returning an error instead of panicking; with
+    /// `migrate = false` the database is left empty (a cold start applies
+    /// the migrations itself). For the benchmark, which must not panic on a
+    /// database it cannot reach.
+    pub async fn try_create(migrate: bool) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let admin = try_admin_database_url()?;
+        let name = format!("esaas_test_{:016x}", rand::rng().random::<u64>());
+        let pool = sqlx::PgPool::connect(&admin)
+            .await
+            .context("connecting to ESAAS_TEST_DATABASE_URL")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+        pool.close().await;
+        // From here on, dropping `db` drops the database again.
+        let db = Self {
+            url: with_db(&admin, &name),
+            name,
+        };
+        if migrate {
+            let store = esaas_store::Store::connect(&db.url, 2)
+                .await
+                .map_err(|e| anyhow::anyhow!("connecting to {}: {e}", db.name))?;
+            store
+                .migrate()
+                .await
+                .map_err(|e| anyhow::anyhow!("migrating {}: {e}", db.name))?;
+            store.pool().close().await;
+        }
+        Ok(db)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// A pool on the test database, for fixtures the API cannot create.

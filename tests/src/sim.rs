@@ -167,6 +167,9 @@ CREATE TABLE IF NOT EXISTS sim_faults (
 );
 "#;
 
+/// Connections of a simulator's pool unless told otherwise.
+pub const DEFAULT_POOL: u32 = 8;
+
 /// Advisory lock key of the schema creation.
 const SCHEMA_LOCK: i64 = 0x5349_4d5f_5343_4845;
 /// `status` of `sim_health_override` meaning "Elasticsearch does not answer".
@@ -229,8 +232,18 @@ impl Sim {
     /// Connects to the database at `url` and creates the `sim_*` tables if
     /// they are missing (safe from several processes at once).
     pub async fn connect(url: &str, config: SimConfig) -> anyhow::Result<Self> {
+        Self::connect_with_pool(url, config, DEFAULT_POOL).await
+    }
+
+    /// Like [`Sim::connect`], with at most `max_connections` connections
+    /// (many worker processes on one PostgreSQL each need fewer).
+    pub async fn connect_with_pool(
+        url: &str,
+        config: SimConfig,
+        max_connections: u32,
+    ) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;

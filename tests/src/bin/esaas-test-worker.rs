@@ -6,7 +6,8 @@
 //! - `ESAAS_CONTROL_PLANE_URL` (required), `ESAAS_WORKER_KEY` (required),
 //!   `ESAAS_WORKER_ID` (default `test-worker-{pid}`), `ESAAS_WORKER_CAPACITY` (default 4);
 //! - `SIM_DATABASE_URL` (required); `SIM_STEP_DELAY_MS`, `SIM_NODE_GROUP_DELAY_MS`,
-//!   `SIM_PODS_READY_DELAY_MS`, `SIM_DRAIN_DELAY_MS` (default 0);
+//!   `SIM_PODS_READY_DELAY_MS`, `SIM_DRAIN_DELAY_MS` (default 0); `SIM_POOL_SIZE`
+//!   (connections of the simulator's pool, default 8);
 //! - `EXEC_POLL_MS` (default 50), `EXEC_GATE_TIMEOUT_MS` (default 30000);
 //! - `RUST_LOG` (default `info`); logs go to stderr.
 //!
@@ -93,9 +94,13 @@ async fn main() -> anyhow::Result<()> {
         drain_delay: millis("SIM_DRAIN_DELAY_MS", 0)?,
         step_delay: millis("SIM_STEP_DELAY_MS", 0)?,
     };
-    let sim = Sim::connect(&required("SIM_DATABASE_URL")?, sim_config)
-        .await
-        .context("connecting to the simulator database")?;
+    let sim = Sim::connect_with_pool(
+        &required("SIM_DATABASE_URL")?,
+        sim_config,
+        number("SIM_POOL_SIZE", esaas_tests::sim::DEFAULT_POOL)?,
+    )
+    .await
+    .context("connecting to the simulator database")?;
     let backends = Backends {
         node_groups: sim.clone(),
         workloads: sim.clone(),
