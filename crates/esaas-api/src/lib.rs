@@ -144,7 +144,7 @@ impl Api {
         if let Some(key) = internal_worker_key {
             auth = auth.with_internal_worker_key(key);
         }
-        let feed = ChangeFeed::start(&store);
+        let feed = ChangeFeed::start(&store, settings.watch_poll);
         auth.follow(feed.subscribe());
         let limiter = rate::Limiter::new(settings.rate);
         Self {

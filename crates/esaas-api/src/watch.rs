@@ -30,17 +30,15 @@ const BATCH: i64 = 256;
 /// Messages buffered per stream before the stream's reader waits for the client.
 const BUFFER: usize = 64;
 
-/// Waits until a change relevant to `wanted` arrives, the poll interval
-/// passes, or the client goes away (returns false then).
+/// Waits until a change relevant to `wanted` arrives, the process-wide
+/// safety tick (every `watch_poll_seconds`: all streams re-read together, so
+/// their reads are shared), or the client goes away (returns false then).
 async fn wait_for_change<T>(
     rx: &mut broadcast::Receiver<Change>,
     tx: &Sender<T>,
-    poll: std::time::Duration,
     shutdown: &tokio_util::sync::CancellationToken,
     wanted: impl Fn(&Change) -> bool,
 ) -> bool {
-    let deadline = tokio::time::sleep(poll);
-    tokio::pin!(deadline);
     loop {
         tokio::select! {
             _ = tx.closed() => return false,
@@ -52,9 +50,8 @@ async fn wait_for_change<T>(
                     .await;
                 return false;
             }
-            _ = &mut deadline => return true,
             msg = rx.recv() => match msg {
-                Ok(Change::Resync) => return true,
+                Ok(Change::Resync | Change::Tick) => return true,
                 Ok(change) if wanted(&change) => return true,
                 Ok(_) => {}
                 // Missed notifications: read again to be safe.
@@ -121,7 +118,6 @@ impl Api {
         mut rx: broadcast::Receiver<Change>,
         tx: Sender<pb::WatchClusterResponse>,
     ) {
-        let poll = self.settings().watch_poll;
         loop {
             let events = match self
                 .inner
@@ -150,7 +146,7 @@ impl Api {
                 continue;
             }
             let wanted = |c: &Change| matches!(c, Change::Cluster { uid: u, revision } if *u == uid && *revision > last);
-            if !wait_for_change(&mut rx, &tx, poll, &self.inner.shutdown, wanted).await {
+            if !wait_for_change(&mut rx, &tx, &self.inner.shutdown, wanted).await {
                 return;
             }
         }
@@ -181,7 +177,6 @@ impl Api {
         mut rx: broadcast::Receiver<Change>,
         tx: Sender<pb::WatchOperationResponse>,
     ) {
-        let poll = self.settings().watch_poll;
         let id = op.id;
         let mut sent = 0;
         loop {
@@ -197,7 +192,6 @@ impl Api {
             if !wait_for_change(
                 &mut rx,
                 &tx,
-                poll,
                 &self.inner.shutdown,
                 |c| matches!(c, Change::Operation { id: i } if *i == id),
             )

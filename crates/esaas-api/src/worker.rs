@@ -263,7 +263,7 @@ impl Session {
                 },
                 _ = tick.tick() => self.assign().await,
                 change = feed.recv() => match change {
-                    Ok(Change::Cluster { .. } | Change::Keys) => Ok(true),
+                    Ok(Change::Cluster { .. } | Change::Keys | Change::Tick) => Ok(true),
                     // New or re-queued work, or missed notifications.
                     _ => {
                         wake.get_or_insert_with(|| tokio::time::Instant::now() + CLAIM_COALESCE);

@@ -38,6 +38,9 @@ pub enum Change {
     Keys,
     /// Notifications may have been missed: read everything again.
     Resync,
+    /// The periodic safety re-read: every watcher of the process reads
+    /// again at the same moment, so their reads can be shared.
+    Tick,
 }
 
 /// The process-wide change feed.
@@ -45,14 +48,26 @@ pub enum Change {
 pub struct ChangeFeed {
     tx: broadcast::Sender<Change>,
     task: JoinHandle<()>,
+    ticker: JoinHandle<()>,
 }
 
 impl ChangeFeed {
-    /// Starts listening on `store`'s database.
-    pub fn start(store: &Store) -> Self {
+    /// Starts listening on `store`'s database, and sends [`Change::Tick`]
+    /// every `tick`.
+    pub fn start(store: &Store, tick: Duration) -> Self {
         let (tx, _) = broadcast::channel(16 * 1024);
         let task = tokio::spawn(listen(store.clone(), tx.clone()));
-        Self { tx, task }
+        let ticks = tx.clone();
+        let ticker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(tick);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let _ = ticks.send(Change::Tick);
+            }
+        });
+        Self { tx, task, ticker }
     }
 
     /// A new receiver of changes from now on.
@@ -64,6 +79,7 @@ impl ChangeFeed {
 impl Drop for ChangeFeed {
     fn drop(&mut self) {
         self.task.abort();
+        self.ticker.abort();
     }
 }
 
