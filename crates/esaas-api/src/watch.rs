@@ -4,6 +4,7 @@
 //! database is the only source of what is sent, so a stream never skips or
 //! repeats an event, whichever server process made the change.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 
 use esaas_core::cluster::ClusterState;
@@ -62,6 +63,83 @@ async fn wait_for_change<T>(
     }
 }
 
+/// One WatchCluster stream: what is left to send, and where it is in the log.
+struct ClusterWatch {
+    api: Api,
+    uid: Uuid,
+    /// The newest revision sent.
+    last: i64,
+    rx: broadcast::Receiver<Change>,
+    pending: VecDeque<pb::WatchClusterResponse>,
+    /// The log must be read (a change, the safety tick, or more to page).
+    read: bool,
+    /// Nothing more will come: end after `pending`.
+    done: bool,
+    _open: esaas_telemetry::metrics::Open,
+}
+
+type WatchItem = Result<pb::WatchClusterResponse, Status>;
+
+impl ClusterWatch {
+    async fn next(mut self) -> Option<(WatchItem, Self)> {
+        loop {
+            if let Some(msg) = self.pending.pop_front() {
+                return Some((Ok(msg), self));
+            }
+            if self.done {
+                return None;
+            }
+            if self.read {
+                let inner = &self.api.inner;
+                let events = match inner
+                    .events
+                    .after(&inner.store, self.uid, self.last, BATCH)
+                    .await
+                {
+                    Ok(events) => events,
+                    Err(status) => {
+                        self.done = true;
+                        return Some((Err(status), self));
+                    }
+                };
+                self.read = events.len() as i64 == BATCH;
+                for event in events.iter() {
+                    self.last = event.revision;
+                    self.pending.push_back(event.message.clone());
+                    if event.tombstone {
+                        // The tombstone is the last event a cluster ever has.
+                        self.done = true;
+                        break;
+                    }
+                }
+                continue;
+            }
+            let (uid, last) = (self.uid, self.last);
+            tokio::select! {
+                _ = self.api.inner.shutdown.cancelled() => {
+                    self.done = true;
+                    return Some((Err(Status::unavailable(
+                        "the server is shutting down; reconnect and resume from the last revision you saw",
+                    )), self));
+                }
+                msg = self.rx.recv() => {
+                    self.read = match msg {
+                        Ok(Change::Resync | Change::Tick) => true,
+                        Ok(Change::Cluster { uid: u, revision }) => u == uid && revision > last,
+                        Ok(_) => false,
+                        // Missed notifications: read again to be safe.
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            self.done = true;
+                            false
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
 impl Api {
     pub(crate) async fn watch_cluster_impl(
         &self,
@@ -92,64 +170,25 @@ impl Api {
         } else {
             cluster.revision
         };
-        let (tx, out) = mpsc::channel(BUFFER);
         let first = pb::WatchClusterResponse {
             payload: Some(pb::watch_cluster_response::Payload::Cluster(cluster_to_pb(
                 &cluster,
             ))),
         };
         let deleted = cluster.state == ClusterState::Deleted && from == cluster.revision;
-        let api = self.clone();
-        let open = esaas_telemetry::metrics::metrics().watch_opened();
-        tokio::spawn(async move {
-            let _open = open;
-            if tx.send(Ok(first)).await.is_err() || deleted {
-                return;
-            }
-            api.pump_cluster_events(cluster.uid, from, rx, tx).await;
-        });
-        Ok(Box::pin(ReceiverStream::new(out)))
-    }
-
-    async fn pump_cluster_events(
-        &self,
-        uid: Uuid,
-        mut last: i64,
-        mut rx: broadcast::Receiver<Change>,
-        tx: Sender<pb::WatchClusterResponse>,
-    ) {
-        loop {
-            let events = match self
-                .inner
-                .events
-                .after(self.store(), uid, last, BATCH)
-                .await
-            {
-                Ok(events) => events,
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-            };
-            let full = events.len() as i64 == BATCH;
-            for event in events.iter() {
-                last = event.revision;
-                if tx.send(Ok(event.message.clone())).await.is_err() {
-                    return;
-                }
-                if event.tombstone {
-                    // The tombstone is the last event a cluster ever has.
-                    return;
-                }
-            }
-            if full {
-                continue;
-            }
-            let wanted = |c: &Change| matches!(c, Change::Cluster { uid: u, revision } if *u == uid && *revision > last);
-            if !wait_for_change(&mut rx, &tx, &self.inner.shutdown, wanted).await {
-                return;
-            }
-        }
+        // The stream is polled by the connection that sends it: no task and
+        // no channel of its own per watcher, and it ends when the client goes.
+        let watch = ClusterWatch {
+            api: self.clone(),
+            uid: cluster.uid,
+            last: from,
+            rx,
+            pending: VecDeque::from([first]),
+            read: !deleted,
+            done: deleted,
+            _open: esaas_telemetry::metrics::metrics().watch_opened(),
+        };
+        Ok(Box::pin(futures::stream::unfold(watch, ClusterWatch::next)))
     }
 
     pub(crate) async fn watch_operation_impl(
