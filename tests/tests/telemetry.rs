@@ -21,7 +21,13 @@ async fn retries_and_lapsed_leases_are_counted() {
         otlp_endpoint: Some(collector.endpoint()),
     })
     .expect("telemetry");
-    let app = spawn_app_with(fast).await;
+    let app = spawn_app_with(|c| {
+        fast(c);
+        // The hung worker may be handed the operation again before it is
+        // killed, and lose it again: room for that.
+        c.max_attempts = 10;
+    })
+    .await;
     let key = app.worker_key().await;
     let sim_config = SimConfig {
         step_delay: Duration::from_millis(300),
@@ -68,12 +74,13 @@ async fn retries_and_lapsed_leases_are_counted() {
         "{:?}",
         op.attempts
     );
+    // Gone for good (its stream closes), so only the new worker can take it.
+    w1.kill().await;
     let w2 = WorkerProcess::spawn(&cp, &key, "w2", &app.db.url, sim_config, poll, LONG);
     app.wait_cluster(&cluster.name, LONG, |c| {
         state(c) == pb::ClusterState::Ready as i32
     })
     .await;
-    w1.kill().await;
     w2.kill().await;
     app.stop().await;
     // Exporting on exit sends what the periodic export has not yet sent.
