@@ -108,3 +108,115 @@ impl EventReads {
         .shared()
     }
 }
+
+/// What a cluster's watchers are told: the log reached a revision, or read
+/// again to be safe (the process-wide tick, a resync, missed notifications).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// The cluster's log reached this revision.
+    Revision(i64),
+    /// Read again.
+    Read,
+}
+
+/// Notifications per cluster: a change wakes the watchers of that cluster
+/// only, not every stream of the process.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WatchHub {
+    clusters: Arc<Mutex<HashMap<Uuid, tokio::sync::broadcast::Sender<Wake>>>>,
+}
+
+/// Wakes buffered per cluster; a watcher that falls further behind reads again.
+const WAKES: usize = 16;
+
+impl WatchHub {
+    /// Starts routing `changes` to the watchers of each cluster.
+    pub(crate) fn start(changes: tokio::sync::broadcast::Receiver<esaas_store::Change>) -> Self {
+        let hub = Self::default();
+        tokio::spawn(hub.clone().route(changes));
+        hub
+    }
+
+    /// The wakes of cluster `uid` from now on.
+    pub(crate) fn subscribe(&self, uid: Uuid) -> tokio::sync::broadcast::Receiver<Wake> {
+        match self.clusters.lock() {
+            Ok(mut clusters) => clusters
+                .entry(uid)
+                .or_insert_with(|| tokio::sync::broadcast::channel(WAKES).0)
+                .subscribe(),
+            // A poisoned table: a receiver that only ever ends, so the stream ends.
+            Err(_) => tokio::sync::broadcast::channel(1).1,
+        }
+    }
+
+    async fn route(self, mut changes: tokio::sync::broadcast::Receiver<esaas_store::Change>) {
+        use esaas_store::Change;
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let change = changes.recv().await;
+            let Ok(mut clusters) = self.clusters.lock() else {
+                return;
+            };
+            match change {
+                Ok(Change::Cluster { uid, revision }) => {
+                    if let Some(tx) = clusters.get(&uid)
+                        && tx.send(Wake::Revision(revision)).is_err()
+                    {
+                        clusters.remove(&uid);
+                    }
+                }
+                Ok(Change::Resync | Change::Tick) | Err(RecvError::Lagged(_)) => {
+                    // Clusters nobody watches any more leave the table here.
+                    clusters.retain(|_, tx| tx.send(Wake::Read).is_ok());
+                }
+                Ok(_) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use esaas_store::Change;
+    use tokio::sync::broadcast;
+
+    use super::*;
+
+    async fn next(rx: &mut broadcast::Receiver<Wake>) -> Option<Wake> {
+        tokio::time::timeout(Duration::from_millis(200), rx.recv())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    #[tokio::test]
+    async fn a_change_wakes_only_its_cluster_and_ticks_wake_all_and_sweep() {
+        let (feed, _) = broadcast::channel(16);
+        let hub = WatchHub::start(feed.subscribe());
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut rx_a = hub.subscribe(a);
+        let mut rx_b = hub.subscribe(b);
+
+        feed.send(Change::Cluster {
+            uid: a,
+            revision: 7,
+        })
+        .unwrap();
+        assert_eq!(next(&mut rx_a).await, Some(Wake::Revision(7)));
+        assert_eq!(next(&mut rx_b).await, None, "b's watchers sleep on");
+
+        feed.send(Change::Tick).unwrap();
+        assert_eq!(next(&mut rx_a).await, Some(Wake::Read));
+        assert_eq!(next(&mut rx_b).await, Some(Wake::Read));
+
+        // Nobody watches b any more: the next tick removes it.
+        drop(rx_b);
+        feed.send(Change::Tick).unwrap();
+        assert_eq!(next(&mut rx_a).await, Some(Wake::Read));
+        let watched: Vec<Uuid> = hub.clusters.lock().unwrap().keys().copied().collect();
+        assert_eq!(watched, vec![a]);
+    }
+}

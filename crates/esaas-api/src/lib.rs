@@ -108,6 +108,8 @@ struct Inner {
     limiter: rate::Limiter,
     /// Event reads shared by the watchers of a cluster.
     events: fanout::EventReads,
+    /// Notifications routed to the watchers of each cluster.
+    watches: fanout::WatchHub,
 }
 
 /// A response that can be stored for an idempotent retry. Responses that
@@ -146,6 +148,7 @@ impl Api {
         }
         let feed = ChangeFeed::start(&store, settings.watch_poll);
         auth.follow(feed.subscribe());
+        let watches = fanout::WatchHub::start(feed.subscribe());
         let limiter = rate::Limiter::new(settings.rate);
         Self {
             inner: Arc::new(Inner {
@@ -156,6 +159,7 @@ impl Api {
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 limiter,
                 events: fanout::EventReads::default(),
+                watches,
             }),
         }
     }

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::Api;
 use crate::error::to_status;
+use crate::fanout::Wake;
 use esaas_proto::convert::{cluster_to_pb, operation_to_pb};
 
 type Sender<T> = mpsc::Sender<Result<T, Status>>;
@@ -69,7 +70,7 @@ struct ClusterWatch {
     uid: Uuid,
     /// The newest revision sent.
     last: i64,
-    rx: broadcast::Receiver<Change>,
+    rx: broadcast::Receiver<Wake>,
     pending: VecDeque<pb::WatchClusterResponse>,
     /// The log must be read (a change, the safety tick, or more to page).
     read: bool,
@@ -114,7 +115,7 @@ impl ClusterWatch {
                 }
                 continue;
             }
-            let (uid, last) = (self.uid, self.last);
+            let last = self.last;
             tokio::select! {
                 _ = self.api.inner.shutdown.cancelled() => {
                     self.done = true;
@@ -124,9 +125,8 @@ impl ClusterWatch {
                 }
                 msg = self.rx.recv() => {
                     self.read = match msg {
-                        Ok(Change::Resync | Change::Tick) => true,
-                        Ok(Change::Cluster { uid: u, revision }) => u == uid && revision > last,
-                        Ok(_) => false,
+                        Ok(Wake::Read) => true,
+                        Ok(Wake::Revision(revision)) => revision > last,
                         // Missed notifications: read again to be safe.
                         Err(broadcast::error::RecvError::Lagged(_)) => true,
                         Err(broadcast::error::RecvError::Closed) => {
@@ -153,9 +153,10 @@ impl Api {
         if r.since_revision < 0 {
             return Err(Error::invalid("since_revision", "must not be negative"));
         }
-        // Subscribe before reading, so nothing committed after the read is missed.
-        let rx = self.inner.feed.subscribe();
         let cluster = self.store().get_cluster(&name).await?;
+        // The stream's first step reads the log after `from`, and it
+        // subscribes before that read: nothing committed in between is missed.
+        let rx = self.inner.watches.subscribe(cluster.uid);
         if r.since_revision > cluster.revision {
             return Err(Error::invalid(
                 "since_revision",
