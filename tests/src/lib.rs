@@ -267,6 +267,56 @@ pub fn authed<T>(key: &str, msg: T) -> Request<T> {
     req
 }
 
+/// Creates tenant `id` (default quota) as the platform admin, on the server behind `ch`.
+pub async fn create_tenant_on(ch: Channel, id: &str) {
+    AdminServiceClient::new(ch)
+        .create_tenant(authed(
+            ADMIN_KEY,
+            pb::CreateTenantRequest {
+                tenant_id: id.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("create tenant");
+}
+
+/// A new WORKER key from the server behind `ch`.
+pub async fn worker_key_on(ch: Channel) -> String {
+    AdminServiceClient::new(ch)
+        .create_api_key(authed(
+            ADMIN_KEY,
+            pb::CreateApiKeyRequest {
+                parent: String::new(),
+                api_key: Some(pb::ApiKey {
+                    display_name: "workers".into(),
+                    role: pb::Role::Worker as i32,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("worker key")
+        .into_inner()
+        .secret
+}
+
+/// SIGTERMs `child` and waits up to `timeout` for it to exit: its exit
+/// status, `None` if it did not exit in time.
+pub async fn sigterm(
+    child: &mut tokio::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let pid = child.id()?;
+    let _ = tokio::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .await;
+    tokio::time::timeout(timeout, child.wait()).await.ok()?.ok()
+}
+
 /// Keys of one tenant.
 pub struct TenantKeys {
     /// `tenants/{id}`.
@@ -347,23 +397,7 @@ impl App {
 
     /// Creates a ROLE_WORKER key.
     pub async fn worker_key(&self) -> String {
-        self.admin()
-            .create_api_key(authed(
-                ADMIN_KEY,
-                pb::CreateApiKeyRequest {
-                    parent: String::new(),
-                    api_key: Some(pb::ApiKey {
-                        display_name: "workers".into(),
-                        role: pb::Role::Worker as i32,
-                        ..Default::default()
-                    }),
-                    request_id: String::new(),
-                },
-            ))
-            .await
-            .expect("worker key")
-            .into_inner()
-            .secret
+        worker_key_on(self.channel()).await
     }
 
     /// Polls GetCluster until `done` holds (panics after `within`).
@@ -640,17 +674,8 @@ impl ServerProcess {
         mut self,
         timeout: Duration,
     ) -> Option<(std::process::ExitStatus, Duration)> {
-        let pid = self.child.id()?;
         let started = std::time::Instant::now();
-        let _ = tokio::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .await;
-        let status = tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .ok()?
-            .ok()?;
+        let status = sigterm(&mut self.child, timeout).await?;
         Some((status, started.elapsed()))
     }
 }

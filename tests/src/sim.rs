@@ -1294,16 +1294,7 @@ impl WorkerProcess {
     /// SIGTERMs it (a graceful shutdown: leases handed back) and waits up
     /// to `timeout` for it to exit; its exit status, `None` if it did not exit.
     pub async fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let pid = self.child.id()?;
-        let _ = tokio::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .await;
-        tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .ok()
-            .and_then(Result::ok)
+        crate::sigterm(&mut self.child, timeout).await
     }
 }
 

@@ -952,18 +952,9 @@ async fn a_key_revoked_on_one_server_stops_working_on_another_that_cached_it() {
     // B remembers keys for a minute: only the revocation's notification
     // can make it forget in time.
     let b = ServerProcess::start_with(&db, free_port(), "auth_cache_ttl_ms = 60000\n").await;
+    create_tenant_on(channel(a.addr).await, "search").await;
     let mut admin_a =
         esaas_proto::v1::admin_service_client::AdminServiceClient::new(channel(a.addr).await);
-    admin_a
-        .create_tenant(authed(
-            ADMIN_KEY,
-            pb::CreateTenantRequest {
-                tenant_id: "search".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("tenant");
     let created = admin_a
         .create_api_key(authed(
             ADMIN_KEY,

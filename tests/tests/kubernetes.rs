@@ -532,22 +532,7 @@ async fn one_trace_runs_from_the_create_call_through_a_worker_process_and_metric
         "\n[telemetry]\nqueue_sample_interval_ms = 100\n",
     )
     .await;
-    let mut admin = AdminServiceClient::new(p.channel().await);
-    let worker_key = admin
-        .create_api_key(authed(
-            ADMIN_KEY,
-            pb::CreateApiKeyRequest {
-                api_key: Some(pb::ApiKey {
-                    role: pb::Role::Worker as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("worker key")
-        .into_inner()
-        .secret;
+    let worker_key = worker_key_on(p.channel().await).await;
     let (mut worker, worker_log) = worker_process(&p, &worker_key, "traced-worker", &otel);
     let key = p.tenant("traced").await;
     let mut clusters = ClusterServiceClient::new(p.channel().await);
@@ -670,16 +655,9 @@ async fn one_trace_runs_from_the_create_call_through_a_worker_process_and_metric
     );
 
     // A worker that is stopped exports what it still holds before it exits.
-    let pid = worker.id().expect("worker pid");
-    let _ = tokio::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .await;
-    let exited = tokio::time::timeout(Duration::from_secs(20), worker.wait())
+    let exited = sigterm(&mut worker, Duration::from_secs(20))
         .await
-        .expect("the worker exits on SIGTERM")
-        .expect("worker status");
+        .expect("the worker exits on SIGTERM");
     assert!(exited.success(), "{exited:?}");
     // With the worker gone, new work waits: the queue gauges show it.
     clusters

@@ -454,40 +454,26 @@ async fn sigterm_hands_the_lease_back_and_another_worker_finishes() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn kill_9_of_the_control_plane_mid_operation_loses_nothing() {
+/// A control plane process configured with `toml` on a fresh database,
+/// one external worker on the simulated world (400 ms a step), and a
+/// CreateCluster whose operation is running.
+struct MidOperation {
+    db: TestDb,
+    port: u16,
+    cp_process: ServerProcess,
+    sim: Sim,
+    worker: WorkerProcess,
+    cluster: pb::Cluster,
+    operation: String,
+}
+
+async fn mid_operation(toml: &str) -> MidOperation {
     let db = TestDb::new().await;
     let port = free_port();
-    let fast_toml = "lease_ttl_seconds = 2\nreap_interval_ms = 100\nclaim_interval_ms = 100\n\
-                     retry_backoff_base_seconds = 0\nretry_backoff_max_seconds = 0\nmigrate_on_start = false\n";
-    let cp_process = ServerProcess::start_with(&db, port, fast_toml).await;
+    let cp_process = ServerProcess::start_with(&db, port, toml).await;
     let ch = channel(cp_process.addr).await;
-    let mut admin = esaas_proto::v1::admin_service_client::AdminServiceClient::new(ch.clone());
-    admin
-        .create_tenant(authed(
-            ADMIN_KEY,
-            pb::CreateTenantRequest {
-                tenant_id: "search".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("tenant");
-    let key = admin
-        .create_api_key(authed(
-            ADMIN_KEY,
-            pb::CreateApiKeyRequest {
-                api_key: Some(pb::ApiKey {
-                    role: pb::Role::Worker as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("worker key")
-        .into_inner()
-        .secret;
+    create_tenant_on(ch.clone(), "search").await;
+    let key = worker_key_on(ch.clone()).await;
     let sim_config = SimConfig {
         step_delay: Duration::from_millis(400),
         ..SimConfig::default()
@@ -503,19 +489,43 @@ async fn kill_9_of_the_control_plane_mid_operation_loses_nothing() {
         Duration::from_millis(20),
         LONG,
     );
-    let mut clusters = esaas_proto::v1::cluster_service_client::ClusterServiceClient::new(ch);
-    let created = clusters
+    let created = esaas_proto::v1::cluster_service_client::ClusterServiceClient::new(ch)
         .create_cluster(authed(ADMIN_KEY, create_request("search", "logs", 3)))
         .await
         .expect("create")
         .into_inner();
     let cluster = created.cluster.expect("c");
+    let operation = created.operation.expect("op").name;
     wait_cluster_at(channel(cp_process.addr).await, &cluster.name, LONG, |c| {
         c.status
             .as_ref()
             .is_some_and(|s| s.message.contains("running"))
     })
     .await;
+    MidOperation {
+        db,
+        port,
+        cp_process,
+        sim,
+        worker,
+        cluster,
+        operation,
+    }
+}
+
+#[tokio::test]
+async fn kill_9_of_the_control_plane_mid_operation_loses_nothing() {
+    let fast_toml = "lease_ttl_seconds = 2\nreap_interval_ms = 100\nclaim_interval_ms = 100\n\
+                     retry_backoff_base_seconds = 0\nretry_backoff_max_seconds = 0\nmigrate_on_start = false\n";
+    let MidOperation {
+        db,
+        port,
+        cp_process,
+        sim,
+        worker,
+        cluster,
+        ..
+    } = mid_operation(fast_toml).await;
     cp_process.kill().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let restarted = ServerProcess::start_with(&db, port, fast_toml).await;
@@ -547,79 +557,31 @@ async fn kill_9_of_the_control_plane_mid_operation_loses_nothing() {
 #[tokio::test]
 async fn sigterm_of_the_control_plane_mid_operation_exits_within_its_grace_and_the_work_completes()
 {
-    let db = TestDb::new().await;
-    let port = free_port();
     let toml = "lease_ttl_seconds = 30\nreap_interval_ms = 100\nclaim_interval_ms = 100\n\
                 retry_backoff_base_seconds = 0\nretry_backoff_max_seconds = 0\nshutdown_grace_seconds = 5\n";
-    let cp_process = ServerProcess::start_with(&db, port, toml).await;
-    let ch = channel(cp_process.addr).await;
-    let mut admin = esaas_proto::v1::admin_service_client::AdminServiceClient::new(ch.clone());
-    admin
-        .create_tenant(authed(
-            ADMIN_KEY,
-            pb::CreateTenantRequest {
-                tenant_id: "search".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("tenant");
-    let key = admin
-        .create_api_key(authed(
-            ADMIN_KEY,
-            pb::CreateApiKeyRequest {
-                api_key: Some(pb::ApiKey {
-                    role: pb::Role::Worker as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("worker key")
-        .into_inner()
-        .secret;
-    let sim_config = SimConfig {
-        step_delay: Duration::from_millis(400),
-        ..SimConfig::default()
-    };
-    let sim = Sim::connect(&db.url, sim_config).await.expect("sim");
-    let cp = format!("http://{}", cp_process.addr);
-    let worker = WorkerProcess::spawn(
-        &cp,
-        &key,
-        "w1",
-        &db.url,
-        sim_config,
-        Duration::from_millis(20),
-        LONG,
-    );
-    let mut clusters = esaas_proto::v1::cluster_service_client::ClusterServiceClient::new(ch);
-    let created = clusters
-        .create_cluster(authed(ADMIN_KEY, create_request("search", "logs", 3)))
-        .await
-        .expect("create")
-        .into_inner();
-    let cluster = created.cluster.expect("c");
-    let op_name = created.operation.expect("op").name;
+    let MidOperation {
+        db,
+        port,
+        cp_process,
+        sim,
+        worker,
+        cluster,
+        operation: op_name,
+    } = mid_operation(toml).await;
     // A watcher of that cluster, open when the server stops.
-    let mut watch = clusters
-        .watch_cluster(authed(
-            ADMIN_KEY,
-            pb::WatchClusterRequest {
-                name: cluster.name.clone(),
-                since_revision: 0,
-            },
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
-    wait_cluster_at(channel(cp_process.addr).await, &cluster.name, LONG, |c| {
-        c.status
-            .as_ref()
-            .is_some_and(|s| s.message.contains("running"))
-    })
-    .await;
+    let mut watch = esaas_proto::v1::cluster_service_client::ClusterServiceClient::new(
+        channel(cp_process.addr).await,
+    )
+    .watch_cluster(authed(
+        ADMIN_KEY,
+        pb::WatchClusterRequest {
+            name: cluster.name.clone(),
+            since_revision: 0,
+        },
+    ))
+    .await
+    .expect("watch")
+    .into_inner();
 
     let (status, took) = cp_process
         .terminate(Duration::from_secs(15))
