@@ -14,13 +14,15 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/esaas-target}
 
 size=${1:-full}
 [ $# -eq 0 ] || shift
+# The tiny run builds what `make test` built already (the whole workspace with its tests:
+# the same features, so nothing is compiled twice); the full run builds release binaries.
 case $size in
-  full) profile=release; build_flags=(--release) ;;
-  tiny) profile=debug; build_flags=() ;;
+  full) profile=release; build=(--release -p esaas -p esaas-bench -p esaas-tests --bins) ;;
+  tiny) profile=debug; build=(--workspace --all-targets) ;;
   *) echo "usage: $0 full|tiny [esaas-bench flags...]" >&2; exit 2 ;;
 esac
 
-cargo build "${build_flags[@]}" -p esaas -p esaas-bench -p esaas-tests --bins
+cargo build "${build[@]}"
 # Assignment first: a failure inside "$(...)" would be lost as an argument of export.
 db_url=${ESAAS_TEST_DATABASE_URL:-}
 [ -n "$db_url" ] || db_url=$(scripts/ensure-postgres.sh)
