@@ -852,7 +852,7 @@ async fn retry_operation_requeues_a_failed_operation() {
     let pool = app.db.pool().await;
     sqlx::query(
         "UPDATE operations SET state = 'FAILED', end_time = now(), \
-         error = '{\"code\":14,\"reason\":\"X\",\"message\":\"m\"}'::jsonb WHERE id = $1",
+         error = '{\"code\":\"UNAVAILABLE\",\"reason\":\"X\",\"message\":\"m\"}'::jsonb WHERE id = $1",
     )
     .bind(uuid::Uuid::parse_str(op.name.trim_start_matches("operations/")).expect("uuid"))
     .execute(&pool)

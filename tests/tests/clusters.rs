@@ -454,7 +454,7 @@ async fn update_of_a_failed_cluster_queues_an_update_operation() {
     let name = created.cluster.expect("c").name;
     let pool = app.db.pool().await;
     // The worker pool is not part of this control plane yet: record its verdict directly.
-    sqlx::query("UPDATE operations SET state = 'FAILED', end_time = now(), error = '{\"code\":14,\"reason\":\"EKS_UNAVAILABLE\",\"message\":\"node group create failed\"}'")
+    sqlx::query("UPDATE operations SET state = 'FAILED', end_time = now(), error = '{\"code\":\"UNAVAILABLE\",\"reason\":\"EKS_UNAVAILABLE\",\"message\":\"node group create failed\"}'")
         .execute(&pool)
         .await
         .expect("fail op");

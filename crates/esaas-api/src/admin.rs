@@ -1,6 +1,5 @@
 //! `esaas.v1.AdminService`.
 
-use esaas_core::auth::Role;
 use esaas_core::error::Violations;
 use esaas_core::names::{ApiKeyName, OperationName, TenantId, TenantName, parse_request_id};
 use esaas_core::{Error, Result};
@@ -9,8 +8,10 @@ use esaas_store::{NewApiKey, Store};
 use tonic::{Request, Response};
 
 use crate::error::{ApiResult, to_status};
-use crate::{Api, Call, page, request_hash};
-use esaas_proto::convert::{operation_to_pb, ots, quota_from_pb, tenant_to_pb, ts};
+use crate::{Api, Call, command_ctx, page, request_hash};
+use esaas_proto::convert::{
+    api_key_to_pb, operation_to_pb, quota_from_pb, role_from_pb, tenant_to_pb, worker_to_pb,
+};
 
 /// Longest display name of a tenant or key.
 const DISPLAY_NAME_MAX: usize = 200;
@@ -24,19 +25,6 @@ fn check_display_name(v: &mut Violations, field: &str, name: &str) {
     }
     if name.chars().any(char::is_control) {
         v.add(field, "must not contain control characters");
-    }
-}
-
-fn role_from_pb(role: i32) -> Result<Role> {
-    match pb::Role::try_from(role) {
-        Ok(pb::Role::PlatformAdmin) => Ok(Role::PlatformAdmin),
-        Ok(pb::Role::TenantAdmin) => Ok(Role::TenantAdmin),
-        Ok(pb::Role::TenantViewer) => Ok(Role::TenantViewer),
-        Ok(pb::Role::Worker) => Ok(Role::Worker),
-        Ok(pb::Role::Unspecified) | Err(_) => Err(Error::invalid(
-            "api_key.role",
-            "is required: ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN, ROLE_TENANT_VIEWER or ROLE_WORKER",
-        )),
     }
 }
 
@@ -214,9 +202,9 @@ impl Api {
                 validate_only: false,
             },
             async |conn| Store::create_api_key(conn, &new).await,
-            |(key, secret)| pb::CreateApiKeyResponse {
-                api_key: Some(api_key_to_pb(key)),
-                secret: secret.clone(),
+            |issued| pb::CreateApiKeyResponse {
+                api_key: Some(api_key_to_pb(&issued.key)),
+                secret: issued.secret.clone(),
             },
         )
         .await
@@ -230,23 +218,14 @@ impl Api {
         let name = ApiKeyName::parse("name", &req.get_ref().name)?;
         let key = self
             .store()
-            .run(
-                &Default::default(),
-                async |conn| Store::revoke_api_key(conn, &name).await,
-                |_| Vec::new(),
-            )
+            .transaction(async |conn| Store::revoke_api_key(conn, &name).await)
             .await?;
         // This process stops accepting the key now; the others when the
         // revocation's notification reaches them.
         self.inner.auth.forget_all();
-        match key {
-            esaas_store::Outcome::Fresh(key) => Ok(pb::RevokeApiKeyResponse {
-                api_key: Some(api_key_to_pb(&key)),
-            }),
-            esaas_store::Outcome::Replayed(_) => Err(Error::Internal(
-                "revoke is not idempotent by request id".into(),
-            )),
-        }
+        Ok(pb::RevokeApiKeyResponse {
+            api_key: Some(api_key_to_pb(&key)),
+        })
     }
 
     async fn retry_operation_impl(
@@ -261,7 +240,8 @@ impl Api {
         // Platform admins, and the owning tenant's admins, may retry.
         principal.can_write(&op.tenant, "Operation", &name.to_string())?;
         let initiator = principal.initiator();
-        let max_attempts = self.settings().max_attempts;
+        let rules = &self.settings().rules;
+        let ctx = command_ctx();
         let hash = request_hash(&r, |m| m.request_id.clear());
         self.mutate(
             Call {
@@ -271,7 +251,7 @@ impl Api {
                 request_hash: hash,
                 validate_only: false,
             },
-            async |conn| Store::retry_operation(conn, name.0, &initiator, max_attempts).await,
+            async |conn| Store::retry_operation(conn, name.0, &initiator, rules, &ctx).await,
             |op| pb::RetryOperationResponse {
                 operation: Some(operation_to_pb(op)),
             },
@@ -286,22 +266,7 @@ impl Api {
         self.principal(&req).await?.require_platform_admin()?;
         let workers = self.store().list_workers().await?;
         Ok(pb::ListWorkersResponse {
-            workers: workers
-                .iter()
-                .map(|w| pb::Worker {
-                    name: format!("workers/{}", w.id),
-                    region: w.region.clone(),
-                    capacity: w.capacity,
-                    version: w.version.clone(),
-                    leases: w
-                        .leases
-                        .iter()
-                        .map(|id| format!("operations/{id}"))
-                        .collect(),
-                    connect_time: ts(w.connect_time),
-                    last_heartbeat_time: ts(w.last_heartbeat_time),
-                })
-                .collect(),
+            workers: workers.iter().map(worker_to_pb).collect(),
         })
     }
 }
@@ -386,22 +351,5 @@ impl pb::admin_service_server::AdminService for Api {
             .await
             .map(Response::new)
             .map_err(to_status)
-    }
-}
-
-/// The wire form of an API key (never with its secret).
-fn api_key_to_pb(k: &esaas_store::ApiKey) -> pb::ApiKey {
-    use esaas_core::auth::Role;
-    pb::ApiKey {
-        name: k.name.to_string(),
-        display_name: k.display_name.clone(),
-        role: match k.role {
-            Role::PlatformAdmin => pb::Role::PlatformAdmin,
-            Role::TenantAdmin => pb::Role::TenantAdmin,
-            Role::TenantViewer => pb::Role::TenantViewer,
-            Role::Worker => pb::Role::Worker,
-        } as i32,
-        create_time: ts(k.create_time),
-        revoke_time: ots(k.revoke_time),
     }
 }

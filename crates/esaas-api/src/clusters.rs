@@ -2,22 +2,26 @@
 
 use std::pin::Pin;
 
-use esaas_core::cluster::{ClusterState, SpecField};
+use esaas_core::cluster::ClusterState;
 use esaas_core::error::Violations;
-use esaas_core::error::shown;
+use esaas_core::lifecycle::ClusterChange;
+use esaas_core::lifecycle::check_spec;
+use esaas_core::lifecycle::create::CreateCluster;
+use esaas_core::lifecycle::delete::DeleteCluster;
+use esaas_core::lifecycle::update::UpdateCluster;
 use esaas_core::names::{ClusterId, ClusterName, TenantName, TenantScope, parse_request_id};
-use esaas_core::spec::ClusterSpec;
 use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
-use esaas_store::{ClusterFilter, CreatedCluster, NewCluster, SpecPatch, Store, UpdatedCluster};
+use esaas_store::{ClusterFilter, Store};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::error::{ApiResult, to_status};
-use crate::{Api, Call, page, request_hash};
+use crate::{Api, Call, command_ctx, page, record_operation, request_hash};
 use esaas_proto::convert::{
     cluster_state_from_name, cluster_to_pb, disruption_to_pb, operation_to_pb, spec_from_pb,
+    update_mask_from_pb,
 };
 
 fn respond<T>(r: Result<T>) -> ApiResult<T> {
@@ -27,57 +31,6 @@ fn respond<T>(r: Result<T>) -> ApiResult<T> {
 /// Parses `filter`: empty, or `state = READY`.
 fn parse_state_filter(filter: &str) -> Result<Option<ClusterState>> {
     page::parse_state_filter(filter, cluster_state_from_name, "state = READY")
-}
-
-/// The spec fields an update changes: the mask's paths, or (AIP-134) every
-/// spec field that is set in the request when the mask is empty.
-fn mask_fields(
-    mask: Option<&prost_types::FieldMask>,
-    spec: Option<&pb::ClusterSpec>,
-) -> Result<Vec<SpecField>> {
-    let mut fields = Vec::new();
-    match mask.filter(|m| !m.paths.is_empty()) {
-        Some(mask) => {
-            let mut v = Violations::default();
-            for (i, path) in mask.paths.iter().enumerate() {
-                match SpecField::parse_path(path) {
-                    Some(fs) => fields.extend_from_slice(fs),
-                    None => v.add(
-                        format!("update_mask.paths[{i}]"),
-                        format!(
-                            "{} cannot be updated; use spec, spec.version, spec.node_sets, spec.zone_count or spec.volume_retention",
-                            shown(path)
-                        ),
-                    ),
-                }
-            }
-            v.finish()?;
-        }
-        None => {
-            if let Some(s) = spec {
-                if !s.version.is_empty() {
-                    fields.push(SpecField::Version);
-                }
-                if !s.node_sets.is_empty() {
-                    fields.push(SpecField::NodeSets);
-                }
-                if s.zone_count != 0 {
-                    fields.push(SpecField::ZoneCount);
-                }
-                if s.volume_retention != 0 {
-                    fields.push(SpecField::VolumeRetention);
-                }
-            }
-            if fields.is_empty() {
-                return Err(Error::invalid(
-                    "update_mask",
-                    "names no field to change, and the request sets no spec field",
-                ));
-            }
-        }
-    }
-    fields.dedup();
-    Ok(fields)
 }
 
 impl Api {
@@ -90,6 +43,7 @@ impl Api {
         let parent = TenantName::parse("parent", &r.parent)?;
         principal.can_write(&parent.0, "Tenant", &r.parent)?;
 
+        let rules = &self.settings().rules;
         let mut v = Violations::default();
         let cluster_id = v.absorb(ClusterId::parse("cluster_id", &r.cluster_id))?;
         if let Some(id) = &cluster_id {
@@ -103,26 +57,23 @@ impl Api {
                 v.add("cluster.spec", "is required");
                 None
             }
-            Some(s) => v
-                .absorb(spec_from_pb(s, "cluster.spec"))?
-                .map(ClusterSpec::with_defaults),
+            Some(s) => match v.absorb(spec_from_pb(s, "cluster.spec"))? {
+                Some(spec) => v.absorb(check_spec(spec, &rules.catalog, "cluster.spec"))?,
+                None => None,
+            },
         };
-        if let Some(spec) = &spec {
-            v.absorb(spec.validate(&self.settings().catalog, "cluster.spec"))?;
-        }
         v.finish()?;
         let (Some(cluster_id), Some(spec)) = (cluster_id, spec) else {
             return Err(Error::Internal("validated fields missing".into()));
         };
 
-        let new = NewCluster {
+        let cmd = CreateCluster {
             tenant: parent.0.clone(),
             cluster_id,
             spec,
             initiator: principal.initiator(),
-            max_attempts: self.settings().max_attempts,
         };
-        let validate_only = r.validate_only;
+        let ctx = command_ctx();
         let hash = request_hash(&r, |m| m.request_id.clear());
         self.mutate(
             Call {
@@ -130,13 +81,16 @@ impl Api {
                 scope: parent.to_string(),
                 request_id,
                 request_hash: hash,
-                validate_only,
+                validate_only: r.validate_only,
             },
-            async |conn| Store::create_cluster(conn, &new).await,
-            |c: &CreatedCluster| pb::CreateClusterResponse {
-                cluster: Some(cluster_to_pb(&c.cluster)),
-                operation: Some(operation_to_pb(&c.operation)),
-                disruption: disruption_to_pb(esaas_core::cluster::Disruption::None),
+            async |conn| Store::create_cluster(conn, &cmd, rules, &ctx).await,
+            |c: &ClusterChange| {
+                record_operation(c.operation.as_ref());
+                pb::CreateClusterResponse {
+                    cluster: Some(cluster_to_pb(&c.cluster)),
+                    operation: c.operation.as_ref().map(operation_to_pb),
+                    disruption: disruption_to_pb(c.disruption),
+                }
             },
         )
         .await
@@ -221,21 +175,28 @@ impl Api {
         let request_id = v
             .absorb(parse_request_id("request_id", &r.request_id))?
             .flatten();
-        let fields = v.absorb(mask_fields(r.update_mask.as_ref(), cluster.spec.as_ref()))?;
+        let fields = v.absorb(update_mask_from_pb(
+            r.update_mask.as_ref(),
+            cluster.spec.as_ref(),
+        ))?;
         let default_spec = pb::ClusterSpec::default();
-        let spec = v.absorb(spec_from_pb(
+        let patch = v.absorb(spec_from_pb(
             cluster.spec.as_ref().unwrap_or(&default_spec),
             "cluster.spec",
         ))?;
         v.finish()?;
-        let (Some(fields), Some(spec)) = (fields, spec) else {
+        let (Some(fields), Some(patch)) = (fields, patch) else {
             return Err(Error::Internal("validated fields missing".into()));
         };
-        let patch = SpecPatch { spec, fields };
-        let etag = cluster.etag.clone();
-        let initiator = principal.initiator();
-        let settings = self.settings();
-        let validate_only = r.validate_only;
+        let cmd = UpdateCluster {
+            name: name.clone(),
+            etag: cluster.etag.clone(),
+            patch,
+            fields,
+            initiator: principal.initiator(),
+        };
+        let rules = &self.settings().rules;
+        let ctx = command_ctx();
         let hash = request_hash(&r, |m| m.request_id.clear());
         self.mutate(
             Call {
@@ -243,24 +204,16 @@ impl Api {
                 scope: format!("tenants/{}", name.tenant),
                 request_id,
                 request_hash: hash,
-                validate_only,
+                validate_only: r.validate_only,
             },
-            async |conn| {
-                Store::update_cluster(
-                    conn,
-                    &settings.catalog,
-                    &name,
-                    &etag,
-                    &patch,
-                    &initiator,
-                    settings.max_attempts,
-                )
-                .await
-            },
-            |u: &UpdatedCluster| pb::UpdateClusterResponse {
-                cluster: Some(cluster_to_pb(&u.cluster)),
-                operation: u.operation.as_ref().map(operation_to_pb),
-                disruption: disruption_to_pb(u.disruption),
+            async |conn| Store::update_cluster(conn, &cmd, rules, &ctx).await,
+            |u: &ClusterChange| {
+                record_operation(u.operation.as_ref());
+                pb::UpdateClusterResponse {
+                    cluster: Some(cluster_to_pb(&u.cluster)),
+                    operation: u.operation.as_ref().map(operation_to_pb),
+                    disruption: disruption_to_pb(u.disruption),
+                }
             },
         )
         .await
@@ -276,10 +229,14 @@ impl Api {
         tracing::Span::current().record("cluster", name.to_string());
         principal.can_write(&name.tenant, "Cluster", &name.to_string())?;
         let request_id = parse_request_id("request_id", &r.request_id)?;
-        let initiator = principal.initiator();
-        let max_attempts = self.settings().max_attempts;
+        let cmd = DeleteCluster {
+            name: name.clone(),
+            etag: r.etag.clone(),
+            initiator: principal.initiator(),
+        };
+        let rules = &self.settings().rules;
+        let ctx = command_ctx();
         let hash = request_hash(&r, |m| m.request_id.clear());
-        let etag = r.etag.clone();
         self.mutate(
             Call {
                 method: "DeleteCluster",
@@ -288,11 +245,14 @@ impl Api {
                 request_hash: hash,
                 validate_only: r.validate_only,
             },
-            async |conn| Store::delete_cluster(conn, &name, &etag, &initiator, max_attempts).await,
-            |u: &UpdatedCluster| pb::DeleteClusterResponse {
-                cluster: Some(cluster_to_pb(&u.cluster)),
-                operation: u.operation.as_ref().map(operation_to_pb),
-                disruption: disruption_to_pb(u.disruption),
+            async |conn| Store::delete_cluster(conn, &cmd, rules, &ctx).await,
+            |u: &ClusterChange| {
+                record_operation(u.operation.as_ref());
+                pb::DeleteClusterResponse {
+                    cluster: Some(cluster_to_pb(&u.cluster)),
+                    operation: u.operation.as_ref().map(operation_to_pb),
+                    disruption: disruption_to_pb(u.disruption),
+                }
             },
         )
         .await
@@ -415,25 +375,5 @@ mod tests {
         );
         assert!(parse_state_filter("state = NOPE").is_err());
         assert!(parse_state_filter("name = x").is_err());
-    }
-
-    #[test]
-    fn implied_mask_takes_set_fields() {
-        let spec = pb::ClusterSpec {
-            version: "9.1.0".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            mask_fields(None, Some(&spec)).unwrap(),
-            vec![SpecField::Version]
-        );
-        assert!(mask_fields(None, None).is_err());
-        let mask = prost_types::FieldMask {
-            paths: vec!["spec.node_sets".into(), "labels".into()],
-        };
-        match mask_fields(Some(&mask), None) {
-            Err(Error::InvalidArgument(v)) => assert_eq!(v[0].field, "update_mask.paths[1]"),
-            other => panic!("{other:?}"),
-        }
     }
 }

@@ -18,13 +18,15 @@ mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
+use esaas_core::Result;
 use esaas_core::auth::Principal;
-use esaas_core::catalog::Catalog;
+use esaas_core::lifecycle::{Ctx, Rules};
 use esaas_core::tenant::Quota;
-use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
 use esaas_store::{ChangeFeed, Idempotency, Mode, Outcome, Store};
 use prost::Message;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -69,10 +71,8 @@ impl std::fmt::Debug for Credentials {
 /// What the services need to know from configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Versions and size classes on offer.
-    pub catalog: Catalog,
-    /// Attempt budget of a new operation.
-    pub max_attempts: i32,
+    /// What may be asked for (the catalog) and the attempt budget of operations.
+    pub rules: Rules,
     /// Quota of a tenant created without one.
     pub default_quota: Quota,
     /// How often a watch stream re-reads even without a notification (a
@@ -112,14 +112,10 @@ struct Inner {
     watches: fanout::WatchHub,
 }
 
-/// A response that can be stored for an idempotent retry. Responses that
-/// carry a secret drop it first: the platform keeps no clear copy of a secret.
-pub trait Replayable: Message + Default {
-    /// Removes what must not be stored.
-    fn redact(&mut self) {}
-
-    /// Removes what a `validate_only` answer must not show: anything that
-    /// points at an operation, which was rolled back with the rest.
+/// A response to a mutating call. A `validate_only` answer drops what points
+/// at an operation, which was rolled back with the rest.
+pub trait DryRun {
+    /// Makes the answer a dry run's.
     fn dry_run(&mut self) {}
 }
 
@@ -127,7 +123,9 @@ pub trait Replayable: Message + Default {
 fn dry_run_cluster(cluster: Option<&mut pb::Cluster>) {
     if let Some(status) = cluster.and_then(|c| c.status.as_mut()) {
         status.current_operation.clear();
-        status.conditions.retain(|c| c.r#type != "OperationQueued");
+        status
+            .conditions
+            .retain(|c| c.r#type != esaas_core::cluster::ConditionType::OperationQueued.as_str());
         status.message = "validate_only: the request is valid; nothing was changed".into();
     }
 }
@@ -187,8 +185,9 @@ impl Api {
         Ok(p)
     }
 
-    /// Runs a change with AIP-155 idempotency and AIP-163 `validate_only`.
-    async fn mutate<T, R: Replayable>(
+    /// Runs a change with AIP-155 idempotency and AIP-163 `validate_only`;
+    /// `respond` turns its answer (fresh or replayed) into the response.
+    async fn mutate<T: Serialize + DeserializeOwned, R: DryRun>(
         &self,
         call: Call,
         work: impl AsyncFnOnce(&mut esaas_store::Conn) -> Result<T>,
@@ -210,24 +209,32 @@ impl Api {
                 request_hash,
             }),
         };
-        let outcome = self
-            .store()
-            .run(&mode, work, |t| {
-                let mut r = respond(t);
-                r.redact();
-                r.encode_to_vec()
-            })
-            .await?;
-        match outcome {
+        match self.store().run(&mode, work).await? {
             Outcome::Fresh(t) if validate_only => {
                 let mut r = respond(&t);
                 r.dry_run();
                 Ok(r)
             }
-            Outcome::Fresh(t) => Ok(respond(&t)),
-            Outcome::Replayed(bytes) => R::decode(bytes.as_slice())
-                .map_err(|e| Error::Internal(format!("stored response of {method}: {e}"))),
+            Outcome::Fresh(t) | Outcome::Replayed(t) => Ok(respond(&t)),
         }
+    }
+}
+
+/// The context of a command: now, fresh ids, and the trace of this call
+/// (so that the worker's spans continue it).
+fn command_ctx() -> Ctx {
+    Ctx {
+        now: esaas_core::now(),
+        operation_id: Uuid::now_v7(),
+        cluster_uid: Uuid::now_v7(),
+        traceparent: esaas_telemetry::context::current_traceparent(),
+    }
+}
+
+/// Names on the call's span the operation a change queued.
+fn record_operation(op: Option<&esaas_core::operation::Operation>) {
+    if let Some(op) = op {
+        tracing::Span::current().record("operation", op.name().to_string());
     }
 }
 
@@ -254,7 +261,7 @@ fn request_hash<M: Message + Clone>(m: &M, clear: impl FnOnce(&mut M)) -> Vec<u8
 
 macro_rules! cluster_change_response {
     ($($t:ty),+) => {$(
-        impl Replayable for $t {
+        impl DryRun for $t {
             fn dry_run(&mut self) {
                 self.operation = None;
                 dry_run_cluster(self.cluster.as_mut());
@@ -267,14 +274,10 @@ cluster_change_response!(
     pb::UpdateClusterResponse,
     pb::DeleteClusterResponse
 );
-impl Replayable for pb::CreateTenantResponse {}
-impl Replayable for pb::UpdateTenantQuotaResponse {}
-impl Replayable for pb::RetryOperationResponse {}
-impl Replayable for pb::CreateApiKeyResponse {
-    fn redact(&mut self) {
-        self.secret.clear();
-    }
-}
+impl DryRun for pb::CreateTenantResponse {}
+impl DryRun for pb::UpdateTenantQuotaResponse {}
+impl DryRun for pb::RetryOperationResponse {}
+impl DryRun for pb::CreateApiKeyResponse {}
 
 /// The four esaas services, ready to add to a tonic server.
 pub fn services(

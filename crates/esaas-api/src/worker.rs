@@ -8,12 +8,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use esaas_core::cluster::Health;
-use esaas_core::lease::LeaseEvent;
-use esaas_core::names::OperationName;
+use esaas_core::lifecycle::lease::LeaseEvent;
+use esaas_core::worker::WorkerInfo;
 use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
-use esaas_store::{Change, Claimed, WorkerInfo};
+use esaas_store::{Change, Claimed};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
@@ -23,7 +22,9 @@ use uuid::Uuid;
 use crate::Api;
 use crate::error::{ApiResult, to_status};
 use crate::watch::BoxStream;
-use esaas_proto::convert::{cluster_to_pb, json_to_struct, operation_to_pb, struct_to_json};
+use esaas_proto::convert::{
+    assignment_to_pb, hello_from_pb, lease_event_from_pb, lease_from_pb, lease_to_pb,
+};
 
 /// How long after a notification of new work a worker stream claims it.
 const CLAIM_COALESCE: Duration = Duration::from_millis(20);
@@ -32,89 +33,6 @@ const CLAIM_COALESCE: Duration = Duration::from_millis(20);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Out = mpsc::Sender<Result<pb::ConnectResponse, Status>>;
-
-fn check_hello(h: &pb::WorkerHello) -> Result<WorkerInfo> {
-    let mut v = esaas_core::error::Violations::default();
-    let id_ok = !h.worker_id.is_empty()
-        && h.worker_id.len() <= 63
-        && h.worker_id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    if !id_ok {
-        v.add(
-            "hello.worker_id",
-            "must be 1 to 63 lowercase letters, digits, '-' or '.'",
-        );
-    }
-    if !(1..=1000).contains(&h.capacity) {
-        v.add(
-            "hello.capacity",
-            format!("must be between 1 and 1000, got {}", h.capacity),
-        );
-    }
-    v.finish()?;
-    Ok(WorkerInfo {
-        id: h.worker_id.clone(),
-        region: h.region.clone(),
-        capacity: h.capacity,
-        version: h.version.clone(),
-    })
-}
-
-fn lease_ref(id: Uuid, token: i64) -> pb::LeaseRef {
-    pb::LeaseRef {
-        operation: format!("operations/{id}"),
-        lease_token: token,
-    }
-}
-
-fn parse_lease(l: Option<&pb::LeaseRef>) -> Result<(Uuid, i64)> {
-    let l = l.ok_or_else(|| Error::invalid("lease", "is required"))?;
-    Ok((
-        OperationName::parse("lease.operation", &l.operation)?.0,
-        l.lease_token,
-    ))
-}
-
-fn parse_event(event: Option<pb::lease_report::Event>) -> Result<(LeaseEvent, bool)> {
-    use pb::lease_report::Event;
-    let event = event.ok_or_else(|| Error::invalid("report.event", "is required"))?;
-    Ok(match event {
-        Event::StageStarted(s) => (LeaseEvent::StageStarted(s), false),
-        Event::StageFinished(f) => (
-            LeaseEvent::StageFinished {
-                name: f.name,
-                skipped: f.skipped,
-                message: f.message,
-            },
-            false,
-        ),
-        Event::Checkpoint(s) => (LeaseEvent::Checkpoint(struct_to_json(&s)), false),
-        Event::BlockingCheck(s) => (LeaseEvent::Blocking(s), false),
-        Event::Succeeded(c) => (
-            LeaseEvent::Succeeded {
-                endpoint: Some(c.endpoint).filter(|e| !e.is_empty()),
-                health: match pb::ClusterHealth::try_from(c.health) {
-                    Ok(pb::ClusterHealth::Green) => Health::Green,
-                    Ok(pb::ClusterHealth::Yellow) => Health::Yellow,
-                    Ok(pb::ClusterHealth::Red) => Health::Red,
-                    _ => Health::Unknown,
-                },
-            },
-            true,
-        ),
-        Event::Failed(f) => (
-            LeaseEvent::Failed {
-                retryable: f.retryable,
-                reason: f.reason,
-                message: f.message,
-            },
-            true,
-        ),
-        Event::Stalled(s) => (LeaseEvent::Stalled(s), true),
-        Event::HandedBack(_) => (LeaseEvent::HandedBack, true),
-    })
-}
 
 struct Session {
     api: Api,
@@ -146,21 +64,10 @@ impl Session {
             .claim(&self.worker.id, free, &settings)
             .await?;
         for Claimed { operation, cluster } in claimed {
-            let token = operation
-                .lease
-                .as_ref()
-                .map(|l| l.token)
-                .unwrap_or(operation.lease_token);
+            let assignment = assignment_to_pb(&operation, &cluster, settings.ttl);
+            let token = assignment.lease.as_ref().map_or(0, |l| l.lease_token);
             self.held.insert(operation.id, token);
             tracing::info!(worker = %self.worker.id, operation = %operation.name(), cluster = %cluster.name(), token, "assigned");
-            let assignment = pb::Assignment {
-                lease: Some(lease_ref(operation.id, token)),
-                lease_ttl: prost_types::Duration::try_from(settings.ttl).ok(),
-                operation: Some(operation_to_pb(&operation)),
-                cluster: Some(cluster_to_pb(&cluster)),
-                checkpoint: operation.checkpoint.as_ref().map(json_to_struct),
-                traceparent: operation.traceparent.clone().unwrap_or_default(),
-            };
             if !self
                 .send(pb::connect_response::Message::Assignment(assignment))
                 .await
@@ -182,7 +89,7 @@ impl Session {
                 let leases = hb
                     .leases
                     .iter()
-                    .map(|l| parse_lease(Some(l)))
+                    .map(|l| lease_from_pb(Some(l), "lease"))
                     .collect::<Result<Vec<_>>>()?;
                 let lost = self
                     .api
@@ -192,7 +99,7 @@ impl Session {
                 for l in lost {
                     self.held.remove(&l.operation);
                     let c = pb::Cancellation {
-                        lease: Some(lease_ref(l.operation, l.token)),
+                        lease: Some(lease_to_pb(l.operation, l.token)),
                         reason: l.reason,
                     };
                     if !self
@@ -205,8 +112,9 @@ impl Session {
                 Ok(true)
             }
             Some(Message::Report(r)) => {
-                let (id, token) = parse_lease(r.lease.as_ref())?;
-                let (event, last) = parse_event(r.event)?;
+                let (id, token) = lease_from_pb(r.lease.as_ref(), "lease")?;
+                let event = lease_event_from_pb(r.event)?;
+                let last = event.ends_attempt();
                 if let LeaseEvent::Failed {
                     retryable: true,
                     reason,
@@ -230,7 +138,7 @@ impl Session {
                     self.held.remove(&id);
                 }
                 let ack = pb::ReportAck {
-                    lease: Some(lease_ref(id, token)),
+                    lease: Some(lease_to_pb(id, token)),
                     report_id: r.report_id,
                     accepted: outcome.is_ok(),
                     reason: outcome.err().map(|r| r.0).unwrap_or_default(),
@@ -326,7 +234,7 @@ impl Api {
             Some(pb::connect_request::Message::Hello(h)) => h,
             _ => return Err(Error::invalid("hello", "the first message must be hello")),
         };
-        let worker = check_hello(&hello)?;
+        let worker = hello_from_pb(&hello)?;
         // A worker that comes back has stopped its old work: its old leases
         // go back to the queue now rather than when they expire.
         self.store()

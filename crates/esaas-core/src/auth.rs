@@ -4,9 +4,11 @@
 //! A tenant's caller never learns whether another tenant's resource exists:
 //! the answer is `NotFound`, as for a name that does not exist at all.
 
-use crate::cluster::text_enum;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
-use crate::names::{TenantId, TenantScope};
+use crate::names::{ApiKeyName, TenantId, TenantScope};
 use crate::operation::{Initiator, InitiatorKind};
 
 text_enum!(
@@ -27,6 +29,41 @@ impl Role {
     /// Whether keys of this role belong to a tenant.
     pub fn is_tenant_role(self) -> bool {
         matches!(self, Role::TenantAdmin | Role::TenantViewer)
+    }
+}
+
+/// An API key, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// `tenants/{tenant}/apiKeys/{id}` or `apiKeys/{id}`.
+    pub name: ApiKeyName,
+    /// What it may do.
+    pub role: Role,
+    /// What it is for, as its creator said.
+    pub display_name: String,
+    /// When it was made.
+    pub create_time: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoke_time: Option<DateTime<Utc>>,
+}
+
+/// A key just made, with its secret. The secret is shown once: it is never
+/// serialized, so no stored answer (an idempotent retry's) can hold it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedKey {
+    /// The key.
+    pub key: ApiKey,
+    /// The secret (empty when the answer is replayed).
+    #[serde(skip)]
+    pub secret: String,
+}
+
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("key", &self.key)
+            .field("secret", &"<redacted>")
+            .finish()
     }
 }
 

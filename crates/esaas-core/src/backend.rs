@@ -1,6 +1,8 @@
 //! The three things a worker drives, as traits: EKS node groups, the
 //! Kubernetes workloads of Elasticsearch, and Elasticsearch itself. The EKS
-//! and Kubernetes adapters implement them; tests implement them in memory.
+//! and Kubernetes adapters implement them; the executor's unit tests use an
+//! in-memory world (`esaas-worker`'s `memory`), the worker-pool tests a
+//! simulated one shared through PostgreSQL (`esaas-tests`' `sim`).
 //!
 //! Every call is idempotent: it states the end it wants, so repeating it
 //! after a crash changes nothing more.

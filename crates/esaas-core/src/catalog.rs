@@ -48,32 +48,3 @@ impl Catalog {
         self.versions.iter().any(|v| v == version)
     }
 }
-
-#[cfg(test)]
-impl Catalog {
-    /// A small catalog for tests.
-    pub fn test() -> Self {
-        Catalog {
-            versions: vec!["8.15.3".into(), "8.17.1".into(), "9.1.0".into()],
-            size_classes: vec![
-                SizeClass {
-                    name: "small".into(),
-                    instance_type: "r6i.large".into(),
-                    cpu_millis: 1500,
-                    memory_mib: 12288,
-                },
-                SizeClass {
-                    name: "large".into(),
-                    instance_type: "r6i.2xlarge".into(),
-                    cpu_millis: 7000,
-                    memory_mib: 57344,
-                },
-            ],
-            min_storage_gib: 10,
-            max_storage_gib: 16384,
-            max_node_sets: 8,
-            max_nodes_per_set: 50,
-            max_zones: 3,
-        }
-    }
-}

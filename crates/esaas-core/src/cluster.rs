@@ -10,30 +10,6 @@ use crate::error::{Error, Result, Violations};
 use crate::names::{ClusterId, ClusterName, TenantId};
 use crate::spec::{ClusterSpec, Version};
 
-macro_rules! text_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        pub enum $name { $($(#[$vdoc])* $variant),+ }
-
-        impl $name {
-            /// Every value.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The stored (upper-case) spelling.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            /// Parses the stored spelling.
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $($text => Some($name::$variant),)+ _ => None }
-            }
-        }
-    };
-}
-pub(crate) use text_enum;
-
 text_enum!(
     /// Lifecycle state of a cluster.
     ClusterState {
@@ -59,11 +35,11 @@ text_enum!(
     Health {
         /// Not known.
         Unknown = "UNKNOWN",
-        /// Green.
+        /// Every shard is allocated.
         Green = "GREEN",
-        /// Yellow.
+        /// Every primary is allocated, some replica is not.
         Yellow = "YELLOW",
-        /// Red.
+        /// Some primary is not allocated: data is unavailable.
         Red = "RED",
     }
 );
@@ -80,15 +56,43 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// What a condition is about (Kubernetes-style type names).
+    ConditionType {
+        /// The latest spec generation is applied and the cluster serves.
+        Ready = "Ready",
+        /// An operation waits for a worker.
+        OperationQueued = "OperationQueued",
+        /// An operation's gate did not open in time.
+        Stalled = "Stalled",
+    }
+);
+
+text_enum!(
+    /// Why a condition has its status (Kubernetes-style reason names).
+    ConditionReason {
+        /// The operation carrying the spec succeeded.
+        Applied = "Applied",
+        /// The operation carrying the spec failed for good.
+        OperationFailed = "OperationFailed",
+        /// The cluster was deleted.
+        Deleted = "Deleted",
+        /// Queued, no worker has it yet.
+        WaitingForWorker = "WaitingForWorker",
+        /// A gate stayed closed past its timeout.
+        GateTimedOut = "GateTimedOut",
+    }
+);
+
 /// One aspect of a cluster's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Condition {
-    /// Condition type, for example `OperationQueued`.
-    pub kind: String,
+    /// What it is about.
+    pub kind: ConditionType,
     /// Whether it holds.
     pub status: ConditionStatus,
-    /// Machine-readable reason.
-    pub reason: String,
+    /// Why it has this status.
+    pub reason: ConditionReason,
     /// Human-readable message.
     pub message: String,
     /// When `status` last changed.
@@ -118,25 +122,25 @@ pub fn set_condition(conditions: &mut Vec<Condition>, condition: Condition) {
 pub struct Cluster {
     /// Unique id of this incarnation of the name.
     pub uid: Uuid,
-    /// Owning tenant.
+    /// The tenant that owns it.
     pub tenant: TenantId,
-    /// Id within the tenant.
+    /// Its id within the tenant.
     pub cluster_id: ClusterId,
-    /// Desired state.
+    /// What the tenant asked for, at `generation`.
     pub spec: ClusterSpec,
-    /// Spec generation.
+    /// Increases with every change of the spec.
     pub generation: i64,
     /// Generation last acted on completely.
     pub observed_generation: i64,
-    /// Lifecycle state.
+    /// Where it is in its lifecycle.
     pub state: ClusterState,
-    /// Elasticsearch health.
+    /// Elasticsearch's health when last seen.
     pub health: Health,
-    /// Client endpoint, once known.
+    /// The HTTPS endpoint for clients, once it exists.
     pub endpoint: Option<String>,
-    /// Conditions.
+    /// Each aspect of the status, with its last transition.
     pub conditions: Vec<Condition>,
-    /// Summary.
+    /// One line on where it is, for people.
     pub message: String,
     /// The operation acting on the cluster now.
     pub current_operation: Option<Uuid>,
@@ -144,11 +148,11 @@ pub struct Cluster {
     pub version: i64,
     /// Revision of the newest event.
     pub revision: i64,
-    /// Creation time.
+    /// When it was created.
     pub create_time: DateTime<Utc>,
-    /// Last change.
+    /// When the record last changed.
     pub update_time: DateTime<Utc>,
-    /// Deletion request time.
+    /// When its deletion was requested.
     pub delete_time: Option<DateTime<Utc>>,
 }
 
@@ -182,7 +186,7 @@ impl Cluster {
 }
 
 /// How disruptive a change is to a running cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Disruption {
     /// Nothing running is touched.
     None,
@@ -422,9 +426,9 @@ mod tests {
         let t0 = DateTime::<Utc>::from_timestamp(0, 0).unwrap();
         let t1 = DateTime::<Utc>::from_timestamp(100, 0).unwrap();
         let c = |status, t| Condition {
-            kind: "X".into(),
+            kind: ConditionType::Ready,
             status,
-            reason: "R".into(),
+            reason: ConditionReason::Applied,
             message: "m".into(),
             last_transition_time: t,
         };

@@ -6,6 +6,24 @@ use std::time::Duration;
 /// Result with the domain error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+text_enum!(
+    /// The gRPC status codes the domain speaks of, by name (the API maps
+    /// them to numbers); an operation's error carries one.
+    Code {
+        /// The request is malformed.
+        InvalidArgument = "INVALID_ARGUMENT",
+        /// The state does not allow it; another attempt will not help
+        /// until something changes.
+        FailedPrecondition = "FAILED_PRECONDITION",
+        /// Transient: another attempt may succeed.
+        Unavailable = "UNAVAILABLE",
+        /// Stopped before it was done.
+        Cancelled = "CANCELLED",
+        /// A bug or an unexpected failure.
+        Internal = "INTERNAL",
+    }
+);
+
 /// One bad field of a request: its path (as in the request, `cluster.spec.node_sets[0].count`)
 /// and why it is bad.
 #[derive(Debug, Clone, PartialEq, Eq)]

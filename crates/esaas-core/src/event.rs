@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::cluster::{Cluster, text_enum};
+use crate::cluster::Cluster;
 
 text_enum!(
     /// What an event records.
@@ -29,12 +29,12 @@ pub struct ClusterEvent {
     pub revision: i64,
     /// What happened.
     pub kind: EventKind,
-    /// Description.
+    /// What happened, for people.
     pub message: String,
     /// The operation involved.
     pub operation: Option<Uuid>,
     /// The cluster right after the event.
     pub snapshot: Cluster,
-    /// Recorded at.
+    /// When it was recorded.
     pub create_time: DateTime<Utc>,
 }

@@ -198,7 +198,7 @@ impl fmt::Display for OperationName {
 }
 
 /// `tenants/{tenant}/apiKeys/{id}` or `apiKeys/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApiKeyName {
     /// The tenant of a tenant key.
     pub tenant: Option<TenantId>,

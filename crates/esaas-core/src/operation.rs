@@ -5,19 +5,19 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::cluster::text_enum;
+use crate::error::Code;
 use crate::names::{ClusterId, ClusterName, OperationName, TenantId};
 
 text_enum!(
     /// What an operation does.
     OperationKind {
-        /// Create.
+        /// Builds a new cluster.
         Create = "CREATE",
-        /// Update.
+        /// Drives a cluster to a new spec generation.
         Update = "UPDATE",
-        /// Delete.
+        /// Removes a cluster.
         Delete = "DELETE",
-        /// Repair.
+        /// Brings a cluster back to its spec after drift.
         Repair = "REPAIR",
     }
 );
@@ -35,7 +35,7 @@ text_enum!(
         Succeeded = "SUCCEEDED",
         /// Done, unsuccessfully.
         Failed = "FAILED",
-        /// Superseded.
+        /// Stopped, superseded by a later operation.
         Cancelled = "CANCELLED",
     }
 );
@@ -55,14 +55,40 @@ text_enum!(
     StageState {
         /// Not started.
         Pending = "PENDING",
-        /// Running.
+        /// Started, not finished.
         Running = "RUNNING",
-        /// Finished.
+        /// Done.
         Succeeded = "SUCCEEDED",
-        /// Failed.
+        /// Ended the attempt unsuccessfully.
         Failed = "FAILED",
-        /// Not needed.
+        /// Not needed by this change.
         Skipped = "SKIPPED",
+    }
+);
+
+text_enum!(
+    /// The stages operations go through, in the order of [`OperationKind::stages`].
+    StageName {
+        /// The tenant namespace and the cluster's shared objects.
+        Namespace = "namespace",
+        /// Node groups created or resized.
+        NodeGroups = "node_groups",
+        /// Waiting for node groups to be ACTIVE.
+        NodeGroupsActive = "node_groups_active",
+        /// Shards moved off nodes that leave.
+        DrainNodes = "drain_nodes",
+        /// StatefulSets applied (or deleted).
+        ElasticsearchObjects = "elasticsearch_objects",
+        /// Waiting for pods to be ready.
+        PodsReady = "pods_ready",
+        /// Pods moved to a new template one at a time.
+        RollingRestart = "rolling_restart",
+        /// Waiting for Elasticsearch to be green.
+        HealthGate = "health_gate",
+        /// Shared objects and volumes deleted.
+        Volumes = "volumes",
+        /// Waiting for node groups to be gone.
+        NodeGroupsGone = "node_groups_gone",
     }
 );
 
@@ -88,16 +114,96 @@ pub struct Initiator {
 /// One step of an operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stage {
-    /// Stable name.
-    pub name: String,
-    /// State.
+    /// Which stage.
+    pub name: StageName,
+    /// Where it is.
     pub state: StageState,
-    /// Start.
+    /// When it last started.
     pub start_time: Option<DateTime<Utc>>,
-    /// End.
+    /// When it ended.
     pub end_time: Option<DateTime<Utc>>,
-    /// Note.
+    /// What the worker said when it ended.
     pub message: String,
+}
+
+impl Stage {
+    /// A stage not started yet.
+    pub fn pending(name: StageName) -> Self {
+        Stage {
+            name,
+            state: StageState::Pending,
+            start_time: None,
+            end_time: None,
+            message: String::new(),
+        }
+    }
+}
+
+/// A worker's hold on an operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The worker.
+    pub owner: String,
+    /// The fencing token.
+    pub token: i64,
+    /// When it lapses without a heartbeat.
+    pub expire_time: DateTime<Utc>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AttemptOutcome {
+    /// The operation succeeded.
+    Succeeded,
+    /// The worker reported a failure.
+    Failed {
+        /// Stable reason, for example `EKS_THROTTLED`.
+        reason: String,
+        /// What happened.
+        message: String,
+    },
+    /// A gate did not open in time.
+    Stalled {
+        /// What the gate waited for.
+        check: String,
+    },
+    /// The worker gave the lease back unfinished (a graceful shutdown).
+    HandedBack,
+    /// The lease lapsed without a heartbeat.
+    LeaseExpired,
+    /// The worker's stream ended while it held the lease.
+    WorkerDisconnected,
+    /// A later operation (a delete) superseded it.
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    /// Whether the attempt counts against the operation's budget: failures,
+    /// lapsed leases and lost workers do; hand-backs, stalls and
+    /// cancellations do not.
+    pub fn counts_against_budget(&self) -> bool {
+        matches!(
+            self,
+            AttemptOutcome::Failed { .. }
+                | AttemptOutcome::LeaseExpired
+                | AttemptOutcome::WorkerDisconnected
+        )
+    }
+}
+
+impl std::fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptOutcome::Succeeded => f.write_str("succeeded"),
+            AttemptOutcome::Failed { reason, message } => write!(f, "failed: {reason}: {message}"),
+            AttemptOutcome::Stalled { check } => write!(f, "stalled: {check}"),
+            AttemptOutcome::HandedBack => f.write_str("handed back"),
+            AttemptOutcome::LeaseExpired => f.write_str("lease expired"),
+            AttemptOutcome::WorkerDisconnected => f.write_str("worker disconnected"),
+            AttemptOutcome::Cancelled => f.write_str("cancelled: superseded"),
+        }
+    }
 }
 
 /// One attempt (lease) at an operation.
@@ -105,24 +211,24 @@ pub struct Stage {
 pub struct Attempt {
     /// 1-based number.
     pub number: i32,
-    /// Worker id.
+    /// The worker that held the lease.
     pub worker: String,
-    /// Start.
+    /// When the lease was taken.
     pub start_time: DateTime<Utc>,
-    /// End.
+    /// When the attempt ended.
     pub end_time: Option<DateTime<Utc>>,
-    /// How it ended.
-    pub outcome: String,
+    /// How it ended (`None` while it runs).
+    pub outcome: Option<AttemptOutcome>,
 }
 
 /// Why an operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperationError {
-    /// gRPC status code.
-    pub code: i32,
-    /// Stable reason.
+    /// The status code it maps to.
+    pub code: Code,
+    /// A stable reason, for example `EKS_THROTTLED`.
     pub reason: String,
-    /// Human-readable message.
+    /// What happened, for people.
     pub message: String,
 }
 
@@ -131,11 +237,11 @@ pub struct OperationError {
 pub struct Operation {
     /// Id (UUIDv7, so ids sort by creation).
     pub id: Uuid,
-    /// Owning tenant.
+    /// The tenant that owns the cluster.
     pub tenant: TenantId,
-    /// Cluster id within the tenant.
+    /// The cluster's id within the tenant.
     pub cluster_id: ClusterId,
-    /// Cluster uid.
+    /// The uid of the cluster's incarnation it works on.
     pub cluster_uid: Uuid,
     /// What it does.
     pub kind: OperationKind,
@@ -145,30 +251,30 @@ pub struct Operation {
     pub initiator: Initiator,
     /// Generation it drives the cluster to.
     pub target_generation: i64,
-    /// Stages.
+    /// Its stages, in the order of [`OperationKind::stages`].
     pub stages: Vec<Stage>,
-    /// Attempts.
+    /// Every attempt so far, oldest first.
     pub attempts: Vec<Attempt>,
-    /// Attempt budget.
+    /// How many attempts that count against the budget it may make in all.
     pub max_attempts: i32,
     /// What blocks it now.
     pub blocking_check: Option<String>,
     /// Why it failed.
     pub error: Option<OperationError>,
-    /// Queued at.
+    /// When it was queued.
     pub create_time: DateTime<Utc>,
-    /// First started at.
+    /// When its first attempt started.
     pub start_time: Option<DateTime<Utc>>,
-    /// Ended at.
+    /// When it ended.
     pub end_time: Option<DateTime<Utc>>,
-    /// Last changed at.
+    /// When it last changed.
     pub update_time: DateTime<Utc>,
-    /// Earliest next attempt.
+    /// When the next attempt may start (backoff after a failure).
     pub next_attempt_time: DateTime<Utc>,
     /// Increases on every change (drives WatchOperation).
     pub version: i64,
     /// The worker lease, while a worker holds the operation.
-    pub lease: Option<crate::lease::Lease>,
+    pub lease: Option<Lease>,
     /// The fencing token of the newest lease (0 before the first).
     pub lease_token: i64,
     /// What the last attempt saved to resume from.
@@ -229,41 +335,29 @@ impl Operation {
     }
 }
 
-/// The stages an operation of `kind` goes through, all pending. The worker
-/// marks the ones a particular change does not need as skipped.
-pub fn planned_stages(kind: OperationKind) -> Vec<Stage> {
-    let names: &[&str] = match kind {
-        OperationKind::Create => &[
-            "namespace",
-            "node_groups",
-            "node_groups_active",
-            "elasticsearch_objects",
-            "pods_ready",
-            "health_gate",
-        ],
-        OperationKind::Update | OperationKind::Repair => &[
-            "node_groups",
-            "node_groups_active",
-            "drain_nodes",
-            "elasticsearch_objects",
-            "rolling_restart",
-            "health_gate",
-        ],
-        OperationKind::Delete => &[
-            "elasticsearch_objects",
-            "volumes",
-            "node_groups",
-            "node_groups_gone",
-        ],
-    };
-    names
-        .iter()
-        .map(|n| Stage {
-            name: (*n).to_string(),
-            state: StageState::Pending,
-            start_time: None,
-            end_time: None,
-            message: String::new(),
-        })
-        .collect()
+impl OperationKind {
+    /// The stages an operation of this kind goes through, in order. The
+    /// worker marks the ones a particular change does not need as skipped.
+    pub fn stages(self) -> &'static [StageName] {
+        use StageName::*;
+        match self {
+            OperationKind::Create => &[
+                Namespace,
+                NodeGroups,
+                NodeGroupsActive,
+                ElasticsearchObjects,
+                PodsReady,
+                HealthGate,
+            ],
+            OperationKind::Update | OperationKind::Repair => &[
+                NodeGroups,
+                NodeGroupsActive,
+                DrainNodes,
+                ElasticsearchObjects,
+                RollingRestart,
+                HealthGate,
+            ],
+            OperationKind::Delete => &[ElasticsearchObjects, Volumes, NodeGroups, NodeGroupsGone],
+        }
+    }
 }

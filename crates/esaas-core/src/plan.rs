@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Health;
+use crate::operation::{OperationKind, StageName};
 use crate::spec::{ClusterSpec, VolumeRetention};
 
 /// The key of a pod in [`HealthObs::shards_on_excluded`].
@@ -189,23 +190,24 @@ pub enum Step {
 }
 
 impl Step {
-    /// The operation stage this step belongs to (see `operation::planned_stages`).
-    pub fn stage(&self) -> &'static str {
+    /// The operation stage this step belongs to (one of [`OperationKind::stages`]
+    /// of the operation that plans it).
+    pub fn stage(&self) -> StageName {
         match self {
-            Step::ApplyBaseObjects => "namespace",
-            Step::EnsureNodeGroup { .. } => "node_groups",
-            Step::WaitNodeGroupActive { .. } => "node_groups_active",
+            Step::ApplyBaseObjects => StageName::Namespace,
+            Step::EnsureNodeGroup { .. } | Step::DeleteNodeGroup { .. } => StageName::NodeGroups,
+            Step::WaitNodeGroupActive { .. } => StageName::NodeGroupsActive,
             Step::DrainNode { .. } | Step::WaitDrained { .. } | Step::IncludeNode { .. } => {
-                "drain_nodes"
+                StageName::DrainNodes
             }
-            Step::ApplyWorkload { .. } => "elasticsearch_objects",
-            Step::RollPod { .. } => "rolling_restart",
-            Step::WaitPodsReady { .. } => "pods_ready",
-            Step::WaitHealthy => "health_gate",
-            Step::DeleteWorkload { .. } => "elasticsearch_objects",
-            Step::DeleteNodeGroup { .. } => "node_groups",
-            Step::WaitNodeGroupGone { .. } => "node_groups_gone",
-            Step::DeleteBaseObjects { .. } => "volumes",
+            Step::ApplyWorkload { .. } | Step::DeleteWorkload { .. } => {
+                StageName::ElasticsearchObjects
+            }
+            Step::RollPod { .. } => StageName::RollingRestart,
+            Step::WaitPodsReady { .. } => StageName::PodsReady,
+            Step::WaitHealthy => StageName::HealthGate,
+            Step::WaitNodeGroupGone { .. } => StageName::NodeGroupsGone,
+            Step::DeleteBaseObjects { .. } => StageName::Volumes,
         }
     }
 
@@ -240,6 +242,31 @@ impl Step {
                 | Step::WaitHealthy
                 | Step::WaitNodeGroupGone { .. }
         )
+    }
+}
+
+impl Goal {
+    /// What an operation of `kind` drives the cluster with `spec` to.
+    pub fn of(kind: OperationKind, spec: &ClusterSpec) -> Goal {
+        match kind {
+            OperationKind::Delete => Goal::Delete {
+                retention: spec.volume_retention,
+            },
+            OperationKind::Create | OperationKind::Update | OperationKind::Repair => {
+                Goal::Converge(spec.clone())
+            }
+        }
+    }
+
+    /// The gate a goal ends with: a converge is done only once Elasticsearch
+    /// is green ([`StageName::HealthGate`]). When the gate is open at the
+    /// first look the planner never asks for it, yet the operation passed
+    /// it; the executor then records the stage as passed at once.
+    pub fn closing_stage(&self) -> Option<StageName> {
+        match self {
+            Goal::Converge(_) => Some(StageName::HealthGate),
+            Goal::Delete { .. } => None,
+        }
     }
 }
 

@@ -5,8 +5,6 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
-#[cfg(test)]
-use crate::error::Error;
 use crate::error::{Result, Violations, shown};
 use crate::names::NodeSetName;
 
@@ -293,56 +291,10 @@ impl NodeSet {
     }
 }
 
-/// Builders for tests in this crate and others.
-pub mod test_support {
-    use super::*;
-
-    impl ClusterSpec {
-        /// One master+data node set of `nodes` small nodes with 50 GiB each.
-        pub fn test() -> Self {
-            ClusterSpec {
-                version: "8.15.3".into(),
-                node_sets: vec![NodeSet::test("default")],
-                zone_count: 1,
-                volume_retention: VolumeRetention::Delete,
-            }
-            .with_defaults()
-        }
-
-        /// Sets the node count of the first node set.
-        pub fn with_nodes(mut self, count: i32) -> Self {
-            if let Some(ns) = self.node_sets.first_mut() {
-                ns.count = count;
-            }
-            self
-        }
-
-        /// Sets the version.
-        pub fn with_version(mut self, version: &str) -> Self {
-            self.version = version.into();
-            self
-        }
-    }
-
-    impl NodeSet {
-        /// A single master+data node of size `small` with 50 GiB.
-        pub fn test(name: &str) -> Self {
-            NodeSet {
-                name: name.into(),
-                roles: vec![NodeRole::Master, NodeRole::Data],
-                count: 1,
-                size_class: "small".into(),
-                storage_gib: 50,
-                storage_iops: GP3_BASELINE_IOPS,
-                storage_throughput_mibps: GP3_BASELINE_THROUGHPUT,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     fn fields(err: Error) -> Vec<String> {
         match err {

@@ -61,17 +61,17 @@ impl QuotaUsage {
 /// A team.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tenant {
-    /// Id.
+    /// The `{tenant}` of `tenants/{tenant}`.
     pub id: TenantId,
-    /// Display name.
+    /// What people call the team.
     pub display_name: String,
-    /// Limits.
+    /// Its limits.
     pub quota: Quota,
-    /// Current usage.
+    /// What its clusters use now (every cluster that is not DELETED).
     pub usage: QuotaUsage,
-    /// Created at.
+    /// When it was created.
     pub create_time: DateTime<Utc>,
-    /// Last changed at.
+    /// When it last changed.
     pub update_time: DateTime<Utc>,
 }
 

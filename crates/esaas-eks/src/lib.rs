@@ -22,27 +22,29 @@ use aws_sdk_eks::types::{
 };
 use esaas_core::backend::{NodeGroups, StepError, StepResult, Target};
 use esaas_core::catalog::Catalog;
+use esaas_core::placement;
 use esaas_core::plan::{NodeGroupObs, NodeGroupStatus as Status};
 use serde::{Deserialize, Serialize};
 
 pub use errors::classify;
 pub use names::{cluster_prefix, node_group_name};
 
-/// Label and tag keys.
+/// Tag keys of a node group. Its nodes' labels and taint are
+/// `esaas_core::placement`'s, which the pods select and tolerate.
 pub mod keys {
+    use esaas_core::placement;
+
     /// The tenant of the node group.
-    pub const TENANT: &str = "esaas.io/tenant";
+    pub const TENANT: &str = placement::TENANT_LABEL;
     /// The cluster id within the tenant.
-    pub const CLUSTER: &str = "esaas.io/cluster";
+    pub const CLUSTER: &str = placement::CLUSTER_LABEL;
     /// The node set.
-    pub const NODE_SET: &str = "esaas.io/node-set";
-    /// The cluster's uid (tag only): tells this cluster's groups from a
-    /// deleted cluster's of the same name.
+    pub const NODE_SET: &str = placement::NODE_SET_LABEL;
+    /// The cluster's uid: tells this cluster's groups from a deleted
+    /// cluster's of the same name.
     pub const CLUSTER_UID: &str = "esaas.io/cluster-uid";
-    /// `esaas` on every group esaas manages (tag only).
+    /// `esaas` on every group esaas manages.
     pub const MANAGED_BY: &str = "esaas.io/managed-by";
-    /// Taint key that keeps other pods off the cluster's nodes.
-    pub const TAINT: &str = "esaas.io/dedicated";
 }
 
 /// Where and how node groups are made.
@@ -265,9 +267,10 @@ impl EksNodeGroups {
             .max_size(size.max(1))
             .desired_size(size)
             .build();
+        let dedicated = placement::dedicated_taint(target);
         let taint = Taint::builder()
-            .key(keys::TAINT)
-            .value(format!("{}.{}", target.tenant, target.cluster_id))
+            .key(dedicated.key)
+            .value(dedicated.value)
             .effect(TaintEffect::NoSchedule)
             .build();
         let mut tags: HashMap<String, String> = self.config.tags.clone().into_iter().collect();
@@ -288,9 +291,11 @@ impl EksNodeGroups {
             .capacity_type(CapacityTypes::from(self.config.capacity_type.as_str()))
             .disk_size(self.config.disk_size_gib)
             .node_role(&self.config.node_role_arn)
-            .labels(keys::TENANT, target.tenant.to_string())
-            .labels(keys::CLUSTER, target.cluster_id.to_string())
-            .labels(keys::NODE_SET, node_set)
+            .set_labels(Some(
+                placement::node_labels(target, node_set)
+                    .into_iter()
+                    .collect(),
+            ))
             .taints(taint)
             .set_tags(Some(tags))
             .update_config(NodegroupUpdateConfig::builder().max_unavailable(1).build())

@@ -27,14 +27,15 @@ pub mod labels {
     pub const NAME: &str = "app.kubernetes.io/name";
     /// `app.kubernetes.io/managed-by`: always `esaas`.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-    /// The tenant.
-    pub const TENANT: &str = "esaas.io/tenant";
-    /// The cluster id.
-    pub const CLUSTER: &str = "esaas.io/cluster";
+    /// The tenant (the same key as the node label the pods select).
+    pub const TENANT: &str = esaas_core::placement::TENANT_LABEL;
+    /// The cluster id (the same key as the node label the pods select).
+    pub const CLUSTER: &str = esaas_core::placement::CLUSTER_LABEL;
     /// The cluster uid (tells an old incarnation's leftovers from the current one's).
     pub const CLUSTER_UID: &str = "esaas.io/cluster-uid";
-    /// The node set (on per-node-set objects and pods).
-    pub const NODE_SET: &str = "esaas.io/node-set";
+    /// The node set, on per-node-set objects and pods (the same key as the
+    /// node label the pods select).
+    pub const NODE_SET: &str = esaas_core::placement::NODE_SET_LABEL;
 }
 
 /// The tenant's namespace.

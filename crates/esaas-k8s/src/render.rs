@@ -58,6 +58,7 @@ use std::fmt::Write as _;
 
 use esaas_core::backend::Target;
 use esaas_core::catalog::Catalog;
+use esaas_core::placement;
 use esaas_core::spec::{NodeRole, NodeSet};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
@@ -126,8 +127,6 @@ pub const THROUGHPUT_ANNOTATION: &str = "esaas.io/throughput-mibps";
 /// Hash of the node set's `elasticsearch.yml` (without the bootstrap list) on
 /// the pod template, so a change of the file rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "esaas.io/config-sha256";
-/// Taint key of the cluster's own node groups (value `{tenant}.{cluster}`).
-pub const DEDICATED_TAINT: &str = "esaas.io/dedicated";
 /// Node label of the zone.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 /// Node label of the host name.
@@ -705,6 +704,7 @@ pub fn stateful_set(
         ..TopologySpreadConstraint::default()
     };
 
+    let dedicated = placement::dedicated_taint(t);
     let pod = PodSpec {
         init_containers: Some(vec![init]),
         containers: vec![main],
@@ -716,15 +716,12 @@ pub fn stateful_set(
             fs_group_change_policy: Some("OnRootMismatch".to_string()),
             ..PodSecurityContext::default()
         }),
-        node_selector: Some(BTreeMap::from([
-            (labels::TENANT.to_string(), t.tenant.to_string()),
-            (labels::CLUSTER.to_string(), t.cluster_id.to_string()),
-            (labels::NODE_SET.to_string(), node_set.to_string()),
-        ])),
+        // The labels and the taint of the node set's own node group.
+        node_selector: Some(placement::node_labels(t, node_set)),
         tolerations: Some(vec![Toleration {
-            key: Some(DEDICATED_TAINT.to_string()),
+            key: Some(dedicated.key.to_string()),
             operator: Some("Equal".to_string()),
-            value: Some(format!("{}.{}", t.tenant, t.cluster_id)),
+            value: Some(dedicated.value),
             effect: Some("NoSchedule".to_string()),
             ..Toleration::default()
         }]),

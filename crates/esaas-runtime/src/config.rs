@@ -297,7 +297,7 @@ impl Config {
     pub fn lease(&self) -> esaas_store::LeaseSettings {
         esaas_store::LeaseSettings {
             ttl: Duration::from_secs(self.lease_ttl_seconds.max(1)),
-            backoff: esaas_core::lease::Backoff {
+            backoff: esaas_core::lifecycle::lease::Backoff {
                 base: Duration::from_secs(self.retry_backoff_base_seconds),
                 max: Duration::from_secs(
                     self.retry_backoff_max_seconds

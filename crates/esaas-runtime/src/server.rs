@@ -222,8 +222,10 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         store.migrate().await.context("applying migrations")?;
     }
     let settings = Settings {
-        catalog: config.catalog.clone(),
-        max_attempts: config.max_attempts,
+        rules: esaas_core::lifecycle::Rules {
+            catalog: config.catalog.clone(),
+            max_attempts: config.max_attempts,
+        },
         default_quota: config.default_quota,
         watch_poll: config.watch_poll(),
         lease: config.lease(),

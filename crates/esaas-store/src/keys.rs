@@ -2,8 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
-use esaas_core::auth::{Principal, Role};
+use esaas_core::auth::{ApiKey, IssuedKey, Principal, Role};
 use esaas_core::names::{ApiKeyName, TenantId};
 use esaas_core::{Error, Result};
 use rand::RngCore;
@@ -18,21 +17,6 @@ use crate::error::db_error;
 
 /// Prefix of every secret, so that a leaked one is easy to recognize and scan for.
 pub const SECRET_PREFIX: &str = "esk_";
-
-/// An API key without its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKey {
-    /// Name.
-    pub name: ApiKeyName,
-    /// Role.
-    pub role: Role,
-    /// Label.
-    pub display_name: String,
-    /// Created at.
-    pub create_time: DateTime<Utc>,
-    /// Revoked at.
-    pub revoke_time: Option<DateTime<Utc>>,
-}
 
 /// What a new key is for.
 #[derive(Debug, Clone)]
@@ -73,10 +57,7 @@ fn api_key(row: &PgRow) -> Result<ApiKey> {
 
 impl Store {
     /// Creates a key and returns it with its secret.
-    pub async fn create_api_key(
-        conn: &mut PgConnection,
-        new: &NewApiKey,
-    ) -> Result<(ApiKey, String)> {
+    pub async fn create_api_key(conn: &mut PgConnection, new: &NewApiKey) -> Result<IssuedKey> {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let secret = format!("{SECRET_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
@@ -92,7 +73,10 @@ impl Store {
         .fetch_one(&mut *conn)
         .await
         .map_err(db_error)?;
-        Ok((api_key(&row)?, secret))
+        Ok(IssuedKey {
+            key: api_key(&row)?,
+            secret,
+        })
     }
 
     /// Revokes a key (idempotent: a revoked key keeps its first revoke time).

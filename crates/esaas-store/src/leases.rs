@@ -1,26 +1,22 @@
 //! The worker side of the queue: claiming operations, fenced reports,
-//! heartbeats, and returning the leases of workers that went away.
-//!
-//! Lock order everywhere: the cluster row first, then its operation rows, as
-//! updates and deletes do, so a claim or a report never deadlocks with them.
-//! Every report re-checks the lease (owner, token, expiry) under those locks.
+//! heartbeats, and returning the leases of workers that went away. Each
+//! transition is decided by `esaas_core::lifecycle::lease` on the operation
+//! and its cluster, locked (see `load::leased`), and saved in one transaction.
 
 use std::time::Duration;
 
 use esaas_core::cluster::Cluster;
-use esaas_core::event::EventKind;
-use esaas_core::lease::{self, Backoff, Context, LeaseEvent, Refusal};
-use esaas_core::operation::{Operation, OperationState};
+use esaas_core::lifecycle::Write;
+use esaas_core::lifecycle::lease::{self, Backoff, Context, LeaseEvent, LostLease, Loss, Refusal};
+use esaas_core::operation::Operation;
 use esaas_core::{Error, Result};
 use rand::Rng;
-use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use crate::Store;
 use crate::error::db_error;
-use crate::events::{commit_change, lock_cluster};
-use crate::operations::save_operation;
-use crate::rows::{self, OPERATION_COLUMNS};
+use crate::load;
+use crate::save::save;
 
 /// How leases behave.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +25,16 @@ pub struct LeaseSettings {
     pub ttl: Duration,
     /// Delay between failed attempts.
     pub backoff: Backoff,
+}
+
+impl LeaseSettings {
+    fn context(&self) -> Context {
+        Context {
+            backoff: self.backoff,
+            jitter: rand::rng().random::<f64>(),
+            now: esaas_core::now(),
+        }
+    }
 }
 
 /// An operation handed to a worker, with its cluster.
@@ -40,127 +46,7 @@ pub struct Claimed {
     pub cluster: Cluster,
 }
 
-/// A worker as it introduces itself.
-#[derive(Debug, Clone)]
-pub struct WorkerInfo {
-    /// Id.
-    pub id: String,
-    /// Region.
-    pub region: String,
-    /// Capacity.
-    pub capacity: i32,
-    /// Version.
-    pub version: String,
-}
-
-/// A lease a heartbeat could not renew, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LostLease {
-    /// Operation.
-    pub operation: Uuid,
-    /// Token the worker holds.
-    pub token: i64,
-    /// Why it is gone.
-    pub reason: String,
-}
-
-async fn lock_op(conn: &mut PgConnection, id: Uuid) -> Result<Option<Operation>> {
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {OPERATION_COLUMNS} FROM operations o JOIN clusters c ON c.uid = o.cluster_uid \
-         WHERE o.id = $1 FOR UPDATE OF o"
-    )))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    row.as_ref().map(rows::operation).transpose()
-}
-
-/// Locks the cluster of operation `id`, then the operation.
-pub(crate) async fn lock_op_and_cluster(
-    conn: &mut PgConnection,
-    id: Uuid,
-) -> Result<Option<(Operation, Cluster)>> {
-    let uid: Option<Uuid> = sqlx::query_scalar("SELECT cluster_uid FROM operations WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_error)?;
-    let Some(uid) = uid else { return Ok(None) };
-    let Some(cluster) = lock_cluster(conn, uid).await? else {
-        return Ok(None);
-    };
-    Ok(lock_op(conn, id).await?.map(|op| (op, cluster)))
-}
-
-async fn other_queued(conn: &mut PgConnection, op: &Operation) -> Result<Option<Uuid>> {
-    sqlx::query_scalar(
-        "SELECT id FROM operations WHERE cluster_uid = $1 AND state = 'QUEUED' AND id <> $2",
-    )
-    .bind(op.cluster_uid)
-    .bind(op.id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_error)
-}
-
-fn context(settings: &LeaseSettings, other_queued: Option<Uuid>) -> Context {
-    Context {
-        other_queued,
-        backoff: settings.backoff,
-        jitter: rand::rng().random::<f64>(),
-        now: esaas_core::now(),
-    }
-}
-
-async fn save_both(
-    conn: &mut PgConnection,
-    op: &mut Operation,
-    cluster: &mut Cluster,
-    event: Option<String>,
-) -> Result<()> {
-    save_operation(conn, op).await?;
-    if let Some(message) = event {
-        commit_change(
-            conn,
-            cluster,
-            EventKind::OperationProgress,
-            message,
-            Some(op.id),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 impl Store {
-    /// Records a connected worker.
-    pub async fn register_worker(&self, w: &WorkerInfo) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO workers (id, region, capacity, version, connect_time, last_heartbeat_time) \
-             VALUES ($1, $2, $3, $4, now(), now()) ON CONFLICT (id) DO UPDATE SET region = $2, capacity = $3, \
-             version = $4, connect_time = now(), last_heartbeat_time = now()",
-        )
-        .bind(&w.id)
-        .bind(&w.region)
-        .bind(w.capacity)
-        .bind(&w.version)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(())
-    }
-
-    /// Forgets a worker whose stream ended.
-    pub async fn unregister_worker(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM workers WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
-    }
-
     /// Leases up to `max` queued operations whose time has come to `worker`,
     /// each on a cluster with no other operation running.
     pub async fn claim(
@@ -172,8 +58,8 @@ impl Store {
         if max <= 0 {
             return Ok(Vec::new());
         }
-        let candidates: Vec<(Uuid, Uuid)> = sqlx::query_as(
-            "SELECT q.id, q.cluster_uid FROM operations q WHERE q.state = 'QUEUED' AND q.next_attempt_time <= now() \
+        let candidates: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT q.id FROM operations q WHERE q.state = 'QUEUED' AND q.next_attempt_time <= now() \
              AND NOT EXISTS (SELECT 1 FROM operations r WHERE r.cluster_uid = q.cluster_uid AND r.state IN ('RUNNING', 'STALLED')) \
              ORDER BY q.next_attempt_time, q.id LIMIT $1",
         )
@@ -182,11 +68,11 @@ impl Store {
         .await
         .map_err(db_error)?;
         let mut claimed = Vec::new();
-        for (id, uid) in candidates {
+        for id in candidates {
             if claimed.len() as i64 >= max {
                 break;
             }
-            if let Some(c) = self.claim_one(worker, id, uid, settings).await? {
+            if let Some(c) = self.claim_one(worker, id, settings).await? {
                 claimed.push(c);
             }
         }
@@ -197,41 +83,37 @@ impl Store {
         &self,
         worker: &str,
         id: Uuid,
-        uid: Uuid,
         settings: &LeaseSettings,
     ) -> Result<Option<Claimed>> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        // Another claimer (or a change) holds the cluster: leave it to them.
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {} FROM clusters WHERE uid = $1 FOR UPDATE SKIP LOCKED",
-            rows::CLUSTER_COLUMNS
-        )))
-        .bind(uid)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let Some(mut cluster) = row.as_ref().map(rows::cluster).transpose()? else {
-            return Ok(None);
-        };
-        let Some(mut op) = lock_op(&mut tx, id).await? else {
-            return Ok(None);
-        };
-        let now = esaas_core::now();
-        if op.state != OperationState::Queued || op.next_attempt_time > now {
-            return Ok(None);
-        }
-        let transition = lease::claim(&mut op, &mut cluster, worker, settings.ttl, now);
-        match save_both(&mut tx, &mut op, &mut cluster, transition.event).await {
-            Ok(()) => {}
+        let outcome = self
+            .transaction(async |tx| {
+                // Another claimer (or a change) holds the cluster: leave it to them.
+                let Some(state) = load::leased(tx, id, true).await? else {
+                    return Ok(None);
+                };
+                let Some(changes) = lease::claim(&state, worker, settings.ttl, esaas_core::now())
+                else {
+                    return Ok(None);
+                };
+                save(tx, &changes).await?;
+                let (Some(Write::Update(operation)), Some(Write::Update(cluster))) =
+                    (changes.operations.first(), changes.cluster)
+                else {
+                    return Err(Error::Internal(
+                        "a claim writes its operation and cluster".into(),
+                    ));
+                };
+                Ok(Some(Claimed {
+                    operation: operation.clone(),
+                    cluster,
+                }))
+            })
+            .await;
+        match outcome {
             // Another operation of the cluster started in between.
-            Err(Error::FailedPrecondition(_)) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(Error::FailedPrecondition(_)) => Ok(None),
+            other => other,
         }
-        tx.commit().await.map_err(db_error)?;
-        Ok(Some(Claimed {
-            operation: op,
-            cluster,
-        }))
     }
 
     /// Applies one report of `worker` on its lease `token` of `id`. A report on
@@ -244,18 +126,16 @@ impl Store {
         event: LeaseEvent,
         settings: &LeaseSettings,
     ) -> Result<Result<(), Refusal>> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let Some((mut op, mut cluster)) = lock_op_and_cluster(&mut tx, id).await? else {
-            return Ok(Err(Refusal("no such operation".into())));
-        };
-        if let Err(refusal) = lease::check_fence(&op, worker, token, esaas_core::now()) {
-            return Ok(Err(refusal));
-        }
-        let queued = other_queued(&mut tx, &op).await?;
-        let transition = lease::apply(&mut op, &mut cluster, event, &context(settings, queued));
-        save_both(&mut tx, &mut op, &mut cluster, transition.event).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(Ok(()))
+        self.transaction(async |tx| {
+            let Some(state) = load::leased(tx, id, false).await? else {
+                return Ok(Err(Refusal("no such operation".into())));
+            };
+            match lease::report(&state, worker, token, event, &settings.context()) {
+                Ok(changes) => save(tx, &changes).await.map(Ok),
+                Err(refusal) => Ok(Err(refusal)),
+            }
+        })
+        .await
     }
 
     /// Renews the leases a worker names; returns those it no longer holds
@@ -273,8 +153,9 @@ impl Store {
             .map_err(db_error)?;
         let expire =
             esaas_core::now() + chrono::Duration::from_std(settings.ttl).unwrap_or_default();
-        // One statement renews every lease the worker still holds. Renewal is
-        // not news: it bumps no version and wakes no watcher.
+        // One statement renews every lease the worker still holds (the fence
+        // of `lease::check_fence`, in SQL). Renewal is not news: it bumps no
+        // version and wakes no watcher.
         let (ids, tokens): (Vec<Uuid>, Vec<i64>) = leases.iter().copied().unzip();
         let renewed: Vec<(Uuid, bool)> = sqlx::query_as(
             "UPDATE operations o SET lease_expire_time = $4 FROM unnest($2::uuid[], $3::bigint[]) AS l(id, token) \
@@ -288,72 +169,43 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        let mut lost = Vec::new();
-        for &(id, token) in leases {
-            match renewed
-                .iter()
-                .find(|(r, _)| *r == id)
-                .map(|(_, cancel)| *cancel)
-            {
-                Some(false) => {}
-                Some(true) => {
-                    self.cancel_superseded(id, settings).await?;
-                    lost.push(LostLease {
-                        operation: id,
-                        token,
-                        reason: "cancelled: a later operation (a delete) superseded it".into(),
-                    });
-                }
-                None => lost.push(LostLease {
-                    operation: id,
-                    token,
-                    reason: "the lease expired or moved to another worker".into(),
-                }),
-            }
+        let lost = lease::lost_at_heartbeat(leases, &renewed);
+        for l in lost.iter().filter(|l| l.superseded) {
+            self.cancel_superseded(l.operation).await?;
         }
         Ok(lost)
     }
 
-    async fn cancel_superseded(&self, id: Uuid, settings: &LeaseSettings) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let Some((mut op, mut cluster)) = lock_op_and_cluster(&mut tx, id).await? else {
-            return Ok(());
-        };
-        if op.state != OperationState::Running {
-            return Ok(());
-        }
-        let queued = other_queued(&mut tx, &op).await?;
-        let ctx = context(settings, queued);
-        let transition = lease::cancel(&mut op, &mut cluster, queued, ctx.now);
-        save_both(&mut tx, &mut op, &mut cluster, transition.event).await?;
-        tx.commit().await.map_err(db_error)
+    async fn cancel_superseded(&self, id: Uuid) -> Result<()> {
+        self.transaction(async |tx| {
+            let Some(state) = load::leased(tx, id, false).await? else {
+                return Ok(());
+            };
+            match lease::cancel_superseded(&state, esaas_core::now()) {
+                Some(changes) => save(tx, &changes).await,
+                None => Ok(()),
+            }
+        })
+        .await
     }
 
+    /// Ends the attempt of a lease lost in the way `loss` says; whether it was.
     async fn expire_lease(
         &self,
         id: Uuid,
-        owner: Option<&str>,
-        outcome: &str,
+        loss: Loss<'_>,
         settings: &LeaseSettings,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let Some((mut op, mut cluster)) = lock_op_and_cluster(&mut tx, id).await? else {
-            return Ok(false);
-        };
-        let now = esaas_core::now();
-        let holds = match (&op.lease, owner) {
-            (Some(l), Some(owner)) => l.owner == owner,
-            (Some(l), None) => l.expire_time <= now,
-            (None, _) => false,
-        };
-        if op.state != OperationState::Running || !holds {
-            return Ok(false);
-        }
-        let queued = other_queued(&mut tx, &op).await?;
-        let transition = lease::expire(&mut op, &mut cluster, outcome, &context(settings, queued));
-        save_both(&mut tx, &mut op, &mut cluster, transition.event).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(true)
+        self.transaction(async |tx| {
+            let Some(state) = load::leased(tx, id, false).await? else {
+                return Ok(false);
+            };
+            match lease::expire(&state, loss, &settings.context()) {
+                Some(changes) => save(tx, &changes).await.map(|()| true),
+                None => Ok(false),
+            }
+        })
+        .await
     }
 
     /// Returns every lease of `worker` to the queue (its stream ended).
@@ -368,7 +220,7 @@ impl Store {
         let mut n = 0;
         for id in ids {
             if self
-                .expire_lease(id, Some(worker), "worker disconnected", settings)
+                .expire_lease(id, Loss::WorkerGone(worker), settings)
                 .await?
             {
                 n += 1;
@@ -388,25 +240,11 @@ impl Store {
         .map_err(db_error)?;
         let mut n = 0;
         for id in ids {
-            if self
-                .expire_lease(id, None, "lease expired", settings)
-                .await?
-            {
+            if self.expire_lease(id, Loss::Lapsed, settings).await? {
                 n += 1;
             }
         }
         Ok(n)
-    }
-
-    /// How many leases `worker` holds now.
-    pub async fn lease_count(&self, worker: &str) -> Result<i64> {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM operations WHERE lease_owner = $1 AND state = 'RUNNING'",
-        )
-        .bind(worker)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)
     }
 }
 

@@ -1,9 +1,12 @@
 //! The PostgreSQL store: the control plane's source of truth.
 //!
-//! Every change that a caller is told about is committed before the answer
-//! leaves: a cluster, its operation and its event are written in one
-//! transaction, and the change notification (`pg_notify`) is delivered by
-//! PostgreSQL only when that transaction commits.
+//! The store loads, locks and saves; it decides nothing. Every change runs
+//! in one transaction ([`Store::transaction`], or [`Store::run`] for the
+//! API's mutating calls): load and lock the rows (`load`), ask the rule in
+//! `esaas_core::lifecycle` what changes, write its change set (`save`). A
+//! cluster, its operations and its event commit together or not at all, and
+//! the change notification (`pg_notify`) is delivered by PostgreSQL only when
+//! that transaction commits. SQLSTATE codes become domain errors in `error`.
 //!
 //! Queries are checked at run time by the integration tests, which run every
 //! one of them against a real PostgreSQL. The only dynamic SQL
@@ -16,21 +19,20 @@ mod events;
 mod feed;
 mod keys;
 mod leases;
+mod load;
 mod operations;
 mod rows;
+mod save;
 mod tenants;
 mod tx;
 mod workers;
 
-pub use clusters::{
-    ClusterFilter, ClusterPage, CreatedCluster, NewCluster, SpecPatch, UpdatedCluster,
-};
+pub use clusters::{ClusterFilter, ClusterPage};
 pub use feed::{Change, ChangeFeed};
-pub use keys::{ApiKey, NewApiKey};
-pub use leases::{Claimed, LeaseSettings, LostLease, QueueStats, WorkerInfo};
+pub use keys::NewApiKey;
+pub use leases::{Claimed, LeaseSettings, QueueStats};
 pub use operations::OperationFilter;
 pub use tx::{Idempotency, Mode, Outcome};
-pub use workers::Worker;
 
 use std::time::Duration;
 
@@ -59,11 +61,6 @@ impl Store {
             .await
             .map_err(db_error)?;
         Ok(Self { pool })
-    }
-
-    /// Wraps an existing pool.
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
     }
 
     /// The pool.

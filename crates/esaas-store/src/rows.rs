@@ -2,9 +2,11 @@
 //! value this version does not know is an internal error, not a guess.
 
 use esaas_core::cluster::{Cluster, ClusterState, Health};
-use esaas_core::lease::Lease;
 use esaas_core::names::{ClusterId, TenantId};
-use esaas_core::operation::{Initiator, InitiatorKind, Operation, OperationKind, OperationState};
+use esaas_core::operation::{
+    Initiator, InitiatorKind, Lease, Operation, OperationKind, OperationState,
+};
+use esaas_core::tenant::{Quota, QuotaUsage, Tenant};
 use esaas_core::{Error, Result};
 use serde::de::DeserializeOwned;
 use sqlx::Row;
@@ -107,6 +109,33 @@ pub(crate) fn operation(row: &PgRow) -> Result<Operation> {
         checkpoint: get(row, "checkpoint")?,
         cancel_requested: get(row, "cancel_requested")?,
         traceparent: get(row, "traceparent")?,
+    })
+}
+
+pub(crate) const TENANT_COLUMNS: &str =
+    "id, display_name, max_clusters, max_nodes, max_storage_gib, create_time, update_time";
+
+pub(crate) fn tenant(row: &PgRow, usage: QuotaUsage) -> Result<Tenant> {
+    Ok(Tenant {
+        id: id(row, "id", TenantId::parse)?,
+        display_name: get(row, "display_name")?,
+        quota: Quota {
+            max_clusters: get(row, "max_clusters")?,
+            max_nodes: get(row, "max_nodes")?,
+            max_storage_gib: get(row, "max_storage_gib")?,
+        },
+        usage,
+        create_time: get(row, "create_time")?,
+        update_time: get(row, "update_time")?,
+    })
+}
+
+/// The usage columns `clusters`, `nodes` and `storage` of a row.
+pub(crate) fn usage(row: &PgRow) -> Result<QuotaUsage> {
+    Ok(QuotaUsage {
+        clusters: get(row, "clusters")?,
+        nodes: get(row, "nodes")?,
+        storage_gib: get(row, "storage")?,
     })
 }
 

@@ -1,33 +1,40 @@
 //! Workers connected to the control plane.
 
-use chrono::{DateTime, Utc};
 use esaas_core::Result;
+use esaas_core::worker::{Worker, WorkerInfo};
 use sqlx::Row;
-use uuid::Uuid;
 
 use crate::Store;
 use crate::error::db_error;
 
-/// A connected worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Worker {
-    /// Id.
-    pub id: String,
-    /// Region.
-    pub region: String,
-    /// Capacity.
-    pub capacity: i32,
-    /// Version.
-    pub version: String,
-    /// Operations leased to it now.
-    pub leases: Vec<Uuid>,
-    /// Connected at.
-    pub connect_time: DateTime<Utc>,
-    /// Last heard from.
-    pub last_heartbeat_time: DateTime<Utc>,
-}
-
 impl Store {
+    /// Records a connected worker.
+    pub async fn register_worker(&self, w: &WorkerInfo) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workers (id, region, capacity, version, connect_time, last_heartbeat_time) \
+             VALUES ($1, $2, $3, $4, now(), now()) ON CONFLICT (id) DO UPDATE SET region = $2, capacity = $3, \
+             version = $4, connect_time = now(), last_heartbeat_time = now()",
+        )
+        .bind(&w.id)
+        .bind(&w.region)
+        .bind(w.capacity)
+        .bind(&w.version)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Forgets a worker whose stream ended.
+    pub async fn unregister_worker(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM workers WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     /// Every connected worker with its current leases.
     pub async fn list_workers(&self) -> Result<Vec<Worker>> {
         let rows = sqlx::query(

@@ -10,12 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use esaas_core::backend::{Elasticsearch, NodeGroups, Target, Workloads};
-use esaas_core::cluster::Health;
-use esaas_core::lease::LeaseEvent;
-use esaas_core::names::{ClusterName, OperationName};
-use esaas_core::operation::OperationKind;
-use esaas_proto::convert::{json_to_struct, spec_from_pb};
+use esaas_core::backend::{Elasticsearch, NodeGroups, Workloads};
+use esaas_core::lifecycle::lease::LeaseEvent;
+use esaas_core::names::OperationName;
+use esaas_proto::convert::{assignment_from_pb, lease_event_to_pb, lease_to_pb};
 use esaas_proto::v1 as pb;
 use esaas_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -70,44 +68,6 @@ struct LeaseReporter {
     ack_timeout: Duration,
 }
 
-fn to_pb_event(event: LeaseEvent) -> pb::lease_report::Event {
-    use pb::lease_report::Event;
-    match event {
-        LeaseEvent::StageStarted(s) => Event::StageStarted(s),
-        LeaseEvent::StageFinished {
-            name,
-            skipped,
-            message,
-        } => Event::StageFinished(pb::StageFinished {
-            name,
-            skipped,
-            message,
-        }),
-        LeaseEvent::Checkpoint(v) => Event::Checkpoint(json_to_struct(&v)),
-        LeaseEvent::Blocking(s) => Event::BlockingCheck(s),
-        LeaseEvent::Succeeded { endpoint, health } => Event::Succeeded(pb::Completion {
-            endpoint: endpoint.unwrap_or_default(),
-            health: match health {
-                Health::Green => pb::ClusterHealth::Green,
-                Health::Yellow => pb::ClusterHealth::Yellow,
-                Health::Red => pb::ClusterHealth::Red,
-                Health::Unknown => pb::ClusterHealth::Unknown,
-            } as i32,
-        }),
-        LeaseEvent::Failed {
-            retryable,
-            reason,
-            message,
-        } => Event::Failed(pb::LeaseFailure {
-            retryable,
-            reason,
-            message,
-        }),
-        LeaseEvent::Stalled(s) => Event::Stalled(s),
-        LeaseEvent::HandedBack => Event::HandedBack(true),
-    }
-}
-
 impl Reporter for LeaseReporter {
     async fn report(&self, event: LeaseEvent) -> Result<(), String> {
         let report_id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -117,7 +77,7 @@ impl Reporter for LeaseReporter {
             message: Some(pb::connect_request::Message::Report(pb::LeaseReport {
                 lease: Some(self.lease.clone()),
                 report_id,
-                event: Some(to_pb_event(event)),
+                event: Some(lease_event_to_pb(event)),
             })),
         };
         if self.out.send(msg).await.is_err() {
@@ -136,53 +96,27 @@ impl Reporter for LeaseReporter {
     }
 }
 
-fn job_of(a: &pb::Assignment) -> anyhow::Result<(Uuid, i64, Job)> {
-    let lease = a.lease.as_ref().context("assignment without lease")?;
-    let id = OperationName::parse("lease.operation", &lease.operation)?.0;
-    let cluster = a.cluster.as_ref().context("assignment without cluster")?;
-    let op = a
-        .operation
-        .as_ref()
-        .context("assignment without operation")?;
-    let name = ClusterName::parse("cluster.name", &cluster.name)?;
-    let spec = spec_from_pb(
-        cluster.spec.as_ref().context("cluster without spec")?,
-        "cluster.spec",
-    )?
-    .with_defaults();
-    let kind = match pb::OperationKind::try_from(op.kind) {
-        Ok(pb::OperationKind::Create) => OperationKind::Create,
-        Ok(pb::OperationKind::Update) => OperationKind::Update,
-        Ok(pb::OperationKind::Delete) => OperationKind::Delete,
-        Ok(pb::OperationKind::Repair) => OperationKind::Repair,
-        _ => return Err(anyhow!("unknown operation kind {}", op.kind)),
-    };
+fn job_of(a: &pb::Assignment) -> esaas_core::Result<(Uuid, i64, Job, usize)> {
+    let assigned = assignment_from_pb(a)?;
     Ok((
-        id,
-        lease.lease_token,
+        assigned.target.operation,
+        assigned.token,
         Job {
-            target: Target {
-                uid: Uuid::parse_str(&cluster.uid).context("cluster uid")?,
-                tenant: name.tenant,
-                cluster_id: name.cluster,
-                spec,
-                generation: op.target_generation,
-                operation: id,
-            },
-            kind,
+            target: assigned.target,
+            kind: assigned.kind,
         },
+        assigned.previous_attempts,
     ))
 }
 
 /// The span of one attempt at an operation: a child of the call that
 /// queued it (its stored `traceparent`), however much later and in
 /// whichever process it runs.
-fn operation_span(a: &pb::Assignment, worker: &str, job: &Job) -> tracing::Span {
-    let attempt = a.operation.as_ref().map_or(0, |o| o.attempts.len());
+fn operation_span(a: &pb::Assignment, attempt: usize, worker: &str, job: &Job) -> tracing::Span {
     let span = tracing::info_span!(
         "operation",
         otel.name = %format_args!("operation {}", job.kind.as_str()),
-        operation = %format_args!("operations/{}", job.target.operation),
+        operation = %OperationName(job.target.operation),
         tenant = %job.target.tenant,
         cluster = %format_args!("tenants/{}/clusters/{}", job.target.tenant, job.target.cluster_id),
         kind = job.kind.as_str(),
@@ -279,15 +213,15 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
                             ttl = t;
                             heartbeat = tokio::time::interval(ttl / 3);
                         }
-                        let (id, token, job) = match job_of(&a) {
+                        let (id, token, job, attempt) = match job_of(&a) {
                             Ok(j) => j,
                             Err(e) => {
-                                tracing::error!(error = %format!("{e:#}"), "unusable assignment");
+                                tracing::error!(error = %e, "unusable assignment");
                                 continue;
                             }
                         };
                         let reporter = LeaseReporter {
-                            lease: pb::LeaseRef { operation: format!("operations/{id}"), lease_token: token },
+                            lease: lease_to_pb(id, token),
                             out: out.clone(),
                             pending: pending.clone(),
                             next_id: next_id.clone(),
@@ -297,7 +231,7 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
                         // stops each lease itself, then gives it back. A task
                         // that stopped on its own first would leave nothing to give.
                         let cancel = CancellationToken::new();
-                        let span = operation_span(&a, &config.id, &job);
+                        let span = operation_span(&a, attempt, &config.id, &job);
                         let task = tokio::spawn(run_lease(
                             job,
                             backends.clone(),
@@ -329,7 +263,7 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
             _ = heartbeat.tick() => {
                 let leases = running
                     .iter()
-                    .map(|(id, r)| pb::LeaseRef { operation: format!("operations/{id}"), lease_token: r.token })
+                    .map(|(id, r)| lease_to_pb(*id, r.token))
                     .collect();
                 let hb = pb::ConnectRequest {
                     message: Some(pb::connect_request::Message::Heartbeat(pb::WorkerHeartbeat { leases })),
@@ -392,10 +326,7 @@ async fn hand_back(
     let handed = running.drain().map(|(id, r)| {
         r.cancel.cancel();
         let reporter = LeaseReporter {
-            lease: pb::LeaseRef {
-                operation: format!("operations/{id}"),
-                lease_token: r.token,
-            },
+            lease: lease_to_pb(id, r.token),
             out: out.clone(),
             pending: pending.clone(),
             next_id: next_id.clone(),

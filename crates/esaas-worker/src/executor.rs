@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use esaas_core::backend::{Elasticsearch, NodeGroups, StepError, Target, Workloads};
 use esaas_core::cluster::Health;
-use esaas_core::lease::LeaseEvent;
-use esaas_core::operation::OperationKind;
+use esaas_core::lifecycle::lease::LeaseEvent;
+use esaas_core::operation::{OperationKind, StageName};
 use esaas_core::plan::{Goal, NodeGroupStatus, Observed, Step, next_step};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -102,9 +102,9 @@ pub struct Job {
     pub kind: OperationKind,
 }
 
-fn finished(stage: &str) -> LeaseEvent {
+fn finished(stage: StageName) -> LeaseEvent {
     LeaseEvent::StageFinished {
-        name: stage.into(),
+        name: stage,
         skipped: false,
         message: String::new(),
     }
@@ -235,22 +235,26 @@ pub fn describe_wait(step: &Step, o: &Observed) -> String {
 /// The stage in progress: its span (the parent of its steps' and backend
 /// calls' spans) and when it started, for `esaas.operation.stage.duration`.
 struct StageClock {
-    name: &'static str,
+    name: StageName,
     span: tracing::Span,
     start: Instant,
 }
 
 impl StageClock {
-    fn start(name: &'static str) -> Self {
+    fn start(name: StageName) -> Self {
         Self {
             name,
-            span: tracing::info_span!("stage", otel.name = %format_args!("stage {name}"), stage = name),
+            span: tracing::info_span!("stage", otel.name = %format_args!("stage {name}"), stage = name.as_str()),
             start: Instant::now(),
         }
     }
 
     fn end(self, outcome: &'static str) {
-        esaas_telemetry::metrics::metrics().stage(self.name, outcome, self.start.elapsed());
+        esaas_telemetry::metrics::metrics().stage(
+            self.name.as_str(),
+            outcome,
+            self.start.elapsed(),
+        );
     }
 }
 
@@ -290,16 +294,11 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
     cancel: &CancellationToken,
     clock: &mut Option<StageClock>,
 ) -> Result<LeaseEvent, Stopped> {
-    let goal = match job.kind {
-        OperationKind::Delete => Goal::Delete {
-            retention: job.target.spec.volume_retention,
-        },
-        _ => Goal::Converge(job.target.spec.clone()),
-    };
+    let goal = Goal::of(job.kind, &job.target.spec);
     let report =
         |event: LeaseEvent| async move { reporter.report(event).await.map_err(Stopped::LeaseLost) };
     let deleting = matches!(goal, Goal::Delete { .. });
-    let mut stage: Option<&'static str> = None;
+    let mut stage: Option<StageName> = None;
     let mut waiting: Option<(Step, Instant)> = None;
     loop {
         if cancel.is_cancelled() {
@@ -324,13 +323,15 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                     c.end("succeeded");
                 }
             }
-            // The planner's last check is the health gate; when it passed at
-            // once, say so rather than leave the stage looking skipped.
-            if matches!(goal, Goal::Converge(_)) && stage != Some("health_gate") {
-                StageClock::start("health_gate").end("succeeded");
-                report(LeaseEvent::StageStarted("health_gate".into())).await?;
+            // The goal's closing gate passed at the first look: say so
+            // rather than leave the stage looking skipped.
+            if let Some(gate) = goal.closing_stage()
+                && stage != Some(gate)
+            {
+                StageClock::start(gate).end("succeeded");
+                report(LeaseEvent::StageStarted(gate)).await?;
                 report(LeaseEvent::StageFinished {
-                    name: "health_gate".into(),
+                    name: gate,
                     skipped: false,
                     message: "green at the first check".into(),
                 })
@@ -349,7 +350,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                     c.end("succeeded");
                 }
             }
-            report(LeaseEvent::StageStarted(this_stage.into())).await?;
+            report(LeaseEvent::StageStarted(this_stage)).await?;
             stage = Some(this_stage);
             *clock = Some(StageClock::start(this_stage));
         }
@@ -391,7 +392,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
         let step_span = tracing::info_span!(parent: &here, "step", otel.name = %format_args!("step {}", step.name()), step = ?step);
         step_span
             .in_scope(|| tracing::info!(operation = %job.target.operation, step = ?step, "step"));
-        if let Err(e) = with_retries(step.stage(), cancel, || {
+        if let Err(e) = with_retries(step.stage().as_str(), cancel, || {
             perform(backends, &job.target, &step).instrument(step_span.clone())
         })
         .await?
@@ -405,3 +406,6 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
         .await?;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,8 @@
 
 pub mod client;
 pub mod executor;
+#[cfg(test)]
+mod memory;
 
 pub use client::{WorkerConfig, run};
 pub use executor::{Backends, ExecSettings};

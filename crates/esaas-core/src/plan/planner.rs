@@ -103,10 +103,10 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
                     node_set: ns.name.clone(),
                 });
             }
-            if !observed
+            if observed
                 .health
                 .as_ref()
-                .is_some_and(|h| h.status == Health::Green)
+                .is_none_or(|h| h.status != Health::Green)
             {
                 return Some(Step::WaitHealthy);
             }

@@ -1,0 +1,101 @@
+//! `DeleteCluster`: the cluster goes DELETING with its delete operation
+//! queued; a queued change is cancelled, a running one is asked to stop.
+
+use crate::cluster::{ClusterState, Disruption};
+use crate::error::Result;
+use crate::event::EventKind;
+use crate::names::ClusterName;
+use crate::operation::{Initiator, OperationKind, OperationState};
+
+use super::{
+    ChangeSet, ClusterChange, Ctx, Decision, LiveCluster, Rules, new_operation, show_queued,
+};
+
+/// A delete, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeleteCluster {
+    /// The cluster.
+    pub name: ClusterName,
+    /// The etag the caller read (empty: any).
+    pub etag: String,
+    /// Who asks.
+    pub initiator: Initiator,
+}
+
+/// Deletes `state.cluster`. Deleting a cluster that is already DELETING
+/// changes nothing and answers its delete operation.
+pub fn delete(
+    cmd: &DeleteCluster,
+    state: &LiveCluster,
+    rules: &Rules,
+    ctx: &Ctx,
+) -> Result<Decision<ClusterChange>> {
+    let mut cluster = state.cluster.clone();
+    cluster.check_etag(&cmd.etag)?;
+    let active = &state.active;
+    if cluster.state == ClusterState::Deleting {
+        // The newest unfinished operation: the delete, queued or running.
+        let newest = [&active.queued, &active.running]
+            .into_iter()
+            .flatten()
+            .max_by_key(|op| op.id)
+            .cloned();
+        return Ok(Decision::unchanged(ClusterChange {
+            cluster,
+            operation: newest,
+            disruption: Disruption::Destructive,
+        }));
+    }
+    let mut changes = ChangeSet::default();
+    if let Some(mut queued) = active.queued.clone() {
+        queued.state = OperationState::Cancelled;
+        queued.end_time = Some(ctx.now);
+        changes.update_operation(&mut queued, ctx.now);
+    }
+    let still_running = match active.running.clone() {
+        // A stalled operation has no worker to tell: it ends here.
+        Some(mut stalled) if stalled.state == OperationState::Stalled => {
+            stalled.state = OperationState::Cancelled;
+            stalled.end_time = Some(ctx.now);
+            changes.update_operation(&mut stalled, ctx.now);
+            false
+        }
+        // A running one is told to stop by the control plane at its
+        // worker's next heartbeat (see `lease::cancel_superseded`).
+        Some(mut running) => {
+            running.cancel_requested = true;
+            changes.update_operation(&mut running, ctx.now);
+            true
+        }
+        None => false,
+    };
+    let operation = new_operation(&cluster, OperationKind::Delete, &cmd.initiator, rules, ctx);
+    changes.insert_operation(&operation);
+    cluster.state = ClusterState::Deleting;
+    cluster.delete_time = Some(ctx.now);
+    if !still_running {
+        cluster.current_operation = Some(operation.id);
+    }
+    show_queued(&mut cluster, &operation, ctx.now);
+    let message = format!(
+        "deletion requested by {}; {} queued",
+        cmd.initiator.principal,
+        operation.name()
+    );
+    changes.record(
+        &mut cluster,
+        false,
+        EventKind::DeleteRequested,
+        message,
+        Some(operation.id),
+        ctx.now,
+    );
+    Ok(Decision {
+        changes,
+        answer: ClusterChange {
+            cluster,
+            operation: Some(operation),
+            disruption: Disruption::Destructive,
+        },
+    })
+}

@@ -1,0 +1,574 @@
+//! Worker reports by table: from a leased operation, each report or loss
+//! leads to the operation's and the cluster's next state, and a report on a
+//! lease that is no longer the worker's changes nothing.
+
+use super::*;
+use crate::cluster::Cluster;
+use crate::lifecycle::Write;
+use crate::operation::OperationKind;
+use crate::test_support::t0;
+
+const WORKER: &str = "worker-1";
+
+fn ctx() -> Context {
+    Context {
+        backoff: Backoff {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(60),
+        },
+        jitter: 0.0,
+        now: t0() + chrono::Duration::seconds(10),
+    }
+}
+
+/// A create leased to WORKER (token 1), with `max` attempts.
+fn leased(max: i32) -> Leased {
+    let mut op = Operation::test(OperationKind::Create);
+    op.max_attempts = max;
+    let mut cluster = Cluster::test();
+    cluster.state = ClusterState::Provisioning;
+    cluster.health = Health::Unknown;
+    let changes = claim(
+        &Leased {
+            op,
+            cluster,
+            other_queued: None,
+        },
+        WORKER,
+        Duration::from_secs(30),
+        t0(),
+    )
+    .expect("claimable");
+    from(&changes, None)
+}
+
+/// The state after `changes`, as the store would load it next.
+fn from(changes: &ChangeSet, other_queued: Option<Uuid>) -> Leased {
+    let op = changes
+        .operations
+        .first()
+        .map(|w| w.row().clone())
+        .expect("the operation is written");
+    let cluster = changes
+        .cluster
+        .as_ref()
+        .map(|w| w.row().clone())
+        .expect("the cluster is written");
+    Leased {
+        op,
+        cluster,
+        other_queued,
+    }
+}
+
+fn op_of(changes: &ChangeSet) -> &Operation {
+    changes.operations[0].row()
+}
+
+fn cluster_of(changes: &ChangeSet) -> &Cluster {
+    changes.cluster.as_ref().expect("cluster written").row()
+}
+
+#[test]
+fn backoff_grows_and_is_capped_with_jitter() {
+    let b = Backoff {
+        base: Duration::from_secs(2),
+        max: Duration::from_secs(60),
+    };
+    assert_eq!(b.delay(1, 0.0), Duration::from_secs(1));
+    assert_eq!(b.delay(1, 1.0), Duration::from_secs(2));
+    assert_eq!(b.delay(3, 1.0), Duration::from_secs(8));
+    assert_eq!(b.delay(30, 1.0), Duration::from_secs(60));
+    assert!(
+        b.delay(4, 0.5) >= Duration::from_secs(8) && b.delay(4, 0.5) <= Duration::from_secs(16)
+    );
+}
+
+#[test]
+fn a_claim_takes_only_a_queued_operation_whose_time_has_come() {
+    let s = leased(3);
+    assert_eq!(s.op.state, OperationState::Running);
+    assert_eq!(s.op.lease_token, 1);
+    assert_eq!(s.op.lease.as_ref().map(|l| l.owner.as_str()), Some(WORKER));
+    assert_eq!(s.op.attempts.len(), 1);
+    assert_eq!(s.op.attempts[0].outcome, None);
+    assert_eq!(s.cluster.current_operation, Some(s.op.id));
+    // Already running: nothing to claim.
+    assert!(claim(&s, "worker-2", Duration::from_secs(30), t0()).is_none());
+    // Not due yet.
+    let mut later = Operation::test(OperationKind::Create);
+    later.next_attempt_time = t0() + chrono::Duration::seconds(5);
+    let state = Leased {
+        op: later,
+        cluster: Cluster::test(),
+        other_queued: None,
+    };
+    assert!(claim(&state, WORKER, Duration::from_secs(30), t0()).is_none());
+}
+
+#[test]
+fn the_fence_refuses_whoever_does_not_hold_the_lease() {
+    let s = leased(3);
+    let now = ctx().now;
+    // (case, worker, token, time, refused)
+    let cases = [
+        ("holder", WORKER, 1, now, false),
+        ("other worker", "worker-2", 1, now, true),
+        ("old token", WORKER, 0, now, true),
+        (
+            "expired",
+            WORKER,
+            1,
+            t0() + chrono::Duration::seconds(31),
+            true,
+        ),
+    ];
+    for (case, worker, token, at, refused) in cases {
+        let ctx = Context { now: at, ..ctx() };
+        let got = report(&s, worker, token, LeaseEvent::HandedBack, &ctx);
+        assert_eq!(got.is_err(), refused, "{case}: {got:?}");
+    }
+    let mut done = s.clone();
+    done.op.state = OperationState::Succeeded;
+    assert_eq!(
+        report(&done, WORKER, 1, LeaseEvent::HandedBack, &ctx()).unwrap_err(),
+        Refusal("the operation is SUCCEEDED, not running".into())
+    );
+}
+
+#[test]
+fn progress_reports_table() {
+    // (case, event, event message (None: no event), cluster message)
+    let cases: Vec<(&str, LeaseEvent, Option<&str>, Option<&str>)> = vec![
+        (
+            "stage started",
+            LeaseEvent::StageStarted(StageName::NodeGroups),
+            Some("stage node_groups started"),
+            Some("create running: node_groups"),
+        ),
+        (
+            "stage skipped",
+            LeaseEvent::StageFinished {
+                name: StageName::Namespace,
+                skipped: true,
+                message: String::new(),
+            },
+            Some("stage namespace skipped"),
+            None,
+        ),
+        (
+            "checkpoint: no event",
+            LeaseEvent::Checkpoint(serde_json::json!({"last_step": "x"})),
+            None,
+            None,
+        ),
+        (
+            "blocking",
+            LeaseEvent::Blocking("waiting for green".into()),
+            Some("waiting: waiting for green"),
+            Some("waiting: waiting for green"),
+        ),
+        (
+            "blocking cleared: no event",
+            LeaseEvent::Blocking(String::new()),
+            None,
+            None,
+        ),
+    ];
+    for (case, event, want_event, want_message) in cases {
+        let s = leased(3);
+        let changes = report(&s, WORKER, 1, event, &ctx()).unwrap();
+        let op = op_of(&changes);
+        assert_eq!(op.state, OperationState::Running, "{case}");
+        assert_eq!(op.version, s.op.version + 1, "{case}");
+        match want_event {
+            Some(m) => {
+                let e = changes.event.as_ref().expect(case);
+                assert!(e.message.ends_with(m), "{case}: {}", e.message);
+                assert_eq!(e.kind, EventKind::OperationProgress, "{case}");
+                if let Some(msg) = want_message {
+                    assert_eq!(cluster_of(&changes).message, msg, "{case}");
+                }
+            }
+            None => {
+                assert!(changes.event.is_none(), "{case}");
+                assert!(
+                    changes.cluster.is_none(),
+                    "{case}: the cluster is not written"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_repeated_blocking_check_is_not_news() {
+    let s = leased(3);
+    let first = report(&s, WORKER, 1, LeaseEvent::Blocking("x".into()), &ctx()).unwrap();
+    assert!(first.event.is_some());
+    let again = report(
+        &from(&first, None),
+        WORKER,
+        1,
+        LeaseEvent::Blocking("x".into()),
+        &ctx(),
+    )
+    .unwrap();
+    assert!(again.event.is_none());
+}
+
+#[test]
+fn a_stage_outside_the_kinds_list_is_added() {
+    let s = leased(3);
+    let changes = report(
+        &s,
+        WORKER,
+        1,
+        LeaseEvent::StageStarted(StageName::NodeGroupsGone),
+        &ctx(),
+    )
+    .unwrap();
+    let stages = &op_of(&changes).stages;
+    assert_eq!(stages.len(), OperationKind::Create.stages().len() + 1);
+    assert_eq!(
+        stages.last().map(|s| (s.name, s.state)),
+        Some((StageName::NodeGroupsGone, StageState::Running))
+    );
+}
+
+#[test]
+fn success_table() {
+    // (case, kind, health, another queued, cluster state after)
+    let cases = [
+        (
+            "green create",
+            OperationKind::Create,
+            Health::Green,
+            false,
+            ClusterState::Ready,
+        ),
+        (
+            "yellow create",
+            OperationKind::Create,
+            Health::Yellow,
+            false,
+            ClusterState::Degraded,
+        ),
+        (
+            "with a change queued",
+            OperationKind::Update,
+            Health::Green,
+            true,
+            ClusterState::Updating,
+        ),
+        (
+            "delete",
+            OperationKind::Delete,
+            Health::Unknown,
+            false,
+            ClusterState::Deleted,
+        ),
+    ];
+    for (case, kind, health, queued, after) in cases {
+        let mut s = leased(3);
+        s.op.kind = kind;
+        s.other_queued = queued.then(|| Uuid::from_u128(0x77));
+        let endpoint = Some("https://x:9200".to_string());
+        let changes = report(
+            &s,
+            WORKER,
+            1,
+            LeaseEvent::Succeeded {
+                endpoint: endpoint.clone(),
+                health,
+            },
+            &ctx(),
+        )
+        .unwrap();
+        let (op, cluster) = (op_of(&changes), cluster_of(&changes));
+        assert_eq!(op.state, OperationState::Succeeded, "{case}");
+        assert_eq!(op.lease, None, "{case}");
+        assert_eq!(
+            op.attempts[0].outcome,
+            Some(AttemptOutcome::Succeeded),
+            "{case}"
+        );
+        assert!(
+            op.stages.iter().all(|s| s.state != StageState::Pending),
+            "{case}: pending stages end skipped"
+        );
+        assert_eq!(cluster.state, after, "{case}");
+        assert_eq!(cluster.observed_generation, 1, "{case}");
+        let want_current = if queued {
+            Some(Uuid::from_u128(0x77))
+        } else {
+            None
+        };
+        assert_eq!(cluster.current_operation, want_current, "{case}");
+        if kind == OperationKind::Delete {
+            assert_eq!(cluster.endpoint, None, "{case}");
+        } else {
+            assert_eq!(cluster.endpoint, endpoint, "{case}");
+            assert_eq!(cluster.health, health, "{case}");
+        }
+    }
+}
+
+#[test]
+fn failures_retry_with_backoff_until_the_budget_is_spent() {
+    let failed = || LeaseEvent::Failed {
+        retryable: true,
+        reason: "EKS_THROTTLED".into(),
+        message: "slow down".into(),
+    };
+    let mut s = leased(2);
+    let first = report(&s, WORKER, 1, failed(), &ctx()).unwrap();
+    let op = op_of(&first);
+    assert_eq!(op.state, OperationState::Queued);
+    assert_eq!(op.lease, None);
+    // One failure: half of the base delay with no jitter.
+    assert_eq!(
+        op.next_attempt_time,
+        ctx().now + chrono::Duration::seconds(1)
+    );
+    assert_eq!(
+        op.attempts[0].outcome,
+        Some(AttemptOutcome::Failed {
+            reason: "EKS_THROTTLED".into(),
+            message: "slow down".into()
+        })
+    );
+    assert!(
+        first
+            .event
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("attempt 2 of 2 queued")
+    );
+
+    s = from(&first, None);
+    assert!(claim(&s, WORKER, Duration::from_secs(30), ctx().now).is_none());
+    let due = ctx().now + chrono::Duration::seconds(1);
+    let second_claim = claim(&s, WORKER, Duration::from_secs(30), due).unwrap();
+    s = from(&second_claim, None);
+    let second = report(&s, WORKER, 2, failed(), &ctx()).unwrap();
+    let (op, cluster) = (op_of(&second), cluster_of(&second));
+    assert_eq!(op.state, OperationState::Failed);
+    assert_eq!(
+        op.error.as_ref().map(|e| (e.code, e.reason.as_str())),
+        Some((Code::Unavailable, "EKS_THROTTLED"))
+    );
+    assert_eq!(cluster.state, ClusterState::Failed);
+    assert!(
+        cluster
+            .conditions
+            .iter()
+            .any(|c| c.kind == ConditionType::Ready
+                && c.status == ConditionStatus::False
+                && c.reason == ConditionReason::OperationFailed)
+    );
+}
+
+#[test]
+fn a_permanent_failure_spends_the_budget_at_once() {
+    let s = leased(5);
+    let changes = report(
+        &s,
+        WORKER,
+        1,
+        LeaseEvent::Failed {
+            retryable: false,
+            reason: "NODEGROUP_FOREIGN".into(),
+            message: "not ours".into(),
+        },
+        &ctx(),
+    )
+    .unwrap();
+    let op = op_of(&changes);
+    assert_eq!(op.state, OperationState::Failed);
+    assert_eq!(op.max_attempts, 1);
+    assert_eq!(
+        op.error.as_ref().map(|e| e.code),
+        Some(Code::FailedPrecondition)
+    );
+}
+
+#[test]
+fn what_counts_against_the_budget_table() {
+    // (case, how the attempt ends, counts)
+    type End = Box<dyn Fn(&Leased) -> ChangeSet>;
+    let cases: Vec<(&str, End, bool)> = vec![
+        (
+            "failure",
+            Box::new(|s| {
+                report(
+                    s,
+                    WORKER,
+                    1,
+                    LeaseEvent::Failed {
+                        retryable: true,
+                        reason: "R".into(),
+                        message: "m".into(),
+                    },
+                    &ctx(),
+                )
+                .unwrap()
+            }),
+            true,
+        ),
+        (
+            "lease lapsed",
+            Box::new(|s| {
+                let late = Context {
+                    now: t0() + chrono::Duration::seconds(31),
+                    ..ctx()
+                };
+                expire(s, Loss::Lapsed, &late).unwrap()
+            }),
+            true,
+        ),
+        (
+            "worker gone",
+            Box::new(|s| expire(s, Loss::WorkerGone(WORKER), &ctx()).unwrap()),
+            true,
+        ),
+        (
+            "handed back",
+            Box::new(|s| report(s, WORKER, 1, LeaseEvent::HandedBack, &ctx()).unwrap()),
+            false,
+        ),
+        (
+            "stalled",
+            Box::new(|s| report(s, WORKER, 1, LeaseEvent::Stalled("gate".into()), &ctx()).unwrap()),
+            false,
+        ),
+        (
+            "cancelled",
+            Box::new(|s| cancel_superseded(s, ctx().now).unwrap()),
+            false,
+        ),
+    ];
+    for (case, end, counts) in cases {
+        let s = leased(3);
+        let changes = end(&s);
+        let op = op_of(&changes);
+        assert_eq!(failures(op), u32::from(counts), "{case}");
+        let outcome = op.attempts[0].outcome.as_ref().expect(case);
+        assert_eq!(outcome.counts_against_budget(), counts, "{case}: {outcome}");
+    }
+}
+
+#[test]
+fn losses_table() {
+    let late = Context {
+        now: t0() + chrono::Duration::seconds(31),
+        ..ctx()
+    };
+    let s = leased(3);
+    // (case, loss, time, ends the attempt)
+    let cases = [
+        ("lapsed, but renewed in time", Loss::Lapsed, ctx(), false),
+        ("lapsed", Loss::Lapsed, late, true),
+        (
+            "its worker went away",
+            Loss::WorkerGone(WORKER),
+            ctx(),
+            true,
+        ),
+        (
+            "another worker went away",
+            Loss::WorkerGone("worker-2"),
+            ctx(),
+            false,
+        ),
+    ];
+    for (case, loss, at, ends) in cases {
+        let got = expire(&s, loss, &at);
+        assert_eq!(got.is_some(), ends, "{case}");
+        if let Some(changes) = got {
+            let op = op_of(&changes);
+            assert_eq!(op.state, OperationState::Queued, "{case}");
+            assert_eq!(
+                op.error.as_ref().map(|e| e.reason.as_str()),
+                None,
+                "{case}: the error is kept only when the operation fails"
+            );
+        }
+    }
+    let mut queued = s.clone();
+    queued.op.state = OperationState::Queued;
+    assert!(expire(&queued, Loss::WorkerGone(WORKER), &ctx()).is_none());
+}
+
+#[test]
+fn an_attempt_that_ends_with_a_change_queued_behind_it_is_superseded() {
+    let mut s = leased(3);
+    s.other_queued = Some(Uuid::from_u128(0x77));
+    let changes = report(&s, WORKER, 1, LeaseEvent::HandedBack, &ctx()).unwrap();
+    let (op, cluster) = (op_of(&changes), cluster_of(&changes));
+    assert_eq!(op.state, OperationState::Cancelled);
+    assert_eq!(cluster.current_operation, Some(Uuid::from_u128(0x77)));
+    assert!(
+        changes
+            .event
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("superseded by the operation queued after it")
+    );
+}
+
+#[test]
+fn a_stall_keeps_the_reason_and_frees_the_lease() {
+    let s = leased(3);
+    let changes = report(
+        &s,
+        WORKER,
+        1,
+        LeaseEvent::Stalled("index logs-7 red".into()),
+        &ctx(),
+    )
+    .unwrap();
+    let (op, cluster) = (op_of(&changes), cluster_of(&changes));
+    assert_eq!(op.state, OperationState::Stalled);
+    assert_eq!(op.lease, None);
+    assert_eq!(op.blocking_check.as_deref(), Some("index logs-7 red"));
+    assert!(
+        cluster
+            .conditions
+            .iter()
+            .any(|c| c.kind == ConditionType::Stalled && c.reason == ConditionReason::GateTimedOut)
+    );
+}
+
+#[test]
+fn cancel_superseded_only_stops_a_running_operation() {
+    let mut s = leased(3);
+    s.other_queued = Some(Uuid::from_u128(0x40));
+    let changes = cancel_superseded(&s, ctx().now).unwrap();
+    assert_eq!(op_of(&changes).state, OperationState::Cancelled);
+    assert_eq!(
+        op_of(&changes).attempts[0].outcome,
+        Some(AttemptOutcome::Cancelled)
+    );
+    assert_eq!(
+        cluster_of(&changes).current_operation,
+        Some(Uuid::from_u128(0x40))
+    );
+    assert!(matches!(changes.operations[0], Write::Update(_)));
+    let done = from(&changes, None);
+    assert!(cancel_superseded(&done, ctx().now).is_none());
+}
+
+#[test]
+fn a_heartbeat_loses_what_it_could_not_renew() {
+    let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+    let lost = lost_at_heartbeat(&[(a, 1), (b, 4), (c, 7)], &[(a, false), (b, true)]);
+    let got: Vec<_> = lost
+        .iter()
+        .map(|l| (l.operation, l.token, l.superseded))
+        .collect();
+    assert_eq!(got, [(b, 4, true), (c, 7, false)]);
+    assert!(lost[0].reason.starts_with("cancelled"));
+}

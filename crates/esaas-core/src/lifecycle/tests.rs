@@ -1,0 +1,650 @@
+//! The commands by table: each case is a loaded state, a request and what
+//! must come of it (the change set written, or the error with its field).
+
+use uuid::Uuid;
+
+use super::create::{CreateCluster, create};
+use super::delete::{DeleteCluster, delete};
+use super::retry::retry;
+use super::update::{UpdateCluster, update};
+use super::*;
+use crate::cluster::{ClusterState, ConditionType, SpecField};
+use crate::error::Error;
+use crate::operation::{AttemptOutcome, OperationKind, OperationState};
+use crate::spec::NodeSet;
+use crate::tenant::{Quota, QuotaUsage};
+use crate::test_support::t0;
+
+fn rules() -> Rules {
+    Rules {
+        catalog: Catalog::test(),
+        max_attempts: 5,
+    }
+}
+
+fn ctx() -> Ctx {
+    Ctx {
+        now: t0() + chrono::Duration::seconds(60),
+        operation_id: Uuid::from_u128(0x99),
+        cluster_uid: Uuid::from_u128(0x98),
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+    }
+}
+
+fn live(cluster: Cluster) -> LiveCluster {
+    let mut tenant = Tenant::test();
+    tenant.usage = QuotaUsage::default().plus(&cluster.spec);
+    LiveCluster {
+        cluster,
+        tenant,
+        active: ActiveOperations::default(),
+        current: None,
+    }
+}
+
+fn field_of(err: &Error) -> Vec<String> {
+    match err {
+        Error::InvalidArgument(v) => v.iter().map(|v| v.field.clone()).collect(),
+        other => vec![format!("{other:?}")],
+    }
+}
+
+fn inserted_ops(c: &ChangeSet) -> Vec<&Operation> {
+    c.operations
+        .iter()
+        .filter_map(|w| match w {
+            Write::Insert(op) => Some(op),
+            Write::Update(_) => None,
+        })
+        .collect()
+}
+
+fn updated_ops(c: &ChangeSet) -> Vec<&Operation> {
+    c.operations
+        .iter()
+        .filter_map(|w| match w {
+            Write::Update(op) => Some(op),
+            Write::Insert(_) => None,
+        })
+        .collect()
+}
+
+// ---- check_spec ----
+
+#[test]
+fn check_spec_fills_defaults_then_names_bad_fields() {
+    let mut spec = ClusterSpec::test();
+    spec.zone_count = 0;
+    spec.node_sets[0].storage_iops = 0;
+    let checked = check_spec(spec, &Catalog::test(), "cluster.spec").unwrap();
+    assert_eq!(checked.zone_count, 1);
+    assert_eq!(checked.node_sets[0].storage_iops, 3000);
+
+    let bad = ClusterSpec::test().with_nodes(0).with_version("1.0.0");
+    let err = check_spec(bad, &Catalog::test(), "cluster.spec").unwrap_err();
+    assert_eq!(
+        field_of(&err),
+        [
+            "cluster.spec.version",
+            "cluster.spec.node_sets[0].count",
+            // no master-eligible node is left either
+            "cluster.spec.node_sets"
+        ]
+    );
+}
+
+// ---- create ----
+
+fn create_cmd(spec: ClusterSpec) -> CreateCluster {
+    CreateCluster {
+        tenant: crate::test_support::tenant_id("team"),
+        cluster_id: crate::test_support::cluster_id("logs"),
+        spec,
+        initiator: crate::operation::Initiator::test(),
+    }
+}
+
+#[test]
+fn create_inserts_the_cluster_its_operation_and_one_event() {
+    let d = create(
+        &create_cmd(ClusterSpec::test().with_nodes(3)),
+        &Tenant::test(),
+        &rules(),
+        &ctx(),
+    )
+    .unwrap();
+    let Some(Write::Insert(cluster)) = &d.changes.cluster else {
+        panic!("the cluster is inserted: {:?}", d.changes.cluster);
+    };
+    assert_eq!(cluster.uid, ctx().cluster_uid);
+    assert_eq!(cluster.state, ClusterState::Provisioning);
+    assert_eq!((cluster.generation, cluster.observed_generation), (1, 0));
+    assert_eq!((cluster.version, cluster.revision), (1, 1));
+    assert_eq!(cluster.current_operation, Some(ctx().operation_id));
+    assert!(
+        cluster
+            .conditions
+            .iter()
+            .any(|c| c.kind == ConditionType::OperationQueued)
+    );
+    let ops = inserted_ops(&d.changes);
+    assert_eq!(ops.len(), 1);
+    let op = ops[0];
+    assert_eq!(
+        (op.kind, op.state),
+        (OperationKind::Create, OperationState::Queued)
+    );
+    assert_eq!(op.target_generation, 1);
+    assert_eq!(op.max_attempts, 5);
+    assert_eq!(op.traceparent, ctx().traceparent);
+    assert_eq!(
+        op.stages.iter().map(|s| s.name).collect::<Vec<_>>(),
+        OperationKind::Create.stages()
+    );
+    let event = d.changes.event.as_ref().unwrap();
+    assert_eq!((event.revision, event.kind), (1, EventKind::Created));
+    assert_eq!(&event.snapshot, cluster);
+    assert_eq!(d.answer.cluster, *cluster);
+    assert_eq!(d.answer.operation.as_ref(), Some(op));
+    assert_eq!(d.answer.disruption, Disruption::None);
+}
+
+#[test]
+fn create_quota_table() {
+    let quota = Quota {
+        max_clusters: 2,
+        max_nodes: 6,
+        max_storage_gib: 300,
+    };
+    // (case, usage before, nodes asked for, the limits refused)
+    let cases: &[(&str, QuotaUsage, i32, &[&str])] = &[
+        ("fits", QuotaUsage::default(), 3, &[]),
+        ("fits exactly", QuotaUsage::default(), 6, &[]),
+        (
+            "too many nodes and storage",
+            QuotaUsage::default(),
+            7,
+            &["tenants/team:nodes", "tenants/team:storage_gib"],
+        ),
+        (
+            "one cluster too many",
+            QuotaUsage {
+                clusters: 2,
+                nodes: 2,
+                storage_gib: 100,
+            },
+            1,
+            &["tenants/team:clusters"],
+        ),
+    ];
+    for (case, usage, nodes, refused) in cases {
+        let mut tenant = Tenant::test();
+        tenant.quota = quota;
+        tenant.usage = *usage;
+        let got = create(
+            &create_cmd(ClusterSpec::test().with_nodes(*nodes)),
+            &tenant,
+            &rules(),
+            &ctx(),
+        );
+        match (got, refused.is_empty()) {
+            (Ok(_), true) => {}
+            (Err(Error::QuotaExceeded(v)), false) => {
+                let subjects: Vec<_> = v.iter().map(|v| v.subject.as_str()).collect();
+                assert_eq!(subjects, *refused, "{case}");
+            }
+            (other, _) => panic!("{case}: {other:?}"),
+        }
+    }
+}
+
+// ---- update ----
+
+fn update_cmd(fields: &[SpecField], change: impl FnOnce(&mut ClusterSpec)) -> UpdateCluster {
+    let mut patch = ClusterSpec::test();
+    change(&mut patch);
+    UpdateCluster {
+        name: Cluster::test().name(),
+        etag: String::new(),
+        patch,
+        fields: fields.to_vec(),
+        initiator: crate::operation::Initiator::test(),
+    }
+}
+
+#[test]
+fn update_refusals_table() {
+    type Setup = Box<dyn Fn(&mut LiveCluster, &mut UpdateCluster)>;
+    // (case, setup, the error: a field path, or the reason)
+    let cases: Vec<(&str, Setup, &str)> = vec![
+        (
+            "stale etag",
+            Box::new(|_, cmd| cmd.etag = "not-the-etag".into()),
+            "ETAG_MISMATCH",
+        ),
+        (
+            "being deleted",
+            Box::new(|s, _| s.cluster.state = ClusterState::Deleting),
+            "FAILED_PRECONDITION",
+        ),
+        (
+            "unknown version",
+            Box::new(|_, cmd| cmd.patch.version = "7.0.0".into()),
+            "cluster.spec.version",
+        ),
+        (
+            "downgrade",
+            Box::new(|s, cmd| {
+                s.cluster.spec.version = "8.17.1".into();
+                cmd.patch.version = "8.15.3".into();
+            }),
+            "cluster.spec.version",
+        ),
+        (
+            "smaller volume",
+            Box::new(|_, cmd| {
+                cmd.fields = vec![SpecField::NodeSets];
+                cmd.patch.node_sets[0].storage_gib = 20;
+            }),
+            "cluster.spec.node_sets[0].storage_gib",
+        ),
+        (
+            "new size class",
+            Box::new(|_, cmd| {
+                cmd.fields = vec![SpecField::NodeSets];
+                cmd.patch.node_sets[0].size_class = "large".into();
+            }),
+            "cluster.spec.node_sets[0].size_class",
+        ),
+        (
+            "over quota",
+            Box::new(|s, cmd| {
+                s.tenant.quota.max_nodes = 2;
+                cmd.fields = vec![SpecField::NodeSets];
+                cmd.patch.node_sets[0].count = 3;
+            }),
+            "QUOTA_EXCEEDED",
+        ),
+    ];
+    for (case, setup, want) in cases {
+        let mut state = live(Cluster::test());
+        let mut cmd = update_cmd(&[SpecField::Version], |s| s.version = "8.17.1".into());
+        setup(&mut state, &mut cmd);
+        let err = update(&cmd, &state, &rules(), &ctx()).unwrap_err();
+        let got = match &err {
+            Error::InvalidArgument(v) => v[0].field.clone(),
+            other => other.reason().to_string(),
+        };
+        assert_eq!(got, want, "{case}: {err:?}");
+    }
+}
+
+#[test]
+fn an_update_under_a_lowered_quota_may_still_shrink() {
+    let mut cluster = Cluster::test();
+    cluster.spec = cluster.spec.with_nodes(5);
+    let mut state = live(cluster);
+    state.tenant.quota.max_nodes = 1;
+    let cmd = update_cmd(&[SpecField::NodeSets], |s| s.node_sets[0].count = 4);
+    let d = update(&cmd, &state, &rules(), &ctx()).unwrap();
+    assert_eq!(d.answer.cluster.spec.node_sets[0].count, 4);
+    assert_eq!(d.answer.disruption, Disruption::Rolling);
+}
+
+#[test]
+fn an_update_that_changes_nothing_writes_nothing() {
+    let mut state = live(Cluster::test());
+    let current = Operation::test(OperationKind::Create).with_state(OperationState::Failed);
+    state.cluster.current_operation = Some(current.id);
+    state.current = Some(current.clone());
+    let cmd = update_cmd(&[SpecField::Version], |_| {});
+    let d = update(&cmd, &state, &rules(), &ctx()).unwrap();
+    assert!(d.changes.is_empty());
+    assert_eq!(d.answer.cluster, state.cluster);
+    assert_eq!(d.answer.operation, Some(current));
+    assert_eq!(d.answer.disruption, Disruption::None);
+}
+
+#[test]
+fn update_queues_folds_or_waits_table() {
+    // (case, queued, running, cluster state before, state after, writes
+    //  (inserts, updates), the change's operation is the queued one, it is current)
+    struct Case {
+        name: &'static str,
+        queued: bool,
+        running: bool,
+        before: ClusterState,
+        after: ClusterState,
+        inserts: usize,
+        updates: usize,
+        current_is_new: bool,
+    }
+    let cases = [
+        Case {
+            name: "idle ready cluster: a new update, current",
+            queued: false,
+            running: false,
+            before: ClusterState::Ready,
+            after: ClusterState::Updating,
+            inserts: 1,
+            updates: 0,
+            current_is_new: true,
+        },
+        Case {
+            name: "failed cluster: a new update",
+            queued: false,
+            running: false,
+            before: ClusterState::Failed,
+            after: ClusterState::Updating,
+            inserts: 1,
+            updates: 0,
+            current_is_new: true,
+        },
+        Case {
+            name: "provisioning with a queued create: folds into it",
+            queued: true,
+            running: false,
+            before: ClusterState::Provisioning,
+            after: ClusterState::Provisioning,
+            inserts: 0,
+            updates: 1,
+            current_is_new: true,
+        },
+        Case {
+            name: "running create: a new update waits behind it",
+            queued: false,
+            running: true,
+            before: ClusterState::Provisioning,
+            after: ClusterState::Provisioning,
+            inserts: 1,
+            updates: 0,
+            current_is_new: false,
+        },
+    ];
+    for c in cases {
+        let mut state = live(Cluster::test());
+        state.cluster.state = c.before;
+        let running = Operation::test(OperationKind::Create)
+            .with_id(0x30)
+            .with_state(OperationState::Running);
+        if c.running {
+            state.cluster.current_operation = Some(running.id);
+            state.active.running = Some(running.clone());
+        }
+        let queued = Operation::test(OperationKind::Create).with_id(0x31);
+        if c.queued {
+            state.active.queued = Some(queued.clone());
+        }
+        let cmd = update_cmd(&[SpecField::NodeSets], |s| s.node_sets[0].count = 3);
+        let d = update(&cmd, &state, &rules(), &ctx()).unwrap();
+        let cluster = &d.answer.cluster;
+        assert_eq!(cluster.state, c.after, "{}", c.name);
+        assert_eq!(cluster.generation, 2, "{}", c.name);
+        assert_eq!(inserted_ops(&d.changes).len(), c.inserts, "{}", c.name);
+        assert_eq!(updated_ops(&d.changes).len(), c.updates, "{}", c.name);
+        let op = d.answer.operation.as_ref().unwrap();
+        assert_eq!(op.target_generation, 2, "{}", c.name);
+        if c.queued {
+            assert_eq!(op.id, queued.id, "{}", c.name);
+            assert_eq!(op.version, queued.version + 1, "{}", c.name);
+        } else {
+            assert_eq!(
+                (op.id, op.kind),
+                (ctx().operation_id, OperationKind::Update),
+                "{}",
+                c.name
+            );
+        }
+        let current = if c.current_is_new { op.id } else { running.id };
+        assert_eq!(cluster.current_operation, Some(current), "{}", c.name);
+        let event = d.changes.event.as_ref().unwrap();
+        assert_eq!(event.kind, EventKind::SpecUpdated, "{}", c.name);
+        assert_eq!(event.revision, state.cluster.revision + 1, "{}", c.name);
+        assert!(
+            event.message.contains("NewNodesFirst"),
+            "{}: {}",
+            c.name,
+            event.message
+        );
+    }
+}
+
+#[test]
+fn update_disruption_is_the_classified_change() {
+    let state = live(Cluster::test());
+    let cmd = update_cmd(&[SpecField::NodeSets], |s| {
+        s.node_sets.push(NodeSet::test("hot"))
+    });
+    let d = update(&cmd, &state, &rules(), &ctx()).unwrap();
+    assert_eq!(d.answer.disruption, Disruption::NewNodesFirst);
+    assert_eq!(d.answer.cluster.spec.node_sets.len(), 2);
+}
+
+// ---- delete ----
+
+fn delete_cmd() -> DeleteCluster {
+    DeleteCluster {
+        name: Cluster::test().name(),
+        etag: String::new(),
+        initiator: crate::operation::Initiator::test(),
+    }
+}
+
+#[test]
+fn delete_table() {
+    // (case, queued, running state, delete becomes current, ops written: (id, state, cancel_requested))
+    type Expect = Vec<(u128, OperationState, bool)>;
+    let cases: Vec<(&str, bool, Option<OperationState>, bool, Expect)> = vec![
+        ("idle", false, None, true, vec![]),
+        (
+            "a queued change is cancelled",
+            true,
+            None,
+            true,
+            vec![(0x31, OperationState::Cancelled, false)],
+        ),
+        (
+            "a stalled change ends at once",
+            false,
+            Some(OperationState::Stalled),
+            true,
+            vec![(0x30, OperationState::Cancelled, false)],
+        ),
+        (
+            "a running change is asked to stop and stays current",
+            true,
+            Some(OperationState::Running),
+            false,
+            vec![
+                (0x31, OperationState::Cancelled, false),
+                (0x30, OperationState::Running, true),
+            ],
+        ),
+    ];
+    for (case, queued, running, delete_current, expect) in cases {
+        let mut state = live(Cluster::test());
+        if queued {
+            state.active.queued = Some(Operation::test(OperationKind::Update).with_id(0x31));
+        }
+        if let Some(s) = running {
+            let op = Operation::test(OperationKind::Update)
+                .with_id(0x30)
+                .with_state(s);
+            state.cluster.current_operation = Some(op.id);
+            state.active.running = Some(op);
+        }
+        let d = delete(&delete_cmd(), &state, &rules(), &ctx()).unwrap();
+        let written: Expect = updated_ops(&d.changes)
+            .iter()
+            .map(|o| (o.id.as_u128(), o.state, o.cancel_requested))
+            .collect();
+        assert_eq!(written, expect, "{case}");
+        // The delete comes after the cancelled queued one, so one stays queued.
+        assert!(
+            matches!(d.changes.operations.last(), Some(Write::Insert(op)) if op.kind == OperationKind::Delete),
+            "{case}"
+        );
+        let cluster = &d.answer.cluster;
+        assert_eq!(cluster.state, ClusterState::Deleting, "{case}");
+        assert_eq!(cluster.delete_time, Some(ctx().now), "{case}");
+        let current = if delete_current {
+            ctx().operation_id
+        } else {
+            Uuid::from_u128(0x30)
+        };
+        assert_eq!(cluster.current_operation, Some(current), "{case}");
+        assert_eq!(d.answer.disruption, Disruption::Destructive, "{case}");
+        assert_eq!(
+            d.changes.event.as_ref().map(|e| e.kind),
+            Some(EventKind::DeleteRequested),
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn deleting_twice_answers_the_delete_and_writes_nothing() {
+    let mut state = live(Cluster::test());
+    state.cluster.state = ClusterState::Deleting;
+    state.active.running = Some(
+        Operation::test(OperationKind::Update)
+            .with_id(0x30)
+            .with_state(OperationState::Running),
+    );
+    state.active.queued = Some(Operation::test(OperationKind::Delete).with_id(0x40));
+    let d = delete(&delete_cmd(), &state, &rules(), &ctx()).unwrap();
+    assert!(d.changes.is_empty());
+    assert_eq!(
+        d.answer.operation.map(|o| (o.id.as_u128(), o.kind)),
+        Some((0x40, OperationKind::Delete))
+    );
+}
+
+#[test]
+fn delete_checks_the_etag() {
+    let state = live(Cluster::test());
+    let mut cmd = delete_cmd();
+    cmd.etag = "stale".into();
+    assert!(matches!(
+        delete(&cmd, &state, &rules(), &ctx()),
+        Err(Error::EtagMismatch { .. })
+    ));
+    cmd.etag = state.cluster.etag();
+    assert!(delete(&cmd, &state, &rules(), &ctx()).is_ok());
+}
+
+// ---- retry ----
+
+#[test]
+fn retry_table() {
+    // (case, operation state, kind, cluster state, cluster state after; None: refused)
+    let cases: Vec<(
+        &str,
+        OperationState,
+        OperationKind,
+        ClusterState,
+        Option<ClusterState>,
+    )> = vec![
+        (
+            "failed create",
+            OperationState::Failed,
+            OperationKind::Create,
+            ClusterState::Failed,
+            Some(ClusterState::Provisioning),
+        ),
+        (
+            "failed update",
+            OperationState::Failed,
+            OperationKind::Update,
+            ClusterState::Failed,
+            Some(ClusterState::Updating),
+        ),
+        (
+            "failed delete",
+            OperationState::Failed,
+            OperationKind::Delete,
+            ClusterState::Failed,
+            Some(ClusterState::Deleting),
+        ),
+        (
+            "stalled update keeps the cluster's state",
+            OperationState::Stalled,
+            OperationKind::Update,
+            ClusterState::Updating,
+            Some(ClusterState::Updating),
+        ),
+        (
+            "queued",
+            OperationState::Queued,
+            OperationKind::Update,
+            ClusterState::Updating,
+            None,
+        ),
+        (
+            "running",
+            OperationState::Running,
+            OperationKind::Update,
+            ClusterState::Updating,
+            None,
+        ),
+        (
+            "succeeded",
+            OperationState::Succeeded,
+            OperationKind::Create,
+            ClusterState::Ready,
+            None,
+        ),
+        (
+            "cancelled",
+            OperationState::Cancelled,
+            OperationKind::Update,
+            ClusterState::Ready,
+            None,
+        ),
+    ];
+    for (case, op_state, kind, before, after) in cases {
+        let mut op = Operation::test(kind).with_state(op_state);
+        op.attempts = (1..=3)
+            .map(|n| crate::operation::Attempt {
+                number: n,
+                worker: "w".into(),
+                start_time: t0(),
+                end_time: Some(t0()),
+                outcome: Some(AttemptOutcome::LeaseExpired),
+            })
+            .collect();
+        op.error = Some(crate::operation::OperationError {
+            code: crate::error::Code::Unavailable,
+            reason: "LEASE_LOST".into(),
+            message: "lost".into(),
+        });
+        let mut cluster = Cluster::test();
+        cluster.state = before;
+        let got = retry(
+            &op,
+            &cluster,
+            &crate::operation::Initiator::test(),
+            &rules(),
+            &ctx(),
+        );
+        match (got, after) {
+            (Ok(d), Some(after)) => {
+                let retried = &d.answer;
+                assert_eq!(retried.state, OperationState::Queued, "{case}");
+                assert_eq!(retried.error, None, "{case}");
+                assert_eq!(retried.next_attempt_time, ctx().now, "{case}");
+                // Three attempts kept, five more may count.
+                assert_eq!(retried.max_attempts, 8, "{case}");
+                assert_eq!(retried.attempts.len(), 3, "{case}");
+                let c = d.changes.event.as_ref().unwrap().snapshot.clone();
+                assert_eq!(c.state, after, "{case}");
+                assert_eq!(c.current_operation, Some(op.id), "{case}");
+                assert_eq!(updated_ops(&d.changes), vec![retried], "{case}");
+            }
+            (Err(Error::FailedPrecondition(v)), None) => {
+                assert!(v[0].description.contains(op_state.as_str()), "{case}");
+            }
+            (other, _) => panic!("{case}: {other:?}"),
+        }
+    }
+}

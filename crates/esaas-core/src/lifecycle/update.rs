@@ -1,0 +1,124 @@
+//! `UpdateCluster`: a new spec generation, queued as an update or folded into
+//! the operation already queued for the cluster (level-triggered: the queued
+//! operation drives the cluster to the latest generation).
+
+use crate::cluster::{ClusterState, Disruption, SpecField, classify_change};
+use crate::error::{Error, Result};
+use crate::event::EventKind;
+use crate::names::ClusterName;
+use crate::operation::{Initiator, OperationKind};
+use crate::spec::ClusterSpec;
+use crate::tenant::check_quota;
+
+use super::{
+    ChangeSet, ClusterChange, Ctx, Decision, LiveCluster, Rules, check_spec, new_operation,
+    show_queued,
+};
+
+/// The path of the spec in an `UpdateClusterRequest`, which field errors name.
+const SPEC_PATH: &str = "cluster.spec";
+
+/// An update, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateCluster {
+    /// The cluster.
+    pub name: ClusterName,
+    /// The etag the caller read (empty: any).
+    pub etag: String,
+    /// The new values; only `fields` are taken from it.
+    pub patch: ClusterSpec,
+    /// The spec fields the update mask names.
+    pub fields: Vec<SpecField>,
+    /// Who asks.
+    pub initiator: Initiator,
+}
+
+/// Changes the spec of `state.cluster`: the merged spec must be valid and a
+/// change the platform can make safely (no downgrade, no smaller volume, no
+/// new size class for a node set) within the tenant's quota. A spec equal to
+/// the current one changes nothing and answers the current operation.
+pub fn update(
+    cmd: &UpdateCluster,
+    state: &LiveCluster,
+    rules: &Rules,
+    ctx: &Ctx,
+) -> Result<Decision<ClusterChange>> {
+    let mut cluster = state.cluster.clone();
+    cluster.check_etag(&cmd.etag)?;
+    if cluster.state == ClusterState::Deleting {
+        return Err(Error::precondition(
+            cmd.name.to_string(),
+            "the cluster is being deleted and can no longer change",
+        ));
+    }
+    let spec = check_spec(
+        cluster.spec.merged(&cmd.patch, &cmd.fields),
+        &rules.catalog,
+        SPEC_PATH,
+    )?;
+    let disruption = classify_change(&cluster.spec, &spec, SPEC_PATH)?;
+    if spec == cluster.spec {
+        return Ok(Decision::unchanged(ClusterChange {
+            operation: state.current.clone(),
+            cluster,
+            disruption: Disruption::None,
+        }));
+    }
+    let tenant = &state.tenant;
+    let mut without = tenant.usage;
+    without.clusters -= 1;
+    without.nodes -= cluster.spec.node_count();
+    without.storage_gib -= cluster.spec.storage_gib();
+    check_quota(&tenant.id, &tenant.quota, tenant.usage, without.plus(&spec))?;
+
+    cluster.spec = spec;
+    cluster.generation += 1;
+    let mut changes = ChangeSet::default();
+    let operation = match state.active.queued.clone() {
+        Some(mut queued) => {
+            queued.target_generation = cluster.generation;
+            changes.update_operation(&mut queued, ctx.now);
+            queued
+        }
+        None => {
+            let op = new_operation(&cluster, OperationKind::Update, &cmd.initiator, rules, ctx);
+            changes.insert_operation(&op);
+            op
+        }
+    };
+    // A running operation stays the cluster's current one; it hands over
+    // to the queued one when it ends.
+    if state.active.running.is_none() {
+        cluster.current_operation = Some(operation.id);
+        show_queued(&mut cluster, &operation, ctx.now);
+    }
+    if matches!(
+        cluster.state,
+        ClusterState::Ready | ClusterState::Degraded | ClusterState::Failed
+    ) {
+        cluster.state = ClusterState::Updating;
+    }
+    let message = format!(
+        "spec generation {} by {} ({:?} change); carried by {}",
+        cluster.generation,
+        cmd.initiator.principal,
+        disruption,
+        operation.name()
+    );
+    changes.record(
+        &mut cluster,
+        false,
+        EventKind::SpecUpdated,
+        message,
+        Some(operation.id),
+        ctx.now,
+    );
+    Ok(Decision {
+        changes,
+        answer: ClusterChange {
+            cluster,
+            operation: Some(operation),
+            disruption,
+        },
+    })
+}

@@ -1,0 +1,201 @@
+//! Cluster specs and update masks.
+
+use esaas_core::Result;
+use esaas_core::cluster::SpecField;
+use esaas_core::error::{Error, Violations, shown};
+use esaas_core::spec::{ClusterSpec, NodeRole, NodeSet, VolumeRetention};
+
+use crate::v1 as pb;
+
+/// Parses a wire spec; `prefix` is its path in the request.
+pub fn spec_from_pb(spec: &pb::ClusterSpec, prefix: &str) -> Result<ClusterSpec> {
+    let mut v = Violations::default();
+    let volume_retention = match pb::VolumeRetention::try_from(spec.volume_retention) {
+        Ok(pb::VolumeRetention::Unspecified | pb::VolumeRetention::Delete) => {
+            VolumeRetention::Delete
+        }
+        Ok(pb::VolumeRetention::Retain) => VolumeRetention::Retain,
+        Err(_) => {
+            v.add(
+                format!("{prefix}.volume_retention"),
+                format!("unknown value {}", spec.volume_retention),
+            );
+            VolumeRetention::Delete
+        }
+    };
+    let mut node_sets = Vec::with_capacity(spec.node_sets.len());
+    for (i, ns) in spec.node_sets.iter().enumerate() {
+        let mut roles = Vec::with_capacity(ns.roles.len());
+        for (j, r) in ns.roles.iter().enumerate() {
+            let role = match pb::NodeRole::try_from(*r) {
+                Ok(pb::NodeRole::Master) => NodeRole::Master,
+                Ok(pb::NodeRole::Data) => NodeRole::Data,
+                Ok(pb::NodeRole::Ingest) => NodeRole::Ingest,
+                Ok(pb::NodeRole::Ml) => NodeRole::Ml,
+                Ok(pb::NodeRole::Transform) => NodeRole::Transform,
+                Ok(pb::NodeRole::Unspecified) | Err(_) => {
+                    v.add(
+                        format!("{prefix}.node_sets[{i}].roles[{j}]"),
+                        format!("{r} is not a role; use NODE_ROLE_MASTER, _DATA, _INGEST, _ML or _TRANSFORM"),
+                    );
+                    continue;
+                }
+            };
+            roles.push(role);
+        }
+        node_sets.push(NodeSet {
+            name: ns.name.clone(),
+            roles,
+            count: ns.count,
+            size_class: ns.size_class.clone(),
+            storage_gib: ns.storage_gib,
+            storage_iops: ns.storage_iops,
+            storage_throughput_mibps: ns.storage_throughput_mibps,
+        });
+    }
+    v.finish()?;
+    Ok(ClusterSpec {
+        version: spec.version.clone(),
+        node_sets,
+        zone_count: spec.zone_count,
+        volume_retention,
+    })
+}
+
+/// The spec fields an update changes: the mask's paths, or (AIP-134) every
+/// spec field that is set in the request when the mask is empty.
+pub fn update_mask_from_pb(
+    mask: Option<&prost_types::FieldMask>,
+    spec: Option<&pb::ClusterSpec>,
+) -> Result<Vec<SpecField>> {
+    let mut fields = Vec::new();
+    match mask.filter(|m| !m.paths.is_empty()) {
+        Some(mask) => {
+            let mut v = Violations::default();
+            for (i, path) in mask.paths.iter().enumerate() {
+                match SpecField::parse_path(path) {
+                    Some(fs) => fields.extend_from_slice(fs),
+                    None => v.add(
+                        format!("update_mask.paths[{i}]"),
+                        format!(
+                            "{} cannot be updated; use spec, spec.version, spec.node_sets, spec.zone_count or spec.volume_retention",
+                            shown(path)
+                        ),
+                    ),
+                }
+            }
+            v.finish()?;
+        }
+        None => {
+            if let Some(s) = spec {
+                if !s.version.is_empty() {
+                    fields.push(SpecField::Version);
+                }
+                if !s.node_sets.is_empty() {
+                    fields.push(SpecField::NodeSets);
+                }
+                if s.zone_count != 0 {
+                    fields.push(SpecField::ZoneCount);
+                }
+                if s.volume_retention != 0 {
+                    fields.push(SpecField::VolumeRetention);
+                }
+            }
+            if fields.is_empty() {
+                return Err(Error::invalid(
+                    "update_mask",
+                    "names no field to change, and the request sets no spec field",
+                ));
+            }
+        }
+    }
+    fields.dedup();
+    Ok(fields)
+}
+
+/// The wire form of a spec.
+pub fn spec_to_pb(spec: &ClusterSpec) -> pb::ClusterSpec {
+    pb::ClusterSpec {
+        version: spec.version.clone(),
+        node_sets: spec
+            .node_sets
+            .iter()
+            .map(|ns| pb::NodeSet {
+                name: ns.name.clone(),
+                roles: ns
+                    .roles
+                    .iter()
+                    .map(|r| match r {
+                        NodeRole::Master => pb::NodeRole::Master,
+                        NodeRole::Data => pb::NodeRole::Data,
+                        NodeRole::Ingest => pb::NodeRole::Ingest,
+                        NodeRole::Ml => pb::NodeRole::Ml,
+                        NodeRole::Transform => pb::NodeRole::Transform,
+                    } as i32)
+                    .collect(),
+                count: ns.count,
+                size_class: ns.size_class.clone(),
+                storage_gib: ns.storage_gib,
+                storage_iops: ns.storage_iops,
+                storage_throughput_mibps: ns.storage_throughput_mibps,
+            })
+            .collect(),
+        zone_count: spec.zone_count,
+        volume_retention: match spec.volume_retention {
+            VolumeRetention::Delete => pb::VolumeRetention::Delete,
+            VolumeRetention::Retain => pb::VolumeRetention::Retain,
+        } as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips() {
+        let spec = ClusterSpec::test().with_nodes(3);
+        assert_eq!(spec_from_pb(&spec_to_pb(&spec), "s").unwrap(), spec);
+    }
+
+    #[test]
+    fn implied_mask_takes_set_fields() {
+        let spec = pb::ClusterSpec {
+            version: "9.1.0".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            update_mask_from_pb(None, Some(&spec)).unwrap(),
+            vec![SpecField::Version]
+        );
+        assert!(update_mask_from_pb(None, None).is_err());
+        let mask = prost_types::FieldMask {
+            paths: vec!["spec.node_sets".into(), "labels".into()],
+        };
+        match update_mask_from_pb(Some(&mask), None) {
+            Err(Error::InvalidArgument(v)) => assert_eq!(v[0].field, "update_mask.paths[1]"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_enum_values_name_their_field() {
+        let mut wire = spec_to_pb(&ClusterSpec::test());
+        wire.node_sets[0].roles = vec![0, 99];
+        wire.volume_retention = 42;
+        match spec_from_pb(&wire, "cluster.spec") {
+            Err(esaas_core::Error::InvalidArgument(v)) => {
+                let fields: Vec<_> = v.iter().map(|v| v.field.as_str()).collect();
+                assert_eq!(
+                    fields,
+                    vec![
+                        "cluster.spec.volume_retention",
+                        "cluster.spec.node_sets[0].roles[0]",
+                        "cluster.spec.node_sets[0].roles[1]"
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

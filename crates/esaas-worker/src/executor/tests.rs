@@ -1,0 +1,338 @@
+//! The executor over in-memory backends, with tokio's time paused: the
+//! stages it reports, its checkpoints, retries inside a step, failures,
+//! stalls, cancellation and a lost lease. No database, no process.
+
+use std::time::Duration;
+
+use esaas_core::backend::{StepError, Target};
+use esaas_core::cluster::Health;
+use esaas_core::lifecycle::lease::LeaseEvent;
+use esaas_core::operation::{OperationKind, StageName};
+use esaas_core::plan::NodeGroupStatus;
+use esaas_core::spec::VolumeRetention;
+use tokio_util::sync::CancellationToken;
+
+use super::{Backends, ExecSettings, Job, Stopped, execute};
+use crate::memory::{Memory, Recorder};
+
+const SETTINGS: ExecSettings = ExecSettings {
+    poll: Duration::from_millis(500),
+    gate_timeout: Duration::from_secs(60),
+};
+
+fn job(kind: OperationKind, nodes: i32) -> Job {
+    let mut target: Target = esaas_core::test_support::target("team", "logs");
+    target.spec = target.spec.with_nodes(nodes);
+    Job { target, kind }
+}
+
+fn backends(world: &Memory) -> Backends<Memory, Memory, Memory> {
+    Backends {
+        node_groups: world.clone(),
+        workloads: world.clone(),
+        elasticsearch: world.clone(),
+    }
+}
+
+async fn run(world: &Memory, job: &Job, reporter: &Recorder) -> Result<LeaseEvent, Stopped> {
+    execute(
+        job,
+        &backends(world),
+        reporter,
+        SETTINGS,
+        &CancellationToken::new(),
+    )
+    .await
+}
+
+/// The stages started, in order.
+fn started(reports: &[LeaseEvent]) -> Vec<StageName> {
+    reports
+        .iter()
+        .filter_map(|e| match e {
+            LeaseEvent::StageStarted(s) => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn checkpoints(reports: &[LeaseEvent]) -> Vec<String> {
+    reports
+        .iter()
+        .filter_map(|e| match e {
+            LeaseEvent::Checkpoint(v) => v["last_step"].as_str().map(String::from),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_goes_through_its_stages_and_checkpoints_every_step() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Green);
+    let reporter = Recorder::default();
+    let last = run(&world, &job(OperationKind::Create, 3), &reporter)
+        .await
+        .unwrap();
+    assert_eq!(
+        last,
+        LeaseEvent::Succeeded {
+            endpoint: Some("https://logs:9200".into()),
+            health: Health::Green
+        }
+    );
+    let reports = reporter.reports();
+    assert_eq!(
+        started(&reports),
+        [
+            StageName::Namespace,
+            StageName::NodeGroups,
+            StageName::ElasticsearchObjects,
+            // Green at once: the closing gate is recorded as passed.
+            StageName::HealthGate,
+        ]
+    );
+    assert!(reports.contains(&LeaseEvent::StageFinished {
+        name: StageName::HealthGate,
+        skipped: false,
+        message: "green at the first check".into(),
+    }));
+    // One checkpoint after every step performed, each naming the step.
+    assert_eq!(
+        checkpoints(&reports),
+        [
+            "ApplyBaseObjects",
+            "EnsureNodeGroup { node_set: \"default\", size: 3 }",
+            "ApplyWorkload { node_set: \"default\", replicas: 3 }",
+        ]
+    );
+    assert_eq!(
+        world.world().calls,
+        [
+            "workloads.apply_base  ",
+            "nodegroup.ensure default 3",
+            "workloads.apply_node_set default 3",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gate_reports_what_it_waits_for_then_clears_it() {
+    let world = Memory::default();
+    world.world().new_group_status = Some(NodeGroupStatus::Creating);
+    world.world().health = Some(Health::Green);
+    let job = job(OperationKind::Create, 1);
+    let reporter = std::sync::Arc::new(Recorder::default());
+    let task = {
+        let (world, reporter, job) = (world.clone(), reporter.clone(), job.clone());
+        tokio::spawn(async move { run(&world, &job, &reporter).await })
+    };
+    // The node group stays CREATING for 10 s of (paused) time.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    if let Some(g) = world.world().node_groups.get_mut("default") {
+        g.status = NodeGroupStatus::Active;
+    }
+    let last = task.await.unwrap().unwrap();
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }));
+    let reports = reporter.reports();
+    let blocking: Vec<&str> = reports
+        .iter()
+        .filter_map(|e| match e {
+            LeaseEvent::Blocking(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect();
+    // Reported once while it waits (not once per poll), cleared once it opens.
+    assert_eq!(
+        blocking,
+        [
+            "waiting for node group default to be ACTIVE (now CREATING)",
+            ""
+        ]
+    );
+    assert!(started(&reports).contains(&StageName::NodeGroupsActive));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_errors_are_retried_inside_the_step() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Green);
+    world.fail(
+        "nodegroup.ensure",
+        4,
+        StepError::retryable("EKS_THROTTLED", "Rate exceeded"),
+    );
+    let reporter = Recorder::default();
+    let last = run(&world, &job(OperationKind::Create, 1), &reporter)
+        .await
+        .unwrap();
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
+    // The fifth try went through; the failed tries changed nothing.
+    let calls = world.world().calls.clone();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("nodegroup.ensure"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_that_keeps_failing_fails_the_attempt_retryably() {
+    let world = Memory::default();
+    world.fail(
+        "nodegroup.ensure",
+        5,
+        StepError::retryable("EKS_THROTTLED", "Rate exceeded"),
+    );
+    let reporter = Recorder::default();
+    let last = run(&world, &job(OperationKind::Create, 1), &reporter)
+        .await
+        .unwrap();
+    assert_eq!(
+        last,
+        LeaseEvent::Failed {
+            retryable: true,
+            reason: "EKS_THROTTLED".into(),
+            message: "Rate exceeded".into()
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_fails_at_once() {
+    let world = Memory::default();
+    world.fail(
+        "workloads.apply_base",
+        1,
+        StepError::permanent("K8S_FORBIDDEN", "namespaces is forbidden"),
+    );
+    let reporter = Recorder::default();
+    let last = run(&world, &job(OperationKind::Create, 1), &reporter)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&last, LeaseEvent::Failed { retryable: false, reason, .. } if reason == "K8S_FORBIDDEN"),
+        "{last:?}"
+    );
+    assert!(world.world().calls.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gate_that_stays_closed_stalls_naming_why() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Yellow);
+    let reporter = Recorder::default();
+    let start = tokio::time::Instant::now();
+    let last = run(&world, &job(OperationKind::Create, 1), &reporter)
+        .await
+        .unwrap();
+    assert_eq!(
+        last,
+        LeaseEvent::Stalled(
+            "waiting for green: health is YELLOW: index logs-1 has 1 unassigned replica".into()
+        )
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited >= SETTINGS.gate_timeout && waited < SETTINGS.gate_timeout + SETTINGS.poll * 2,
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_node_group_fails_the_wait() {
+    let world = Memory::default();
+    world.world().new_group_status = Some(NodeGroupStatus::Failed);
+    let reporter = Recorder::default();
+    let last = run(&world, &job(OperationKind::Create, 1), &reporter)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&last, LeaseEvent::Failed { retryable: false, reason, .. } if reason == "NODEGROUP_FAILED"),
+        "{last:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rerun_finds_the_work_done_and_repeats_nothing() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Green);
+    let job = job(OperationKind::Create, 2);
+    run(&world, &job, &Recorder::default()).await.unwrap();
+    let calls = world.world().calls.len();
+    // A second attempt (after a crash, say) observes and is done.
+    let reporter = Recorder::default();
+    let last = run(&world, &job, &reporter).await.unwrap();
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }));
+    assert_eq!(world.world().calls.len(), calls);
+    assert!(checkpoints(&reporter.reports()).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_stops_a_waiting_operation() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Red);
+    let cancel = CancellationToken::new();
+    let job = job(OperationKind::Create, 1);
+    let task = {
+        let (world, cancel, job) = (world.clone(), cancel.clone(), job.clone());
+        tokio::spawn(async move {
+            let reporter = Recorder::default();
+            execute(&job, &backends(&world), &reporter, SETTINGS, &cancel).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cancel.cancel();
+    assert_eq!(task.await.unwrap(), Err(Stopped::Cancelled));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_report_stops_the_work() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Green);
+    // The third report is refused: the lease went to another worker.
+    let reporter = Recorder {
+        accept: Some(2),
+        ..Recorder::default()
+    };
+    let got = run(&world, &job(OperationKind::Create, 1), &reporter).await;
+    assert_eq!(
+        got,
+        Err(Stopped::LeaseLost(
+            "the lease moved to another worker".into()
+        ))
+    );
+    // Nothing after the refusal: the base objects and no node group.
+    assert_eq!(world.world().calls, ["workloads.apply_base  "]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_ignores_an_elasticsearch_that_does_not_answer() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Green);
+    let mut create = job(OperationKind::Create, 1);
+    run(&world, &create, &Recorder::default()).await.unwrap();
+    world.fail(
+        "es.health",
+        100,
+        StepError::permanent("ES_UNAUTHORIZED", "wrong password"),
+    );
+    create.target.spec.volume_retention = VolumeRetention::Retain;
+    let delete = Job {
+        kind: OperationKind::Delete,
+        ..create
+    };
+    let reporter = Recorder::default();
+    let last = run(&world, &delete, &reporter).await.unwrap();
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
+    let w = world.world();
+    assert!(!w.base && w.workloads.is_empty() && w.node_groups.is_empty());
+    assert!(
+        w.calls
+            .contains(&"workloads.delete_base  Retain".to_string())
+    );
+    // A delete has no closing health gate.
+    assert!(!started(&reporter.reports()).contains(&StageName::HealthGate));
+}

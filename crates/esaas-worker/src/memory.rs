@@ -1,0 +1,217 @@
+//! An in-memory world for the executor's unit tests: node groups,
+//! workloads and Elasticsearch held in one mutex, every mutating call
+//! recorded, faults injected per call, and a reporter that records (or
+//! refuses) reports. Time is tokio's, paused in the tests, so waits cost
+//! nothing and timeouts are exact.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use esaas_core::backend::{
+    Elasticsearch, NodeGroups, StepError, StepResult, Target, Workloads, WorkloadsObs,
+};
+use esaas_core::cluster::Health;
+use esaas_core::lifecycle::lease::LeaseEvent;
+use esaas_core::plan::{HealthObs, NodeGroupObs, NodeGroupStatus, WorkloadObs, node_key};
+use esaas_core::spec::VolumeRetention;
+
+use crate::executor::Reporter;
+
+/// What the world holds.
+#[derive(Debug, Default)]
+pub struct World {
+    /// Namespace and shared objects exist.
+    pub base: bool,
+    /// Node groups by node set.
+    pub node_groups: BTreeMap<String, NodeGroupObs>,
+    /// StatefulSets by node set.
+    pub workloads: BTreeMap<String, WorkloadObs>,
+    /// Elasticsearch's health; `None`: it does not answer.
+    pub health: Option<Health>,
+    /// Pods excluded from allocation (they drain at once).
+    pub excluded: Vec<String>,
+    /// Mutating calls, in order, as `name node_set arg`.
+    pub calls: Vec<String>,
+    /// Errors the next calls of a name return, in order.
+    pub faults: BTreeMap<&'static str, VecDeque<StepError>>,
+    /// A new node group starts in this status (ACTIVE unless set).
+    pub new_group_status: Option<NodeGroupStatus>,
+}
+
+/// The world, shared by the three backends.
+#[derive(Debug, Clone, Default)]
+pub struct Memory(Arc<Mutex<World>>);
+
+impl Memory {
+    /// The world, locked.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next `n` calls named `call` fail with `error`.
+    pub fn fail(&self, call: &'static str, n: usize, error: StepError) {
+        let mut w = self.world();
+        let q = w.faults.entry(call).or_default();
+        q.extend(std::iter::repeat_n(error, n));
+    }
+
+    fn check(&self, call: &'static str) -> StepResult<MutexGuard<'_, World>> {
+        let mut w = self.world();
+        match w.faults.get_mut(call).and_then(VecDeque::pop_front) {
+            Some(e) => Err(e),
+            None => Ok(w),
+        }
+    }
+
+    fn record(
+        &self,
+        call: &'static str,
+        node_set: &str,
+        arg: impl std::fmt::Display,
+    ) -> StepResult<MutexGuard<'_, World>> {
+        let mut w = self.check(call)?;
+        w.calls.push(format!("{call} {node_set} {arg}"));
+        Ok(w)
+    }
+}
+
+impl NodeGroups for Memory {
+    async fn observe(&self, _: &Target) -> StepResult<BTreeMap<String, NodeGroupObs>> {
+        Ok(self.check("nodegroup.observe")?.node_groups.clone())
+    }
+
+    async fn ensure(&self, _: &Target, node_set: &str, size: i32) -> StepResult<()> {
+        let mut w = self.record("nodegroup.ensure", node_set, size)?;
+        let status = w.new_group_status.unwrap_or(NodeGroupStatus::Active);
+        let g = w
+            .node_groups
+            .entry(node_set.to_string())
+            .or_insert_with(|| NodeGroupObs {
+                instance_type: "r6i.large".into(),
+                desired_size: size,
+                status,
+                message: String::new(),
+            });
+        g.desired_size = size;
+        Ok(())
+    }
+
+    async fn delete(&self, _: &Target, node_set: &str) -> StepResult<()> {
+        let mut w = self.record("nodegroup.delete", node_set, "")?;
+        w.node_groups.remove(node_set);
+        Ok(())
+    }
+}
+
+impl Workloads for Memory {
+    async fn observe(&self, t: &Target) -> StepResult<WorkloadsObs> {
+        let w = self.check("workloads.observe")?;
+        Ok(WorkloadsObs {
+            base_objects: w.base,
+            workloads: w.workloads.clone(),
+            endpoint: w.base.then(|| format!("https://{}:9200", t.cluster_id)),
+        })
+    }
+
+    async fn apply_base(&self, _: &Target) -> StepResult<()> {
+        self.record("workloads.apply_base", "", "")?.base = true;
+        Ok(())
+    }
+
+    async fn apply_node_set(&self, t: &Target, node_set: &str, replicas: i32) -> StepResult<()> {
+        let mut w = self.record("workloads.apply_node_set", node_set, replicas)?;
+        // Pods are ready at once, at the spec's version.
+        w.workloads.insert(
+            node_set.to_string(),
+            WorkloadObs {
+                replicas,
+                ready_replicas: replicas,
+                version: t.spec.version.clone(),
+                up_to_date: true,
+                updated_replicas: replicas,
+                partition: 0,
+            },
+        );
+        Ok(())
+    }
+
+    async fn roll(&self, _: &Target, node_set: &str, partition: i32) -> StepResult<()> {
+        let mut w = self.record("workloads.roll", node_set, partition)?;
+        if let Some(s) = w.workloads.get_mut(node_set) {
+            s.partition = partition;
+            s.updated_replicas = s.replicas - partition;
+        }
+        Ok(())
+    }
+
+    async fn delete_node_set(&self, _: &Target, node_set: &str) -> StepResult<()> {
+        self.record("workloads.delete_node_set", node_set, "")?
+            .workloads
+            .remove(node_set);
+        Ok(())
+    }
+
+    async fn delete_base(&self, _: &Target, retention: VolumeRetention) -> StepResult<()> {
+        self.record("workloads.delete_base", "", format!("{retention:?}"))?
+            .base = false;
+        Ok(())
+    }
+}
+
+impl Elasticsearch for Memory {
+    async fn health(&self, _: &Target) -> StepResult<Option<HealthObs>> {
+        let w = self.check("es.health")?;
+        Ok(w.health.map(|status| HealthObs {
+            status,
+            reason: if status == Health::Green {
+                String::new()
+            } else {
+                "index logs-1 has 1 unassigned replica".into()
+            },
+            shards_on_excluded: w.excluded.iter().map(|k| (k.clone(), 0)).collect(),
+        }))
+    }
+
+    async fn include(&self, _: &Target, node_set: &str, ordinal: i32) -> StepResult<()> {
+        let mut w = self.record("es.include", node_set, ordinal)?;
+        let key = node_key(node_set, ordinal);
+        w.excluded.retain(|k| *k != key);
+        Ok(())
+    }
+
+    async fn exclude(&self, _: &Target, node_set: &str, ordinal: i32) -> StepResult<()> {
+        let mut w = self.record("es.exclude", node_set, ordinal)?;
+        w.excluded.push(node_key(node_set, ordinal));
+        Ok(())
+    }
+}
+
+/// Records every report; refuses every report after the first `accept` ones.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// Accepted reports, in order.
+    pub reports: Mutex<Vec<LeaseEvent>>,
+    /// How many reports are accepted (`None`: all).
+    pub accept: Option<usize>,
+}
+
+impl Recorder {
+    /// The accepted reports.
+    pub fn reports(&self) -> Vec<LeaseEvent> {
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Reporter for Recorder {
+    async fn report(&self, event: LeaseEvent) -> Result<(), String> {
+        let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        if self.accept.is_some_and(|n| reports.len() >= n) {
+            return Err("the lease moved to another worker".into());
+        }
+        reports.push(event);
+        Ok(())
+    }
+}
