@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use esaas_core::cluster::Cluster;
 use esaas_core::lifecycle::Write;
-use esaas_core::lifecycle::lease::{self, Backoff, Context, LeaseEvent, LostLease, Loss, Refusal};
+use esaas_core::lifecycle::lease::{self, Backoff, Context, LeaseEvent, Loss, LostLease, Refusal};
 use esaas_core::operation::Operation;
 use esaas_core::{Error, Result};
 use rand::Rng;

@@ -155,8 +155,14 @@ pub(crate) async fn usage(conn: &mut PgConnection, tenant: &TenantId) -> Result<
 
 /// The tenant `id` with its usage, locked: quota checks of one tenant are serialized.
 pub(crate) async fn lock_tenant(conn: &mut PgConnection, id: &TenantId) -> Result<Tenant> {
+    tenant(conn, id, true).await
+}
+
+/// The tenant `id` with its usage; `lock`: locked until commit.
+pub(crate) async fn tenant(conn: &mut PgConnection, id: &TenantId, lock: bool) -> Result<Tenant> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
     let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1 FOR UPDATE"
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1{lock}"
     )))
     .bind(id.as_str())
     .fetch_optional(&mut *conn)

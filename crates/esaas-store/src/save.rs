@@ -8,7 +8,7 @@ use esaas_core::event::ClusterEvent;
 use esaas_core::lifecycle::{ChangeSet, Write};
 use esaas_core::operation::Operation;
 use esaas_core::{Error, Result};
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 
 use crate::error::{db_error, is_unique_violation};
 use crate::feed::{CLUSTER_CHANNEL, OPERATION_CHANNEL};
@@ -33,72 +33,63 @@ pub(crate) async fn save(conn: &mut PgConnection, changes: &ChangeSet) -> Result
     Ok(())
 }
 
+/// Every column of a cluster row, in the order of [`bind_cluster`]'s `$1` to `$19`.
+const CLUSTER_ROW: &str = "uid, tenant_id, cluster_id, spec, node_count, storage_gib, generation, \
+     observed_generation, state, health, endpoint, conditions, message, current_operation, version, revision, \
+     create_time, update_time, delete_time";
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+fn bind_cluster<'q>(q: PgQuery<'q>, c: &'q Cluster) -> Result<PgQuery<'q>> {
+    Ok(q.bind(c.uid)
+        .bind(c.tenant.as_str())
+        .bind(c.cluster_id.as_str())
+        .bind(to_json(&c.spec)?)
+        .bind(c.spec.node_count())
+        .bind(c.spec.storage_gib())
+        .bind(c.generation)
+        .bind(c.observed_generation)
+        .bind(c.state.as_str())
+        .bind(c.health.as_str())
+        .bind(&c.endpoint)
+        .bind(to_json(&c.conditions)?)
+        .bind(&c.message)
+        .bind(c.current_operation)
+        .bind(c.version)
+        .bind(c.revision)
+        .bind(c.create_time)
+        .bind(c.update_time)
+        .bind(c.delete_time))
+}
+
+const CLUSTER_VALUES: &str =
+    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
+
 async fn insert_cluster(conn: &mut PgConnection, c: &Cluster) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO clusters (uid, tenant_id, cluster_id, spec, node_count, storage_gib, generation, \
-         observed_generation, state, health, endpoint, conditions, message, current_operation, version, revision, \
-         create_time, update_time, delete_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-    )
-    .bind(c.uid)
-    .bind(c.tenant.as_str())
-    .bind(c.cluster_id.as_str())
-    .bind(to_json(&c.spec)?)
-    .bind(c.spec.node_count())
-    .bind(c.spec.storage_gib())
-    .bind(c.generation)
-    .bind(c.observed_generation)
-    .bind(c.state.as_str())
-    .bind(c.health.as_str())
-    .bind(&c.endpoint)
-    .bind(to_json(&c.conditions)?)
-    .bind(&c.message)
-    .bind(c.current_operation)
-    .bind(c.version)
-    .bind(c.revision)
-    .bind(c.create_time)
-    .bind(c.update_time)
-    .bind(c.delete_time)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| {
-        if is_unique_violation(&e, "clusters_live_name") {
-            Error::AlreadyExists {
-                kind: "Cluster",
-                name: c.name().to_string(),
+    let sql = format!("INSERT INTO clusters ({CLUSTER_ROW}) VALUES {CLUSTER_VALUES}");
+    bind_cluster(sqlx::query(AssertSqlSafe(sql)), c)?
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e, "clusters_live_name") {
+                Error::AlreadyExists {
+                    kind: "Cluster",
+                    name: c.name().to_string(),
+                }
+            } else {
+                db_error(e)
             }
-        } else {
-            db_error(e)
-        }
-    })?;
+        })?;
     Ok(())
 }
 
 async fn update_cluster(conn: &mut PgConnection, c: &Cluster) -> Result<()> {
-    sqlx::query(
-        "UPDATE clusters SET spec = $2, node_count = $3, storage_gib = $4, generation = $5, observed_generation = $6, \
-         state = $7, health = $8, endpoint = $9, conditions = $10, message = $11, current_operation = $12, \
-         version = $13, revision = $14, update_time = $15, delete_time = $16 WHERE uid = $1",
-    )
-    .bind(c.uid)
-    .bind(to_json(&c.spec)?)
-    .bind(c.spec.node_count())
-    .bind(c.spec.storage_gib())
-    .bind(c.generation)
-    .bind(c.observed_generation)
-    .bind(c.state.as_str())
-    .bind(c.health.as_str())
-    .bind(&c.endpoint)
-    .bind(to_json(&c.conditions)?)
-    .bind(&c.message)
-    .bind(c.current_operation)
-    .bind(c.version)
-    .bind(c.revision)
-    .bind(c.update_time)
-    .bind(c.delete_time)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
+    // The same row, written whole; uid, tenant, id and create time never change.
+    let sql = format!("UPDATE clusters SET ({CLUSTER_ROW}) = {CLUSTER_VALUES} WHERE uid = $1");
+    bind_cluster(sqlx::query(AssertSqlSafe(sql)), c)?
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 
 use crate::Store;
 use crate::error::{db_error, is_unique_violation};
-use crate::load::{lock_tenant, tenant_not_found, usage};
+use crate::load::{self, lock_tenant, usage};
 use crate::rows::{self, TENANT_COLUMNS};
 
 impl Store {
@@ -69,19 +69,8 @@ impl Store {
 
     /// One tenant with its usage.
     pub async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
-        self.read(async |conn| {
-            let row = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
-            )))
-            .bind(id.as_str())
-            .fetch_optional(&mut *conn)
+        self.read(async |conn| load::tenant(conn, id, false).await)
             .await
-            .map_err(db_error)?
-            .ok_or_else(|| tenant_not_found(id))?;
-            let usage = usage(conn, id).await?;
-            rows::tenant(&row, usage)
-        })
-        .await
     }
 
     /// Whether the tenant exists.
