@@ -45,6 +45,7 @@ fn catalog() -> Catalog {
         max_node_sets: 8,
         max_nodes_per_set: 50,
         max_zones: 3,
+        upgrades: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::catalog::Catalog;
 use crate::error::{Error, Result, Violations};
 use crate::names::{ClusterId, ClusterName, TenantId};
 use crate::spec::{ClusterSpec, Version};
@@ -251,10 +252,41 @@ impl ClusterSpec {
     }
 }
 
+/// Why one operation cannot upgrade from `old` to `new` (a later version):
+/// the upgrade the catalog does not list, with the way to get there.
+fn upgrade_refusal(catalog: &Catalog, old: Version, new: Version, from: &str, to: &str) -> String {
+    let not_one = format!(
+        "Elasticsearch does not support a rolling upgrade from {from} to {to} in one step"
+    );
+    match catalog.upgrade_path(old, new) {
+        Some(path) if path.len() > 1 => {
+            let hops: Vec<String> = path[..path.len() - 1]
+                .iter()
+                .map(|minor| {
+                    catalog
+                        .newest_of_minor(minor)
+                        .map_or_else(|| format!("{minor}.x"), str::to_string)
+                })
+                .collect();
+            format!(
+                "{not_one}; upgrade through {} first (one update each), then to {to}",
+                hops.join(", then ")
+            )
+        }
+        _ => format!("{not_one}, and the platform offers no upgrade path to it"),
+    }
+}
+
 /// Classifies the change from `old` to `new` (both validated, with defaults),
-/// refusing changes the platform cannot make safely: a version downgrade and a
-/// smaller volume. `prefix` is the spec's path in the request.
-pub fn classify_change(old: &ClusterSpec, new: &ClusterSpec, prefix: &str) -> Result<Disruption> {
+/// refusing changes the platform cannot make safely: a version downgrade, an
+/// upgrade Elasticsearch does not support in one step, a smaller volume and a
+/// new size class. `prefix` is the spec's path in the request.
+pub fn classify_change(
+    old: &ClusterSpec,
+    new: &ClusterSpec,
+    catalog: &Catalog,
+    prefix: &str,
+) -> Result<Disruption> {
     let mut v = Violations::default();
     let mut d = Disruption::None;
     if old.version != new.version {
@@ -265,6 +297,10 @@ pub fn classify_change(old: &ClusterSpec, new: &ClusterSpec, prefix: &str) -> Re
                     "downgrading from {} to {} is not supported: Elasticsearch cannot read data written by a newer version",
                     old.version, new.version
                 ),
+            ),
+            (Some(a), Some(b)) if !catalog.allows_upgrade(a, b) => v.add(
+                format!("{prefix}.version"),
+                upgrade_refusal(catalog, a, b, &old.version, &new.version),
             ),
             _ => d = d.max(Disruption::Rolling),
         }
@@ -388,26 +424,43 @@ mod tests {
         for (what, change, want) in cases {
             let mut new = base.clone();
             change(&mut new);
-            assert_eq!(classify_change(&base, &new, "s").unwrap(), want, "{what}");
+            assert_eq!(
+                classify_change(&base, &new, &Catalog::test(), "s").unwrap(),
+                want,
+                "{what}"
+            );
         }
     }
 
     #[test]
     fn unsafe_changes_are_refused() {
+        let c = Catalog::test();
         let base = ClusterSpec::test().with_version("8.17.1");
         let down = base.clone().with_version("8.15.3");
         assert!(
-            matches!(classify_change(&base, &down, "s"), Err(Error::InvalidArgument(v)) if v[0].field == "s.version")
+            matches!(classify_change(&base, &down, &c, "s"), Err(Error::InvalidArgument(v)) if v[0].field == "s.version")
         );
+        let jump = base.clone().with_version("9.1.0");
+        match classify_change(&base, &jump, &c, "s") {
+            Err(Error::InvalidArgument(v)) => {
+                assert_eq!(v[0].field, "s.version");
+                assert!(
+                    v[0].description.contains("upgrade through 8.19.3 first"),
+                    "{}",
+                    v[0].description
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         let mut resized = base.clone();
         resized.node_sets[0].size_class = "large".into();
         assert!(
-            matches!(classify_change(&base, &resized, "s"), Err(Error::InvalidArgument(v)) if v[0].field == "s.node_sets[0].size_class")
+            matches!(classify_change(&base, &resized, &c, "s"), Err(Error::InvalidArgument(v)) if v[0].field == "s.node_sets[0].size_class")
         );
         let mut smaller = base.clone();
         smaller.node_sets[0].storage_gib = 20;
         assert!(
-            matches!(classify_change(&base, &smaller, "s"), Err(Error::InvalidArgument(v)) if v[0].field == "s.node_sets[0].storage_gib")
+            matches!(classify_change(&base, &smaller, &c, "s"), Err(Error::InvalidArgument(v)) if v[0].field == "s.node_sets[0].storage_gib")
         );
     }
 

@@ -57,10 +57,25 @@ impl NodeSet {
 }
 
 impl Catalog {
-    /// Three versions, two size classes, the usual bounds.
+    /// Four versions (8.15 and 8.17 go to 8.19, 8.19 to 9.1), two size
+    /// classes, the usual bounds.
     pub fn test() -> Self {
+        let upgrades = [
+            ("8.15", &["8.17", "8.19"][..]),
+            ("8.17", &["8.19"][..]),
+            ("8.19", &["9.1"][..]),
+        ];
         Catalog {
-            versions: vec!["8.15.3".into(), "8.17.1".into(), "9.1.0".into()],
+            versions: vec![
+                "8.15.3".into(),
+                "8.17.1".into(),
+                "8.19.3".into(),
+                "9.1.0".into(),
+            ],
+            upgrades: upgrades
+                .iter()
+                .map(|(from, to)| (from.to_string(), to.iter().map(|t| t.to_string()).collect()))
+                .collect(),
             size_classes: vec![
                 SizeClass {
                     name: "small".into(),

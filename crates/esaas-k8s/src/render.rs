@@ -859,6 +859,7 @@ mod tests {
             max_node_sets: 8,
             max_nodes_per_set: 50,
             max_zones: 3,
+            upgrades: Default::default(),
         }
     }
 

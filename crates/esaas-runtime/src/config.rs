@@ -226,6 +226,23 @@ impl Config {
                 bail!("catalog.versions: {v:?} is not major.minor.patch");
             }
         }
+        let offered_minors: std::collections::BTreeSet<String> = self
+            .catalog
+            .versions
+            .iter()
+            .filter_map(|v| esaas_core::spec::Version::parse(v))
+            .map(esaas_core::catalog::minor_of)
+            .collect();
+        for (from, to) in &self.catalog.upgrades {
+            for minor in std::iter::once(from).chain(to) {
+                if !offered_minors.contains(minor) {
+                    bail!(
+                        "catalog.upgrades: {minor:?} is not the major.minor of an offered version (offered: {})",
+                        self.catalog.versions.join(", ")
+                    );
+                }
+            }
+        }
         if self.catalog.size_classes.is_empty() {
             bail!("catalog.size_classes: at least one size class is required");
         }

@@ -56,7 +56,7 @@ pub fn update(
         &rules.catalog,
         SPEC_PATH,
     )?;
-    let disruption = classify_change(&cluster.spec, &spec, SPEC_PATH)?;
+    let disruption = classify_change(&cluster.spec, &spec, &rules.catalog, SPEC_PATH)?;
     if spec == cluster.spec {
         return Ok(Decision::unchanged(ClusterChange {
             operation: state.current.clone(),
