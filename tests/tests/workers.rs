@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use esaas_core::cluster::Health;
 use esaas_proto::v1 as pb;
-use esaas_tests::sim::{Sim, SimConfig, WorkerProcess};
+use esaas_tests::sim::{Sim, SimConfig};
 use esaas_tests::*;
 use tokio_stream::StreamExt;
 
