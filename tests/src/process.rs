@@ -150,7 +150,7 @@ pub async fn sigterm(
 
 /// The `esaas-test-worker` binary built next to the tests (or `ESAAS_TEST_WORKER_BIN`).
 /// Integration tests of this crate may use `env!("CARGO_BIN_EXE_esaas-test-worker")` instead.
-pub fn test_worker_bin() -> std::path::PathBuf {
+fn test_worker_bin() -> std::path::PathBuf {
     if let Ok(p) = std::env::var("ESAAS_TEST_WORKER_BIN") {
         return p.into();
     }
@@ -171,8 +171,6 @@ pub fn test_worker_bin() -> std::path::PathBuf {
 
 /// An `esaas-test-worker` child process.
 pub struct WorkerProcess {
-    /// Its worker id.
-    pub id: String,
     child: tokio::process::Child,
 }
 
@@ -212,10 +210,7 @@ impl WorkerProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn esaas-test-worker");
-        Self {
-            id: id.into(),
-            child,
-        }
+        Self { child }
     }
 
     /// Its process id.

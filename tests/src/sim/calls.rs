@@ -13,8 +13,6 @@ use super::{Sim, db, lock_key};
 /// One mutating call as recorded in `sim_calls`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimCall {
-    /// Order of the calls.
-    pub id: i64,
     /// When it was recorded (database clock).
     pub at: DateTime<Utc>,
     /// Cluster uid.
@@ -50,7 +48,7 @@ impl Sim {
     /// Panics when the database fails: this is for test assertions.
     pub async fn calls(&self) -> Vec<SimCall> {
         let rows = sqlx::query(
-            "SELECT id, at, cluster_uid, operation, call, key, action, effective, error
+            "SELECT at, cluster_uid, operation, call, key, action, effective, error
                FROM sim_calls ORDER BY id",
         )
         .fetch_all(&self.pool)
@@ -58,7 +56,6 @@ impl Sim {
         .expect("read sim_calls");
         rows.iter()
             .map(|r| SimCall {
-                id: r.get("id"),
                 at: r.get("at"),
                 cluster_uid: r.get("cluster_uid"),
                 operation: r.get("operation"),

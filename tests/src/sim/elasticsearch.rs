@@ -16,10 +16,7 @@ use super::workloads::base_exists;
 use super::{Sim, db, secs};
 
 /// Shards a pod holds when it is excluded from allocation.
-pub const SHARDS_PER_POD: u64 = 5;
-
-/// `status` of `sim_health_override` meaning "Elasticsearch does not answer".
-const NO_ANSWER: &str = "NONE";
+pub(super) const SHARDS_PER_POD: u64 = 5;
 
 /// Shards left on a pod excluded `age` seconds ago.
 fn shards_left(age: f64, drain: Duration) -> u64 {
@@ -48,12 +45,6 @@ impl Sim {
         }
     }
 
-    /// Makes Elasticsearch of cluster `uid` not answer (`health` is `None`)
-    /// until `force_health(uid, None)`.
-    pub async fn force_no_answer(&self, uid: Uuid) {
-        self.set_override(uid, NO_ANSWER, "").await
-    }
-
     async fn set_override(&self, uid: Uuid, status: &str, reason: &str) {
         sqlx::query(
             "INSERT INTO sim_health_override (cluster_uid, status, reason) VALUES ($1, $2, $3)
@@ -68,7 +59,7 @@ impl Sim {
     }
 
     /// Shards left on excluded pods that still exist.
-    pub(super) async fn read_exclusions(
+    async fn read_exclusions(
         &self,
         conn: &mut PgConnection,
         uid: Uuid,
@@ -107,9 +98,6 @@ impl Sim {
                 .fetch_optional(&mut *conn)
                 .await?
                 .map(|r| (r.get::<String, _>("status"), r.get::<String, _>("reason")));
-        if matches!(&forced, Some((s, _)) if s == NO_ANSWER) {
-            return Ok(None);
-        }
         let workloads = self.read_workloads(&mut conn, t.uid).await?;
         let shards_on_excluded = self.read_exclusions(&mut conn, t.uid).await?;
         let (status, reason) = match forced {

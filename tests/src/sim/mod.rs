@@ -36,7 +36,6 @@ use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 pub use calls::SimCall;
-pub use elasticsearch::SHARDS_PER_POD;
 pub use world::{SimWorkload, SimWorld};
 
 /// Delays of the simulated world. All zero by default: everything happens at once.
@@ -101,10 +100,5 @@ impl Sim {
     /// Its pool, for queries of a test's own.
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// Its delays.
-    pub fn config(&self) -> SimConfig {
-        self.config
     }
 }

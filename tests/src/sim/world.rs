@@ -30,8 +30,6 @@ pub struct SimWorld {
     pub workloads: BTreeMap<String, SimWorkload>,
     /// Persistent volumes (they outlive scale-downs, as PVCs of a StatefulSet do).
     pub volumes: i64,
-    /// Shards left on excluded pods that still exist, by [`node_key`](esaas_core::plan::node_key).
-    pub shards_on_excluded: BTreeMap<String, u64>,
 }
 
 impl Sim {
@@ -67,16 +65,11 @@ impl Sim {
             .fetch_one(&mut *conn)
             .await
             .expect("count sim_volumes");
-        let shards_on_excluded = self
-            .read_exclusions(&mut conn, uid)
-            .await
-            .expect("read sim_exclusions");
         SimWorld {
             base_objects,
             node_groups,
             workloads,
             volumes,
-            shards_on_excluded,
         }
     }
 }
