@@ -25,13 +25,28 @@ pub struct SimCall {
     /// `clientRequestToken` (`Target::idempotency_key("nodegroup-{ns}")`),
     /// otherwise `{call}:{uid}:{node set}:{argument}:{operation}`.
     pub key: String,
-    /// For `nodegroup.ensure`: `create` or `update`; empty for other calls.
+    /// For `nodegroup.ensure`: `create` or `update`; for
+    /// `workloads.apply_node_set`: `held` when it held a new template back
+    /// from running pods (see [`HELD`]); empty otherwise.
     pub action: String,
     /// Whether the call changed the world.
     pub effective: bool,
     /// `reason: message` when the call failed (injected fault or refusal).
     pub error: Option<String>,
 }
+
+impl SimCall {
+    /// The argument of a call keyed `{call}:{uid}:{node set}:{argument}:{operation}`:
+    /// the partition of a `workloads.roll`, `{replicas}@{generation}` of a
+    /// `workloads.apply_node_set`; empty for a node group creation (keyed by its token).
+    pub fn argument(&self) -> &str {
+        self.key.split(':').nth(3).unwrap_or_default()
+    }
+}
+
+/// The [`SimCall::action`] of an apply that held a new template back from
+/// running pods: partition = replicas, no pod moves until `workloads.roll`.
+pub const HELD: &str = "held";
 
 /// What a mutating call writes to `sim_calls`.
 pub(super) struct Record<'a> {

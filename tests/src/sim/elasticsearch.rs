@@ -104,12 +104,13 @@ impl Sim {
             Some((s, reason)) => (Health::parse(&s).unwrap_or(Health::Unknown), reason),
             None => {
                 let mut why = Vec::new();
+                // A pod that is not ready (starting, or restarting on a new
+                // template) holds no shards: their replicas are unassigned.
                 for w in &workloads {
-                    let ready = self.ready(w);
-                    if ready < w.replicas {
+                    if w.status.ready < w.sts.replicas {
                         why.push(format!(
-                            "{}: {ready} of {} pods ready, replicas unassigned",
-                            w.node_set, w.replicas
+                            "{}: {} of {} pods ready, replicas unassigned",
+                            w.node_set, w.status.ready, w.sts.replicas
                         ));
                     }
                 }

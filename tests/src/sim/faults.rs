@@ -10,8 +10,9 @@ impl Sim {
     /// `reason: message`; `times = -1` means every call until
     /// [`Sim::clear_faults`]. Call names: `nodegroup.ensure`,
     /// `nodegroup.delete`, `nodegroup.observe`, `workloads.apply_base`,
-    /// `workloads.apply_node_set`, `workloads.delete_node_set`,
-    /// `workloads.delete_base`, `workloads.observe`, `es.health`, `es.exclude`.
+    /// `workloads.apply_node_set`, `workloads.roll`, `workloads.delete_node_set`,
+    /// `workloads.delete_base`, `workloads.observe`, `es.health`, `es.exclude`,
+    /// `es.include`.
     ///
     /// Panics when the database fails: this is for test set-up.
     pub async fn inject(

@@ -3,7 +3,8 @@
 //! so that several worker processes share one world and a test can look at
 //! it. It counts every mutating call, can fail calls on demand, and moves
 //! through time-based states (node groups CREATING then ACTIVE, pods becoming
-//! ready, shards draining) with configurable delays.
+//! ready, rollouts held and then moving one pod at a time, shards draining)
+//! with configurable delays.
 //!
 //! Only tests use it: the product binary has no fake backend.
 //!
@@ -15,12 +16,14 @@
 //! One module per concern: [`schema`] (the tables), [`calls`] (recording
 //! and the start of every mutating call), [`faults`] (injection),
 //! [`node_groups`], [`workloads`], [`elasticsearch`] (the three backends),
+//! [`rollout`] (how the StatefulSet controller moves pods to a new template)
 //! and [`world`] (the snapshot tests assert on).
 
 mod calls;
 mod elasticsearch;
 mod faults;
 mod node_groups;
+mod rollout;
 mod schema;
 mod workloads;
 mod world;
@@ -35,15 +38,16 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-pub use calls::SimCall;
-pub use world::{SimWorkload, SimWorld};
+pub use calls::{HELD, SimCall};
+pub use world::{SimPod, SimWorkload, SimWorld};
 
 /// Delays of the simulated world. All zero by default: everything happens at once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SimConfig {
     /// How long a node group stays CREATING, UPDATING or DELETING after a change.
     pub node_group_delay: Duration,
-    /// How long after an apply that changed a StatefulSet its pods are ready.
+    /// How long a pod takes to be ready after it starts (created, or
+    /// recreated on a new template when a rollout reaches it).
     pub pods_ready_delay: Duration,
     /// How long an excluded pod takes to drain its shards (linearly).
     pub drain_delay: Duration,

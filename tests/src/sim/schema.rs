@@ -25,8 +25,18 @@ CREATE TABLE IF NOT EXISTS sim_workloads (
     replicas int NOT NULL,
     fingerprint text NOT NULL,
     version text NOT NULL,
-    applied_at timestamptz NOT NULL,
+    partition int NOT NULL,
+    changed_at timestamptz NOT NULL,
     PRIMARY KEY (cluster_uid, node_set)
+);
+CREATE TABLE IF NOT EXISTS sim_pods (
+    cluster_uid uuid NOT NULL,
+    node_set text NOT NULL,
+    ordinal int NOT NULL,
+    fingerprint text NOT NULL,
+    version text NOT NULL,
+    started_at timestamptz NOT NULL,
+    PRIMARY KEY (cluster_uid, node_set, ordinal)
 );
 CREATE TABLE IF NOT EXISTS sim_volumes (
     cluster_uid uuid NOT NULL,

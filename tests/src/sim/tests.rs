@@ -3,7 +3,7 @@ use std::time::Duration;
 use esaas_core::backend::{Elasticsearch, NodeGroups, StepError, Target, Workloads};
 use esaas_core::cluster::Health;
 use esaas_core::names::{ClusterId, TenantId};
-use esaas_core::plan::{NodeGroupStatus, node_key};
+use esaas_core::plan::{NodeGroupStatus, WorkloadObs, node_key};
 use esaas_core::spec::{ClusterSpec, NodeRole, NodeSet, VolumeRetention};
 use uuid::Uuid;
 
@@ -295,4 +295,189 @@ async fn a_zero_drain_delay_drains_at_once() {
     let h = s.health(&t).await.expect("health").expect("answers");
     assert_eq!(h.shards_on_excluded[&node_key("default", 1)], 0);
     assert_eq!(h.status, Health::Green);
+}
+
+/// Polls until `done` holds for the StatefulSet of `default` (panics after 30 s).
+async fn wait_workload(s: &Sim, t: &Target, done: impl Fn(&WorkloadObs) -> bool) -> WorkloadObs {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let w = Workloads::observe(s, t).await.expect("observe");
+        let d = w.workloads["default"].clone();
+        if done(&d) {
+            return d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn upgraded(t: &Target) -> Target {
+    let mut upgrade = t.clone();
+    upgrade.spec.version = "8.19.3".into();
+    upgrade.generation = 2;
+    upgrade.operation = Uuid::new_v4();
+    upgrade
+}
+
+#[tokio::test]
+async fn a_new_template_is_held_until_rolled_then_pods_move_one_at_a_time() {
+    let db = TestDb::new().await;
+    // Long enough that a restarting pod is seen restarting on a busy machine.
+    let ready = Duration::from_secs(2);
+    let s = sim(
+        &db,
+        SimConfig {
+            pods_ready_delay: ready,
+            ..Default::default()
+        },
+    )
+    .await;
+    let t = target(3);
+    s.apply_base(&t).await.expect("base");
+    // A new StatefulSet is not held.
+    s.apply_node_set(&t, "default", 3).await.expect("apply");
+    let d = wait_workload(&s, &t, |d| d.ready_replicas == 3).await;
+    assert_eq!((d.partition, d.updated_replicas), (0, 3));
+
+    // A new template on running pods is held: no pod moves.
+    let up = upgraded(&t);
+    s.apply_node_set(&up, "default", 3).await.expect("upgrade");
+    s.apply_node_set(&up, "default", 3)
+        .await
+        .expect("upgrade again");
+    let applies: Vec<(String, bool)> = s
+        .calls()
+        .await
+        .into_iter()
+        .filter(|c| c.call == "workloads.apply_node_set")
+        .map(|c| (c.action, c.effective))
+        .collect();
+    assert_eq!(
+        applies,
+        vec![
+            (String::new(), true),
+            (HELD.to_string(), true),
+            (String::new(), false)
+        ]
+    );
+    let d = &Workloads::observe(&s, &up)
+        .await
+        .expect("observe")
+        .workloads["default"];
+    assert!(d.up_to_date);
+    assert_eq!(d.version, "8.19.3");
+    assert_eq!(
+        (d.partition, d.updated_replicas, d.ready_replicas),
+        (3, 0, 3)
+    );
+    let world = s.world(t.uid).await;
+    assert!(
+        world.workloads["default"]
+            .pods
+            .values()
+            .all(|p| p.version == "8.17.10" && !p.updated),
+        "{world:?}"
+    );
+    assert_eq!(
+        s.health(&up)
+            .await
+            .expect("health")
+            .expect("answers")
+            .status,
+        Health::Green
+    );
+
+    // One step: the highest pod restarts on the new template, the others wait.
+    s.roll(&up, "default", 2).await.expect("roll to 2");
+    let d = &Workloads::observe(&s, &up)
+        .await
+        .expect("observe")
+        .workloads["default"];
+    assert_eq!(
+        (d.partition, d.updated_replicas, d.ready_replicas),
+        (2, 1, 2),
+        "pod 2 restarting"
+    );
+    let h = s.health(&up).await.expect("health").expect("answers");
+    assert_eq!(h.status, Health::Yellow, "{h:?}");
+    let pods = s.world(t.uid).await.workloads["default"].pods.clone();
+    assert_eq!(
+        pods.values()
+            .map(|p| p.version.as_str())
+            .collect::<Vec<_>>(),
+        vec!["8.17.10", "8.17.10", "8.19.3"]
+    );
+    assert_eq!(pods[&2].ready_at, pods[&2].started_at + ready);
+    s.roll(&up, "default", 2).await.expect("roll to 2 again");
+    let e = s.roll(&up, "default", -1).await.expect_err("negative");
+    assert_eq!((e.retryable, e.reason.as_str()), (false, "KUBE_INVALID"));
+    wait_workload(&s, &up, |d| d.ready_replicas == 3).await;
+    assert_eq!(
+        s.health(&up)
+            .await
+            .expect("health")
+            .expect("answers")
+            .status,
+        Health::Green
+    );
+
+    // Lowered to 0 at once: pod 1 moves, then pod 0 once pod 1 is ready.
+    s.roll(&up, "default", 0).await.expect("roll to 0");
+    let d = &Workloads::observe(&s, &up)
+        .await
+        .expect("observe")
+        .workloads["default"];
+    assert_eq!(d.partition, 0);
+    assert!(d.ready_replicas < 3, "{d:?}");
+    let d = wait_workload(&s, &up, |d| d.ready_replicas == 3).await;
+    assert_eq!(d.updated_replicas, 3);
+    let pods = s.world(t.uid).await.workloads["default"].pods.clone();
+    assert!(pods.values().all(|p| p.version == "8.19.3" && p.updated));
+    assert_eq!(pods[&0].started_at, pods[&1].ready_at, "one at a time");
+    assert!(pods[&1].started_at >= pods[&2].ready_at);
+
+    let rolls: Vec<(String, bool, bool)> = s
+        .calls()
+        .await
+        .into_iter()
+        .filter(|c| c.call == "workloads.roll")
+        .map(|c| (c.argument().to_string(), c.effective, c.error.is_some()))
+        .collect();
+    let expected = [
+        ("2", true, false),
+        ("2", false, false),
+        ("-1", false, true),
+        ("0", true, false),
+    ]
+    .map(|(p, e, f)| (p.to_string(), e, f));
+    assert_eq!(rolls, expected);
+}
+
+#[tokio::test]
+async fn new_pods_of_a_held_stateful_set_start_on_its_template_and_a_missing_one_is_not_rolled() {
+    let db = TestDb::new().await;
+    let s = sim(&db, SimConfig::default()).await;
+    let t = target(3);
+    let e = s.roll(&t, "default", 0).await.expect_err("no StatefulSet");
+    assert_eq!((e.retryable, e.reason.as_str()), (true, "KUBE_NOT_FOUND"));
+
+    s.apply_base(&t).await.expect("base");
+    s.apply_node_set(&t, "default", 3).await.expect("apply");
+    // Upgrade and scale out in one apply: the new pods are above the partition.
+    let mut up = upgraded(&t);
+    up.spec.node_sets[0].count = 5;
+    s.apply_node_set(&up, "default", 5).await.expect("grow");
+    let w = s.world(t.uid).await.workloads["default"].clone();
+    assert_eq!((w.replicas, w.partition, w.updated_replicas), (5, 3, 2));
+    assert_eq!(
+        w.pods
+            .values()
+            .map(|p| p.version.as_str())
+            .collect::<Vec<_>>(),
+        vec!["8.17.10", "8.17.10", "8.17.10", "8.19.3", "8.19.3"]
+    );
+    // Shrinking below the partition lowers it: it never exceeds the replicas.
+    s.apply_node_set(&up, "default", 2).await.expect("shrink");
+    let w = s.world(t.uid).await.workloads["default"].clone();
+    assert_eq!((w.replicas, w.partition, w.updated_replicas), (2, 2, 0));
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use esaas_core::plan::NodeGroupObs;
 use uuid::Uuid;
 
@@ -13,10 +14,29 @@ use super::workloads::base_exists;
 pub struct SimWorkload {
     /// Desired replicas.
     pub replicas: i32,
-    /// Ready replicas now.
+    /// Pods ready now, whatever their template.
     pub ready_replicas: i32,
+    /// Pods on its template now.
+    pub updated_replicas: i32,
+    /// Its RollingUpdate partition: pods below it keep their template.
+    pub partition: i32,
     /// Elasticsearch version of its template.
     pub version: String,
+    /// Its pods, by ordinal.
+    pub pods: BTreeMap<i32, SimPod>,
+}
+
+/// One pod of a StatefulSet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimPod {
+    /// Elasticsearch version of the template it runs.
+    pub version: String,
+    /// Whether that is the StatefulSet's template.
+    pub updated: bool,
+    /// When it was created, or last recreated on a new template.
+    pub started_at: DateTime<Utc>,
+    /// When it is (or was) ready after that: `pods_ready_delay` later.
+    pub ready_at: DateTime<Utc>,
 }
 
 /// Everything the simulator holds for one cluster.
@@ -49,15 +69,28 @@ impl Sim {
             .expect("read sim_workloads")
             .into_iter()
             .map(|w| {
-                let ready = self.ready(&w);
-                (
-                    w.node_set,
-                    SimWorkload {
-                        replicas: w.replicas,
-                        ready_replicas: ready,
-                        version: w.version,
-                    },
-                )
+                let pods = w
+                    .pods
+                    .iter()
+                    .map(|p| {
+                        let pod = SimPod {
+                            version: p.version.clone(),
+                            updated: p.fingerprint == w.sts.fingerprint,
+                            started_at: p.started_at,
+                            ready_at: p.ready_at(self.config.pods_ready_delay),
+                        };
+                        (p.ordinal, pod)
+                    })
+                    .collect();
+                let workload = SimWorkload {
+                    replicas: w.sts.replicas,
+                    ready_replicas: w.status.ready,
+                    updated_replicas: w.status.updated,
+                    partition: w.sts.partition,
+                    version: w.sts.version,
+                    pods,
+                };
+                (w.node_set, workload)
             })
             .collect();
         let volumes = sqlx::query_scalar("SELECT count(*) FROM sim_volumes WHERE cluster_uid = $1")
