@@ -1,17 +1,16 @@
 //! Test support: a fresh migrated database per test, the real server on a
-//! free port (in-process or as a child process of the real binary), and
-//! authenticated clients. Nothing of the product is replaced.
+//! free port (in-process here, or as a child process of the real binary, see
+//! [`process`]), and authenticated clients. Nothing of the product is replaced.
 
 pub mod es_standin;
 pub mod faultproxy;
 pub mod kube_standin;
 pub mod moto;
 pub mod otlp;
+pub mod process;
 pub mod sim;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use esaas_proto::v1 as pb;
@@ -21,6 +20,8 @@ use esaas_proto::v1::operation_service_client::OperationServiceClient;
 use rand::Rng;
 use tonic::Request;
 use tonic::transport::Channel;
+
+pub use process::{ServerProcess, WorkerProcess, esaas_bin, free_port, sigterm};
 
 /// The bootstrap admin key of every test server.
 pub const ADMIN_KEY: &str = "test-bootstrap-admin-key-0123456789";
@@ -302,21 +303,6 @@ pub async fn worker_key_on(ch: Channel) -> String {
         .secret
 }
 
-/// SIGTERMs `child` and waits up to `timeout` for it to exit: its exit
-/// status, `None` if it did not exit in time.
-pub async fn sigterm(
-    child: &mut tokio::process::Child,
-    timeout: Duration,
-) -> Option<std::process::ExitStatus> {
-    let pid = child.id()?;
-    let _ = tokio::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .await;
-    tokio::time::timeout(timeout, child.wait()).await.ok()?.ok()
-}
-
 /// Keys of one tenant.
 pub struct TenantKeys {
     /// `tenants/{id}`.
@@ -557,125 +543,4 @@ pub async fn wait_cluster_at(
 /// The state of a cluster.
 pub fn state(c: &pb::Cluster) -> i32 {
     c.status.as_ref().map(|s| s.state).unwrap_or_default()
-}
-
-/// The esaas binary built next to the tests (or `ESAAS_BIN`).
-pub fn esaas_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("ESAAS_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/esaas
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("esaas"))
-        .expect("target dir");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --bin esaas` (make test does)",
-        bin.display()
-    );
-    bin
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// `esaas serve` as a child process.
-pub struct ServerProcess {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Its log (stderr, at `info`).
-    pub log: PathBuf,
-    child: tokio::process::Child,
-}
-
-impl ServerProcess {
-    /// Starts the real binary on `db` and waits until health says SERVING.
-    /// Its watch streams re-read only every 5 minutes without a
-    /// notification, so anything faster than that came through LISTEN/NOTIFY.
-    pub async fn start(db: &TestDb) -> Self {
-        Self::start_with(db, free_port(), "").await
-    }
-
-    /// Like `start`, on `port`, with `extra` TOML appended to the configuration.
-    pub async fn start_with(db: &TestDb, port: u16, extra: &str) -> Self {
-        Self::start_with_env(db, port, extra, &[]).await
-    }
-
-    /// Like `start_with`, with more environment variables.
-    pub async fn start_with_env(
-        db: &TestDb,
-        port: u16,
-        extra: &str,
-        env: &[(&str, String)],
-    ) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let config = std::env::temp_dir().join(format!("esaas-test-{}.toml", addr.port()));
-        std::fs::write(&config, format!("watch_poll_seconds = 300\n{extra}\n"))
-            .expect("write config");
-        let log = std::env::temp_dir().join(format!("esaas-serve-{}.log", addr.port()));
-        let child = tokio::process::Command::new(esaas_bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("DATABASE_URL", &db.url)
-            .env("ESAAS_LISTEN_ADDR", addr.to_string())
-            .env("ESAAS_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn esaas serve");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(ch) = Channel::from_shared(format!("http://{addr}"))
-                .expect("uri")
-                .connect()
-                .await
-            {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
-                if let Ok(r) = health
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                    && r.into_inner().status
-                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-                {
-                    return Self { addr, log, child };
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "esaas serve did not become healthy on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGKILLs the process.
-    pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
-    }
-
-    /// SIGTERMs the process and waits up to `timeout` for it to exit: its
-    /// exit status and how long it took, `None` if it did not exit in time.
-    pub async fn terminate(
-        mut self,
-        timeout: Duration,
-    ) -> Option<(std::process::ExitStatus, Duration)> {
-        let started = std::time::Instant::now();
-        let status = sigterm(&mut self.child, timeout).await?;
-        Some((status, started.elapsed()))
-    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use esaas_proto::v1 as pb;
 use esaas_tests::otlp::Collector;
-use esaas_tests::sim::{Sim, SimConfig, WorkerProcess};
+use esaas_tests::sim::{Sim, SimConfig};
 use esaas_tests::*;
 
 const LONG: Duration = Duration::from_secs(30);

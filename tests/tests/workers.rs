@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use esaas_core::cluster::Health;
 use esaas_proto::v1 as pb;
-use esaas_tests::sim::{Sim, SimConfig, WorkerProcess};
+use esaas_tests::sim::{HELD, Sim, SimCall, SimConfig};
 use esaas_tests::*;
 use tokio_stream::StreamExt;
 
@@ -28,6 +28,61 @@ fn resize(name: &str, nodes: i32) -> pb::UpdateClusterRequest {
 
 fn uid(c: &pb::Cluster) -> uuid::Uuid {
     uuid::Uuid::parse_str(&c.uid).expect("uid")
+}
+
+/// A version upgrade of the catalog's upgrade path from `spec`'s 8.17.10.
+const NEW_VERSION: &str = "8.19.3";
+
+fn upgrade(name: &str) -> pb::UpdateClusterRequest {
+    pb::UpdateClusterRequest {
+        cluster: Some(pb::Cluster {
+            name: name.into(),
+            spec: Some(pb::ClusterSpec {
+                version: NEW_VERSION.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["spec.version".into()],
+        }),
+        ..Default::default()
+    }
+}
+
+fn operation_uid(op: &pb::Operation) -> uuid::Uuid {
+    uuid::Uuid::parse_str(op.name.trim_start_matches("operations/")).expect("operation id")
+}
+
+/// The Kubernetes calls of operation `op` that changed something, in order.
+async fn workload_changes(sim: &Sim, op: uuid::Uuid) -> Vec<SimCall> {
+    sim.calls()
+        .await
+        .into_iter()
+        .filter(|c| c.operation == op && c.effective && c.call.starts_with("workloads."))
+        .collect()
+}
+
+/// Polls the simulated world until `done` holds for the StatefulSet of
+/// `default` (panics after `within`).
+async fn wait_workload(
+    sim: &Sim,
+    cluster: uuid::Uuid,
+    within: Duration,
+    done: impl Fn(&esaas_tests::sim::SimWorkload) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let world = sim.world(cluster).await;
+        if world.workloads.get("default").is_some_and(&done) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the StatefulSet did not get there in {within:?}: {world:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// No side effect happened twice for one idempotency key.
@@ -673,5 +728,225 @@ async fn a_failed_node_group_fails_the_operation_with_its_health_issues() {
         state(c) == pb::ClusterState::Failed as i32
     })
     .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_upgrade_is_applied_held_then_rolls_one_pod_at_a_time_each_after_the_last_is_ready() {
+    let ready_delay = Duration::from_millis(500);
+    let sim_config = SimConfig {
+        pods_ready_delay: ready_delay,
+        ..SimConfig::default()
+    };
+    let (app, sim) = spawn_app_with_workers(1, sim_config, |_| {}).await;
+    let t = app.tenant("search").await;
+    let created = app.create_cluster(&t.admin, "search", "logs", 3).await;
+    let cluster = created.cluster.expect("cluster");
+    app.wait_cluster(&cluster.name, LONG, |c| {
+        state(c) == pb::ClusterState::Ready as i32
+    })
+    .await;
+
+    let op = app
+        .clusters()
+        .update_cluster(authed(&t.admin, upgrade(&cluster.name)))
+        .await
+        .expect("upgrade")
+        .into_inner()
+        .operation
+        .expect("operation");
+    let op = app
+        .wait_operation(&op.name, Duration::from_secs(60), |o| o.done)
+        .await;
+    assert_eq!(op.state, pb::OperationState::Succeeded as i32, "{op:#?}");
+    let rolling = op
+        .stages
+        .iter()
+        .find(|s| s.name == "rolling_restart")
+        .expect("a rolling_restart stage");
+    assert_eq!(rolling.state, pb::StageState::Succeeded as i32, "{op:#?}");
+    let done = app
+        .wait_cluster(&cluster.name, LONG, |c| {
+            state(c) == pb::ClusterState::Ready as i32
+                && c.status
+                    .as_ref()
+                    .is_some_and(|s| s.observed_generation == 2)
+        })
+        .await;
+    assert_eq!(
+        done.spec.as_ref().map(|s| s.version.as_str()),
+        Some(NEW_VERSION)
+    );
+    assert_eq!(
+        done.status.as_ref().map(|s| s.health),
+        Some(pb::ClusterHealth::Green as i32)
+    );
+
+    // The apply came first and held the rollout; then one roll per pod,
+    // highest ordinal first.
+    let changes = workload_changes(&sim, operation_uid(&op)).await;
+    let summary: Vec<(&str, &str, &str)> = changes
+        .iter()
+        .map(|c| (c.call.as_str(), c.action.as_str(), c.argument()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("workloads.apply_node_set", HELD, "3@2"),
+            ("workloads.roll", "", "2"),
+            ("workloads.roll", "", "1"),
+            ("workloads.roll", "", "0"),
+        ]
+    );
+    let all_rolls = sim
+        .calls()
+        .await
+        .into_iter()
+        .filter(|c| c.call == "workloads.roll")
+        .count();
+    assert_eq!(all_rolls, 3, "no roll repeated or refused");
+
+    // Each pod moved at its own roll and not before; each roll came only
+    // once every pod that moved before it was ready again (the planner's gate).
+    let world = sim.world(uid(&cluster)).await;
+    let w = &world.workloads["default"];
+    assert_eq!(
+        (
+            w.replicas,
+            w.partition,
+            w.updated_replicas,
+            w.ready_replicas
+        ),
+        (3, 0, 3, 3),
+        "{w:#?}"
+    );
+    assert_eq!(w.version, NEW_VERSION);
+    for (i, roll) in changes[1..].iter().enumerate() {
+        let ordinal: i32 = roll.argument().parse().expect("partition");
+        let pod = &w.pods[&ordinal];
+        assert_eq!(pod.version, NEW_VERSION);
+        assert!(pod.updated);
+        let before = &changes[i];
+        assert!(
+            before.at < pod.started_at && pod.started_at <= roll.at,
+            "pod {ordinal} restarted at {}, not by its roll ({} .. {})",
+            pod.started_at,
+            before.at,
+            roll.at
+        );
+        assert_eq!(pod.ready_at, pod.started_at + ready_delay);
+        for moved in ordinal + 1..3 {
+            assert!(
+                w.pods[&moved].ready_at <= roll.at,
+                "roll to {ordinal} at {} while pod {moved} was not ready (ready at {})",
+                roll.at,
+                w.pods[&moved].ready_at
+            );
+        }
+    }
+    assert_effects_once(&sim).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rollout_held_at_a_partition_resumes_after_its_worker_is_killed_and_rolls_no_pod_twice() {
+    let app = spawn_app_with(fast).await;
+    let key = app.worker_key().await;
+    // Each pod takes 2 s to be ready again: the worker is killed while it
+    // waits for the second one.
+    let sim_config = SimConfig {
+        pods_ready_delay: Duration::from_secs(2),
+        ..SimConfig::default()
+    };
+    let sim = Sim::connect(&app.db.url, sim_config).await.expect("sim");
+    let cp = format!("http://{}", app.addr);
+    let poll = Duration::from_millis(20);
+    let w1 = WorkerProcess::spawn(&cp, &key, "w1", &app.db.url, sim_config, poll, LONG);
+    let t = app.tenant("search").await;
+    let created = app.create_cluster(&t.admin, "search", "logs", 3).await;
+    let cluster = created.cluster.expect("c");
+    app.wait_cluster(&cluster.name, Duration::from_secs(60), |c| {
+        state(c) == pb::ClusterState::Ready as i32
+    })
+    .await;
+    let op = app
+        .clusters()
+        .update_cluster(authed(&t.admin, upgrade(&cluster.name)))
+        .await
+        .expect("upgrade")
+        .into_inner()
+        .operation
+        .expect("operation");
+
+    // Held at partition 1: pod 2 has moved, pod 1 is restarting.
+    wait_workload(&sim, uid(&cluster), Duration::from_secs(60), |w| {
+        w.partition == 1
+    })
+    .await;
+    w1.kill().await;
+    let killed_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(sim.pool())
+        .await
+        .expect("database clock");
+    let world = sim.world(uid(&cluster)).await;
+    let w = &world.workloads["default"];
+    assert_eq!(
+        w.pods
+            .values()
+            .map(|p| (p.version.as_str(), p.updated))
+            .collect::<Vec<_>>(),
+        vec![("8.17.10", false), (NEW_VERSION, true), (NEW_VERSION, true)],
+        "{w:#?}"
+    );
+
+    let w2 = WorkerProcess::spawn(&cp, &key, "w2", &app.db.url, sim_config, poll, LONG);
+    let op = app
+        .wait_operation(&op.name, Duration::from_secs(60), |o| o.done)
+        .await;
+    assert_eq!(op.state, pb::OperationState::Succeeded as i32, "{op:#?}");
+    let attempts: Vec<(&str, &str)> = op
+        .attempts
+        .iter()
+        .map(|a| (a.worker.as_str(), a.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![("w1", "worker disconnected"), ("w2", "succeeded")]
+    );
+
+    // Every partition was rolled once: the first worker's two, then the
+    // second worker's last; none again.
+    let rolls: Vec<(String, bool, bool)> = sim
+        .calls()
+        .await
+        .into_iter()
+        .filter(|c| c.call == "workloads.roll")
+        .map(|c| (c.argument().to_string(), c.effective, c.at > killed_at))
+        .collect();
+    let expected = [("2", true, false), ("1", true, false), ("0", true, true)]
+        .map(|(p, effective, after_kill)| (p.to_string(), effective, after_kill));
+    assert_eq!(rolls, expected);
+
+    let done = app
+        .wait_cluster(&cluster.name, LONG, |c| {
+            state(c) == pb::ClusterState::Ready as i32
+                && c.status
+                    .as_ref()
+                    .is_some_and(|s| s.observed_generation == 2)
+        })
+        .await;
+    assert_eq!(
+        done.spec.as_ref().map(|s| s.version.as_str()),
+        Some(NEW_VERSION)
+    );
+    let world = sim.world(uid(&cluster)).await;
+    let w = &world.workloads["default"];
+    assert_eq!(
+        (w.partition, w.updated_replicas, w.ready_replicas),
+        (0, 3, 3)
+    );
+    assert!(w.pods.values().all(|p| p.version == NEW_VERSION));
+    assert_effects_once(&sim).await;
+    w2.kill().await;
     app.stop().await;
 }
