@@ -195,6 +195,11 @@ impl Session {
             }
         }
         let store = self.api.store();
+        // Gone from the list first, then its leases back in the queue: whoever
+        // sees a returned lease no longer sees its worker.
+        if let Err(e) = store.unregister_worker(&self.worker.id).await {
+            tracing::warn!(worker = %self.worker.id, error = %e, "unregistering worker failed");
+        }
         match store
             .release_worker(&self.worker.id, &self.api.settings().lease)
             .await
@@ -206,9 +211,6 @@ impl Session {
             Err(e) => {
                 tracing::error!(worker = %self.worker.id, error = %e, "returning leases failed; they will expire")
             }
-        }
-        if let Err(e) = store.unregister_worker(&self.worker.id).await {
-            tracing::warn!(worker = %self.worker.id, error = %e, "unregistering worker failed");
         }
         tracing::info!(worker = %self.worker.id, "worker disconnected");
     }

@@ -255,9 +255,8 @@ impl ClusterSpec {
 /// Why one operation cannot upgrade from `old` to `new` (a later version):
 /// the upgrade the catalog does not list, with the way to get there.
 fn upgrade_refusal(catalog: &Catalog, old: Version, new: Version, from: &str, to: &str) -> String {
-    let not_one = format!(
-        "Elasticsearch does not support a rolling upgrade from {from} to {to} in one step"
-    );
+    let not_one =
+        format!("Elasticsearch does not support a rolling upgrade from {from} to {to} in one step");
     match catalog.upgrade_path(old, new) {
         Some(path) if path.len() > 1 => {
             let hops: Vec<String> = path[..path.len() - 1]
