@@ -1,0 +1,202 @@
+//! The HTTPS listener: one port for every cluster, the certificate chosen
+//! by SNI, each request routed to the cluster it was addressed to.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpListener;
+
+use super::answer::{es_error, parse_query};
+use super::routes::answer;
+use super::{EsRequest, Shared, lock};
+
+/// Picks the registered cluster's certificate by SNI.
+struct SniResolver(std::sync::Weak<Shared>);
+
+impl fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SniResolver")
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let shared = self.0.upgrade()?;
+        let state = lock(&shared);
+        match hello.server_name() {
+            Some(name) => state
+                .clusters
+                .get(&name.to_ascii_lowercase())
+                .map(|c| c.cert.clone()),
+            // No SNI (an IP address was dialled): only unambiguous with one cluster.
+            None if state.clusters.len() == 1 => {
+                state.clusters.values().next().map(|c| c.cert.clone())
+            }
+            None => None,
+        }
+    }
+}
+
+pub(super) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Accepts connections on `listener` until the stand-in stops.
+pub(super) fn spawn(listener: TcpListener, shared: &Arc<Shared>) -> anyhow::Result<()> {
+    let tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver(Arc::downgrade(shared))));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let weak = Arc::downgrade(shared);
+    let stop = shared.stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(_) => continue,
+                },
+            };
+            let acceptor = acceptor.clone();
+            let weak = weak.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let tls = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = acceptor.accept(tcp) => match r {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    },
+                };
+                let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
+                // The connection belongs to the cluster that presented
+                // the certificate: it ends when that cluster goes.
+                let Some(cluster_gone) = weak.upgrade().and_then(|shared| {
+                    let state = lock(&shared);
+                    match &sni {
+                        Some(host) => state.clusters.get(host).map(|c| c.conns.clone()),
+                        None => state.clusters.values().next().map(|c| c.conns.clone()),
+                    }
+                }) else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let weak = weak.clone();
+                    let sni = sni.clone();
+                    async move { Ok::<_, Infallible>(handle(weak, sni, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc);
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = cluster_gone.cancelled() => {}
+                    _ = conn => {}
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn handle(
+    shared: std::sync::Weak<Shared>,
+    sni: Option<String>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| path.clone());
+    let query = parse_query(req.uri().query());
+    let host = sni.or_else(|| {
+        req.headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| {
+                h.rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(h)
+                    .to_ascii_lowercase()
+            })
+    });
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .map(String::from);
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .map(String::from);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let host = host.unwrap_or_default();
+    let (status, headers, body) = match shared.upgrade() {
+        Some(shared) => {
+            let mut state = lock(&shared);
+            let delay = state.drain_delay;
+            let answer = match state.clusters.get_mut(&host) {
+                None => es_error(
+                    StatusCode::NOT_FOUND,
+                    "resource_not_found_exception",
+                    &format!("no cluster at {host}"),
+                ),
+                Some(c) => {
+                    c.reconcile(Instant::now(), delay);
+                    let answer = answer(
+                        c,
+                        &method,
+                        &path,
+                        &query,
+                        auth.as_deref(),
+                        content_type.as_deref(),
+                        &body,
+                    );
+                    c.reconcile(Instant::now(), delay);
+                    answer
+                }
+            };
+            state.requests.push(EsRequest {
+                host: host.clone(),
+                method: method.to_string(),
+                path: path_and_query,
+                status: answer.0.as_u16(),
+            });
+            answer
+        }
+        None => es_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node_closed_exception",
+            "stopped",
+        ),
+    };
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+    resp
+}

@@ -1,0 +1,188 @@
+//! `GET` and `PUT /_cluster/settings`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use hyper::StatusCode;
+use serde_json::{Map, Value, json};
+
+use super::answer::{Answer, es_error, flag, json_answer};
+use super::cluster::Cluster;
+
+/// `a.b.c = v` from nested objects; `null` stays `null` (a reset).
+pub(super) fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        Value::Array(items) => out.push((
+            prefix.into(),
+            Value::String(
+                items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| i.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        )),
+        Value::Null => out.push((prefix.into(), Value::Null)),
+        Value::String(s) => out.push((prefix.into(), Value::String(s.clone()))),
+        other => out.push((prefix.into(), Value::String(other.to_string()))),
+    }
+}
+
+/// Flat settings as Elasticsearch's nested objects.
+pub(super) fn nest(flat: &BTreeMap<String, Value>) -> Value {
+    fn put(m: &mut Map<String, Value>, path: &[&str], v: Value) {
+        match path {
+            [] => {}
+            [last] => {
+                m.insert((*last).to_string(), v);
+            }
+            [first, rest @ ..] => {
+                let entry = m
+                    .entry((*first).to_string())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !entry.is_object() {
+                    *entry = Value::Object(Map::new());
+                }
+                if let Value::Object(inner) = entry {
+                    put(inner, rest, v);
+                }
+            }
+        }
+    }
+    let mut root = Map::new();
+    for (k, v) in flat {
+        let parts: Vec<&str> = k.split('.').collect();
+        put(&mut root, &parts, v.clone());
+    }
+    Value::Object(root)
+}
+
+pub(super) fn settings_view(flat: &BTreeMap<String, Value>, flat_view: bool) -> Value {
+    if flat_view {
+        Value::Object(flat.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    } else {
+        nest(flat)
+    }
+}
+
+pub(super) fn put_settings(
+    c: &mut Cluster,
+    query: &HashMap<String, String>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Answer {
+    if body.is_empty() {
+        return es_error(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            "Validation Failed: 1: no settings to update;",
+        );
+    }
+    let ct = content_type.unwrap_or_default();
+    if !ct.starts_with("application/json") && !ct.starts_with("application/vnd.elasticsearch+json")
+    {
+        return json_answer(
+            StatusCode::NOT_ACCEPTABLE,
+            &json!({
+                "error": format!("Content-Type header [{ct}] is not supported"),
+                "status": 406,
+            }),
+        );
+    }
+    let parsed: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return es_error(
+                StatusCode::BAD_REQUEST,
+                "x_content_parse_exception",
+                &format!("failed to parse the request body: {e}"),
+            );
+        }
+    };
+    let Value::Object(top) = parsed else {
+        return es_error(
+            StatusCode::BAD_REQUEST,
+            "parse_exception",
+            "request body must be an object",
+        );
+    };
+    if let Some(k) = top
+        .keys()
+        .find(|k| k.as_str() != "persistent" && k.as_str() != "transient")
+    {
+        return es_error(
+            StatusCode::BAD_REQUEST,
+            "x_content_parse_exception",
+            &format!("[cluster_update_settings_request] unknown field [{k}]"),
+        );
+    }
+    let mut changed: BTreeMap<&str, BTreeMap<String, Value>> = BTreeMap::new();
+    for scope in ["persistent", "transient"] {
+        let mut flat = Vec::new();
+        if let Some(v) = top.get(scope) {
+            flatten("", v, &mut flat);
+        }
+        let target = if scope == "persistent" {
+            &mut c.persistent
+        } else {
+            &mut c.transient
+        };
+        let entry = changed.entry(scope).or_default();
+        for (k, v) in flat {
+            if k.is_empty() {
+                continue;
+            }
+            if v.is_null() {
+                target.remove(&k);
+            } else {
+                target.insert(k.clone(), v.clone());
+                entry.insert(k, v);
+            }
+        }
+    }
+    let flat = flag(query, "flat_settings");
+    let empty = BTreeMap::new();
+    json_answer(
+        StatusCode::OK,
+        &json!({
+            "acknowledged": true,
+            "persistent": settings_view(changed.get("persistent").unwrap_or(&empty), flat),
+            "transient": settings_view(changed.get("transient").unwrap_or(&empty), flat),
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::es_standin::EXCLUDE_NAME;
+
+    #[test]
+    fn settings_flatten_and_nest() {
+        let mut flat = Vec::new();
+        flatten(
+            "",
+            &json!({"cluster": {"routing": {"allocation": {"exclude": {"_name": "a,b"}}}}}),
+            &mut flat,
+        );
+        assert_eq!(flat, vec![(EXCLUDE_NAME.to_string(), json!("a,b"))]);
+        let m = BTreeMap::from([(EXCLUDE_NAME.to_string(), json!("a"))]);
+        assert_eq!(
+            nest(&m),
+            json!({"cluster": {"routing": {"allocation": {"exclude": {"_name": "a"}}}}})
+        );
+    }
+}
