@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::cluster::{Cluster, Copy, Drain};
+use super::cluster::{Cluster, Drain, ShardCopy};
 
 impl Cluster {
     /// The least loaded of `candidates` that holds no copy of `copy`'s shard.
@@ -89,7 +89,7 @@ impl Cluster {
         for idx in self.indices.clone() {
             let want = idx.replicas.min(eligible.saturating_sub(1) as u32) as usize;
             for shard in 0..idx.primaries {
-                let of = |c: &Copy| c.index == idx.name && c.shard == shard && !c.primary;
+                let of = |c: &ShardCopy| c.index == idx.name && c.shard == shard && !c.primary;
                 let mut have = self.copies.iter().filter(|c| of(c)).count();
                 while have > want {
                     let pick = self
@@ -111,7 +111,7 @@ impl Cluster {
                     }
                 }
                 while have < want {
-                    self.copies.push(Copy {
+                    self.copies.push(ShardCopy {
                         index: idx.name.clone(),
                         shard,
                         primary: false,

@@ -10,15 +10,16 @@ use rustls::sign::CertifiedKey;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{DEFAULT_VERSION, EXCLUDE_NAME, IndexDef};
+use super::{EXCLUDE_NAME, IndexDef};
 
 pub(super) struct Forced {
     pub(super) status: Health,
     pub(super) unassigned: Vec<(String, u32, bool)>,
 }
 
+/// One copy of a shard: a primary or a replica, on a node or unassigned.
 #[derive(Debug, Clone)]
-pub(super) struct Copy {
+pub(super) struct ShardCopy {
     pub(super) index: String,
     pub(super) shard: u32,
     pub(super) primary: bool,
@@ -34,13 +35,11 @@ pub(super) struct Drain {
 
 pub(super) struct Cluster {
     pub(super) name: String,
-    pub(super) uuid: String,
     pub(super) password: String,
-    pub(super) version: String,
     pub(super) cert: Arc<CertifiedKey>,
     pub(super) nodes: Vec<String>,
     pub(super) indices: Vec<IndexDef>,
-    pub(super) copies: Vec<Copy>,
+    pub(super) copies: Vec<ShardCopy>,
     pub(super) persistent: BTreeMap<String, Value>,
     pub(super) transient: BTreeMap<String, Value>,
     pub(super) drains: HashMap<String, Drain>,
@@ -77,7 +76,7 @@ impl Cluster {
         let copies = indices
             .iter()
             .flat_map(|i| {
-                (0..i.primaries).map(move |shard| Copy {
+                (0..i.primaries).map(move |shard| ShardCopy {
                     index: i.name.clone(),
                     shard,
                     primary: true,
@@ -87,10 +86,8 @@ impl Cluster {
             })
             .collect();
         Self {
-            uuid: node_id(&format!("cluster {name}")),
             name,
             password,
-            version: DEFAULT_VERSION.into(),
             cert,
             nodes,
             indices,

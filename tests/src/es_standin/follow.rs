@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{DEFAULT_VERSION, EsStandin};
+use super::EsStandin;
 
 /// What [`EsStandin::follow`] registered for a host.
 #[derive(PartialEq, Eq)]
@@ -31,7 +31,7 @@ fn target_of(tenant: &str, cluster: &str) -> Option<esaas_core::backend::Target>
         tenant: esaas_core::names::TenantId::parse("tenant", tenant).ok()?,
         cluster_id: esaas_core::names::ClusterId::parse("cluster", cluster).ok()?,
         spec: esaas_core::spec::ClusterSpec {
-            version: DEFAULT_VERSION.into(),
+            version: String::new(),
             node_sets: Vec::new(),
             zone_count: 1,
             volume_retention: esaas_core::spec::VolumeRetention::Delete,

@@ -2,10 +2,19 @@
 
 use serde_json::{Value, json};
 
+use hyper::StatusCode;
+
+use super::answer::{Answer, json_answer};
 use super::cluster::Cluster;
+use super::routes::Call;
+
+/// `GET /_cluster/health`.
+pub(super) fn get(c: &mut Cluster, _: &Call) -> Answer {
+    json_answer(StatusCode::OK, &c.health_body())
+}
 
 impl Cluster {
-    pub(super) fn health_body(&self) -> Value {
+    fn health_body(&self) -> Value {
         let rows = self.shard_rows();
         let count = |state: &str, primary: Option<bool>| {
             rows.iter()

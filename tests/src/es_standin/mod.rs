@@ -4,14 +4,15 @@
 //! One server serves many clusters on one port. Each cluster is registered
 //! under its HTTP host ([`esaas_k8s::names::http_host`]) with its password
 //! and a certificate for that host (signed by the cluster's CA); the server
-//! picks the certificate by the TLS SNI and routes the request by it (by the
-//! `Host` header when a client sends no SNI). A host nobody registered gets
-//! no certificate: the handshake fails, as an unknown name would.
+//! picks the certificate by the TLS SNI and routes the request by it. A host
+//! nobody registered, or no SNI at all, gets no certificate: the handshake
+//! fails, as an unknown name would.
 //!
-//! Endpoints: `GET /`, `GET /_cluster/health`, `GET /_cluster/settings`
-//! (`flat_settings`), `PUT /_cluster/settings` (persistent and transient,
-//! flat or nested, `null` resets), `GET /_cat/shards` and `GET /_cat/nodes`
-//! (`format=json`, `h=`, `v`). Every request needs `elastic`'s basic auth:
+//! Endpoints (what the product's client calls, `esaas_k8s::es`):
+//! `GET /_cluster/health`, `GET /_cluster/settings` (`flat_settings`),
+//! `PUT /_cluster/settings` (persistent and transient, flat or nested,
+//! `null` resets), `GET /_cat/shards` and `GET /_cat/nodes` (`format=json`
+//! with `h=`). Every request needs `elastic`'s basic auth:
 //! 401 with `WWW-Authenticate` otherwise. A cluster with no nodes answers 503
 //! (`master_not_discovered_exception`).
 //!
@@ -77,24 +78,19 @@ use cluster::{Cluster, Forced};
 use server::provider;
 
 /// The setting that moves shards off named nodes.
-pub const EXCLUDE_NAME: &str = "cluster.routing.allocation.exclude._name";
-
-/// The version `GET /` reports unless told otherwise.
-pub const DEFAULT_VERSION: &str = "8.17.10";
+const EXCLUDE_NAME: &str = "cluster.routing.allocation.exclude._name";
 
 /// An index of a registered cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexDef {
-    /// Name.
-    pub name: String,
-    /// Primary shards.
-    pub primaries: u32,
-    /// Replicas per primary (at most; they auto-expand down to the nodes there are).
-    pub replicas: u32,
+    name: String,
+    primaries: u32,
+    /// At most: they auto-expand down to the nodes there are.
+    replicas: u32,
 }
 
 impl IndexDef {
-    /// An index.
+    /// An index with `primaries` shards and up to `replicas` replicas of each.
     pub fn new(name: &str, primaries: u32, replicas: u32) -> Self {
         Self {
             name: name.into(),
@@ -105,7 +101,7 @@ impl IndexDef {
 
     /// What a cluster gets when registered with no indices: `logs-1` with 5
     /// primaries and a replica each, `metrics-1` with 3 and one replica.
-    pub fn defaults() -> Vec<IndexDef> {
+    fn defaults() -> Vec<IndexDef> {
         vec![
             IndexDef::new("logs-1", 5, 1),
             IndexDef::new("metrics-1", 3, 1),
@@ -116,10 +112,8 @@ impl IndexDef {
 /// One request the stand-in answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EsRequest {
-    /// The cluster's host (SNI, else `Host`).
+    /// The cluster's host (the SNI of the connection).
     pub host: String,
-    /// HTTP method.
-    pub method: String,
     /// Path and query.
     pub path: String,
     /// Status answered.
@@ -212,7 +206,8 @@ impl EsStandin {
 
     /// Registers (or replaces) the cluster answering at `host`, with its
     /// `elastic` password, the PEM certificate (chain) and key it presents,
-    /// its node names and its indices ([`IndexDef::defaults`] when empty).
+    /// its node names and its indices (when empty: `logs-1` with 5 primaries
+    /// and `metrics-1` with 3, a replica each).
     pub fn register(
         &self,
         host: &str,
@@ -248,7 +243,7 @@ impl EsStandin {
     }
 
     /// Forgets the cluster at `host` and drops its connections.
-    pub fn unregister(&self, host: &str) {
+    fn unregister(&self, host: &str) {
         if let Some(old) = lock(&self.shared)
             .clusters
             .remove(&host.to_ascii_lowercase())
@@ -293,11 +288,6 @@ impl EsStandin {
     /// Back to the health the shards give.
     pub fn clear_forced_health(&self, host: &str) {
         self.with_cluster(host, |c, _| c.forced = None)
-    }
-
-    /// The version `GET /` reports.
-    pub fn set_version(&self, host: &str, version: &str) {
-        self.with_cluster(host, |c, _| c.version = version.into())
     }
 
     /// The effective excluded node names (transient over persistent).

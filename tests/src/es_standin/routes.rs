@@ -1,43 +1,59 @@
-//! Which endpoint answers a request, after authentication.
+//! Which endpoint answers a request: authentication first, as Elasticsearch
+//! does, then the path and method, then the endpoint.
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use super::answer::{Answer, es_error, flag, json_answer};
+use super::answer::{Answer, es_error, json_answer};
 use super::auth::authorized;
-use super::cat::cat;
 use super::cluster::Cluster;
-use super::settings::{put_settings, settings_view};
+use super::{cat, health, settings};
 
-pub(super) fn answer(
-    c: &mut Cluster,
-    method: &Method,
-    path: &str,
-    query: &HashMap<String, String>,
-    auth: Option<&str>,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> Answer {
-    if let Err(denied) = authorized(c, auth, path) {
+/// One request, as the endpoints read it.
+pub(super) struct Call {
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) query: HashMap<String, String>,
+    pub(super) auth: Option<String>,
+    pub(super) content_type: Option<String>,
+    pub(super) body: Bytes,
+}
+
+/// An endpoint: what cluster `c` answers to a call.
+type Endpoint = fn(&mut Cluster, &Call) -> Answer;
+
+/// Every endpoint the stand-in answers, by path and method. (The next one
+/// is likely `POST`/`DELETE /_cluster/voting_config_exclusions`, in a
+/// `voting` module of its own.)
+const ROUTES: &[(&str, Method, Endpoint)] = &[
+    ("/_cluster/health", Method::GET, health::get),
+    ("/_cluster/settings", Method::GET, settings::get),
+    ("/_cluster/settings", Method::PUT, settings::put),
+    ("/_cat/shards", Method::GET, cat::shards),
+    ("/_cat/nodes", Method::GET, cat::nodes),
+];
+
+/// The answer of cluster `c` to `call`.
+pub(super) fn answer(c: &mut Cluster, call: &Call) -> Answer {
+    let Call { method, path, .. } = call;
+    if let Err(denied) = authorized(c, call.auth.as_deref(), path) {
         return denied;
     }
-    let allowed: &[Method] = match path {
-        "/" => &[Method::GET],
-        "/_cluster/health" | "/_cat/shards" | "/_cat/nodes" => &[Method::GET],
-        "/_cluster/settings" => &[Method::GET, Method::PUT],
-        _ => {
-            return json_answer(
-                StatusCode::BAD_REQUEST,
-                &json!({
-                    "error": format!("no handler found for uri [{path}] and method [{method}]")
-                }),
-            );
-        }
-    };
-    if !allowed.contains(method) {
-        let list: Vec<String> = allowed.iter().map(|m| m.to_string()).collect();
+    let on_path: Vec<&(&str, Method, Endpoint)> =
+        ROUTES.iter().filter(|(p, _, _)| p == path).collect();
+    if on_path.is_empty() {
+        return json_answer(
+            StatusCode::BAD_REQUEST,
+            &json!({
+                "error": format!("no handler found for uri [{path}] and method [{method}]")
+            }),
+        );
+    }
+    let Some((_, _, endpoint)) = on_path.iter().find(|(_, m, _)| m == method) else {
+        let list: Vec<String> = on_path.iter().map(|(_, m, _)| m.to_string()).collect();
         let (s, mut h, b) = json_answer(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({
@@ -50,7 +66,7 @@ pub(super) fn answer(
         );
         h.push(("allow", list.join(",")));
         return (s, h, b);
-    }
+    };
     if c.nodes.is_empty() {
         return es_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -58,60 +74,5 @@ pub(super) fn answer(
             "no master node has been discovered",
         );
     }
-    match (method.clone(), path) {
-        (Method::GET, "/") => json_answer(
-            StatusCode::OK,
-            &json!({
-                "name": c.nodes[0],
-                "cluster_name": c.name,
-                "cluster_uuid": c.uuid,
-                "version": {
-                    "number": c.version,
-                    "build_flavor": "default",
-                    "build_type": "docker",
-                    "lucene_version": "9.12.0",
-                    "minimum_wire_compatibility_version": "7.17.0",
-                    "minimum_index_compatibility_version": "7.0.0",
-                },
-                "tagline": "You Know, for Search",
-            }),
-        ),
-        (Method::GET, "/_cluster/health") => json_answer(StatusCode::OK, &c.health_body()),
-        (Method::GET, "/_cat/shards") => cat(
-            c.shard_rows(),
-            &[
-                "index", "shard", "prirep", "state", "docs", "store", "ip", "node",
-            ],
-            query,
-        ),
-        (Method::GET, "/_cat/nodes") => cat(
-            c.node_rows(),
-            &[
-                "ip",
-                "heap.percent",
-                "ram.percent",
-                "cpu",
-                "node.role",
-                "master",
-                "name",
-            ],
-            query,
-        ),
-        (Method::GET, "/_cluster/settings") => {
-            let flat = flag(query, "flat_settings");
-            json_answer(
-                StatusCode::OK,
-                &json!({
-                    "persistent": settings_view(&c.persistent, flat),
-                    "transient": settings_view(&c.transient, flat),
-                }),
-            )
-        }
-        (Method::PUT, "/_cluster/settings") => put_settings(c, query, content_type, body),
-        _ => es_error(
-            StatusCode::BAD_REQUEST,
-            "illegal_argument_exception",
-            "unsupported",
-        ),
-    }
+    endpoint(c, call)
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::crypto::CryptoProvider;
@@ -18,7 +18,7 @@ use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 
 use super::answer::{es_error, parse_query};
-use super::routes::answer;
+use super::routes::{Call, answer};
 use super::{EsRequest, Shared, lock};
 
 /// Picks the registered cluster's certificate by SNI.
@@ -32,19 +32,12 @@ impl fmt::Debug for SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // No SNI (an IP address was dialled), no certificate: the cluster is
+        // known only by its name.
+        let name = hello.server_name()?.to_ascii_lowercase();
         let shared = self.0.upgrade()?;
         let state = lock(&shared);
-        match hello.server_name() {
-            Some(name) => state
-                .clusters
-                .get(&name.to_ascii_lowercase())
-                .map(|c| c.cert.clone()),
-            // No SNI (an IP address was dialled): only unambiguous with one cluster.
-            None if state.clusters.len() == 1 => {
-                state.clusters.values().next().map(|c| c.cert.clone())
-            }
-            None => None,
-        }
+        state.clusters.get(&name).map(|c| c.cert.clone())
     }
 }
 
@@ -81,22 +74,21 @@ pub(super) fn spawn(listener: TcpListener, shared: &Arc<Shared>) -> anyhow::Resu
                         Err(_) => return,
                     },
                 };
-                let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
+                let Some(host) = tls.get_ref().1.server_name().map(str::to_ascii_lowercase) else {
+                    return;
+                };
                 // The connection belongs to the cluster that presented
                 // the certificate: it ends when that cluster goes.
-                let Some(cluster_gone) = weak.upgrade().and_then(|shared| {
-                    let state = lock(&shared);
-                    match &sni {
-                        Some(host) => state.clusters.get(host).map(|c| c.conns.clone()),
-                        None => state.clusters.values().next().map(|c| c.conns.clone()),
-                    }
-                }) else {
+                let Some(cluster_gone) = weak
+                    .upgrade()
+                    .and_then(|shared| lock(&shared).clusters.get(&host).map(|c| c.conns.clone()))
+                else {
                     return;
                 };
                 let svc = hyper::service::service_fn(move |req| {
                     let weak = weak.clone();
-                    let sni = sni.clone();
-                    async move { Ok::<_, Infallible>(handle(weak, sni, req).await) }
+                    let host = host.clone();
+                    async move { Ok::<_, Infallible>(handle(weak, host, req).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc);
@@ -111,52 +103,43 @@ pub(super) fn spawn(listener: TcpListener, shared: &Arc<Shared>) -> anyhow::Resu
     Ok(())
 }
 
+/// Answers one request to the cluster at `host` (the SNI of its connection).
 async fn handle(
     shared: std::sync::Weak<Shared>,
-    sni: Option<String>,
+    host: String,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let path_and_query = req
-        .uri()
+    let (parts, body) = req.into_parts();
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|h: &HeaderValue| h.to_str().ok())
+            .map(String::from)
+    };
+    let call = Call {
+        method: parts.method.clone(),
+        path: parts.uri.path().to_string(),
+        query: parse_query(parts.uri.query()),
+        auth: header(AUTHORIZATION),
+        content_type: header(CONTENT_TYPE),
+        body: body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default(),
+    };
+    let path_and_query = parts
+        .uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| path.clone());
-    let query = parse_query(req.uri().query());
-    let host = sni.or_else(|| {
-        req.headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| {
-                h.rsplit_once(':')
-                    .map(|(h, _)| h)
-                    .unwrap_or(h)
-                    .to_ascii_lowercase()
-            })
-    });
-    let auth = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .map(String::from);
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|h| h.to_str().ok())
-        .map(String::from);
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let host = host.unwrap_or_default();
+        .unwrap_or_else(|| call.path.clone());
     let (status, headers, body) = match shared.upgrade() {
         Some(shared) => {
             let mut state = lock(&shared);
             let delay = state.drain_delay;
             let answer = match state.clusters.get_mut(&host) {
+                // Forgotten while the connection was open (it is being dropped).
                 None => es_error(
                     StatusCode::NOT_FOUND,
                     "resource_not_found_exception",
@@ -164,22 +147,13 @@ async fn handle(
                 ),
                 Some(c) => {
                     c.reconcile(Instant::now(), delay);
-                    let answer = answer(
-                        c,
-                        &method,
-                        &path,
-                        &query,
-                        auth.as_deref(),
-                        content_type.as_deref(),
-                        &body,
-                    );
+                    let answer = answer(c, &call);
                     c.reconcile(Instant::now(), delay);
                     answer
                 }
             };
             state.requests.push(EsRequest {
-                host: host.clone(),
-                method: method.to_string(),
+                host,
                 path: path_and_query,
                 status: answer.0.as_u16(),
             });

@@ -1,15 +1,16 @@
 //! `GET` and `PUT /_cluster/settings`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use hyper::StatusCode;
 use serde_json::{Map, Value, json};
 
 use super::answer::{Answer, es_error, flag, json_answer};
 use super::cluster::Cluster;
+use super::routes::Call;
 
 /// `a.b.c = v` from nested objects; `null` stays `null` (a reset).
-pub(super) fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
     match v {
         Value::Object(m) => {
             for (k, v) in m {
@@ -42,7 +43,7 @@ pub(super) fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
 }
 
 /// Flat settings as Elasticsearch's nested objects.
-pub(super) fn nest(flat: &BTreeMap<String, Value>) -> Value {
+fn nest(flat: &BTreeMap<String, Value>) -> Value {
     fn put(m: &mut Map<String, Value>, path: &[&str], v: Value) {
         match path {
             [] => {}
@@ -70,7 +71,7 @@ pub(super) fn nest(flat: &BTreeMap<String, Value>) -> Value {
     Value::Object(root)
 }
 
-pub(super) fn settings_view(flat: &BTreeMap<String, Value>, flat_view: bool) -> Value {
+fn settings_view(flat: &BTreeMap<String, Value>, flat_view: bool) -> Value {
     if flat_view {
         Value::Object(flat.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     } else {
@@ -78,12 +79,21 @@ pub(super) fn settings_view(flat: &BTreeMap<String, Value>, flat_view: bool) -> 
     }
 }
 
-pub(super) fn put_settings(
-    c: &mut Cluster,
-    query: &HashMap<String, String>,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> Answer {
+/// `GET /_cluster/settings`.
+pub(super) fn get(c: &mut Cluster, call: &Call) -> Answer {
+    let flat = flag(&call.query, "flat_settings");
+    json_answer(
+        StatusCode::OK,
+        &json!({
+            "persistent": settings_view(&c.persistent, flat),
+            "transient": settings_view(&c.transient, flat),
+        }),
+    )
+}
+
+/// `PUT /_cluster/settings`.
+pub(super) fn put(c: &mut Cluster, call: &Call) -> Answer {
+    let body = &call.body[..];
     if body.is_empty() {
         return es_error(
             StatusCode::BAD_REQUEST,
@@ -91,7 +101,7 @@ pub(super) fn put_settings(
             "Validation Failed: 1: no settings to update;",
         );
     }
-    let ct = content_type.unwrap_or_default();
+    let ct = call.content_type.as_deref().unwrap_or_default();
     if !ct.starts_with("application/json") && !ct.starts_with("application/vnd.elasticsearch+json")
     {
         return json_answer(
@@ -153,7 +163,7 @@ pub(super) fn put_settings(
             }
         }
     }
-    let flat = flag(query, "flat_settings");
+    let flat = flag(&call.query, "flat_settings");
     let empty = BTreeMap::new();
     json_answer(
         StatusCode::OK,

@@ -8,7 +8,7 @@ use esaas_k8s::es::{EsAccess, EsClient, EsEndpoint};
 use esaas_k8s::names;
 use uuid::Uuid;
 
-use super::routes::answer;
+use super::routes::{Call, answer};
 use super::*;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
@@ -39,7 +39,7 @@ pub(super) fn target(cluster: &str, count: i32) -> Target {
         tenant: TenantId::parse("t", "acme").expect("tenant"),
         cluster_id: ClusterId::parse("c", cluster).expect("cluster"),
         spec: ClusterSpec {
-            version: DEFAULT_VERSION.into(),
+            version: "8.17.10".into(),
             node_sets: vec![NodeSet {
                 name: "data-hot".into(),
                 roles: vec![NodeRole::Master, NodeRole::Data],
@@ -487,12 +487,14 @@ async fn the_401_carries_www_authenticate_like_elasticsearch() {
     let c = state.clusters.get_mut(&f.host).expect("cluster");
     let (status, headers, body) = answer(
         c,
-        &Method::GET,
-        "/_cluster/health",
-        &HashMap::new(),
-        None,
-        None,
-        b"",
+        &Call {
+            method: Method::GET,
+            path: "/_cluster/health".into(),
+            query: HashMap::new(),
+            auth: None,
+            content_type: None,
+            body: Default::default(),
+        },
     );
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
