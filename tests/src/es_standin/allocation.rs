@@ -28,22 +28,21 @@ impl Cluster {
         self.copies
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.node.as_deref() == Some(node))
+            .filter(|(_, c)| c.node.as_deref() == Some(node) && self.may_allocate(c, true))
             .find_map(|(i, _)| self.target_for(i, eligible).map(|t| (i, t)))
     }
 
     /// Brings the shards to where they are at `now`.
     pub(super) fn reconcile(&mut self, now: Instant, delay: Duration) {
-        let excluded = self.exclusions();
+        let excluded = self.excluded();
         let eligible = self.eligible();
         // Drains start when a node is excluded and stop when it is not; one
         // that got copies back (a primary came home) starts over.
-        self.drains
-            .retain(|n, _| excluded.contains(n) && self.nodes.contains(n));
+        self.drains.retain(|n, _| excluded.contains(n));
         for n in &excluded {
             let count = self.count_on(n);
             let fresh = self.drains.get(n).is_none_or(|d| count > d.initial);
-            if self.nodes.contains(n) && fresh {
+            if fresh {
                 self.drains.insert(
                     n.clone(),
                     Drain {
@@ -137,6 +136,9 @@ impl Cluster {
             let Some((reason, since, last)) = self.copies[i].unassigned.clone() else {
                 continue;
             };
+            if !self.may_allocate(&self.copies[i], false) {
+                continue;
+            }
             // A primary goes back to the only disk with its data even when
             // that node is excluded (Elasticsearch force-allocates it there,
             // and the drain then moves it); a replica only to an eligible one.
@@ -183,6 +185,7 @@ impl Cluster {
             }
             let movable = self.copies.iter().enumerate().position(|(i, c)| {
                 c.node.as_deref() == Some(max.as_str())
+                    && self.may_allocate(c, true)
                     && self.target_for(i, std::slice::from_ref(min)).is_some()
             });
             match movable {

@@ -10,7 +10,7 @@ use rustls::sign::CertifiedKey;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{EXCLUDE_NAME, IndexDef};
+use super::IndexDef;
 
 pub(super) struct Forced {
     pub(super) status: Health,
@@ -101,27 +101,20 @@ impl Cluster {
         }
     }
 
-    pub(super) fn exclusions(&self) -> Vec<String> {
-        let v = self
-            .transient
-            .get(EXCLUDE_NAME)
-            .or_else(|| self.persistent.get(EXCLUDE_NAME));
-        match v {
-            Some(Value::String(s)) => s
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(String::from)
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    pub(super) fn eligible(&self) -> Vec<String> {
-        let ex = self.exclusions();
+    /// The nodes an exclude filter matches.
+    pub(super) fn excluded(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .filter(|n| !ex.contains(n))
+            .filter(|n| self.is_excluded(n))
+            .cloned()
+            .collect()
+    }
+
+    /// The nodes that may hold shards.
+    pub(super) fn eligible(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| !self.is_excluded(n))
             .cloned()
             .collect()
     }

@@ -16,12 +16,22 @@
 //! 401 with `WWW-Authenticate` otherwise. A cluster with no nodes answers 503
 //! (`master_not_discovered_exception`).
 //!
+//! Strict where Elasticsearch is: every answer but a 401 carries
+//! `X-Elastic-Product: Elasticsearch` (official clients refuse a server
+//! without it); a setting Elasticsearch does not know, or a value it does
+//! not take, is refused with its `illegal_argument_exception` and wording
+//! and nothing is stored; a query parameter an endpoint does not read is
+//! refused as Elasticsearch refuses an unrecognized one. What the stand-in
+//! does not model (other settings, `_cat` columns, parameters) is refused
+//! too, never silently ignored.
+//!
 //! The model: each index has primaries and replicas; every copy sits on a
 //! node or is UNASSIGNED. Replicas auto-expand like `auto_expand_replicas:
 //! 0-{replicas}` over the nodes that may hold shards, so a one-node cluster
 //! is green. Copies go to the least loaded node that holds no other copy of
 //! the same shard, and rebalance when nodes join. A node named in the
-//! effective `cluster.routing.allocation.exclude._name` drains linearly over
+//! effective `cluster.routing.allocation.exclude.*` (`_name` with wildcards,
+//! `_ip`, `_host`, `_id`) drains linearly over
 //! `drain_delay` (the copy on its way shows as RELOCATING, `"{from} -> {ip}
 //! {id} {to}"`, as Elasticsearch prints it); a copy with nowhere to go
 //! stays. A node that leaves ([`EsStandin::set_nodes`]) leaves its copies
@@ -30,7 +40,8 @@
 //! a primary with no other copy only comes back with its node (red until
 //! then). Health is red with an unassigned primary, yellow with an
 //! unassigned replica, green otherwise, unless [`EsStandin::force_health`]
-//! says otherwise.
+//! says otherwise. `cluster.routing.allocation.enable` holds copies where
+//! they are: `none` allocates and moves nothing, `primaries` only primaries.
 //!
 //! Tests register clusters themselves; [`EsStandin::follow`] instead keeps
 //! them in step with a Kubernetes API (each cluster's Secret registers it,
@@ -44,8 +55,10 @@
 //! - `server`: the TLS listener, SNI certificates, routing by host, the request log;
 //! - `routes`: which endpoint answers a path and method (and what 400/405 say);
 //! - `auth`: `elastic`'s basic auth and the 401; `answer`: error bodies and helpers;
-//! - `cluster` (state) and `allocation` (where shard copies go): the model;
-//! - one file per endpoint group: `health`, `settings`, `cat`;
+//! - `cluster` (state), `allocation` (where shard copies go) and `filters`
+//!   (which nodes the settings exclude): the model;
+//! - one file per endpoint group: `health`, `settings` (with the settings it
+//!   knows in `known_settings`), `cat`;
 //! - `follow`: registering clusters from a Kubernetes API.
 
 mod allocation;
@@ -53,8 +66,10 @@ mod answer;
 mod auth;
 mod cat;
 mod cluster;
+mod filters;
 mod follow;
 mod health;
+mod known_settings;
 mod routes;
 mod server;
 mod settings;
@@ -76,9 +91,6 @@ use tokio_util::sync::CancellationToken;
 
 use cluster::{Cluster, Forced};
 use server::provider;
-
-/// The setting that moves shards off named nodes.
-const EXCLUDE_NAME: &str = "cluster.routing.allocation.exclude._name";
 
 /// An index of a registered cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,7 +304,7 @@ impl EsStandin {
 
     /// The effective excluded node names (transient over persistent).
     pub fn exclusions(&self, host: &str) -> Vec<String> {
-        self.with_cluster(host, |c, _| c.exclusions())
+        self.with_cluster(host, |c, _| c.excluded_names())
     }
 
     /// Shard copies on `node` now (a relocating one counts on its source).

@@ -25,15 +25,51 @@ pub(super) struct Call {
 /// An endpoint: what cluster `c` answers to a call.
 type Endpoint = fn(&mut Cluster, &Call) -> Answer;
 
-/// Every endpoint the stand-in answers, by path and method. (The next one
-/// is likely `POST`/`DELETE /_cluster/voting_config_exclusions`, in a
-/// `voting` module of its own.)
-const ROUTES: &[(&str, Method, Endpoint)] = &[
-    ("/_cluster/health", Method::GET, health::get),
-    ("/_cluster/settings", Method::GET, settings::get),
-    ("/_cluster/settings", Method::PUT, settings::put),
-    ("/_cat/shards", Method::GET, cat::shards),
-    ("/_cat/nodes", Method::GET, cat::nodes),
+/// A path, a method, the query parameters read there, and who answers.
+struct Route {
+    path: &'static str,
+    method: Method,
+    /// Elasticsearch takes more (`wait_for_status`, `pretty`, ...); one the
+    /// stand-in does not model is refused as Elasticsearch refuses one it
+    /// does not know, so it gets modelled before the product sends it.
+    params: &'static [&'static str],
+    endpoint: Endpoint,
+}
+
+/// Every endpoint the stand-in answers. (The next one is likely `POST` and
+/// `DELETE /_cluster/voting_config_exclusions?node_names=`, in a `voting`
+/// module of its own.)
+const ROUTES: &[Route] = &[
+    Route {
+        path: "/_cluster/health",
+        method: Method::GET,
+        params: &[],
+        endpoint: health::get,
+    },
+    Route {
+        path: "/_cluster/settings",
+        method: Method::GET,
+        params: &["flat_settings"],
+        endpoint: settings::get,
+    },
+    Route {
+        path: "/_cluster/settings",
+        method: Method::PUT,
+        params: &["flat_settings"],
+        endpoint: settings::put,
+    },
+    Route {
+        path: "/_cat/shards",
+        method: Method::GET,
+        params: &["format", "h"],
+        endpoint: cat::shards,
+    },
+    Route {
+        path: "/_cat/nodes",
+        method: Method::GET,
+        params: &["format", "h"],
+        endpoint: cat::nodes,
+    },
 ];
 
 /// The answer of cluster `c` to `call`.
@@ -42,8 +78,7 @@ pub(super) fn answer(c: &mut Cluster, call: &Call) -> Answer {
     if let Err(denied) = authorized(c, call.auth.as_deref(), path) {
         return denied;
     }
-    let on_path: Vec<&(&str, Method, Endpoint)> =
-        ROUTES.iter().filter(|(p, _, _)| p == path).collect();
+    let on_path: Vec<&Route> = ROUTES.iter().filter(|r| r.path == path).collect();
     if on_path.is_empty() {
         return json_answer(
             StatusCode::BAD_REQUEST,
@@ -52,8 +87,8 @@ pub(super) fn answer(c: &mut Cluster, call: &Call) -> Answer {
             }),
         );
     }
-    let Some((_, _, endpoint)) = on_path.iter().find(|(_, m, _)| m == method) else {
-        let list: Vec<String> = on_path.iter().map(|(_, m, _)| m.to_string()).collect();
+    let Some(route) = on_path.iter().find(|r| r.method == *method) else {
+        let list: Vec<String> = on_path.iter().map(|r| r.method.to_string()).collect();
         let (s, mut h, b) = json_answer(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({
@@ -67,6 +102,27 @@ pub(super) fn answer(c: &mut Cluster, call: &Call) -> Answer {
         h.push(("allow", list.join(",")));
         return (s, h, b);
     };
+    // BaseRestHandler.handleRequest: parameters nobody consumed are refused
+    // (BaseRestHandler.unrecognized; Elasticsearch adds "did you mean" hints).
+    let mut unknown: Vec<&str> = call
+        .query
+        .keys()
+        .map(String::as_str)
+        .filter(|p| !route.params.contains(p))
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort_unstable();
+        let list: Vec<String> = unknown.iter().map(|p| format!("[{p}]")).collect();
+        return es_error(
+            StatusCode::BAD_REQUEST,
+            "illegal_argument_exception",
+            &format!(
+                "request [{path}] contains unrecognized parameter{}: {}",
+                if unknown.len() > 1 { "s" } else { "" },
+                list.join(", ")
+            ),
+        );
+    }
     if c.nodes.is_empty() {
         return es_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -74,5 +130,5 @@ pub(super) fn answer(c: &mut Cluster, call: &Call) -> Answer {
             "no master node has been discovered",
         );
     }
-    endpoint(c, call)
+    (route.endpoint)(c, call)
 }

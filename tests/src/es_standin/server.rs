@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -103,11 +102,21 @@ pub(super) fn spawn(listener: TcpListener, shared: &Arc<Shared>) -> anyhow::Resu
     Ok(())
 }
 
+/// Elasticsearch's product header (`RestController.ELASTIC_PRODUCT_HTTP_HEADER`,
+/// added to the thread context of every request since 7.14). The official
+/// clients refuse a server whose successful answers lack it:
+/// elasticsearch-py `BaseClient.perform_request` raises
+/// `UnsupportedProductError` ("The client noticed that the server is not
+/// Elasticsearch and we do not support this unknown product") on a 2xx
+/// without it, elasticsearch-java `ElasticsearchTransportBase.checkProductHeader`
+/// throws "Missing [X-Elastic-Product] header" on a 200.
+const PRODUCT_HEADER: (&str, &str) = ("x-elastic-product", "Elasticsearch");
+
 /// Answers one request to the cluster at `host` (the SNI of its connection).
-async fn handle(
+pub(super) async fn handle<B: hyper::body::Body>(
     shared: std::sync::Weak<Shared>,
     host: String,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let header = |name| {
@@ -167,7 +176,12 @@ async fn handle(
     };
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
-    for (k, v) in headers {
+    // ...on every answer but a 401 or 403, from which
+    // `RestResponse.filterHeaders` strips it (elastic/elasticsearch
+    // `server/src/main/java/org/elasticsearch/rest/RestResponse.java`).
+    let product = (status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN)
+        .then(|| (PRODUCT_HEADER.0, PRODUCT_HEADER.1.to_string()));
+    for (k, v) in headers.into_iter().chain(product) {
         if let Ok(v) = HeaderValue::from_str(&v) {
             resp.headers_mut().append(k, v);
         }

@@ -1,4 +1,6 @@
-//! `GET` and `PUT /_cluster/settings`.
+//! `GET` and `PUT /_cluster/settings`: persistent and transient settings,
+//! flat or nested, `null` resets (a key ending in `*` resets every key it
+//! matches). Only known settings are taken (see `known_settings`).
 
 use std::collections::BTreeMap;
 
@@ -7,10 +9,18 @@ use serde_json::{Map, Value, json};
 
 use super::answer::{Answer, es_error, flag, json_answer};
 use super::cluster::Cluster;
+use super::filters::simple_match;
+use super::known_settings;
 use super::routes::Call;
 
-/// `a.b.c = v` from nested objects; `null` stays `null` (a reset).
+/// `a.b.c = v` from nested objects, as Elasticsearch reads a settings body
+/// (`Settings.fromXContent`): numbers and booleans become strings, an array
+/// stays a list (of strings), `null` stays `null` (a reset).
 fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     match v {
         Value::Object(m) => {
             for (k, v) in m {
@@ -24,21 +34,10 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
         }
         Value::Array(items) => out.push((
             prefix.into(),
-            Value::String(
-                items
-                    .iter()
-                    .map(|i| {
-                        i.as_str()
-                            .map(String::from)
-                            .unwrap_or_else(|| i.to_string())
-                    })
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
+            Value::Array(items.iter().map(|i| Value::String(text(i))).collect()),
         )),
         Value::Null => out.push((prefix.into(), Value::Null)),
-        Value::String(s) => out.push((prefix.into(), Value::String(s.clone()))),
-        other => out.push((prefix.into(), Value::String(other.to_string()))),
+        other => out.push((prefix.into(), Value::String(text(other)))),
     }
 }
 
@@ -139,12 +138,46 @@ pub(super) fn put(c: &mut Cluster, call: &Call) -> Answer {
             &format!("[cluster_update_settings_request] unknown field [{k}]"),
         );
     }
-    let mut changed: BTreeMap<&str, BTreeMap<String, Value>> = BTreeMap::new();
-    for scope in ["persistent", "transient"] {
+    // Elasticsearch reads each scope into sorted `Settings`, then checks and
+    // applies transient before persistent (`SettingsUpdater.updateSettings`);
+    // the first refusal fails the whole request.
+    let mut updates: Vec<(&str, Vec<(String, Value)>)> = Vec::new();
+    for scope in ["transient", "persistent"] {
         let mut flat = Vec::new();
         if let Some(v) = top.get(scope) {
             flatten("", v, &mut flat);
         }
+        flat.retain(|(k, _)| !k.is_empty());
+        flat.sort_by(|a, b| a.0.cmp(&b.0));
+        updates.push((scope, flat));
+    }
+    // ClusterUpdateSettingsRequest.validate.
+    if updates.iter().all(|(_, flat)| flat.is_empty()) {
+        return es_error(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            "Validation Failed: 1: no settings to update;",
+        );
+    }
+    for (scope, flat) in &updates {
+        for (key, value) in flat {
+            let checked = match value {
+                // A reset of a pattern (`exclude.*`) needs no known key.
+                Value::Null if key.ends_with('*') => Ok(()),
+                Value::Null if known_settings::is_known(key) => Ok(()),
+                _ => known_settings::validate(scope, key, value),
+            };
+            if let Err(reason) = checked {
+                return es_error(
+                    StatusCode::BAD_REQUEST,
+                    "illegal_argument_exception",
+                    &reason,
+                );
+            }
+        }
+    }
+    let mut changed: BTreeMap<&str, BTreeMap<String, Value>> = BTreeMap::new();
+    for (scope, flat) in updates {
         let target = if scope == "persistent" {
             &mut c.persistent
         } else {
@@ -152,11 +185,8 @@ pub(super) fn put(c: &mut Cluster, call: &Call) -> Answer {
         };
         let entry = changed.entry(scope).or_default();
         for (k, v) in flat {
-            if k.is_empty() {
-                continue;
-            }
             if v.is_null() {
-                target.remove(&k);
+                target.retain(|stored, _| !simple_match(&k, stored));
             } else {
                 target.insert(k.clone(), v.clone());
                 entry.insert(k, v);
@@ -178,7 +208,8 @@ pub(super) fn put(c: &mut Cluster, call: &Call) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::es_standin::EXCLUDE_NAME;
+
+    const EXCLUDE_NAME: &str = "cluster.routing.allocation.exclude._name";
 
     #[test]
     fn settings_flatten_and_nest() {

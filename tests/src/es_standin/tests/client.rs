@@ -1,129 +1,16 @@
-use std::collections::BTreeMap;
+//! The stand-in as the product's client (`esaas_k8s::es::EsClient`) sees it.
 
-use esaas_core::backend::{Elasticsearch, StepResult, Target};
-use esaas_core::names::{ClusterId, TenantId};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use esaas_core::backend::Elasticsearch;
+use esaas_core::cluster::Health;
 use esaas_core::plan::node_key;
-use esaas_core::spec::{ClusterSpec, NodeRole, NodeSet, VolumeRetention};
-use esaas_k8s::es::{EsAccess, EsClient, EsEndpoint};
-use esaas_k8s::names;
-use uuid::Uuid;
-
-use super::routes::{Call, answer};
-use super::*;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
-pub(super) const PASSWORD: &str = "s3cret-elastic-password";
-
-/// A CA, and a leaf for `host` and 127.0.0.1 signed by it: (CA PEM, leaf PEM, key PEM).
-pub(super) fn tls_for(host: &str) -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "esaas test CA");
-    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().expect("leaf key");
-    let mut leaf =
-        CertificateParams::new(vec![host.to_string(), "127.0.0.1".to_string()]).expect("leaf");
-    leaf.distinguished_name.push(DnType::CommonName, host);
-    let cert = leaf.signed_by(&key, &issuer).expect("leaf cert");
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
-}
-
-pub(super) fn target(cluster: &str, count: i32) -> Target {
-    Target {
-        uid: Uuid::new_v4(),
-        tenant: TenantId::parse("t", "acme").expect("tenant"),
-        cluster_id: ClusterId::parse("c", cluster).expect("cluster"),
-        spec: ClusterSpec {
-            version: "8.17.10".into(),
-            node_sets: vec![NodeSet {
-                name: "data-hot".into(),
-                roles: vec![NodeRole::Master, NodeRole::Data],
-                count,
-                size_class: "small".into(),
-                storage_gib: 100,
-                storage_iops: 3000,
-                storage_throughput_mibps: 125,
-            }],
-            zone_count: 1,
-            volume_retention: VolumeRetention::Delete,
-        },
-        generation: 1,
-        operation: Uuid::new_v4(),
-    }
-}
-
-fn pods(t: &Target, n: i32) -> Vec<String> {
-    (0..n).map(|i| names::pod(t, "data-hot", i)).collect()
-}
-
-/// Hands out the stand-in's address for every target, with what the test set.
-pub(super) struct TestAccess {
-    pub(super) addr: SocketAddr,
-    pub(super) ca_pem: String,
-    pub(super) password: String,
-    pub(super) none: bool,
-}
-
-impl EsAccess for TestAccess {
-    async fn access(&self, t: &Target) -> StepResult<Option<EsEndpoint>> {
-        if self.none {
-            return Ok(None);
-        }
-        let host = names::http_host(t);
-        Ok(Some(EsEndpoint {
-            url: format!("https://{host}:{}", self.addr.port()),
-            ca_pem: self.ca_pem.clone(),
-            password: self.password.clone(),
-            host,
-            resolve: Some(self.addr),
-        }))
-    }
-}
-
-struct Fixture {
-    es: EsStandin,
-    ca: String,
-    t: Target,
-    host: String,
-    client: EsClient<TestAccess>,
-}
-
-/// A stand-in with one registered cluster of `nodes` pods and a client that trusts its CA.
-async fn fixture(nodes: i32, drain_delay: Duration) -> Fixture {
-    fixture_with(nodes, drain_delay, vec![]).await
-}
-
-async fn fixture_with(nodes: i32, drain_delay: Duration, indices: Vec<IndexDef>) -> Fixture {
-    let es = EsStandin::start_on("127.0.0.1:0".parse().expect("addr"), drain_delay)
-        .await
-        .expect("start");
-    let t = target("logs", nodes);
-    let host = names::http_host(&t);
-    let (ca, cert, key) = tls_for(&host);
-    es.register(&host, PASSWORD, &cert, &key, pods(&t, nodes), indices)
-        .expect("register");
-    let client = EsClient::new(
-        TestAccess {
-            addr: es.addr(),
-            ca_pem: ca.clone(),
-            password: PASSWORD.into(),
-            none: false,
-        },
-        Duration::from_secs(2),
-    );
-    Fixture {
-        es,
-        ca,
-        t,
-        host,
-        client,
-    }
-}
+use super::*;
+use crate::es_standin::routes::{Call, answer};
 
 #[tokio::test]
 async fn a_healthy_cluster_is_green_with_nothing_excluded() {
@@ -292,16 +179,6 @@ async fn a_relocating_shard_still_counts_on_its_source() {
     assert_eq!(relocating.len(), 1, "{sample:?}");
     let cell = relocating[0]["node"].as_str().unwrap_or_default();
     assert!(cell.starts_with(&format!("{victim} -> 10.0.0.")), "{cell}");
-}
-
-/// `_cat/shards` rows as the stand-in prints them now.
-fn cat_rows(f: &Fixture) -> Vec<Value> {
-    let state = lock(&f.es.shared);
-    let c = state.clusters.get(&f.host).expect("cluster");
-    c.shard_rows()
-        .into_iter()
-        .map(|r| Value::Object(r.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
-        .collect()
 }
 
 #[tokio::test]
