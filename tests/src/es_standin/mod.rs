@@ -44,7 +44,7 @@
 //! they are: `none` allocates and moves nothing, `primaries` only primaries.
 //!
 //! Tests register clusters themselves; [`EsStandin::follow`] instead keeps
-//! them in step with a Kubernetes API (each cluster's Secret registers it,
+//! them in step with a Kubernetes API it watches (each cluster's Secret registers it,
 //! its StatefulSets' ready replicas are its nodes), which is what the
 //! `esaas-es-standin` binary does for the local setup. A connection belongs
 //! to the cluster whose certificate it got: it is dropped when that cluster
@@ -59,7 +59,7 @@
 //!   (which nodes the settings exclude): the model;
 //! - one file per endpoint group: `health`, `settings` (with the settings it
 //!   knows in `known_settings`), `cat`;
-//! - `follow`: registering clusters from a Kubernetes API.
+//! - `follow`: registering clusters from a Kubernetes API it watches.
 
 mod allocation;
 mod answer;

@@ -2,6 +2,7 @@
 //! on the wire, where what the client does not check is (`wire`).
 
 mod client;
+mod follow_load;
 mod wire;
 
 use std::net::SocketAddr;
