@@ -49,8 +49,8 @@ async fn platform_with(
     let kube = KubeStandin::start(Duration::from_millis(300)).await;
     let es = EsStandin::start().await;
     // Real pods are ready only after their node joined Elasticsearch; the
-    // stand-in learns of pods by polling, so it polls often.
-    es.follow(kube.client(), Duration::from_millis(20));
+    // stand-in learns of ready pods by watching, as soon as they are.
+    es.follow(kube.client());
     let dir = std::env::temp_dir().join(format!("esaas-k8s-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let kubeconfig = dir.join("kubeconfig");

@@ -1,15 +1,15 @@
 //! The Elasticsearch REST stand-in ([`esaas_tests::es_standin::EsStandin`])
 //! as a process, for the local setup: one HTTPS port for every cluster
 //! (routed by SNI), kept in step with a Kubernetes API (the Kubernetes
-//! stand-in): each cluster's Secret registers it, its StatefulSets' ready
-//! replicas are its nodes.
+//! stand-in), which it watches: each cluster's Secret registers it, its
+//! StatefulSets' ready replicas are its nodes.
 //!
 //! Environment:
 //! - `ES_STANDIN_LISTEN_ADDR` (default `127.0.0.1:9200`);
 //! - `ES_STANDIN_KUBE_URL`: the Kubernetes API to follow (plain `http://` is
 //!   fine); without it, the usual kubeconfig inference (`KUBECONFIG`, ...);
 //! - `ES_STANDIN_DRAIN_DELAY_MS` (default 3000): how long an excluded node
-//!   takes to hand over its shards; `ES_STANDIN_POLL_MS` (default 500);
+//!   takes to hand over its shards;
 //! - `RUST_LOG` (default `info`); logs go to stderr.
 //!
 //! Prints `listening on {addr}` on stdout once it accepts connections.
@@ -71,7 +71,6 @@ async fn main() -> anyhow::Result<()> {
         .parse()
         .context("ES_STANDIN_LISTEN_ADDR")?;
     let drain_delay = millis("ES_STANDIN_DRAIN_DELAY_MS", 3000)?;
-    let poll = millis("ES_STANDIN_POLL_MS", 500)?;
     let client = match std::env::var("ES_STANDIN_KUBE_URL") {
         Ok(url) if !url.trim().is_empty() => {
             let uri = url.trim().parse().context("ES_STANDIN_KUBE_URL")?;
@@ -82,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
             .context("no ES_STANDIN_KUBE_URL and no kubeconfig")?,
     };
     let es = EsStandin::start_on(listen, drain_delay).await?;
-    let follower = es.follow(client, poll);
+    let follower = es.follow(client);
     println!("listening on {}", es.addr());
     tracing::info!(addr = %es.addr(), ?drain_delay, "Elasticsearch stand-in serving");
     terminated().await;

@@ -1,0 +1,157 @@
+//! `GET /_cat/shards` and `GET /_cat/nodes`, as JSON (`format=json`) with
+//! the columns named in `h`.
+//!
+//! Only the columns the product reads are modelled; Elasticsearch has many
+//! more (`GET /_cat/shards?help`). Asking for another one, for no `h`, or
+//! for the text table is refused loudly rather than answered with nulls, so
+//! a new column is modelled here before the product relies on it.
+
+use std::collections::HashMap;
+
+use hyper::StatusCode;
+use serde_json::{Value, json};
+
+use super::answer::{Answer, es_error, json_answer};
+use super::cluster::{Cluster, node_id};
+use super::routes::Call;
+
+/// The `_cat/shards` columns modelled.
+const SHARD_COLUMNS: &[&str] = &[
+    "index",
+    "shard",
+    "prirep",
+    "state",
+    "node",
+    "unassigned.reason",
+];
+
+/// The `_cat/nodes` columns modelled.
+const NODE_COLUMNS: &[&str] = &["name"];
+
+/// `GET /_cat/shards`.
+pub(super) fn shards(c: &mut Cluster, call: &Call) -> Answer {
+    cat(&call.path, c.shard_rows(), SHARD_COLUMNS, &call.query)
+}
+
+/// `GET /_cat/nodes`.
+pub(super) fn nodes(c: &mut Cluster, call: &Call) -> Answer {
+    cat(&call.path, c.node_rows(), NODE_COLUMNS, &call.query)
+}
+
+/// A cat API answer for `path`: one JSON object per row, with the columns of `h`.
+fn cat(
+    path: &str,
+    rows: Vec<Vec<(&'static str, Value)>>,
+    modelled: &[&str],
+    query: &HashMap<String, String>,
+) -> Answer {
+    let not_modelled = |what: String| {
+        es_error(
+            StatusCode::BAD_REQUEST,
+            "illegal_argument_exception",
+            &format!(
+                "the Elasticsearch stand-in does not model {what} of [{path}]; it answers \
+                 format=json with h= naming some of [{}]",
+                modelled.join(",")
+            ),
+        )
+    };
+    if query.get("format").map(String::as_str) != Some("json") {
+        return not_modelled("the text table".into());
+    }
+    let Some(h) = query.get("h") else {
+        return not_modelled("the default columns".into());
+    };
+    let cols: Vec<&str> = h.split(',').map(str::trim).collect();
+    if let Some(col) = cols.iter().find(|c| !modelled.contains(c)) {
+        return not_modelled(format!("column [{col}]"));
+    }
+    let pick = |row: &Vec<(&'static str, Value)>, col: &str| {
+        row.iter()
+            .find(|(k, _)| *k == col)
+            .map(|(_, v)| v.clone())
+            .unwrap_or(Value::Null)
+    };
+    let out: Vec<Value> = rows
+        .iter()
+        .map(|r| Value::Object(cols.iter().map(|c| (c.to_string(), pick(r, c))).collect()))
+        .collect();
+    json_answer(StatusCode::OK, &Value::Array(out))
+}
+
+impl Cluster {
+    /// `_cat/shards` rows, as Elasticsearch's columns.
+    pub(super) fn shard_rows(&self) -> Vec<Vec<(&'static str, Value)>> {
+        let eligible = self.eligible();
+        let relocating: Vec<(usize, String)> = self
+            .drains
+            .keys()
+            .filter_map(|n| self.next_move(n, &eligible))
+            .collect();
+        let mut order: Vec<usize> = (0..self.copies.len()).collect();
+        order.sort_by(|a, b| {
+            let (a, b) = (&self.copies[*a], &self.copies[*b]);
+            (&a.index, a.shard, !a.primary).cmp(&(&b.index, b.shard, !b.primary))
+        });
+        let mut rows: Vec<Vec<(&'static str, Value)>> = order
+            .into_iter()
+            .map(|i| {
+                let c = &self.copies[i];
+                let moving = relocating.iter().find(|(j, _)| *j == i).map(|(_, to)| to);
+                let (state, node) = match (&c.node, moving) {
+                    (None, _) => ("UNASSIGNED", Value::Null),
+                    (Some(n), Some(to)) => (
+                        "RELOCATING",
+                        Value::String(format!("{n} -> {} {} {to}", self.ip(to), node_id(to))),
+                    ),
+                    (Some(n), None) => ("STARTED", Value::String(n.clone())),
+                };
+                let assigned = c.node.is_some();
+                vec![
+                    ("index", Value::String(c.index.clone())),
+                    ("shard", Value::String(c.shard.to_string())),
+                    (
+                        "prirep",
+                        Value::String(if c.primary { "p" } else { "r" }.into()),
+                    ),
+                    ("state", Value::String(state.into())),
+                    ("node", node),
+                    (
+                        "unassigned.reason",
+                        c.unassigned
+                            .as_ref()
+                            .filter(|_| !assigned)
+                            .map(|(r, _, _)| Value::String((*r).into()))
+                            .unwrap_or(Value::Null),
+                    ),
+                ]
+            })
+            .collect();
+        if let Some(f) = &self.forced {
+            for (index, count, primary) in &f.unassigned {
+                for shard in 0..*count {
+                    rows.push(vec![
+                        ("index", Value::String(index.clone())),
+                        ("shard", Value::String(shard.to_string())),
+                        (
+                            "prirep",
+                            Value::String(if *primary { "p" } else { "r" }.into()),
+                        ),
+                        ("state", Value::String("UNASSIGNED".into())),
+                        ("node", Value::Null),
+                        ("unassigned.reason", json!("ALLOCATION_FAILED")),
+                    ]);
+                }
+            }
+        }
+        rows
+    }
+
+    /// `_cat/nodes` rows.
+    fn node_rows(&self) -> Vec<Vec<(&'static str, Value)>> {
+        self.nodes
+            .iter()
+            .map(|n| vec![("name", Value::String(n.clone()))])
+            .collect()
+    }
+}

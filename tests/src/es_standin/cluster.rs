@@ -1,0 +1,183 @@
+//! One registered cluster: its nodes, shard copies, settings and what a test forced.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use esaas_core::cluster::Health;
+use rustls::sign::CertifiedKey;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::IndexDef;
+
+pub(super) struct Forced {
+    pub(super) status: Health,
+    pub(super) unassigned: Vec<(String, u32, bool)>,
+}
+
+/// One copy of a shard: a primary or a replica, on a node or unassigned.
+#[derive(Debug, Clone)]
+pub(super) struct ShardCopy {
+    pub(super) index: String,
+    pub(super) shard: u32,
+    pub(super) primary: bool,
+    pub(super) node: Option<String>,
+    /// Why and since when it is unassigned, and the node it was on.
+    pub(super) unassigned: Option<(&'static str, Instant, Option<String>)>,
+}
+
+pub(super) struct Drain {
+    pub(super) started: Instant,
+    pub(super) initial: usize,
+}
+
+pub(super) struct Cluster {
+    pub(super) name: String,
+    pub(super) password: String,
+    pub(super) cert: Arc<CertifiedKey>,
+    pub(super) nodes: Vec<String>,
+    pub(super) indices: Vec<IndexDef>,
+    pub(super) copies: Vec<ShardCopy>,
+    pub(super) persistent: BTreeMap<String, Value>,
+    pub(super) transient: BTreeMap<String, Value>,
+    pub(super) drains: HashMap<String, Drain>,
+    pub(super) forced: Option<Forced>,
+    pub(super) departures: Vec<(String, usize)>,
+    /// Cancelled when the cluster is replaced or forgotten: its connections end.
+    pub(super) conns: CancellationToken,
+}
+
+/// A node id as Elasticsearch prints it: 22 URL-safe base64 characters.
+pub(super) fn node_id(name: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut out = Vec::new();
+    for round in 0u8..3 {
+        for b in name.bytes().chain([round]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        out.extend_from_slice(&h.to_be_bytes());
+    }
+    let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out);
+    s.chars().take(22).collect()
+}
+
+impl Cluster {
+    pub(super) fn new(
+        name: String,
+        password: String,
+        cert: Arc<CertifiedKey>,
+        nodes: Vec<String>,
+        indices: Vec<IndexDef>,
+    ) -> Self {
+        let now = Instant::now();
+        let copies = indices
+            .iter()
+            .flat_map(|i| {
+                (0..i.primaries).map(move |shard| ShardCopy {
+                    index: i.name.clone(),
+                    shard,
+                    primary: true,
+                    node: None,
+                    unassigned: Some(("INDEX_CREATED", now, None)),
+                })
+            })
+            .collect();
+        Self {
+            name,
+            password,
+            cert,
+            nodes,
+            indices,
+            copies,
+            persistent: BTreeMap::new(),
+            transient: BTreeMap::new(),
+            drains: HashMap::new(),
+            forced: None,
+            departures: Vec::new(),
+            conns: CancellationToken::new(),
+        }
+    }
+
+    /// The nodes an exclude filter matches.
+    pub(super) fn excluded(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| self.is_excluded(n))
+            .cloned()
+            .collect()
+    }
+
+    /// The nodes that may hold shards.
+    pub(super) fn eligible(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| !self.is_excluded(n))
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn count_on(&self, node: &str) -> usize {
+        self.copies
+            .iter()
+            .filter(|c| c.node.as_deref() == Some(node))
+            .count()
+    }
+
+    pub(super) fn ip(&self, node: &str) -> String {
+        let i = self.nodes.iter().position(|n| n == node).unwrap_or(250);
+        format!("10.0.0.{}", i + 1)
+    }
+
+    pub(super) fn status(&self) -> Health {
+        if let Some(f) = &self.forced {
+            return f.status;
+        }
+        if self.copies.iter().any(|c| c.node.is_none() && c.primary) {
+            Health::Red
+        } else if self.copies.iter().any(|c| c.node.is_none()) {
+            Health::Yellow
+        } else {
+            Health::Green
+        }
+    }
+
+    pub(super) fn set_nodes(&mut self, nodes: Vec<String>, now: Instant) {
+        let gone: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !nodes.contains(n))
+            .cloned()
+            .collect();
+        for node in &gone {
+            self.departures.push((node.clone(), self.count_on(node)));
+            for i in 0..self.copies.len() {
+                if self.copies[i].node.as_deref() != Some(node.as_str()) {
+                    continue;
+                }
+                let (index, shard, primary) = {
+                    let c = &self.copies[i];
+                    (c.index.clone(), c.shard, c.primary)
+                };
+                if primary {
+                    // A started replica on another node takes over.
+                    if let Some(j) = self.copies.iter().position(|o| {
+                        o.index == index
+                            && o.shard == shard
+                            && !o.primary
+                            && o.node.as_ref().is_some_and(|n| n != node)
+                    }) {
+                        self.copies[j].primary = true;
+                        self.copies[i].primary = false;
+                    }
+                }
+                let c = &mut self.copies[i];
+                c.node = None;
+                c.unassigned = Some(("NODE_LEFT", now, Some(node.clone())));
+            }
+        }
+        self.nodes = nodes;
+    }
+}

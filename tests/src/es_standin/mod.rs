@@ -1,0 +1,329 @@
+//! An Elasticsearch REST stand-in over HTTPS: the endpoints the worker
+//! calls, with Elasticsearch's status codes, bodies and shard semantics.
+//!
+//! One server serves many clusters on one port. Each cluster is registered
+//! under its HTTP host ([`esaas_k8s::names::http_host`]) with its password
+//! and a certificate for that host (signed by the cluster's CA); the server
+//! picks the certificate by the TLS SNI and routes the request by it. A host
+//! nobody registered, or no SNI at all, gets no certificate: the handshake
+//! fails, as an unknown name would.
+//!
+//! Endpoints (what the product's client calls, `esaas_k8s::es`):
+//! `GET /_cluster/health`, `GET /_cluster/settings` (`flat_settings`),
+//! `PUT /_cluster/settings` (persistent and transient, flat or nested,
+//! `null` resets), `GET /_cat/shards` and `GET /_cat/nodes` (`format=json`
+//! with `h=`). Every request needs `elastic`'s basic auth:
+//! 401 with `WWW-Authenticate` otherwise. A cluster with no nodes answers 503
+//! (`master_not_discovered_exception`).
+//!
+//! Strict where Elasticsearch is: every answer but a 401 carries
+//! `X-Elastic-Product: Elasticsearch` (official clients refuse a server
+//! without it); a setting Elasticsearch does not know, or a value it does
+//! not take, is refused with its `illegal_argument_exception` and wording
+//! and nothing is stored; a query parameter an endpoint does not read is
+//! refused as Elasticsearch refuses an unrecognized one. What the stand-in
+//! does not model (other settings, `_cat` columns, parameters) is refused
+//! too, never silently ignored.
+//!
+//! The model: each index has primaries and replicas; every copy sits on a
+//! node or is UNASSIGNED. Replicas auto-expand like `auto_expand_replicas:
+//! 0-{replicas}` over the nodes that may hold shards, so a one-node cluster
+//! is green. Copies go to the least loaded node that holds no other copy of
+//! the same shard, and rebalance when nodes join. A node named in the
+//! effective `cluster.routing.allocation.exclude.*` (`_name` with wildcards,
+//! `_ip`, `_host`, `_id`) drains linearly over
+//! `drain_delay` (the copy on its way shows as RELOCATING, `"{from} -> {ip}
+//! {id} {to}"`, as Elasticsearch prints it); a copy with nowhere to go
+//! stays. A node that leaves ([`EsStandin::set_nodes`]) leaves its copies
+//! UNASSIGNED (`NODE_LEFT`; a replica takes over a lost primary): replicas
+//! are re-allocated after `drain_delay` or at once when the node comes back;
+//! a primary with no other copy only comes back with its node (red until
+//! then). Health is red with an unassigned primary, yellow with an
+//! unassigned replica, green otherwise, unless [`EsStandin::force_health`]
+//! says otherwise. `cluster.routing.allocation.enable` holds copies where
+//! they are: `none` allocates and moves nothing, `primaries` only primaries.
+//!
+//! Tests register clusters themselves; [`EsStandin::follow`] instead keeps
+//! them in step with a Kubernetes API it watches (each cluster's Secret registers it,
+//! its StatefulSets' ready replicas are its nodes), which is what the
+//! `esaas-es-standin` binary does for the local setup. A connection belongs
+//! to the cluster whose certificate it got: it is dropped when that cluster
+//! is replaced or forgotten, and [`EsStandin::stop`] drops them all.
+//!
+//! # Where things are
+//! - this file: the public handle tests and the binary hold ([`EsStandin`]);
+//! - `server`: the TLS listener, SNI certificates, routing by host, the request log;
+//! - `routes`: which endpoint answers a path and method (and what 400/405 say);
+//! - `auth`: `elastic`'s basic auth and the 401; `answer`: error bodies and helpers;
+//! - `cluster` (state), `allocation` (where shard copies go) and `filters`
+//!   (which nodes the settings exclude): the model;
+//! - one file per endpoint group: `health`, `settings` (with the settings it
+//!   knows in `known_settings`), `cat`;
+//! - `follow`: registering clusters from a Kubernetes API it watches.
+
+mod allocation;
+mod answer;
+mod auth;
+mod cat;
+mod cluster;
+mod filters;
+mod follow;
+mod health;
+mod known_settings;
+mod routes;
+mod server;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use esaas_core::cluster::Health;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use cluster::{Cluster, Forced};
+use server::provider;
+
+/// An index of a registered cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexDef {
+    name: String,
+    primaries: u32,
+    /// At most: they auto-expand down to the nodes there are.
+    replicas: u32,
+}
+
+impl IndexDef {
+    /// An index with `primaries` shards and up to `replicas` replicas of each.
+    pub fn new(name: &str, primaries: u32, replicas: u32) -> Self {
+        Self {
+            name: name.into(),
+            primaries,
+            replicas,
+        }
+    }
+
+    /// What a cluster gets when registered with no indices: `logs-1` with 5
+    /// primaries and a replica each, `metrics-1` with 3 and one replica.
+    fn defaults() -> Vec<IndexDef> {
+        vec![
+            IndexDef::new("logs-1", 5, 1),
+            IndexDef::new("metrics-1", 3, 1),
+        ]
+    }
+}
+
+/// One request the stand-in answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EsRequest {
+    /// The cluster's host (the SNI of the connection).
+    pub host: String,
+    /// Path and query.
+    pub path: String,
+    /// Status answered.
+    pub status: u16,
+}
+
+/// Shared by every clone; the server stops when the last one is dropped.
+struct Shared {
+    state: Mutex<State>,
+    stop: CancellationToken,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+struct State {
+    drain_delay: Duration,
+    clusters: HashMap<String, Cluster>,
+    requests: Vec<EsRequest>,
+}
+
+/// The stand-in. Clones share the server.
+#[derive(Clone)]
+pub struct EsStandin {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+}
+
+impl fmt::Debug for EsStandin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EsStandin")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl EsStandin {
+    /// Starts on a free port of 127.0.0.1 with a 2 s drain delay.
+    pub async fn start() -> Self {
+        Self::start_on(
+            "127.0.0.1:0".parse().expect("address"),
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("start the Elasticsearch stand-in")
+    }
+
+    /// Starts on `addr` with `drain_delay` (how long an excluded node takes
+    /// to hand over all its shards, and how long a replica of a node that
+    /// left waits before it is allocated elsewhere).
+    pub async fn start_on(addr: SocketAddr, drain_delay: Duration) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                drain_delay,
+                clusters: HashMap::new(),
+                requests: Vec::new(),
+            }),
+            stop: CancellationToken::new(),
+        });
+        server::spawn(listener, &shared)?;
+        Ok(Self { shared, addr })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops listening and drops every connection (clones included).
+    pub fn stop(&self) {
+        self.shared.stop.cancel();
+    }
+
+    /// Sets the drain delay for what happens from now on.
+    pub fn set_drain_delay(&self, d: Duration) {
+        lock(&self.shared).drain_delay = d;
+    }
+
+    /// Registers (or replaces) the cluster answering at `host`, with its
+    /// `elastic` password, the PEM certificate (chain) and key it presents,
+    /// its node names and its indices (when empty: `logs-1` with 5 primaries
+    /// and `metrics-1` with 3, a replica each).
+    pub fn register(
+        &self,
+        host: &str,
+        password: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        nodes: Vec<String>,
+        indices: Vec<IndexDef>,
+    ) -> anyhow::Result<()> {
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("certificate PEM: {e:?}"))?;
+        anyhow::ensure!(!certs.is_empty(), "no certificate in the PEM");
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("key PEM: {e:?}"))?;
+        let cert = Arc::new(CertifiedKey::from_der(certs, key, &provider())?);
+        let host = host.to_ascii_lowercase();
+        let indices = if indices.is_empty() {
+            IndexDef::defaults()
+        } else {
+            indices
+        };
+        let name = host.split('.').next().unwrap_or(&host);
+        let name = name.strip_suffix("-es-http").unwrap_or(name).to_string();
+        let mut state = lock(&self.shared);
+        let delay = state.drain_delay;
+        let mut cluster = Cluster::new(name, password.into(), cert, nodes, indices);
+        cluster.reconcile(Instant::now(), delay);
+        if let Some(old) = state.clusters.insert(host, cluster) {
+            old.conns.cancel();
+        }
+        Ok(())
+    }
+
+    /// Forgets the cluster at `host` and drops its connections.
+    fn unregister(&self, host: &str) {
+        if let Some(old) = lock(&self.shared)
+            .clusters
+            .remove(&host.to_ascii_lowercase())
+        {
+            old.conns.cancel();
+        }
+    }
+
+    /// Whether a cluster is registered at `host` (the follower may not have seen it yet).
+    pub fn is_registered(&self, host: &str) -> bool {
+        lock(&self.shared)
+            .clusters
+            .contains_key(&host.to_ascii_lowercase())
+    }
+
+    fn with_cluster<T>(&self, host: &str, f: impl FnOnce(&mut Cluster, Duration) -> T) -> T {
+        let mut state = lock(&self.shared);
+        let delay = state.drain_delay;
+        let c = state
+            .clusters
+            .get_mut(&host.to_ascii_lowercase())
+            .unwrap_or_else(|| panic!("no cluster registered at {host}"));
+        c.reconcile(Instant::now(), delay);
+        f(c, delay)
+    }
+
+    /// The cluster's nodes are now `nodes` (pods came or went). Copies on a
+    /// node that left become UNASSIGNED (see the module docs).
+    pub fn set_nodes(&self, host: &str, nodes: Vec<String>) {
+        self.with_cluster(host, |c, delay| {
+            c.set_nodes(nodes, Instant::now());
+            c.reconcile(Instant::now(), delay);
+        })
+    }
+
+    /// Health is `status` from now on, and `_cat/shards` shows `count`
+    /// UNASSIGNED (`ALLOCATION_FAILED`) primaries or replicas of each `index`.
+    pub fn force_health(&self, host: &str, status: Health, unassigned: Vec<(String, u32, bool)>) {
+        self.with_cluster(host, |c, _| c.forced = Some(Forced { status, unassigned }))
+    }
+
+    /// Back to the health the shards give.
+    pub fn clear_forced_health(&self, host: &str) {
+        self.with_cluster(host, |c, _| c.forced = None)
+    }
+
+    /// The effective excluded node names (transient over persistent).
+    pub fn exclusions(&self, host: &str) -> Vec<String> {
+        self.with_cluster(host, |c, _| c.excluded_names())
+    }
+
+    /// Shard copies on `node` now (a relocating one counts on its source).
+    pub fn shards_on(&self, host: &str, node: &str) -> usize {
+        self.with_cluster(host, |c, _| c.count_on(node))
+    }
+
+    /// Every node that left with `set_nodes`, with the copies it held then.
+    pub fn departures(&self, host: &str) -> Vec<(String, usize)> {
+        self.with_cluster(host, |c, _| c.departures.clone())
+    }
+
+    /// Health as `_cluster/health` would answer it now.
+    pub fn health(&self, host: &str) -> Health {
+        self.with_cluster(host, |c, _| c.status())
+    }
+
+    /// Every request answered, oldest first.
+    pub fn requests(&self) -> Vec<EsRequest> {
+        lock(&self.shared).requests.clone()
+    }
+}

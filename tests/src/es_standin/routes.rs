@@ -1,0 +1,134 @@
+//! Which endpoint answers a request: authentication first, as Elasticsearch
+//! does, then the path and method, then the endpoint.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde_json::json;
+
+use super::answer::{Answer, es_error, json_answer};
+use super::auth::authorized;
+use super::cluster::Cluster;
+use super::{cat, health, settings};
+
+/// One request, as the endpoints read it.
+pub(super) struct Call {
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) query: HashMap<String, String>,
+    pub(super) auth: Option<String>,
+    pub(super) content_type: Option<String>,
+    pub(super) body: Bytes,
+}
+
+/// An endpoint: what cluster `c` answers to a call.
+type Endpoint = fn(&mut Cluster, &Call) -> Answer;
+
+/// A path, a method, the query parameters read there, and who answers.
+struct Route {
+    path: &'static str,
+    method: Method,
+    /// Elasticsearch takes more (`wait_for_status`, `pretty`, ...); one the
+    /// stand-in does not model is refused as Elasticsearch refuses one it
+    /// does not know, so it gets modelled before the product sends it.
+    params: &'static [&'static str],
+    endpoint: Endpoint,
+}
+
+/// Every endpoint the stand-in answers. (The next one is likely `POST` and
+/// `DELETE /_cluster/voting_config_exclusions?node_names=`, in a `voting`
+/// module of its own.)
+const ROUTES: &[Route] = &[
+    Route {
+        path: "/_cluster/health",
+        method: Method::GET,
+        params: &[],
+        endpoint: health::get,
+    },
+    Route {
+        path: "/_cluster/settings",
+        method: Method::GET,
+        params: &["flat_settings"],
+        endpoint: settings::get,
+    },
+    Route {
+        path: "/_cluster/settings",
+        method: Method::PUT,
+        params: &["flat_settings"],
+        endpoint: settings::put,
+    },
+    Route {
+        path: "/_cat/shards",
+        method: Method::GET,
+        params: &["format", "h"],
+        endpoint: cat::shards,
+    },
+    Route {
+        path: "/_cat/nodes",
+        method: Method::GET,
+        params: &["format", "h"],
+        endpoint: cat::nodes,
+    },
+];
+
+/// The answer of cluster `c` to `call`.
+pub(super) fn answer(c: &mut Cluster, call: &Call) -> Answer {
+    let Call { method, path, .. } = call;
+    if let Err(denied) = authorized(c, call.auth.as_deref(), path) {
+        return denied;
+    }
+    let on_path: Vec<&Route> = ROUTES.iter().filter(|r| r.path == path).collect();
+    if on_path.is_empty() {
+        return json_answer(
+            StatusCode::BAD_REQUEST,
+            &json!({
+                "error": format!("no handler found for uri [{path}] and method [{method}]")
+            }),
+        );
+    }
+    let Some(route) = on_path.iter().find(|r| r.method == *method) else {
+        let list: Vec<String> = on_path.iter().map(|r| r.method.to_string()).collect();
+        let (s, mut h, b) = json_answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({
+                "error": format!(
+                    "Incorrect HTTP method for uri [{path}] and method [{method}], allowed: [{}]",
+                    list.join(", ")
+                ),
+                "status": 405,
+            }),
+        );
+        h.push(("allow", list.join(",")));
+        return (s, h, b);
+    };
+    // BaseRestHandler.handleRequest: parameters nobody consumed are refused
+    // (BaseRestHandler.unrecognized; Elasticsearch adds "did you mean" hints).
+    let mut unknown: Vec<&str> = call
+        .query
+        .keys()
+        .map(String::as_str)
+        .filter(|p| !route.params.contains(p))
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort_unstable();
+        let list: Vec<String> = unknown.iter().map(|p| format!("[{p}]")).collect();
+        return es_error(
+            StatusCode::BAD_REQUEST,
+            "illegal_argument_exception",
+            &format!(
+                "request [{path}] contains unrecognized parameter{}: {}",
+                if unknown.len() > 1 { "s" } else { "" },
+                list.join(", ")
+            ),
+        );
+    }
+    if c.nodes.is_empty() {
+        return es_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "master_not_discovered_exception",
+            "no master node has been discovered",
+        );
+    }
+    (route.endpoint)(c, call)
+}
