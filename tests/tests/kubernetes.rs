@@ -46,7 +46,9 @@ async fn platform_with(
 ) -> Platform {
     let moto = esaas_tests::moto::shared().await;
     let eks_cluster = format!("eks-{}", &Uuid::new_v4().simple().to_string()[..8]);
-    let kube = KubeStandin::start(Duration::from_millis(300)).await;
+    // Long enough that a worker on a loaded machine sees the pods before they
+    // are ready, so the stages it waits in are there to assert on.
+    let kube = KubeStandin::start(Duration::from_millis(1500)).await;
     let es = EsStandin::start().await;
     // Real pods are ready only after their node joined Elasticsearch; the
     // stand-in learns of ready pods by watching, as soon as they are.
