@@ -4,6 +4,7 @@
 
 pub mod es_standin;
 pub mod faultproxy;
+pub mod grpc_faults;
 pub mod kube_standin;
 pub mod moto;
 pub mod otlp;
