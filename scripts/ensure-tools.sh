@@ -27,6 +27,8 @@ apt_install() {  # as root, or through password-less sudo; never prompts
 
 # psql: ensure-postgres.sh, dev.sh and the tests talk to PostgreSQL with it.
 command -v psql >/dev/null || apt_install postgresql-client
+# tmux: tests/tests/esaasctl.rs runs esaasctl in a real terminal and reads its screen.
+command -v tmux >/dev/null || apt_install tmux
 # kubectl: tests/e2e/deploy.sh renders deploy/overlays/* with `kubectl kustomize`.
 command -v kubectl >/dev/null || apt_install kubernetes-client
 

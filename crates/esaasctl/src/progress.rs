@@ -217,7 +217,7 @@ impl View {
                     bar
                 }
             };
-            bar.set_prefix(format!(" {:<width$}", s.name));
+            bar.set_prefix(format!("{:<width$}", s.name));
             match s.state() {
                 StageState::Running => {
                     bar.set_style(spinner());
