@@ -46,6 +46,10 @@ step "buf lint" "$ESAAS_BUF" lint
 step "buf format" "$ESAAS_BUF" format --diff --exit-code
 step "buf breaking (against the previous commit)" buf_breaking
 step "the SDK's protos are proto/'s" scripts/sync-protos.sh --check
+# The SDK packages on its own (no path-only dependency, its protos inside). --no-verify:
+# the workspace build below compiles the same files; a full verify rebuilds the whole
+# dependency tree from the registry in target/package (minutes on a cold cache).
+step "cargo package -p esaas-client" cargo package -q -p esaas-client --no-verify --allow-dirty
 [ "${1:-}" != lint ] || exit 0
 
 step "cargo build" cargo build --workspace --all-targets
