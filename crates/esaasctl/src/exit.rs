@@ -101,6 +101,12 @@ pub fn report(outcome: Result<(), Failure>) -> ExitCode {
     let Err(failure) = outcome else {
         return ExitCode::from(OK);
     };
+    if let Failure::Other(e) = &failure
+        && e.is::<crate::output::StdoutClosed>()
+    {
+        // The reader had what it wanted (`| head`): not a failure.
+        return ExitCode::from(OK);
+    }
     match &failure {
         Failure::Client(Error::Api(e)) => {
             eprintln!("error: {}: {}", code_name(e.code()), e.message());

@@ -10,6 +10,28 @@ use comfy_table::{Table, presets};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 
+/// stdout was closed by its reader (`esaasctl ... | head`): the command stops quietly.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes `text` and a newline to stdout; [`StdoutClosed`] once the reader has gone.
+pub fn say(text: impl std::fmt::Display) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        other => Ok(other?),
+    }
+}
+
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -64,10 +86,9 @@ pub fn from_text<M: Message + Default>(full_name: &str, text: &str) -> Result<M>
 /// Prints a JSON document in `format` (which is not `Table`).
 pub fn print_document(format: Format, doc: &serde_json::Value) -> Result<()> {
     match format {
-        Format::Yaml => print!("{}", serde_yaml::to_string(doc)?),
-        _ => println!("{}", serde_json::to_string_pretty(doc)?),
+        Format::Yaml => say(serde_yaml::to_string(doc)?.trim_end()),
+        _ => say(serde_json::to_string_pretty(doc)?),
     }
-    Ok(())
 }
 
 /// Prints one message: `table` for people, the message itself otherwise.
@@ -78,10 +99,7 @@ pub fn print_one<M: Message>(
     table: impl FnOnce(&M) -> String,
 ) -> Result<()> {
     match format {
-        Format::Table => {
-            println!("{}", table(msg));
-            Ok(())
-        }
+        Format::Table => say(table(msg)),
         _ => print_document(format, &to_json(full_name, msg)?),
     }
 }
@@ -95,10 +113,7 @@ pub fn print_list<M: Message>(
     row: impl Fn(&M) -> Vec<String>,
 ) -> Result<()> {
     match format {
-        Format::Table => {
-            println!("{}", table(headers, items.iter().map(row)));
-            Ok(())
-        }
+        Format::Table => say(table(headers, items.iter().map(row))),
         _ => {
             let docs = items
                 .iter()

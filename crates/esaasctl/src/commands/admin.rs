@@ -7,6 +7,7 @@ use super::Ctx;
 use crate::cli::{KeyRole, Keys, QuotaFlags, Tenants};
 use crate::exit::Failure;
 use crate::names;
+use crate::output::say;
 use crate::output::{
     Format, fields, print_document, print_list, print_one, short, table, time, to_json,
 };
@@ -239,7 +240,7 @@ pub async fn catalog(ctx: &Ctx) -> Result<(), Failure> {
             .unwrap_or_default()
     };
     let s = c.storage.unwrap_or_default();
-    println!(
+    say(format!(
         "{}\n\n{}\n\n{}",
         table(
             &["VERSION", "UPGRADES IN ONE STEP TO (besides newer patches)"],
@@ -279,7 +280,7 @@ pub async fn catalog(ctx: &Ctx) -> Result<(), Failure> {
             ("nodes per node set", c.max_nodes_per_set.to_string()),
             ("zones", format!("1 to {}", c.max_zones)),
         ])
-    );
+    ))?;
     Ok(())
 }
 

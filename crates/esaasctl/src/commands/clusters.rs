@@ -9,6 +9,7 @@ use super::Ctx;
 use crate::cli::{ChangeFlags, Clusters, NodeSetFlags, Role};
 use crate::exit::Failure;
 use crate::names;
+use crate::output::say;
 use crate::output::{
     self, Format, fields, print_document, print_list, print_one, short, table, time, to_json,
 };
@@ -470,12 +471,12 @@ async fn watch(ctx: &Ctx, name: &str, since: i64) -> Result<(), Failure> {
                     .as_ref()
                     .map(|c| format!(" [{}]", state_of(c).0))
                     .unwrap_or_default();
-                println!(
+                say(format!(
                     "{:>4} {:<20} {}{state}",
                     e.revision,
                     short(e.r#type().as_str_name(), "CLUSTER_EVENT_TYPE_"),
                     e.message
-                );
+                ))?;
             }
             (format, WatchItem::Cluster(c)) => {
                 print_line(format, &to_json("esaas.v1.Cluster", &c)?)?
@@ -491,13 +492,10 @@ async fn watch(ctx: &Ctx, name: &str, since: i64) -> Result<(), Failure> {
 fn print_line(format: Format, doc: &serde_json::Value) -> anyhow::Result<()> {
     match format {
         Format::Yaml => {
-            println!("---");
+            say("---")?;
             print_document(format, doc)
         }
-        _ => {
-            println!("{}", serde_json::to_string(doc)?);
-            Ok(())
-        }
+        _ => say(serde_json::to_string(doc)?),
     }
 }
 
