@@ -337,6 +337,29 @@ impl Client {
         Ok(b)
     }
 
+    /// A client on a channel the caller already has, sending `key` (none if empty), with
+    /// the default policy and deadline.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051").connect().await?;
+    /// let client = esaas_client::Client::from_channel(channel, "esk_...")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_channel(channel: tonic::transport::Channel, key: &str) -> Result<Self> {
+        Ok(Self {
+            channel,
+            auth: if key.trim().is_empty() {
+                Authorization::default()
+            } else {
+                Authorization::bearer(key)?
+            },
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
     /// The same connection with another key (for example a tenant's, after
     /// creating it as a platform admin).
     ///
