@@ -44,6 +44,8 @@
 //! [`Client::from_env`] reads `ESAAS_ADDR` and `ESAAS_KEY`; [`Client::builder`] takes
 //! them from code, with a custom CA, timeouts and the retry policy.
 
+#![warn(missing_docs)]
+
 mod admin;
 mod client;
 mod clusters;

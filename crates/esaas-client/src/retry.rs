@@ -38,6 +38,10 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// 5 attempts per call, backoff from 100 ms doubling up to 5 s; a stream
     /// reconnects up to 30 times in a row (about two minutes without a server).
+    ///
+    /// ```
+    /// assert_ne!(esaas_client::RetryPolicy::default(), esaas_client::RetryPolicy::none());
+    /// ```
     fn default() -> Self {
         Self {
             max_attempts: 5,

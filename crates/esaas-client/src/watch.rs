@@ -9,6 +9,18 @@ use crate::v1;
 use crate::v1::watch_cluster_response::Payload;
 
 /// One item of [`Client::watch_cluster`].
+///
+/// ```
+/// use esaas_client::WatchItem;
+/// fn revision(item: &WatchItem) -> i64 {
+///     match item {
+///         WatchItem::Cluster(c) => c.revision,
+///         WatchItem::Event(e) => e.revision,
+///         WatchItem::Resumed { revision } => *revision,
+///     }
+/// }
+/// assert_eq!(revision(&WatchItem::Resumed { revision: 7 }), 7);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchItem {
     /// The cluster as it was when the watch began (the first item).
