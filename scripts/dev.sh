@@ -47,8 +47,9 @@ if [ -z "${ESAAS_BOOTSTRAP_ADMIN_KEY:-}" ]; then
   log "  grpcurl -plaintext -H \"authorization: Bearer \$ESAAS_KEY\" $ESAAS_LISTEN_ADDR list"
 fi
 
-log "building esaas"
-cargo build --bin esaas >&2
+log "building esaas and esaasctl"
+cargo build --bin esaas --bin esaasctl >&2
+log "esaasctl: $CARGO_TARGET_DIR/debug/esaasctl (ESAAS_ADDR=$ESAAS_LISTEN_ADDR)"
 
 # EKS: an emulator someone else started (AWS_ENDPOINT_URL_EKS), or moto of our own. Started
 # after the build, so no long-lived helper (a compiler cache server, PostgreSQL) inherits the

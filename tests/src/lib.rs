@@ -4,6 +4,7 @@
 
 pub mod es_standin;
 pub mod faultproxy;
+pub mod grpc_faults;
 pub mod kube_standin;
 pub mod moto;
 pub mod otlp;
@@ -268,38 +269,36 @@ pub fn authed<T>(key: &str, msg: T) -> Request<T> {
     req
 }
 
+/// The SDK on `ch`, as `key`: how the tests set things up, as a client would.
+pub fn sdk(ch: Channel, key: &str) -> esaas_client::Client {
+    esaas_client::Client::from_channel(ch, key).expect("a valid key")
+}
+
 /// Creates tenant `id` (default quota) as the platform admin, on the server behind `ch`.
 pub async fn create_tenant_on(ch: Channel, id: &str) {
-    AdminServiceClient::new(ch)
-        .create_tenant(authed(
-            ADMIN_KEY,
-            pb::CreateTenantRequest {
-                tenant_id: id.into(),
-                ..Default::default()
-            },
-        ))
+    sdk(ch, ADMIN_KEY)
+        .create_tenant(pb::CreateTenantRequest {
+            tenant_id: id.into(),
+            ..Default::default()
+        })
         .await
         .expect("create tenant");
 }
 
 /// A new WORKER key from the server behind `ch`.
 pub async fn worker_key_on(ch: Channel) -> String {
-    AdminServiceClient::new(ch)
-        .create_api_key(authed(
-            ADMIN_KEY,
-            pb::CreateApiKeyRequest {
-                parent: String::new(),
-                api_key: Some(pb::ApiKey {
-                    display_name: "workers".into(),
-                    role: pb::Role::Worker as i32,
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
+    sdk(ch, ADMIN_KEY)
+        .create_api_key(pb::CreateApiKeyRequest {
+            parent: String::new(),
+            api_key: Some(pb::ApiKey {
+                display_name: "workers".into(),
+                role: pb::Role::Worker as i32,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
         .await
         .expect("worker key")
-        .into_inner()
         .secret
 }
 
@@ -336,22 +335,24 @@ impl App {
         AdminServiceClient::new(self.channel())
     }
 
+    /// The SDK on this server, as `key`.
+    pub fn sdk(&self, key: &str) -> esaas_client::Client {
+        sdk(self.channel(), key)
+    }
+
     /// Creates tenant `id` with `quota` (or the default) and an admin and a viewer key.
     pub async fn tenant_with_quota(&self, id: &str, quota: Option<pb::Quota>) -> TenantKeys {
-        let mut admin = self.admin();
+        let admin = self.sdk(ADMIN_KEY);
         admin
-            .create_tenant(authed(
-                ADMIN_KEY,
-                pb::CreateTenantRequest {
-                    tenant_id: id.into(),
-                    tenant: Some(pb::Tenant {
-                        display_name: format!("team {id}"),
-                        quota,
-                        ..Default::default()
-                    }),
-                    request_id: String::new(),
-                },
-            ))
+            .create_tenant(pb::CreateTenantRequest {
+                tenant_id: id.into(),
+                tenant: Some(pb::Tenant {
+                    display_name: format!("team {id}"),
+                    quota,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
             .await
             .expect("create tenant");
         let key = |role: pb::Role| pb::CreateApiKeyRequest {
@@ -364,15 +365,13 @@ impl App {
             request_id: String::new(),
         };
         let a = admin
-            .create_api_key(authed(ADMIN_KEY, key(pb::Role::TenantAdmin)))
+            .create_api_key(key(pb::Role::TenantAdmin))
             .await
-            .expect("create admin key")
-            .into_inner();
+            .expect("create admin key");
         let v = admin
-            .create_api_key(authed(ADMIN_KEY, key(pb::Role::TenantViewer)))
+            .create_api_key(key(pb::Role::TenantViewer))
             .await
-            .expect("create viewer key")
-            .into_inner();
+            .expect("create viewer key");
         TenantKeys {
             name: format!("tenants/{id}"),
             admin: a.secret,

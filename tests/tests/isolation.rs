@@ -33,12 +33,18 @@ enum Rpc {
     /// ListOperations with parent `tenants/-`.
     ListOperationsOfAll,
     WatchOperation,
+    CancelOperation,
+    GetCatalog,
     CreateTenant,
     /// GetTenant of `tenants/a`.
     GetTenant,
     ListTenants,
     UpdateTenantQuota,
     CreateApiKey,
+    /// ListApiKeys with parent `tenants/a`.
+    ListApiKeysOfA,
+    /// ListApiKeys with an empty parent: the platform's own keys.
+    ListPlatformApiKeys,
     RevokeApiKey,
     RetryOperation,
     ListWorkers,
@@ -63,7 +69,7 @@ const CALLERS: [Caller; 5] = [
     Caller::OwnViewer,
 ];
 
-use Code::{NotFound, Ok as Allowed, PermissionDenied as Denied};
+use Code::{NotFound, Ok as Allowed, PermissionDenied as Denied, Unimplemented};
 
 /// (rpc, expected for tenant b's admin, expected for tenant a's viewer).
 /// Callers without a valid key get UNAUTHENTICATED everywhere.
@@ -80,11 +86,16 @@ const ROWS: &[(Rpc, Code, Code)] = &[
     (Rpc::ListOperationsOfA, NotFound, Allowed),
     (Rpc::ListOperationsOfAll, Denied, Denied),
     (Rpc::WatchOperation, NotFound, Allowed),
+    // Authenticated first, then not served yet; (NotFound, Denied) once it is.
+    (Rpc::CancelOperation, Unimplemented, Unimplemented),
+    (Rpc::GetCatalog, Allowed, Allowed),
     (Rpc::CreateTenant, Denied, Denied),
     (Rpc::GetTenant, NotFound, Allowed),
     (Rpc::ListTenants, Denied, Denied),
     (Rpc::UpdateTenantQuota, Denied, Denied),
     (Rpc::CreateApiKey, Denied, Denied),
+    (Rpc::ListApiKeysOfA, NotFound, Denied),
+    (Rpc::ListPlatformApiKeys, Denied, Denied),
     (Rpc::RevokeApiKey, Denied, Denied),
     (Rpc::RetryOperation, NotFound, Denied),
     (Rpc::ListWorkers, Denied, Denied),
@@ -291,7 +302,9 @@ async fn first<T>(
 /// The name the call asks for: what an error is allowed to repeat.
 fn requested_name(rpc: Rpc, fx: &Fixture) -> String {
     match rpc {
-        Rpc::GetOperation | Rpc::WatchOperation | Rpc::RetryOperation => fx.op.name.clone(),
+        Rpc::GetOperation | Rpc::WatchOperation | Rpc::RetryOperation | Rpc::CancelOperation => {
+            fx.op.name.clone()
+        }
         Rpc::RevokeApiKey => fx.a.admin_key_name.clone(),
         Rpc::CreateCluster => "tenants/a/clusters/logs".into(),
         _ => fx.cluster.name.clone(),
@@ -473,6 +486,59 @@ async fn call_on(app: &App, fx: &Fixture, rpc: Rpc, key: &str, cluster: &str, op
                 Err(s) => Outcome::Failed(s),
             }
         }
+        Rpc::CancelOperation => ops
+            .cancel_operation(authed(
+                key,
+                pb::CancelOperationRequest {
+                    name: a_op.clone(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .into(),
+        Rpc::GetCatalog => match clusters
+            .get_catalog(authed(key, pb::GetCatalogRequest {}))
+            .await
+        {
+            Ok(r) => {
+                let c = r.into_inner().catalog.unwrap_or_default();
+                check(
+                    c.versions.iter().any(|v| v == A_VERSION) && !c.size_classes.is_empty(),
+                    || format!("got catalog {c:?}"),
+                )
+            }
+            Err(s) => Outcome::Failed(s),
+        },
+        Rpc::ListApiKeysOfA | Rpc::ListPlatformApiKeys => {
+            let parent = if rpc == Rpc::ListApiKeysOfA {
+                "tenants/a"
+            } else {
+                ""
+            };
+            match admin
+                .list_api_keys(authed(
+                    key,
+                    pb::ListApiKeysRequest {
+                        parent: parent.into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+            {
+                Ok(r) => {
+                    let names: Vec<_> = r
+                        .into_inner()
+                        .api_keys
+                        .into_iter()
+                        .map(|k| k.name)
+                        .collect();
+                    check(names.contains(&fx.a.admin_key_name), || {
+                        format!("listed {names:?}")
+                    })
+                }
+                Err(s) => Outcome::Failed(s),
+            }
+        }
         Rpc::CreateTenant => admin
             .create_tenant(authed(
                 key,
@@ -616,7 +682,7 @@ async fn isolation_matrix() {
     }
     println!("isolation matrix: {} cells checked", cells.len());
     assert_eq!(cells.len(), ROWS.len() * CALLERS.len());
-    assert_eq!(cells.len(), 105, "21 calls × 5 callers");
+    assert_eq!(cells.len(), 125, "25 calls × 5 callers");
     assert!(
         failures.is_empty(),
         "{} of {} cells failed:\n{}",
@@ -672,9 +738,11 @@ async fn isolation_matrix() {
 /// The part of the requested name a NOT_FOUND must repeat.
 fn requested_name_short(rpc: Rpc, fx: &Fixture) -> String {
     match rpc {
-        Rpc::CreateCluster | Rpc::ListClustersOfA | Rpc::ListOperationsOfA | Rpc::GetTenant => {
-            "tenants/a".into()
-        }
+        Rpc::CreateCluster
+        | Rpc::ListClustersOfA
+        | Rpc::ListOperationsOfA
+        | Rpc::GetTenant
+        | Rpc::ListApiKeysOfA => "tenants/a".into(),
         _ => requested_name(rpc, fx),
     }
 }

@@ -1,11 +1,14 @@
 //! `esaas.v1.AdminService`.
 
 use esaas_core::error::Violations;
-use esaas_core::names::{ApiKeyName, OperationName, TenantId, TenantName, parse_request_id};
+use esaas_core::names::{
+    ApiKeyName, OperationName, TenantId, TenantName, TenantScope, parse_request_id,
+};
 use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
-use esaas_store::{NewApiKey, Store};
+use esaas_store::{KeyFilter, KeyScope, NewApiKey, Store};
 use tonic::{Request, Response};
+use uuid::Uuid;
 
 use crate::error::{ApiResult, to_status};
 use crate::{Api, Call, command_ctx, page, request_hash};
@@ -26,6 +29,13 @@ fn check_display_name(v: &mut Violations, field: &str, name: &str) {
     if name.chars().any(char::is_control) {
         v.add(field, "must not contain control characters");
     }
+}
+
+/// The `(create_time, id)` cursor of a key page token.
+fn key_cursor(k: &[String]) -> Option<(chrono::DateTime<chrono::Utc>, Uuid)> {
+    let [time, id] = k else { return None };
+    let time = chrono::DateTime::parse_from_rfc3339(time).ok()?.to_utc();
+    Some((time, Uuid::parse_str(id).ok()?))
 }
 
 impl Api {
@@ -210,6 +220,51 @@ impl Api {
         .await
     }
 
+    async fn list_api_keys_impl(
+        &self,
+        req: Request<pb::ListApiKeysRequest>,
+    ) -> Result<pb::ListApiKeysResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let scope = match r.parent.as_str() {
+            "" => KeyScope::Platform,
+            parent => match TenantScope::parse("parent", parent)? {
+                TenantScope::All => KeyScope::AllTenants,
+                TenantScope::One(t) => KeyScope::Tenant(t),
+            },
+        };
+        principal.can_list_keys(scope.tenant())?;
+        let limit = page::page_size(r.page_size)?;
+        let revoked = if r.show_revoked { "revoked" } else { "" };
+        let fp = page::fingerprint(&["apiKeys", &r.parent, revoked]);
+        let after = match page::decode(&fp, &r.page_token)? {
+            None => None,
+            Some(k) => {
+                Some(key_cursor(&k).ok_or_else(|| Error::invalid("page_token", "is corrupt"))?)
+            }
+        };
+        let mut keys = self
+            .store()
+            .list_api_keys(&KeyFilter {
+                scope,
+                show_revoked: r.show_revoked,
+                after,
+                limit: limit + 1,
+            })
+            .await?;
+        let next_page_token = page::finish(&mut keys, limit, &fp, |last| {
+            vec![
+                last.create_time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                last.name.id.to_string(),
+            ]
+        });
+        Ok(pb::ListApiKeysResponse {
+            api_keys: keys.iter().map(api_key_to_pb).collect(),
+            next_page_token,
+        })
+    }
+
     async fn revoke_api_key_impl(
         &self,
         req: Request<pb::RevokeApiKeyRequest>,
@@ -318,6 +373,16 @@ impl pb::admin_service_server::AdminService for Api {
         req: Request<pb::CreateApiKeyRequest>,
     ) -> ApiResult<pb::CreateApiKeyResponse> {
         self.create_api_key_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn list_api_keys(
+        &self,
+        req: Request<pb::ListApiKeysRequest>,
+    ) -> ApiResult<pb::ListApiKeysResponse> {
+        self.list_api_keys_impl(req)
             .await
             .map(Response::new)
             .map_err(to_status)

@@ -20,8 +20,8 @@ use uuid::Uuid;
 use crate::error::{ApiResult, to_status};
 use crate::{Api, Call, command_ctx, page, record_operation, request_hash};
 use esaas_proto::convert::{
-    cluster_state_from_name, cluster_to_pb, disruption_to_pb, operation_to_pb, spec_from_pb,
-    update_mask_from_pb,
+    catalog_to_pb, cluster_state_from_name, cluster_to_pb, disruption_to_pb, operation_to_pb,
+    spec_from_pb, update_mask_from_pb,
 };
 
 fn respond<T>(r: Result<T>) -> ApiResult<T> {
@@ -301,6 +301,18 @@ impl Api {
     }
 }
 
+impl Api {
+    async fn get_catalog_impl(
+        &self,
+        req: Request<pb::GetCatalogRequest>,
+    ) -> Result<pb::GetCatalogResponse> {
+        self.principal(&req).await?.can_read_catalog()?;
+        Ok(pb::GetCatalogResponse {
+            catalog: Some(catalog_to_pb(&self.settings().rules.catalog)),
+        })
+    }
+}
+
 type WatchClusterStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchClusterResponse, Status>> + Send>>;
 
@@ -355,6 +367,13 @@ impl pb::cluster_service_server::ClusterService for Api {
         req: Request<pb::GetClusterCredentialsRequest>,
     ) -> ApiResult<pb::GetClusterCredentialsResponse> {
         respond(self.credentials_impl(req).await)
+    }
+
+    async fn get_catalog(
+        &self,
+        req: Request<pb::GetCatalogRequest>,
+    ) -> ApiResult<pb::GetCatalogResponse> {
+        respond(self.get_catalog_impl(req).await)
     }
 }
 

@@ -4,7 +4,8 @@ use esaas_core::names::{ClusterName, OperationName, TenantScope};
 use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
 use esaas_store::OperationFilter;
-use tonic::{Request, Response};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 use uuid::Uuid;
 
 use crate::error::{ApiResult, to_status};
@@ -97,6 +98,21 @@ impl pb::operation_service_server::OperationService for Api {
             .await
             .map(Response::new)
             .map_err(to_status)
+    }
+
+    /// Not served yet: the caller is authenticated (so an unknown key is still
+    /// UNAUTHENTICATED), then told UNIMPLEMENTED. The request and response are in the
+    /// contract already so that clients can be built against them.
+    async fn cancel_operation(
+        &self,
+        req: Request<pb::CancelOperationRequest>,
+    ) -> ApiResult<pb::CancelOperationResponse> {
+        self.principal(&req).await.map_err(to_status)?;
+        Err(Status::with_error_details(
+            Code::Unimplemented,
+            "CancelOperation is not available on this control plane yet",
+            ErrorDetails::with_error_info("UNIMPLEMENTED", crate::error::ERROR_DOMAIN, []),
+        ))
     }
 
     type WatchOperationStream = BoxStream<pb::WatchOperationResponse>;

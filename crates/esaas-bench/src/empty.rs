@@ -112,6 +112,13 @@ impl ClusterService for Empty {
         Err(Status::unimplemented("not part of the baseline"))
     }
 
+    async fn get_catalog(
+        &self,
+        _: Request<pb::GetCatalogRequest>,
+    ) -> Result<Response<pb::GetCatalogResponse>, Status> {
+        Err(Status::unimplemented("not part of the baseline"))
+    }
+
     type WatchClusterStream = WatchStream;
 
     async fn watch_cluster(

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use esaas_proto::v1 as pb;
-use esaas_proto::v1::admin_service_client::AdminServiceClient;
 use esaas_proto::v1::cluster_service_client::ClusterServiceClient;
 use esaas_tests::{ADMIN_KEY, TestDb};
 use tokio::time::Instant;
@@ -38,7 +37,8 @@ impl Env {
     }
 }
 
-/// `authorization: Bearer <key>`, parsed once.
+/// `authorization: Bearer <key>`, parsed once, for the measured calls: those stay raw
+/// tonic calls (no SDK retries), so that what the benchmark sees is what the server did.
 #[derive(Clone)]
 pub struct Auth(MetadataValue<Ascii>);
 
@@ -212,12 +212,19 @@ pub fn unlimited_quota() -> pb::Quota {
     }
 }
 
+/// The platform admin, through the SDK, on `channel`.
+fn admin(channel: &Channel) -> anyhow::Result<esaas_client::Client> {
+    Ok(esaas_client::Client::from_channel(
+        channel.clone(),
+        ADMIN_KEY,
+    )?)
+}
+
 /// Creates tenant `id` with an unlimited quota and returns a TENANT_ADMIN key.
 pub async fn tenant(channel: &Channel, id: &str) -> anyhow::Result<String> {
-    let admin = Auth::admin()?;
-    let mut client = AdminServiceClient::new(channel.clone());
-    client
-        .create_tenant(admin.req(pb::CreateTenantRequest {
+    let admin = admin(channel)?;
+    admin
+        .create_tenant(pb::CreateTenantRequest {
             tenant_id: id.into(),
             tenant: Some(pb::Tenant {
                 display_name: format!("bench {id}"),
@@ -225,11 +232,11 @@ pub async fn tenant(channel: &Channel, id: &str) -> anyhow::Result<String> {
                 ..Default::default()
             }),
             request_id: String::new(),
-        }))
+        })
         .await
         .with_context(|| format!("creating tenant {id}"))?;
-    let key = client
-        .create_api_key(admin.req(pb::CreateApiKeyRequest {
+    let key = admin
+        .create_api_key(pb::CreateApiKeyRequest {
             parent: format!("tenants/{id}"),
             api_key: Some(pb::ApiKey {
                 display_name: "bench".into(),
@@ -237,16 +244,16 @@ pub async fn tenant(channel: &Channel, id: &str) -> anyhow::Result<String> {
                 ..Default::default()
             }),
             request_id: String::new(),
-        }))
+        })
         .await
         .with_context(|| format!("creating a key for tenant {id}"))?;
-    Ok(key.into_inner().secret)
+    Ok(key.secret)
 }
 
 /// Creates a ROLE_WORKER key.
 pub async fn worker_key(channel: &Channel) -> anyhow::Result<String> {
-    let key = AdminServiceClient::new(channel.clone())
-        .create_api_key(Auth::admin()?.req(pb::CreateApiKeyRequest {
+    let key = admin(channel)?
+        .create_api_key(pb::CreateApiKeyRequest {
             parent: String::new(),
             api_key: Some(pb::ApiKey {
                 display_name: "bench workers".into(),
@@ -254,10 +261,10 @@ pub async fn worker_key(channel: &Channel) -> anyhow::Result<String> {
                 ..Default::default()
             }),
             request_id: String::new(),
-        }))
+        })
         .await
         .context("creating a worker key")?;
-    Ok(key.into_inner().secret)
+    Ok(key.secret)
 }
 
 /// Creates cluster `cluster_id` (3 small nodes) in `tenant`.
@@ -276,17 +283,10 @@ pub async fn create_cluster(
 
 /// Waits until `n` workers are connected.
 pub async fn wait_workers(channel: &Channel, n: usize, within: Duration) -> anyhow::Result<()> {
-    let admin = Auth::admin()?;
-    let mut client = AdminServiceClient::new(channel.clone());
+    let admin = admin(channel)?;
     let deadline = Instant::now() + within;
     loop {
-        let got = client
-            .list_workers(admin.req(pb::ListWorkersRequest::default()))
-            .await
-            .context("ListWorkers")?
-            .into_inner()
-            .workers
-            .len();
+        let got = admin.list_workers().await.context("ListWorkers")?.len();
         if got >= n {
             return Ok(());
         }

@@ -129,6 +129,34 @@ impl Principal {
         }
     }
 
+    /// May list API keys: those of `tenant`, or with `None` the platform's own keys
+    /// or every tenant's. Platform admins may list any; a tenant's admins may list
+    /// their own tenant's keys (to see what can act on its clusters); viewers may not.
+    /// Creating and revoking keys stays with platform admins.
+    pub fn can_list_keys(&self, tenant: Option<&TenantId>) -> Result<()> {
+        let Some(tenant) = tenant else {
+            return self.require_platform_admin();
+        };
+        self.can_read(tenant, "Tenant", &format!("tenants/{tenant}"))?;
+        match self.role {
+            Role::TenantViewer => Err(Error::PermissionDenied(
+                "listing API keys needs a TENANT_ADMIN key of the tenant or a PLATFORM_ADMIN key"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// May read the catalog: every key except a worker's.
+    pub fn can_read_catalog(&self) -> Result<()> {
+        match self.role {
+            Role::Worker => Err(Error::PermissionDenied(
+                "worker keys may only call WorkerService".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Is a platform admin.
     pub fn require_platform_admin(&self) -> Result<()> {
         match self.role {
@@ -243,6 +271,27 @@ mod tests {
             admin.list_scope(&TenantScope::All, "Cluster").unwrap(),
             None
         );
+        assert!(admin.can_list_keys(None).is_ok());
+        assert!(admin.can_list_keys(Some(&a)).is_ok());
+        assert!(ta.can_list_keys(Some(&a)).is_ok());
+        assert!(matches!(
+            ta.can_list_keys(None),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            tv.can_list_keys(Some(&a)),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            other.can_list_keys(Some(&a)),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(tv.can_read_catalog().is_ok());
+        assert!(matches!(
+            worker.can_read_catalog(),
+            Err(Error::PermissionDenied(_))
+        ));
+
         assert_eq!(ta.initiator().kind, InitiatorKind::Tenant);
         assert_eq!(admin.initiator().kind, InitiatorKind::Platform);
     }

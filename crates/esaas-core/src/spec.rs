@@ -16,6 +16,10 @@ pub const GP3_MAX_IOPS: i32 = 16000;
 pub const GP3_BASELINE_THROUGHPUT: i32 = 125;
 /// gp3 maximum throughput, MiB/s.
 pub const GP3_MAX_THROUGHPUT: i32 = 1000;
+/// gp3 provisioned IOPS per GiB of volume, at most.
+pub const GP3_MAX_IOPS_PER_GIB: i32 = 500;
+/// gp3 provisioned IOPS per MiB/s of throughput, at least (0.25 MiB/s per IOPS).
+pub const GP3_MIN_IOPS_PER_MIBPS: i32 = 4;
 
 /// The desired shape of a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,15 +259,16 @@ impl NodeSet {
                     self.storage_iops
                 ),
             );
-        } else if i64::from(self.storage_iops) > 500 * i64::from(self.storage_gib.max(1))
+        } else if i64::from(self.storage_iops)
+            > i64::from(GP3_MAX_IOPS_PER_GIB) * i64::from(self.storage_gib.max(1))
             && self.storage_iops > GP3_BASELINE_IOPS
         {
             v.add(
                 format!("{p}.storage_iops"),
                 format!(
-                    "gp3 allows at most 500 IOPS per GiB: {} GiB allows {}",
+                    "gp3 allows at most {GP3_MAX_IOPS_PER_GIB} IOPS per GiB: {} GiB allows {}",
                     self.storage_gib,
-                    500 * i64::from(self.storage_gib.max(1))
+                    i64::from(GP3_MAX_IOPS_PER_GIB) * i64::from(self.storage_gib.max(1))
                 ),
             );
         }
@@ -277,14 +282,14 @@ impl NodeSet {
                 ),
             );
         } else if self.storage_throughput_mibps > GP3_BASELINE_THROUGHPUT
-            && self.storage_throughput_mibps * 4 > self.storage_iops
+            && self.storage_throughput_mibps * GP3_MIN_IOPS_PER_MIBPS > self.storage_iops
         {
             v.add(
                 format!("{p}.storage_throughput_mibps"),
                 format!(
                     "gp3 allows at most 0.25 MiB/s per IOPS: {} IOPS allow {} MiB/s",
                     self.storage_iops,
-                    self.storage_iops / 4
+                    self.storage_iops / GP3_MIN_IOPS_PER_MIBPS
                 ),
             );
         }

@@ -1,30 +1,24 @@
-//! The esaas gRPC API, generated from `proto/`.
+//! The esaas gRPC API on the server side.
 //!
-//! This crate is also the Rust SDK: `esaas_proto::v1::cluster_service_client::ClusterServiceClient`
-//! and friends are tonic clients; build them with `new(channel)` on a
-//! `tonic::transport::Channel`.
+//! The wire types, clients and servers are generated once, in `esaas-client` (from its
+//! copy of `proto/`, which `make test` keeps equal to the repository's), and re-exported
+//! here so that the control plane, the worker and the SDK share one set of types. What
+//! this crate adds is [`convert`]: every conversion between the wire and the domain.
 
-/// `google.rpc` messages (status and error details) as they appear in the API.
+/// `google.rpc` messages (status and error details) as they appear in the API: those of
+/// `tonic-types`.
 pub mod google {
-    /// `google.rpc`.
-    pub mod rpc {
-        #![allow(clippy::doc_lazy_continuation, clippy::doc_overindented_list_items)]
-        tonic::include_proto!("google.rpc");
-    }
+    pub use esaas_client::tonic_types::pb as rpc;
 }
 
 /// The `esaas` package.
 pub mod esaas {
-    /// `esaas.v1`: every service and message of the API.
-    pub mod v1 {
-        #![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
-        tonic::include_proto!("esaas.v1");
-    }
+    pub use esaas_client::v1;
 }
 
-pub use esaas::v1;
+pub use esaas_client::v1;
 
 pub mod convert;
 
 /// The encoded `FileDescriptorSet` of the API, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("esaas_descriptor");
+pub use esaas_client::FILE_DESCRIPTOR_SET;

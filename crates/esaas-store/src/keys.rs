@@ -2,6 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use esaas_core::auth::{ApiKey, IssuedKey, Principal, Role};
 use esaas_core::names::{ApiKeyName, TenantId};
 use esaas_core::{Error, Result};
@@ -27,6 +28,40 @@ pub struct NewApiKey {
     pub role: Role,
     /// Label.
     pub display_name: String,
+}
+
+/// Whose keys a listing covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyScope {
+    /// The platform's own keys (PLATFORM_ADMIN and WORKER).
+    Platform,
+    /// One tenant's keys.
+    Tenant(TenantId),
+    /// Every tenant's keys.
+    AllTenants,
+}
+
+impl KeyScope {
+    /// The tenant of a one-tenant listing.
+    pub fn tenant(&self) -> Option<&TenantId> {
+        match self {
+            KeyScope::Tenant(t) => Some(t),
+            KeyScope::Platform | KeyScope::AllTenants => None,
+        }
+    }
+}
+
+/// A page of keys: oldest first, after a keyset cursor.
+#[derive(Debug, Clone)]
+pub struct KeyFilter {
+    /// Whose keys.
+    pub scope: KeyScope,
+    /// Include revoked keys.
+    pub show_revoked: bool,
+    /// Only keys after this `(create_time, id)`.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    /// At most this many.
+    pub limit: i64,
 }
 
 /// SHA-256 of a secret.
@@ -101,6 +136,34 @@ impl Store {
             .await
             .map_err(db_error)?;
         api_key(&row)
+    }
+
+    /// The keys `filter` selects, oldest first (never their secrets: only hashes are kept).
+    pub async fn list_api_keys(&self, filter: &KeyFilter) -> Result<Vec<ApiKey>> {
+        let (scope, tenant) = match &filter.scope {
+            KeyScope::Platform => ("platform", None),
+            KeyScope::Tenant(t) => ("tenant", Some(t.as_str())),
+            KeyScope::AllTenants => ("tenants", None),
+        };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM api_keys \
+             WHERE CASE $1 WHEN 'platform' THEN tenant_id IS NULL \
+                           WHEN 'tenant' THEN tenant_id = $2 \
+                           ELSE tenant_id IS NOT NULL END \
+               AND ($3 OR revoke_time IS NULL) \
+               AND ($4::timestamptz IS NULL OR (create_time, id) > ($4, $5)) \
+             ORDER BY create_time, id LIMIT $6"
+        )))
+        .bind(scope)
+        .bind(tenant)
+        .bind(filter.show_revoked)
+        .bind(filter.after.map(|(t, _)| t))
+        .bind(filter.after.map(|(_, id)| id))
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(api_key).collect()
     }
 
     /// The principal of a valid (not revoked) key with this secret.

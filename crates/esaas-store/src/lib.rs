@@ -29,7 +29,7 @@ mod workers;
 
 pub use clusters::{ClusterFilter, ClusterPage};
 pub use feed::{Change, ChangeFeed};
-pub use keys::NewApiKey;
+pub use keys::{KeyFilter, KeyScope, NewApiKey};
 pub use leases::{Claimed, LeaseSettings, QueueStats};
 pub use operations::OperationFilter;
 pub use tx::{Idempotency, Mode, Outcome};

@@ -15,7 +15,6 @@ use esaas_core::lifecycle::lease::LeaseEvent;
 use esaas_core::names::OperationName;
 use esaas_proto::convert::{assignment_from_pb, lease_event_to_pb, lease_to_pb};
 use esaas_proto::v1 as pb;
-use esaas_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -160,9 +159,10 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     backends: &Arc<Backends<N, W, E>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(config.control_plane.clone())?
+    // The SDK's connection: http:// or https:// (TLS), the key on every call.
+    let control_plane = esaas_client::Client::builder(&config.control_plane)
+        .key(&config.key)
         .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(20))
         .connect()
         .await
         .context("connecting to the control plane")?;
@@ -176,15 +176,9 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
         })),
     })
     .await?;
-    let mut req = tonic::Request::new(ReceiverStream::new(rx));
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", config.key)
-            .parse()
-            .context("worker key")?,
-    );
-    let mut inbound = WorkerServiceClient::new(channel)
-        .connect(req)
+    let mut inbound = control_plane
+        .worker_service()
+        .connect(ReceiverStream::new(rx))
         .await
         .context("WorkerService.Connect")?
         .into_inner();

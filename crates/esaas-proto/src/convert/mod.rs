@@ -4,6 +4,7 @@
 //! converts.
 
 mod admin;
+mod catalog;
 mod cluster;
 mod operation;
 mod spec;
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 pub use admin::*;
+pub use catalog::*;
 pub use cluster::*;
 pub use operation::*;
 pub use spec::*;
