@@ -346,7 +346,37 @@ async fn admins_manage_tenants_keys_and_see_the_catalog() {
         ],
     )
     .await;
-    assert_eq!(r.code, 5, "UNIMPLEMENTED for now");
+    assert_eq!(r.code, 4, "an unknown operation is NOT_FOUND: {}", r.stderr);
+
+    // No worker here: a create stays queued, and a cancel ends it at once.
+    let mut create = vec!["-t", "demo"];
+    create.extend_from_slice(&CREATE[2..]);
+    create.extend_from_slice(&["--async", "-o", "json"]);
+    let r = ctl(&addr, ADMIN_KEY, &create).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let created: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    let op = created["operation"]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a queued operation in {created}"))
+        .to_string();
+    let r = ctl(
+        &addr,
+        ADMIN_KEY,
+        &["operations", "cancel", &op, "-o", "json"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let cancelled: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(cancelled["state"], "OPERATION_STATE_CANCELLED");
+    let r = ctl(&addr, ADMIN_KEY, &["operations", "cancel", &op]).await;
+    assert_eq!(r.code, 0, "cancelling again answers the same: {}", r.stderr);
+    let r = ctl(
+        &addr,
+        ADMIN_KEY,
+        &["-t", "demo", "clusters", "delete", "logs", "--async"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
 fn tmux(args: &[&str]) -> std::process::Output {

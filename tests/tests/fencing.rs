@@ -374,6 +374,97 @@ async fn a_delete_cancels_the_running_operation_at_the_next_heartbeat() {
     );
 }
 
+/// CancelOperation on a running create flags it; the control plane ends it at the
+/// worker's next heartbeat and tells the worker, the cluster settles FAILED, and a
+/// retry hands the same operation out again.
+#[tokio::test]
+async fn cancel_stops_a_running_operation_at_the_next_heartbeat() {
+    let app = quick_leases().await;
+    let key = worker_key(&app).await;
+    let t = app.tenant("search").await;
+    let created = app.create_cluster(&t.admin, "search", "logs", 3).await;
+    let cluster = created.cluster.expect("c").name;
+    let mut w = RawWorker::connect(&app, &key, "w", 1).await;
+    let lease = w.assignment().await.lease.expect("lease");
+    let answer = app
+        .operations()
+        .cancel_operation(authed(
+            &t.admin,
+            pb::CancelOperationRequest {
+                name: lease.operation.clone(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("cancel")
+        .into_inner()
+        .operation
+        .expect("operation");
+    // Still running until its worker is told.
+    assert_eq!(answer.state, pb::OperationState::Running as i32);
+    assert!(answer.cancel_requested);
+    assert!(
+        answer.message.contains("cancellation requested"),
+        "{}",
+        answer.message
+    );
+    w.tx.send(pb::ConnectRequest {
+        message: Some(pb::connect_request::Message::Heartbeat(
+            pb::WorkerHeartbeat {
+                leases: vec![lease.clone()],
+            },
+        )),
+    })
+    .await
+    .expect("heartbeat");
+    let cancellation = loop {
+        if let pb::connect_response::Message::Cancellation(c) = w.next().await {
+            break c;
+        }
+    };
+    assert_eq!(
+        cancellation.lease.map(|l| l.operation),
+        Some(lease.operation.clone())
+    );
+    assert!(
+        cancellation.reason.contains("cancelled"),
+        "{}",
+        cancellation.reason
+    );
+    let op = operation(&app, &lease.operation).await;
+    assert_eq!(op.state, pb::OperationState::Cancelled as i32);
+    assert_eq!(op.attempts[0].outcome, "cancelled");
+    let c = app
+        .clusters()
+        .get_cluster(authed(&t.admin, pb::GetClusterRequest { name: cluster }))
+        .await
+        .expect("get")
+        .into_inner()
+        .cluster
+        .expect("cluster");
+    let status = c.status.expect("status");
+    assert_eq!(status.state, pb::ClusterState::Failed as i32);
+    assert!(
+        status.message.contains("creation cancelled"),
+        "{}",
+        status.message
+    );
+    // A retry hands the same operation out again, on the same stream.
+    app.admin()
+        .retry_operation(authed(
+            &t.admin,
+            pb::RetryOperationRequest {
+                name: lease.operation.clone(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("retry");
+    let next = w.assignment().await.lease.expect("lease");
+    assert_eq!(next.operation, lease.operation);
+    assert!(next.lease_token > lease.lease_token, "a new fencing token");
+}
+
 #[tokio::test]
 async fn the_first_message_must_be_hello_and_only_workers_connect() {
     let app = spawn_app().await;

@@ -434,8 +434,12 @@ async fn the_catalog_is_the_configured_one() {
     assert_eq!(err.code(), Some(Code::PermissionDenied));
 }
 
+/// A queued create is cancelled at once: the operation ends CANCELLED, the cluster
+/// (which never served) is FAILED saying so, and both steps are events of its log. A
+/// second cancel returns it unchanged, a retry resumes it, and a delete cannot be
+/// cancelled.
 #[tokio::test]
-async fn cancel_operation_is_in_the_contract_but_not_served_yet() {
+async fn cancel_stops_a_queued_operation_and_a_retry_resumes_it() {
     let app = spawn_app().await;
     let t = app.tenant("search").await;
     let client = client(&format!("http://{}", app.addr), &t.admin).await;
@@ -447,15 +451,109 @@ async fn cancel_operation_is_in_the_contract_but_not_served_yet() {
         ))
         .await
         .expect("create");
-    let err = client
-        .cancel_operation(created.operation_name())
+    let op_name = created.operation_name().to_string();
+
+    let cancelled = client.cancel_operation(&op_name).await.expect("cancel");
+    assert_eq!(cancelled.state(), v1::OperationState::Cancelled);
+    assert!(cancelled.done);
+    assert_eq!(
+        client.get_operation(&op_name).await.expect("get").state(),
+        v1::OperationState::Cancelled
+    );
+    let status = client
+        .get_cluster("tenants/search/clusters/logs")
         .await
-        .expect_err("unimplemented");
-    assert_eq!(err.code(), Some(Code::Unimplemented));
+        .expect("get")
+        .status
+        .unwrap_or_default();
+    assert_eq!(status.state(), v1::ClusterState::Failed);
+    assert!(
+        status.message.contains("creation cancelled"),
+        "{}",
+        status.message
+    );
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Ready")
+        .expect("a Ready condition");
+    assert_eq!(
+        (ready.status(), ready.reason.as_str()),
+        (v1::ConditionStatus::False, "OperationCancelled")
+    );
+    assert_eq!(status.current_operation, op_name);
+
+    // The log: created, then cancelled by the caller's key.
+    let mut events = Vec::new();
+    let mut watch = client.watch_cluster("tenants/search/clusters/logs", 1);
+    while let Some(item) = tokio::time::timeout(Duration::from_millis(500), watch.try_next())
+        .await
+        .ok()
+        .and_then(|r| r.expect("watch"))
+    {
+        if let esaas_client::WatchItem::Event(e) = item {
+            events.push(e);
+        }
+    }
+    let cancel_event = events
+        .iter()
+        .find(|e| e.message.contains("cancelled by"))
+        .unwrap_or_else(|| panic!("no cancellation event in {events:?}"));
+    assert!(
+        cancel_event.message.contains(&op_name),
+        "{}",
+        cancel_event.message
+    );
+
+    // Idempotent: the same answer, nothing new in the log.
+    let again = client.cancel_operation(&op_name).await.expect("again");
+    assert_eq!(again.state(), v1::OperationState::Cancelled);
+    assert_eq!(again.update_time, cancelled.update_time);
+
+    // A retry resumes it.
+    let resumed = client.retry_operation(&op_name).await.expect("retry");
+    assert_eq!(resumed.state(), v1::OperationState::Queued);
+    let status = client
+        .get_cluster("tenants/search/clusters/logs")
+        .await
+        .expect("get")
+        .status
+        .unwrap_or_default();
+    assert_eq!(status.state(), v1::ClusterState::Provisioning);
+
+    // A delete cannot be cancelled, and says why.
+    let deleted = client
+        .delete_cluster(v1::DeleteClusterRequest {
+            name: "tenants/search/clusters/logs".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete");
+    let delete_op = deleted.operation.expect("delete operation").name;
+    let err = client
+        .cancel_operation(&delete_op)
+        .await
+        .expect_err("a delete is not cancellable");
+    assert_eq!(err.code(), Some(Code::FailedPrecondition));
+    let api = err.api().expect("an API error");
+    let v = api.precondition_violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].subject, delete_op);
+    assert!(
+        v[0].description.contains("deletion cannot be cancelled"),
+        "{v:?}"
+    );
+    // The resumed create was cancelled by the delete; nothing revives it now.
+    let err = client
+        .retry_operation(&op_name)
+        .await
+        .expect_err("superseded");
+    assert_eq!(err.code(), Some(Code::FailedPrecondition));
+
     let err = client
         .with_key("esk_unknown")
         .expect("key")
-        .cancel_operation(created.operation_name())
+        .cancel_operation(&op_name)
         .await
         .expect_err("unauthenticated first");
     assert_eq!(err.code(), Some(Code::Unauthenticated));

@@ -1,16 +1,15 @@
 //! `esaas.v1.OperationService`.
 
-use esaas_core::names::{ClusterName, OperationName, TenantScope};
+use esaas_core::names::{ClusterName, OperationName, TenantScope, parse_request_id};
 use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
-use esaas_store::OperationFilter;
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use esaas_store::{OperationFilter, Store};
+use tonic::{Request, Response};
 use uuid::Uuid;
 
 use crate::error::{ApiResult, to_status};
 use crate::watch::BoxStream;
-use crate::{Api, page};
+use crate::{Api, Call, command_ctx, page, request_hash};
 use esaas_proto::convert::{operation_state_from_name, operation_to_pb};
 
 /// Parses `filter`: empty, or `state = QUEUED`.
@@ -78,6 +77,39 @@ impl Api {
     }
 }
 
+impl Api {
+    /// The owning tenant's admins and platform admins may cancel (as they
+    /// may retry); viewers are PERMISSION_DENIED, another tenant NOT_FOUND.
+    async fn cancel_operation_impl(
+        &self,
+        req: Request<pb::CancelOperationRequest>,
+    ) -> Result<pb::CancelOperationResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let name = OperationName::parse("name", &r.name)?;
+        let request_id = parse_request_id("request_id", &r.request_id)?;
+        let op = self.store().get_operation(name.0).await?;
+        principal.can_write(&op.tenant, "Operation", &name.to_string())?;
+        let initiator = principal.initiator();
+        let now = command_ctx().now;
+        let hash = request_hash(&r, |m| m.request_id.clear());
+        self.mutate(
+            Call {
+                method: "CancelOperation",
+                scope: format!("tenants/{}", op.tenant),
+                request_id,
+                request_hash: hash,
+                validate_only: false,
+            },
+            async |conn| Store::cancel_operation(conn, name.0, &initiator, now).await,
+            |op| pb::CancelOperationResponse {
+                operation: Some(operation_to_pb(op)),
+            },
+        )
+        .await
+    }
+}
+
 #[tonic::async_trait]
 impl pb::operation_service_server::OperationService for Api {
     async fn get_operation(
@@ -100,19 +132,14 @@ impl pb::operation_service_server::OperationService for Api {
             .map_err(to_status)
     }
 
-    /// Not served yet: the caller is authenticated (so an unknown key is still
-    /// UNAUTHENTICATED), then told UNIMPLEMENTED. The request and response are in the
-    /// contract already so that clients can be built against them.
     async fn cancel_operation(
         &self,
         req: Request<pb::CancelOperationRequest>,
     ) -> ApiResult<pb::CancelOperationResponse> {
-        self.principal(&req).await.map_err(to_status)?;
-        Err(Status::with_error_details(
-            Code::Unimplemented,
-            "CancelOperation is not available on this control plane yet",
-            ErrorDetails::with_error_info("UNIMPLEMENTED", crate::error::ERROR_DOMAIN, []),
-        ))
+        self.cancel_operation_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
     }
 
     type WatchOperationStream = BoxStream<pb::WatchOperationResponse>;

@@ -76,6 +76,8 @@ text_enum!(
         Applied = "Applied",
         /// The operation carrying the spec failed for good.
         OperationFailed = "OperationFailed",
+        /// The operation carrying the spec was cancelled before it finished.
+        OperationCancelled = "OperationCancelled",
         /// The cluster was deleted.
         Deleted = "Deleted",
         /// Queued, no worker has it yet.

@@ -174,7 +174,7 @@ pub enum AttemptOutcome {
     LeaseExpired,
     /// The worker's stream ended while it held the lease.
     WorkerDisconnected,
-    /// A later operation (a delete) superseded it.
+    /// Cancelled by request, or superseded by a later operation (a delete).
     Cancelled,
 }
 
@@ -201,7 +201,7 @@ impl std::fmt::Display for AttemptOutcome {
             AttemptOutcome::HandedBack => f.write_str("handed back"),
             AttemptOutcome::LeaseExpired => f.write_str("lease expired"),
             AttemptOutcome::WorkerDisconnected => f.write_str("worker disconnected"),
-            AttemptOutcome::Cancelled => f.write_str("cancelled: superseded"),
+            AttemptOutcome::Cancelled => f.write_str("cancelled"),
         }
     }
 }
@@ -310,6 +310,10 @@ impl Operation {
                 self.attempts.len() + 1,
                 self.max_attempts
             ),
+            OperationState::Running if self.cancel_requested => {
+                "running: cancellation requested, it stops at its worker's next heartbeat"
+                    .to_string()
+            }
             OperationState::Running => {
                 match self.stages.iter().find(|s| s.state == StageState::Running) {
                     Some(s) => format!("running: {}", s.name),

@@ -1,6 +1,8 @@
-//! Operations: what tenants read about them, and retrying one.
+//! Operations: what tenants read about them, retrying and cancelling one.
 
+use chrono::{DateTime, Utc};
 use esaas_core::Result;
+use esaas_core::lifecycle::cancel::cancel;
 use esaas_core::lifecycle::retry::retry;
 use esaas_core::lifecycle::{Ctx, Rules};
 use esaas_core::names::{ClusterName, TenantId};
@@ -76,7 +78,22 @@ impl Store {
         let state = load::leased(conn, id, false)
             .await?
             .ok_or_else(|| operation_not_found(id))?;
-        let decision = retry(&state.op, &state.cluster, by, rules, ctx)?;
+        let decision = retry(&state, by, rules, ctx)?;
+        save(conn, &decision.changes).await?;
+        Ok(decision.answer)
+    }
+
+    /// Cancels a QUEUED, RUNNING or STALLED operation (see `lifecycle::cancel`).
+    pub async fn cancel_operation(
+        conn: &mut PgConnection,
+        id: Uuid,
+        by: &Initiator,
+        now: DateTime<Utc>,
+    ) -> Result<Operation> {
+        let state = load::leased(conn, id, false)
+            .await?
+            .ok_or_else(|| operation_not_found(id))?;
+        let decision = cancel(&state, by, now)?;
         save(conn, &decision.changes).await?;
         Ok(decision.answer)
     }

@@ -277,6 +277,12 @@ fn requeue_or_end(
     } = *ctx;
     op.lease = None;
     let spent = failures(op);
+    if op.cancel_requested && other_queued.is_none() {
+        op.state = OperationState::Cancelled;
+        op.end_time = Some(now);
+        super::cancel::settle(cluster, op, now);
+        return format!("{}: {why}; cancelled, as requested", op.name());
+    }
     if other_queued.is_some() {
         op.state = OperationState::Cancelled;
         op.end_time = Some(now);
@@ -536,22 +542,35 @@ fn succeed(
             (None, _) => ClusterState::Degraded,
         };
     }
-    cluster.message = if cluster.observed_generation < cluster.generation {
-        format!(
-            "generation {} applied; generation {} is queued",
-            cluster.observed_generation, cluster.generation
-        )
-    } else {
-        format!("generation {} applied", cluster.observed_generation)
+    let (status, reason) = match (
+        cluster.observed_generation < cluster.generation,
+        other_queued,
+    ) {
+        (false, _) => {
+            cluster.message = format!("generation {} applied", cluster.observed_generation);
+            (ConditionStatus::True, ConditionReason::Applied)
+        }
+        (true, Some(_)) => {
+            cluster.message = format!(
+                "generation {} applied; generation {} is queued",
+                cluster.observed_generation, cluster.generation
+            );
+            (ConditionStatus::True, ConditionReason::Applied)
+        }
+        // The operation carrying the latest generation was cancelled while
+        // this one ran.
+        (true, None) => {
+            cluster.message = format!(
+                "generation {} applied; generation {} is not (its operation was cancelled): \
+                 update the cluster again to apply it",
+                cluster.observed_generation, cluster.generation
+            );
+            (ConditionStatus::False, ConditionReason::OperationCancelled)
+        }
     };
     set_condition(
         &mut cluster.conditions,
-        ready_condition(
-            ConditionStatus::True,
-            ConditionReason::Applied,
-            cluster.message.clone(),
-            now,
-        ),
+        ready_condition(status, reason, cluster.message.clone(), now),
     );
 }
 
@@ -619,7 +638,7 @@ pub fn lost_at_heartbeat(held: &[(Uuid, i64)], renewed: &[(Uuid, bool)]) -> Vec<
             let (reason, superseded) = match cancel {
                 Some(false) => return None,
                 Some(true) => (
-                    "cancelled: a later operation (a delete) superseded it",
+                    "cancelled: cancelled by request, or superseded by a delete",
                     true,
                 ),
                 None => ("the lease expired or moved to another worker", false),
@@ -634,8 +653,10 @@ pub fn lost_at_heartbeat(held: &[(Uuid, i64)], renewed: &[(Uuid, bool)]) -> Vec<
         .collect()
 }
 
-/// A running operation that a delete superseded (`cancel_requested`) ends
-/// CANCELLED, and the queued operation becomes the cluster's current one.
+/// A running operation flagged `cancel_requested` (by `CancelOperation`, or
+/// by a delete that superseded it) ends CANCELLED once its worker is told, at
+/// a heartbeat. A queued operation behind it becomes the cluster's current
+/// one; with none, the cluster settles as [`super::cancel`] describes.
 /// `None` when it is no longer running.
 pub fn cancel_superseded(state: &Leased, now: DateTime<Utc>) -> Option<ChangeSet> {
     let (mut op, mut cluster) = (state.op.clone(), state.cluster.clone());
@@ -646,12 +667,24 @@ pub fn cancel_superseded(state: &Leased, now: DateTime<Utc>) -> Option<ChangeSet
     op.state = OperationState::Cancelled;
     op.end_time = Some(now);
     op.lease = None;
-    cluster.current_operation = state.other_queued;
-    let event = Some(format!(
-        "{}: cancelled, superseded by a later operation",
-        op.name()
-    ));
-    Some(Applied { op, cluster, event }.into_changes(now))
+    let event = match state.other_queued {
+        Some(next) => {
+            cluster.current_operation = Some(next);
+            format!("{}: cancelled, superseded by a later operation", op.name())
+        }
+        None => {
+            super::cancel::settle(&mut cluster, &op, now);
+            format!("{}: cancelled, as requested", op.name())
+        }
+    };
+    Some(
+        Applied {
+            op,
+            cluster,
+            event: Some(event),
+        }
+        .into_changes(now),
+    )
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@
 //! the caller passes the time, the new ids and the jitter in a [`Ctx`], so
 //! every rule is tested by table without a database.
 //!
-//! - [`create`], [`update`], [`delete`], [`retry`]: the commands of
-//!   `ClusterService` and `AdminService`.
+//! - [`create`], [`update`], [`delete`], [`retry`], [`cancel`]: the commands
+//!   of `ClusterService`, `AdminService` and `OperationService`.
 //! - [`lease`]: a worker claims an operation, reports on it under its
 //!   fencing token, and the attempt ends (success, failure retried with
 //!   backoff, stall, hand-back, lost lease, cancellation).
 
+pub mod cancel;
 pub mod create;
 pub mod delete;
 pub mod lease;

@@ -3,8 +3,10 @@
 
 use uuid::Uuid;
 
+use super::cancel::cancel;
 use super::create::{CreateCluster, create};
 use super::delete::{DeleteCluster, delete};
+use super::lease::Leased;
 use super::retry::retry;
 use super::update::{UpdateCluster, update};
 use super::*;
@@ -537,73 +539,149 @@ fn delete_checks_the_etag() {
 
 #[test]
 fn retry_table() {
-    // (case, operation state, kind, cluster state, cluster state after; None: refused)
+    // (case, operation state, kind, cluster state, the cluster's current
+    // operation, another queued, cluster state after; Err: refused, with a
+    // word of the reason)
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(
         &str,
         OperationState,
         OperationKind,
         ClusterState,
-        Option<ClusterState>,
+        bool,
+        bool,
+        Result<ClusterState, &str>,
     )> = vec![
         (
             "failed create",
             OperationState::Failed,
             OperationKind::Create,
             ClusterState::Failed,
-            Some(ClusterState::Provisioning),
+            true,
+            false,
+            Ok(ClusterState::Provisioning),
         ),
         (
             "failed update",
             OperationState::Failed,
             OperationKind::Update,
             ClusterState::Failed,
-            Some(ClusterState::Updating),
+            true,
+            false,
+            Ok(ClusterState::Updating),
         ),
         (
             "failed delete",
             OperationState::Failed,
             OperationKind::Delete,
             ClusterState::Failed,
-            Some(ClusterState::Deleting),
+            true,
+            false,
+            Ok(ClusterState::Deleting),
         ),
         (
             "stalled update keeps the cluster's state",
             OperationState::Stalled,
             OperationKind::Update,
             ClusterState::Updating,
-            Some(ClusterState::Updating),
+            true,
+            false,
+            Ok(ClusterState::Updating),
+        ),
+        (
+            "stalled delete of a deleting cluster",
+            OperationState::Stalled,
+            OperationKind::Delete,
+            ClusterState::Deleting,
+            true,
+            false,
+            Ok(ClusterState::Deleting),
+        ),
+        (
+            "cancelled create resumes",
+            OperationState::Cancelled,
+            OperationKind::Create,
+            ClusterState::Failed,
+            true,
+            false,
+            Ok(ClusterState::Provisioning),
+        ),
+        (
+            "cancelled update resumes",
+            OperationState::Cancelled,
+            OperationKind::Update,
+            ClusterState::Ready,
+            true,
+            false,
+            Ok(ClusterState::Updating),
+        ),
+        (
+            "cancelled update another one superseded",
+            OperationState::Cancelled,
+            OperationKind::Update,
+            ClusterState::Updating,
+            false,
+            true,
+            Err("superseded"),
+        ),
+        (
+            "cancelled update with another queued",
+            OperationState::Cancelled,
+            OperationKind::Update,
+            ClusterState::Ready,
+            true,
+            true,
+            Err("superseded"),
+        ),
+        (
+            "failed create of a cluster being deleted",
+            OperationState::Failed,
+            OperationKind::Create,
+            ClusterState::Deleting,
+            false,
+            false,
+            Err("DELETING"),
+        ),
+        (
+            "failed update of a deleted cluster",
+            OperationState::Failed,
+            OperationKind::Update,
+            ClusterState::Deleted,
+            false,
+            false,
+            Err("DELETED"),
         ),
         (
             "queued",
             OperationState::Queued,
             OperationKind::Update,
             ClusterState::Updating,
-            None,
+            true,
+            false,
+            Err("QUEUED"),
         ),
         (
             "running",
             OperationState::Running,
             OperationKind::Update,
             ClusterState::Updating,
-            None,
+            true,
+            false,
+            Err("RUNNING"),
         ),
         (
             "succeeded",
             OperationState::Succeeded,
             OperationKind::Create,
             ClusterState::Ready,
-            None,
-        ),
-        (
-            "cancelled",
-            OperationState::Cancelled,
-            OperationKind::Update,
-            ClusterState::Ready,
-            None,
+            true,
+            false,
+            Err("SUCCEEDED"),
         ),
     ];
-    for (case, op_state, kind, before, after) in cases {
+    for (case, op_state, kind, before, current, queued, after) in cases {
         let mut op = Operation::test(kind).with_state(op_state);
+        op.cancel_requested = op_state == OperationState::Cancelled;
         op.attempts = (1..=3)
             .map(|n| crate::operation::Attempt {
                 number: n,
@@ -620,18 +698,24 @@ fn retry_table() {
         });
         let mut cluster = Cluster::test();
         cluster.state = before;
+        cluster.current_operation = Some(if current { op.id } else { Uuid::now_v7() });
+        let state = Leased {
+            op: op.clone(),
+            cluster,
+            other_queued: queued.then(Uuid::now_v7),
+        };
         let got = retry(
-            &op,
-            &cluster,
+            &state,
             &crate::operation::Initiator::test(),
             &rules(),
             &ctx(),
         );
         match (got, after) {
-            (Ok(d), Some(after)) => {
+            (Ok(d), Ok(after)) => {
                 let retried = &d.answer;
                 assert_eq!(retried.state, OperationState::Queued, "{case}");
                 assert_eq!(retried.error, None, "{case}");
+                assert!(!retried.cancel_requested, "{case}");
                 assert_eq!(retried.next_attempt_time, ctx().now, "{case}");
                 // Three attempts kept, five more may count.
                 assert_eq!(retried.max_attempts, 8, "{case}");
@@ -641,10 +725,281 @@ fn retry_table() {
                 assert_eq!(c.current_operation, Some(op.id), "{case}");
                 assert_eq!(updated_ops(&d.changes), vec![retried], "{case}");
             }
-            (Err(Error::FailedPrecondition(v)), None) => {
-                assert!(v[0].description.contains(op_state.as_str()), "{case}");
+            (Err(Error::FailedPrecondition(v)), Err(word)) => {
+                assert!(
+                    v[0].description.contains(word),
+                    "{case}: {}",
+                    v[0].description
+                );
             }
             (other, _) => panic!("{case}: {other:?}"),
         }
     }
+}
+
+// ---- cancel ----
+
+/// What a cancel must leave: the operation's state and flag, the cluster's
+/// state, and whether its `Ready` condition says the change was cancelled.
+#[derive(Debug)]
+struct Cancelled {
+    op_state: OperationState,
+    cancel_requested: bool,
+    cluster_state: ClusterState,
+    ready_cancelled: bool,
+}
+
+#[test]
+fn cancel_table() {
+    use crate::cluster::{Condition, ConditionReason, ConditionStatus, Health};
+    let done = |op_state, cluster_state, ready_cancelled| {
+        Ok(Cancelled {
+            op_state,
+            cancel_requested: false,
+            cluster_state,
+            ready_cancelled,
+        })
+    };
+    // (case, op state, kind, already flagged, the cluster's current
+    // operation, cluster state and health before, outcome; Ok(None): nothing
+    // written; Err: refused with a word of the reason)
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(
+        &str,
+        OperationState,
+        OperationKind,
+        bool,
+        bool,
+        (ClusterState, Health),
+        Result<Option<Cancelled>, &str>,
+    )> = vec![
+        (
+            "queued create: the cluster never served",
+            OperationState::Queued,
+            OperationKind::Create,
+            false,
+            true,
+            (ClusterState::Provisioning, Health::Unknown),
+            done(OperationState::Cancelled, ClusterState::Failed, true).map(Some),
+        ),
+        (
+            "queued update of a green cluster",
+            OperationState::Queued,
+            OperationKind::Update,
+            false,
+            true,
+            (ClusterState::Updating, Health::Green),
+            done(OperationState::Cancelled, ClusterState::Ready, true).map(Some),
+        ),
+        (
+            "queued update of a yellow cluster",
+            OperationState::Queued,
+            OperationKind::Update,
+            false,
+            true,
+            (ClusterState::Updating, Health::Yellow),
+            done(OperationState::Cancelled, ClusterState::Degraded, true).map(Some),
+        ),
+        (
+            "queued behind a running operation, which stays current",
+            OperationState::Queued,
+            OperationKind::Update,
+            false,
+            false,
+            (ClusterState::Updating, Health::Green),
+            done(OperationState::Cancelled, ClusterState::Updating, false).map(Some),
+        ),
+        (
+            "stalled update",
+            OperationState::Stalled,
+            OperationKind::Update,
+            false,
+            true,
+            (ClusterState::Updating, Health::Green),
+            done(OperationState::Cancelled, ClusterState::Ready, true).map(Some),
+        ),
+        (
+            "running update is flagged",
+            OperationState::Running,
+            OperationKind::Update,
+            false,
+            true,
+            (ClusterState::Updating, Health::Green),
+            Ok(Some(Cancelled {
+                op_state: OperationState::Running,
+                cancel_requested: true,
+                cluster_state: ClusterState::Updating,
+                ready_cancelled: false,
+            })),
+        ),
+        (
+            "running, already flagged",
+            OperationState::Running,
+            OperationKind::Update,
+            true,
+            true,
+            (ClusterState::Updating, Health::Green),
+            Ok(None),
+        ),
+        (
+            "already cancelled",
+            OperationState::Cancelled,
+            OperationKind::Update,
+            false,
+            true,
+            (ClusterState::Ready, Health::Green),
+            Ok(None),
+        ),
+        (
+            "succeeded",
+            OperationState::Succeeded,
+            OperationKind::Update,
+            false,
+            false,
+            (ClusterState::Ready, Health::Green),
+            Err("SUCCEEDED"),
+        ),
+        (
+            "failed",
+            OperationState::Failed,
+            OperationKind::Create,
+            false,
+            true,
+            (ClusterState::Failed, Health::Unknown),
+            Err("FAILED"),
+        ),
+        (
+            "a delete",
+            OperationState::Queued,
+            OperationKind::Delete,
+            false,
+            true,
+            (ClusterState::Deleting, Health::Green),
+            Err("deletion cannot be cancelled"),
+        ),
+        (
+            "a running delete",
+            OperationState::Running,
+            OperationKind::Delete,
+            false,
+            true,
+            (ClusterState::Deleting, Health::Green),
+            Err("deletion cannot be cancelled"),
+        ),
+    ];
+    for (case, op_state, kind, flagged, current, (state, health), want) in cases {
+        let mut op = Operation::test(kind).with_state(op_state);
+        op.cancel_requested = flagged;
+        let mut cluster = Cluster::test();
+        cluster.state = state;
+        cluster.health = health;
+        cluster.generation = 2;
+        cluster.observed_generation = 1;
+        cluster.current_operation = Some(if current { op.id } else { Uuid::now_v7() });
+        cluster.conditions.push(Condition {
+            kind: ConditionType::OperationQueued,
+            status: ConditionStatus::True,
+            reason: ConditionReason::WaitingForWorker,
+            message: "queued".into(),
+            last_transition_time: t0(),
+        });
+        let before = cluster.clone();
+        let state = Leased {
+            op: op.clone(),
+            cluster,
+            other_queued: None,
+        };
+        let got = cancel(&state, &crate::operation::Initiator::test(), ctx().now);
+        match (got, want) {
+            (Ok(d), Ok(None)) => {
+                assert!(d.changes.is_empty(), "{case}");
+                assert_eq!(d.answer, op, "{case}");
+            }
+            (Ok(d), Ok(Some(want))) => {
+                let written = updated_ops(&d.changes);
+                assert_eq!(written, vec![&d.answer], "{case}");
+                assert_eq!(d.answer.state, want.op_state, "{case}");
+                assert_eq!(d.answer.cancel_requested, want.cancel_requested, "{case}");
+                assert_eq!(
+                    d.answer.end_time.is_some(),
+                    want.op_state == OperationState::Cancelled,
+                    "{case}"
+                );
+                // The cancellation (or its request) is an event.
+                let event = d.changes.event.as_ref().expect(case);
+                assert!(
+                    event.message.contains("cancel"),
+                    "{case}: {}",
+                    event.message
+                );
+                assert_eq!(event.operation, Some(op.id), "{case}");
+                let c = &event.snapshot;
+                assert_eq!(c.state, want.cluster_state, "{case}");
+                let ready = c.conditions.iter().find(|c| c.kind == ConditionType::Ready);
+                assert_eq!(
+                    ready.is_some_and(|r| r.reason == ConditionReason::OperationCancelled
+                        && r.status == ConditionStatus::False),
+                    want.ready_cancelled,
+                    "{case}: {ready:?}"
+                );
+                if want.op_state == OperationState::Cancelled {
+                    // Nothing waits for a worker any more.
+                    assert!(
+                        !c.conditions
+                            .iter()
+                            .any(|c| c.kind == ConditionType::OperationQueued),
+                        "{case}"
+                    );
+                    // A retry can resume it from where it stood, unless it
+                    // waited behind another operation.
+                    assert_eq!(
+                        c.current_operation,
+                        if current {
+                            Some(op.id)
+                        } else {
+                            before.current_operation
+                        },
+                        "{case}"
+                    );
+                }
+                if want.ready_cancelled {
+                    assert!(c.message.contains(&op.name().to_string()), "{case}");
+                }
+            }
+            (Err(Error::FailedPrecondition(v)), Err(word)) => {
+                assert!(
+                    v[0].description.contains(word),
+                    "{case}: {}",
+                    v[0].description
+                );
+                assert_eq!(v[0].subject, op.name().to_string(), "{case}");
+            }
+            (other, _) => panic!("{case}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_operation_resumes_with_a_retry() {
+    let op = Operation::test(OperationKind::Update).with_state(OperationState::Queued);
+    let mut cluster = Cluster::test();
+    cluster.state = ClusterState::Updating;
+    cluster.current_operation = Some(op.id);
+    let state = Leased {
+        op,
+        cluster,
+        other_queued: None,
+    };
+    let by = crate::operation::Initiator::test();
+    let d = cancel(&state, &by, ctx().now).unwrap();
+    let after = Leased {
+        op: d.answer.clone(),
+        cluster: d.changes.event.unwrap().snapshot,
+        other_queued: None,
+    };
+    let d = retry(&after, &by, &rules(), &ctx()).unwrap();
+    assert_eq!(d.answer.state, OperationState::Queued);
+    let c = d.changes.event.unwrap().snapshot;
+    assert_eq!(c.state, ClusterState::Updating);
+    assert_eq!(c.current_operation, Some(d.answer.id));
 }

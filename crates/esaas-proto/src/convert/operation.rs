@@ -117,5 +117,6 @@ pub fn operation_to_pb(o: &Operation) -> pb::Operation {
         update_time: ts(o.update_time),
         next_attempt_time: ts(o.next_attempt_time),
         message: o.summary(),
+        cancel_requested: o.cancel_requested,
     }
 }

@@ -572,3 +572,89 @@ fn a_heartbeat_loses_what_it_could_not_renew() {
     assert_eq!(got, [(b, 4, true), (c, 7, false)]);
     assert!(lost[0].reason.starts_with("cancelled"));
 }
+
+#[test]
+fn a_requested_cancel_settles_the_cluster_when_nothing_is_queued() {
+    // (case, how the attempt ends) for a running create flagged by CancelOperation.
+    let late = Context {
+        now: t0() + chrono::Duration::seconds(31),
+        ..ctx()
+    };
+    type End = Box<dyn Fn(&Leased) -> ChangeSet>;
+    let cases: Vec<(&str, End)> = vec![
+        (
+            "told at a heartbeat",
+            Box::new(|s| cancel_superseded(s, ctx().now).unwrap()),
+        ),
+        (
+            "its lease lapsed",
+            Box::new(move |s| expire(s, Loss::Lapsed, &late).unwrap()),
+        ),
+        (
+            "its worker went away",
+            Box::new(|s| expire(s, Loss::WorkerGone(WORKER), &ctx()).unwrap()),
+        ),
+        (
+            "it failed, retryably",
+            Box::new(|s| {
+                report(
+                    s,
+                    WORKER,
+                    1,
+                    LeaseEvent::Failed {
+                        retryable: true,
+                        reason: "R".into(),
+                        message: "m".into(),
+                    },
+                    &ctx(),
+                )
+                .unwrap()
+            }),
+        ),
+    ];
+    for (case, end) in cases {
+        let mut s = leased(3);
+        s.op.cancel_requested = true;
+        let changes = end(&s);
+        let op = op_of(&changes);
+        assert_eq!(op.state, OperationState::Cancelled, "{case}");
+        assert!(op.end_time.is_some(), "{case}");
+        let c = cluster_of(&changes);
+        // A create that never finished leaves a cluster that never served.
+        assert_eq!(c.state, ClusterState::Failed, "{case}");
+        assert_eq!(c.current_operation, Some(op.id), "{case}");
+        assert!(
+            c.conditions.iter().any(|c| c.kind == ConditionType::Ready
+                && c.reason == ConditionReason::OperationCancelled),
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn success_after_the_next_generation_was_cancelled_says_so() {
+    let mut s = leased(3);
+    s.cluster.generation = 2;
+    s.op.target_generation = 1;
+    let changes = report(
+        &s,
+        WORKER,
+        1,
+        LeaseEvent::Succeeded {
+            endpoint: None,
+            health: Health::Green,
+        },
+        &ctx(),
+    )
+    .unwrap();
+    let c = cluster_of(&changes);
+    assert_eq!(c.state, ClusterState::Ready);
+    assert_eq!(c.observed_generation, 1);
+    let ready = c.conditions.iter().find(|c| c.kind == ConditionType::Ready);
+    assert!(
+        ready.is_some_and(|r| r.status == ConditionStatus::False
+            && r.reason == ConditionReason::OperationCancelled),
+        "{ready:?}"
+    );
+    assert!(c.message.contains("generation 2 is not"), "{}", c.message);
+}
