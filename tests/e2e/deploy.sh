@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT" || exit 2
 : "${ESAAS_TEST_VENV:=$HOME/.cache/esaas-venv}"
 : "${ESAAS_BIN:=${CARGO_TARGET_DIR:-$HOME/.cache/esaas-target}/debug/esaas}"
-K8S_VERSION=1.33.0
+K8S_VERSION=1.34.0
 OVERLAYS="dev prod"
 VALIDATE=$ESAAS_TEST_VENV/bin/kubernetes-validate
 PY=$ESAAS_TEST_VENV/bin/python # has PyYAML (a dependency of kubernetes-validate)

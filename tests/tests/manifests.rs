@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 /// Kubernetes versions the manifests must be valid for: the oldest and the
 /// newest that k8s-openapi 0.29 (and this renderer) supports.
-const KUBERNETES_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.34.0", "1.37.0"];
 
 /// The platform's default catalog (crates/esaas-runtime/esaas.default.toml).
 fn catalog() -> Catalog {
@@ -159,6 +159,7 @@ fn render_all(t: &Target) -> Vec<serde_json::Value> {
         doc(&b.network_policy),
     ];
     for ns in &t.spec.node_sets {
+        docs.push(doc(&render::volume_attributes_class(ns)));
         let sts = render::stateful_set(t, &catalog(), &ns.name, ns.count).expect("renders");
         docs.push(doc(&sts));
     }
@@ -271,6 +272,12 @@ fn check_labels(t: &Target, docs: &[serde_json::Value]) {
         let labels = &d["metadata"]["labels"];
         if kind == "Namespace" {
             assert_eq!(labels[names::labels::TENANT], t.tenant.as_str());
+            assert_eq!(labels[names::labels::MANAGED_BY], "esaas");
+            continue;
+        }
+        // Cluster-wide and shared by every cluster with the same gp3 profile.
+        if kind == "VolumeAttributesClass" {
+            assert!(d["metadata"]["namespace"].is_null());
             assert_eq!(labels[names::labels::MANAGED_BY], "esaas");
             continue;
         }

@@ -139,6 +139,22 @@ pub trait Workloads: Send + Sync + 'static {
         node_set: &str,
         partition: i32,
     ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Asks every volume of `node_set`'s pods for at least `storage_gib` and
+    /// for the VolumeAttributesClass `attributes_class` (never a smaller size).
+    fn resize_volumes(
+        &self,
+        target: &Target,
+        node_set: &str,
+        storage_gib: i32,
+        attributes_class: &str,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Deletes the StatefulSet of `node_set` but not its pods (orphan
+    /// propagation), so that it can be applied again with new claim templates.
+    fn orphan_node_set(
+        &self,
+        target: &Target,
+        node_set: &str,
+    ) -> impl Future<Output = StepResult<()>> + Send;
     /// Deletes the StatefulSet of `node_set`.
     fn delete_node_set(
         &self,

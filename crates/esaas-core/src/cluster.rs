@@ -157,6 +157,10 @@ pub struct Cluster {
     pub update_time: DateTime<Utc>,
     /// When its deletion was requested.
     pub delete_time: Option<DateTime<Utc>>,
+    /// When a change of its volumes (size, IOPS, throughput) was last
+    /// accepted: EBS takes the next one six hours later ([`storage_cooldown`]).
+    #[serde(default)]
+    pub storage_change_time: Option<DateTime<Utc>>,
 }
 
 impl Cluster {
@@ -276,6 +280,62 @@ fn upgrade_refusal(catalog: &Catalog, old: Version, new: Version, from: &str, to
         }
         _ => format!("{not_one}, and the platform offers no upgrade path to it"),
     }
+}
+
+/// How long EBS makes a volume wait between two modifications: "After
+/// modifying a volume, you must wait at least six hours ... before you can
+/// modify the same volume" (Amazon EBS User Guide, "Requirements for EBS
+/// volume modifications"). A size, IOPS or throughput change is one.
+pub const EBS_MODIFICATION_COOLDOWN: chrono::TimeDelta = chrono::TimeDelta::hours(6);
+
+/// The first field of `new` that changes the volumes of a node set that
+/// `old` has too (size, IOPS, throughput), as a path under `prefix`. A new
+/// node set's volumes are new, not modified.
+pub fn volume_change(old: &ClusterSpec, new: &ClusterSpec, prefix: &str) -> Option<String> {
+    new.node_sets.iter().enumerate().find_map(|(i, ns)| {
+        let prev = old.node_sets.iter().find(|o| o.name == ns.name)?;
+        let field = if ns.storage_gib != prev.storage_gib {
+            "storage_gib"
+        } else if ns.storage_iops != prev.storage_iops {
+            "storage_iops"
+        } else if ns.storage_throughput_mibps != prev.storage_throughput_mibps {
+            "storage_throughput_mibps"
+        } else {
+            return None;
+        };
+        Some(format!("{prefix}.node_sets[{i}].{field}"))
+    })
+}
+
+/// Refuses a change of volumes while EBS would still refuse to modify them:
+/// within [`EBS_MODIFICATION_COOLDOWN`] of the last accepted one (`last`).
+/// The refusal names the time the change becomes possible, so the caller
+/// (and a dry run) learns it before anything is queued. Measured from when
+/// the last change was accepted, which is no later than EBS saw it.
+pub fn storage_cooldown(
+    old: &ClusterSpec,
+    new: &ClusterSpec,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    prefix: &str,
+) -> Result<()> {
+    let (Some(field), Some(last)) = (volume_change(old, new, prefix), last) else {
+        return Ok(());
+    };
+    let next = last + EBS_MODIFICATION_COOLDOWN;
+    if now >= next {
+        return Ok(());
+    }
+    Err(Error::precondition(
+        field,
+        format!(
+            "EBS modifies a volume at most once every 6 hours, and this cluster's volumes \
+             were last changed at {}: the next size, IOPS or throughput change is possible \
+             from {}",
+            last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+    ))
 }
 
 /// Classifies the change from `old` to `new` (both validated, with defaults),

@@ -85,7 +85,8 @@ text_enum!(
         RollingRestart = "rolling_restart",
         /// Waiting for Elasticsearch to be green.
         HealthGate = "health_gate",
-        /// Shared objects and volumes deleted.
+        /// Volumes grown or modified (an update); shared objects and volumes
+        /// deleted (a delete).
         Volumes = "volumes",
         /// Waiting for node groups to be gone.
         NodeGroupsGone = "node_groups_gone",
@@ -357,6 +358,7 @@ impl OperationKind {
                 NodeGroups,
                 NodeGroupsActive,
                 DrainNodes,
+                Volumes,
                 ElasticsearchObjects,
                 RollingRestart,
                 HealthGate,

@@ -76,6 +76,35 @@ pub struct WorkloadObs {
     /// Pods with an ordinal below this keep the previous template (a rollout
     /// held or in progress); 0 when nothing is held back.
     pub partition: i32,
+    /// Whether the StatefulSet's claim template asks for the volumes the spec
+    /// wants (size, attributes class). A claim template cannot change on a
+    /// StatefulSet: one that does not is replaced, its pods orphaned and adopted.
+    pub claims_up_to_date: bool,
+    /// The node set's volumes (PVCs) that exist, by pod ordinal.
+    pub volumes: Vec<VolumeObs>,
+}
+
+/// One data volume (PersistentVolumeClaim) as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeObs {
+    /// The ordinal of the pod that mounts it.
+    pub ordinal: i32,
+    /// The size the claim asks for, GiB.
+    pub requested_gib: i32,
+    /// The size the volume has, GiB (below `requested_gib` while it grows).
+    pub capacity_gib: i32,
+    /// The VolumeAttributesClass the claim asks for (its IOPS and throughput).
+    pub attributes_class: Option<String>,
+    /// The attributes class the volume has now (lags while EBS modifies it).
+    pub current_attributes_class: Option<String>,
+}
+
+impl VolumeObs {
+    /// Whether the volume has what its claim asks for.
+    pub fn settled(&self) -> bool {
+        self.capacity_gib >= self.requested_gib
+            && self.attributes_class == self.current_attributes_class
+    }
 }
 
 /// Elasticsearch's view, from `_cluster/health` and `_cat/allocation`.
@@ -152,6 +181,29 @@ pub enum Step {
         /// Replicas.
         replicas: i32,
     },
+    /// Grow the volumes of `node_set` to `storage_gib` and point them at the
+    /// VolumeAttributesClass `attributes_class` (patching each claim; the
+    /// storage driver expands and modifies the EBS volumes online).
+    ResizeVolumes {
+        /// Node set.
+        node_set: String,
+        /// The size every volume is to have, GiB.
+        storage_gib: i32,
+        /// The attributes class every volume is to have.
+        attributes_class: String,
+    },
+    /// Wait until every volume of `node_set` has what its claim asks for.
+    WaitVolumesResized {
+        /// Node set.
+        node_set: String,
+    },
+    /// Delete the StatefulSet of `node_set` but not its pods (orphan
+    /// propagation), so that it can be applied again with new claim
+    /// templates; the new one adopts the pods without restarting them.
+    OrphanWorkload {
+        /// Node set.
+        node_set: String,
+    },
     /// Let pods with an ordinal at or above `partition` run the new template:
     /// one more pod of a held rollout moves to the new version.
     RollPod {
@@ -203,6 +255,8 @@ impl Step {
             Step::ApplyWorkload { .. } | Step::DeleteWorkload { .. } => {
                 StageName::ElasticsearchObjects
             }
+            Step::ResizeVolumes { .. } | Step::WaitVolumesResized { .. } => StageName::Volumes,
+            Step::OrphanWorkload { .. } => StageName::ElasticsearchObjects,
             Step::RollPod { .. } => StageName::RollingRestart,
             Step::WaitPodsReady { .. } => StageName::PodsReady,
             Step::WaitHealthy => StageName::HealthGate,
@@ -221,6 +275,9 @@ impl Step {
             Step::IncludeNode { .. } => "include_node",
             Step::WaitDrained { .. } => "wait_drained",
             Step::ApplyWorkload { .. } => "apply_workload",
+            Step::ResizeVolumes { .. } => "resize_volumes",
+            Step::WaitVolumesResized { .. } => "wait_volumes_resized",
+            Step::OrphanWorkload { .. } => "orphan_workload",
             Step::RollPod { .. } => "roll_pod",
             Step::WaitPodsReady { .. } => "wait_pods_ready",
             Step::WaitHealthy => "wait_healthy",
@@ -239,6 +296,7 @@ impl Step {
             Step::WaitNodeGroupActive { .. }
                 | Step::WaitDrained { .. }
                 | Step::WaitPodsReady { .. }
+                | Step::WaitVolumesResized { .. }
                 | Step::WaitHealthy
                 | Step::WaitNodeGroupGone { .. }
         )

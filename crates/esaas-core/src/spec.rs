@@ -212,6 +212,21 @@ impl ClusterSpec {
 }
 
 impl NodeSet {
+    /// Whether its nodes are master-eligible.
+    pub fn is_master_eligible(&self) -> bool {
+        self.roles.contains(&NodeRole::Master)
+    }
+
+    /// The VolumeAttributesClass of its volumes: one per gp3 profile (IOPS
+    /// and throughput), shared by every cluster that asks for that profile.
+    /// A class's parameters are immutable, so a new profile is a new class.
+    pub fn attributes_class(&self) -> String {
+        format!(
+            "esaas-gp3-{}iops-{}mibps",
+            self.storage_iops, self.storage_throughput_mibps
+        )
+    }
+
     fn validate(&self, catalog: &Catalog, p: &str, v: &mut Violations) {
         if self.roles.is_empty() {
             v.add(format!("{p}.roles"), "at least one role is required");

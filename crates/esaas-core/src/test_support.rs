@@ -165,6 +165,7 @@ impl Cluster {
             create_time: t0(),
             update_time: t0(),
             delete_time: None,
+            storage_change_time: None,
         }
     }
 }

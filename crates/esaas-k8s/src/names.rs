@@ -83,6 +83,22 @@ pub fn network_policy(t: &Target) -> String {
     format!("{}-es", t.cluster_id)
 }
 
+/// The claim template of the data volumes: `data-` and 12 hex digits of the
+/// cluster uid's SHA-256, so claims (`{this}-{statefulset}-{ordinal}`) of two
+/// clusters that shared a name never collide.
+pub fn data_claim(t: &Target) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(t.uid.as_bytes());
+    format!("data-{}", &hex::encode(digest)[..12])
+}
+
+/// The label selector of exactly this cluster's objects (its uid): what a
+/// delete of its volumes uses, so retained volumes of an earlier cluster of
+/// the same name are left alone.
+pub fn uid_selector(t: &Target) -> String {
+    format!("{}={}", labels::CLUSTER_UID, t.uid)
+}
+
 /// The StatefulSet of a node set.
 pub fn stateful_set(t: &Target, node_set: &str) -> String {
     format!("{}-{node_set}", t.cluster_id)

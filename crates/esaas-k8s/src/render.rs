@@ -40,11 +40,16 @@
 //! - Upgrades. `RollingUpdate` with a partition ([`set_partition`]): the
 //!   backend lowers the partition one pod at a time, with Elasticsearch's
 //!   health gate in between. Rendered objects carry partition 0.
-//! - Volumes. `gp3` parameters are per StorageClass, so the IOPS and
-//!   throughput a node set asks for are recorded on the claim template as
-//!   [`IOPS_ANNOTATION`] and [`THROUGHPUT_ANNOTATION`], for whatever applies
-//!   them to the volumes. Volumes outlive their StatefulSet (the default
-//!   claim retention): the backend deletes them, or not, as the delete asks.
+//! - Volumes. The claim template names the StorageClass [`STORAGE_CLASS`]
+//!   (gp3, expandable) and the VolumeAttributesClass of the node set's gp3
+//!   profile ([`volume_attributes_class`]): the EBS CSI driver provisions the
+//!   volume with that class's IOPS and throughput, and applies a new class to
+//!   an existing volume with ModifyVolume. The claim template is named after
+//!   the cluster's uid ([`names::data_claim`]), so a later cluster of the same
+//!   name never mounts the volumes an earlier one retained. The StatefulSet
+//!   deletes the claim of a pod a scale-in removed (`whenScaled: Delete`) and
+//!   keeps them all when it is itself deleted (`whenDeleted: Retain`): the
+//!   backend deletes them, or not, as the delete asks.
 //! - Zones. `node.attr.zone` comes from the pod's
 //!   `topology.kubernetes.io/zone` label, which Kubernetes copies from the
 //!   node at binding (`PodTopologyLabelsAdmission`, on by default from 1.35);
@@ -62,7 +67,8 @@ use esaas_core::placement;
 use esaas_core::spec::{NodeRole, NodeSet};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
-    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
@@ -77,6 +83,7 @@ use k8s_openapi::api::networking::v1::{
     NetworkPolicySpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::storage::v1::VolumeAttributesClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -91,8 +98,10 @@ pub const HTTP_PORT: i32 = 9200;
 pub const TRANSPORT_PORT: i32 = 9300;
 /// Elasticsearch's readiness port (`readiness.port`), probed over TCP.
 pub const READINESS_PORT: i32 = 8080;
-/// The StorageClass of data volumes (gp3, from `deploy/`).
+/// The StorageClass of data volumes (gp3, expandable, from `deploy/`).
 pub const STORAGE_CLASS: &str = "esaas-gp3";
+/// The EBS CSI driver, which provisions, expands and modifies the volumes.
+pub const EBS_CSI_DRIVER: &str = "ebs.csi.aws.com";
 /// Largest heap: below 32 GiB, so the JVM keeps compressed object pointers.
 pub const MAX_HEAP_MIB: u32 = 31744;
 /// User and group of the Elasticsearch image.
@@ -111,8 +120,6 @@ pub const CONFIG_FILE: &str = "/usr/share/elasticsearch/config/elasticsearch.yml
 pub const CERTS_DIR: &str = "/usr/share/elasticsearch/config/certs";
 /// The Elasticsearch container.
 pub const CONTAINER: &str = "elasticsearch";
-/// The data volume (claim template).
-pub const DATA_VOLUME: &str = "data";
 
 /// Namespace label that opens a tenant's clusters' 9200 to the namespace:
 /// `esaas.io/access: {tenant}`.
@@ -120,10 +127,6 @@ pub const ACCESS_LABEL: &str = "esaas.io/access";
 /// Namespace label of the esaas platform (`"true"`), whose workers reach
 /// every cluster's 9200.
 pub const PLATFORM_LABEL: &str = "esaas.io/platform";
-/// Requested IOPS of a data volume, on the claim template.
-pub const IOPS_ANNOTATION: &str = "esaas.io/iops";
-/// Requested throughput of a data volume (MiB/s), on the claim template.
-pub const THROUGHPUT_ANNOTATION: &str = "esaas.io/throughput-mibps";
 /// Hash of the node set's `elasticsearch.yml` (without the bootstrap list) on
 /// the pod template, so a change of the file rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "esaas.io/config-sha256";
@@ -573,6 +576,33 @@ fn mount(name: &str, path: &str, sub_path: Option<String>, read_only: bool) -> V
     }
 }
 
+/// The VolumeAttributesClass of a gp3 profile (IOPS and throughput), named by
+/// [`esaas_core::spec::NodeSet::attributes_class`]: the EBS CSI driver's
+/// parameters `type`, `iops` and `throughput` (MiB/s). Parameters of a class
+/// are immutable, so every profile is its own class, shared by every cluster
+/// that asks for it.
+pub fn volume_attributes_class(ns: &esaas_core::spec::NodeSet) -> VolumeAttributesClass {
+    VolumeAttributesClass {
+        metadata: ObjectMeta {
+            name: Some(ns.attributes_class()),
+            labels: Some(BTreeMap::from([(
+                names::labels::MANAGED_BY.to_string(),
+                "esaas".to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        driver_name: EBS_CSI_DRIVER.to_string(),
+        parameters: Some(BTreeMap::from([
+            ("type".to_string(), "gp3".to_string()),
+            ("iops".to_string(), ns.storage_iops.to_string()),
+            (
+                "throughput".to_string(),
+                ns.storage_throughput_mibps.to_string(),
+            ),
+        ])),
+    }
+}
+
 /// Sets the partition of a rendered StatefulSet's rolling update: pods with
 /// an ordinal at or above it get the new template, the others keep theirs.
 pub fn set_partition(sts: &mut StatefulSet, partition: i32) {
@@ -684,7 +714,7 @@ pub fn stateful_set(
             ..SecurityContext::default()
         }),
         volume_mounts: Some(vec![
-            mount(DATA_VOLUME, DATA_DIR, None, false),
+            mount(&names::data_claim(t), DATA_DIR, None, false),
             mount("config", CONFIG_FILE, Some(config_key(node_set)), true),
             mount("certs", CERTS_DIR, None, true),
         ]),
@@ -782,20 +812,14 @@ pub fn stateful_set(
 
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
-            name: Some(DATA_VOLUME.to_string()),
+            name: Some(names::data_claim(t)),
             labels: Some(pod_labels.clone()),
-            annotations: Some(BTreeMap::from([
-                (IOPS_ANNOTATION.to_string(), ns.storage_iops.to_string()),
-                (
-                    THROUGHPUT_ANNOTATION.to_string(),
-                    ns.storage_throughput_mibps.to_string(),
-                ),
-            ])),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".to_string()]),
             storage_class_name: Some(STORAGE_CLASS.to_string()),
+            volume_attributes_class_name: Some(ns.attributes_class()),
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_string(),
@@ -827,6 +851,12 @@ pub fn stateful_set(
                 spec: Some(pod),
             },
             volume_claim_templates: Some(vec![claim]),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_scaled: Some("Delete".to_string()),
+                    when_deleted: Some("Retain".to_string()),
+                },
+            ),
             ..StatefulSetSpec::default()
         },
         ..StatefulSet::default()

@@ -6,21 +6,30 @@
 //! apply, and read back on every later one: they never change by accident.
 //! A StatefulSet counts as ready when the controller has seen its latest
 //! spec and the ready pods run the current revision; it is up to date when
-//! the hash of its rendered template (stored as an annotation) matches what
-//! the spec renders now.
+//! the hash of its rendered pod template (stored as an annotation on it and
+//! on the template, so every pod carries it too) matches what the spec
+//! renders now. Its claim template is compared with the spec field by field
+//! (name, size, attributes class): a claim template cannot change on a
+//! StatefulSet, so volumes grow by patching each claim, and the StatefulSet is
+//! then deleted with its pods orphaned and applied again; the new one adopts
+//! the pods, whose template has not changed, without restarting them.
 
 use std::collections::BTreeMap;
 
 use esaas_core::backend::{StepError, StepResult, Target, Workloads, WorkloadsObs};
 use esaas_core::catalog::Catalog;
-use esaas_core::plan::WorkloadObs;
+use esaas_core::plan::{VolumeObs, WorkloadObs};
 use esaas_core::spec::VolumeRetention;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::VolumeAttributesClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -29,7 +38,8 @@ use crate::names::{self, secret_keys};
 use crate::render::{self, Secrets};
 use crate::tls::{self, TlsMaterial};
 
-/// Annotation with the hash of the rendered pod template and claims.
+/// Annotation with the hash of the rendered pod template, on the
+/// StatefulSet and on its pod template (so on every pod).
 pub const TEMPLATE_HASH: &str = "esaas.io/template-hash";
 /// Annotation with the Elasticsearch version the StatefulSet runs.
 pub const VERSION: &str = "esaas.io/version";
@@ -73,10 +83,115 @@ fn hash<T: Serialize>(v: &T) -> String {
     hex::encode(&Sha256::digest(&bytes)[..12])
 }
 
-/// The hash that says whether a StatefulSet runs what the spec asks: the pod
-/// template and the claim templates, without the replica count.
+/// The hash that says whether a StatefulSet's pods run what the spec asks:
+/// the rendered pod template, before [`stamp`] adds the hash to it.
 fn template_hash(sts: &StatefulSet) -> String {
-    hash(&(&sts.spec.template, &sts.spec.volume_claim_templates))
+    hash(&sts.spec.template)
+}
+
+/// Adds the template hash (to the StatefulSet and its pod template) and the
+/// version to a rendered StatefulSet; returns the hash.
+fn stamp(sts: &mut StatefulSet, version: &str) -> String {
+    let h = template_hash(sts);
+    sts.spec
+        .template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(TEMPLATE_HASH.into(), h.clone());
+    let annotations = sts.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(TEMPLATE_HASH.into(), h.clone());
+    annotations.insert(VERSION.into(), version.to_string());
+    h
+}
+
+/// Whether the claim template of `sts` is the one `t` renders for `node_set`:
+/// the uid's claim name, the spec's size and attributes class.
+fn claims_match(sts: &StatefulSet, t: &Target, node_set: &str) -> bool {
+    let Some(ns) = t.spec.node_sets.iter().find(|n| n.name == node_set) else {
+        return true;
+    };
+    let Some([claim]) = sts.spec.volume_claim_templates.as_deref() else {
+        return false;
+    };
+    let spec = claim.spec.as_ref();
+    let size = spec
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .and_then(gib);
+    claim.metadata.name.as_deref() == Some(names::data_claim(t).as_str())
+        && size == Some(ns.storage_gib)
+        && spec.and_then(|s| s.volume_attributes_class_name.as_deref())
+            == Some(ns.attributes_class().as_str())
+}
+
+/// A storage quantity in whole GiB (rounded down), from the forms the API
+/// server and the CSI driver write: `30Gi`, `1Ti`, `512Mi`, or bytes.
+fn gib(q: &Quantity) -> Option<i32> {
+    let s = q.0.trim();
+    let (digits, unit): (&str, f64) = if let Some(d) = s.strip_suffix("Ti") {
+        (d, 1024.0)
+    } else if let Some(d) = s.strip_suffix("Gi") {
+        (d, 1.0)
+    } else if let Some(d) = s.strip_suffix("Mi") {
+        (d, 1.0 / 1024.0)
+    } else if let Some(d) = s.strip_suffix("Ki") {
+        (d, 1.0 / (1024.0 * 1024.0))
+    } else if let Some(d) = s.strip_suffix('T') {
+        (d, 1e12 / f64::from(1u32 << 30))
+    } else if let Some(d) = s.strip_suffix('G') {
+        (d, 1e9 / f64::from(1u32 << 30))
+    } else {
+        (s, 1.0 / f64::from(1u32 << 30))
+    };
+    let n: f64 = digits.parse().ok()?;
+    let g = (n * unit + 1e-9).floor();
+    (0.0..=f64::from(i32::MAX)).contains(&g).then_some(g as i32)
+}
+
+/// The volumes of `node_set` among `pvcs` (this cluster's claims), by the
+/// ordinal at the end of their names (`{claim}-{statefulset}-{ordinal}`).
+fn volumes_of(pvcs: &[PersistentVolumeClaim], t: &Target, node_set: &str) -> Vec<VolumeObs> {
+    let prefix = format!(
+        "{}-{}-",
+        names::data_claim(t),
+        names::stateful_set(t, node_set)
+    );
+    let mut out: Vec<VolumeObs> = pvcs
+        .iter()
+        .filter_map(|pvc| {
+            let ordinal = pvc
+                .metadata
+                .name
+                .as_deref()?
+                .strip_prefix(&prefix)?
+                .parse()
+                .ok()?;
+            let spec = pvc.spec.as_ref();
+            let status = pvc.status.as_ref();
+            Some(VolumeObs {
+                ordinal,
+                requested_gib: spec
+                    .and_then(|s| s.resources.as_ref())
+                    .and_then(|r| r.requests.as_ref())
+                    .and_then(|r| r.get("storage"))
+                    .and_then(gib)
+                    .unwrap_or(0),
+                capacity_gib: status
+                    .and_then(|s| s.capacity.as_ref())
+                    .and_then(|c| c.get("storage"))
+                    .and_then(gib)
+                    .unwrap_or(0),
+                attributes_class: spec.and_then(|s| s.volume_attributes_class_name.clone()),
+                current_attributes_class: status
+                    .and_then(|s| s.current_volume_attributes_class_name.clone()),
+            })
+        })
+        .collect();
+    out.sort_by_key(|v| v.ordinal);
+    out
 }
 
 fn secret_text(s: &Secret, key: &str) -> Option<String> {
@@ -172,6 +287,44 @@ impl KubeWorkloads {
         })
     }
 
+    /// Applies the VolumeAttributesClass of `node_set`'s gp3 profile
+    /// (cluster-wide, shared by every cluster with that profile; its
+    /// parameters never change, so applying it again is a no-op).
+    async fn ensure_attributes_class(&self, t: &Target, node_set: &str) -> StepResult<()> {
+        let Some(ns) = t.spec.node_sets.iter().find(|n| n.name == node_set) else {
+            return Ok(());
+        };
+        let classes: Api<VolumeAttributesClass> = Api::all(self.client.clone());
+        let vac = render::volume_attributes_class(ns);
+        self.apply(&classes, &ns.attributes_class(), &vac).await
+    }
+
+    /// This cluster's volume claims (by its uid, not its name).
+    async fn claims(&self, t: &Target) -> StepResult<Vec<PersistentVolumeClaim>> {
+        let api: Api<PersistentVolumeClaim> = self.ns_api(t);
+        let lp = ListParams::default().labels(&names::uid_selector(t));
+        match api.list(&lp).await {
+            Ok(list) => Ok(list.items),
+            Err(e) if is_not_found(&e) => Ok(Vec::new()),
+            Err(e) => Err(kube_error("list volume claims", e)),
+        }
+    }
+
+    /// The pods of `node_set` of this cluster, with or without their StatefulSet.
+    async fn pods(&self, t: &Target, node_set: &str) -> StepResult<Vec<Pod>> {
+        let api: Api<Pod> = self.ns_api(t);
+        let lp = ListParams::default().labels(&format!(
+            "{},{}={node_set}",
+            names::uid_selector(t),
+            names::labels::NODE_SET
+        ));
+        match api.list(&lp).await {
+            Ok(list) => Ok(list.items),
+            Err(e) if is_not_found(&e) => Ok(Vec::new()),
+            Err(e) => Err(kube_error("list pods", e)),
+        }
+    }
+
     async fn stateful_sets(&self, t: &Target) -> StepResult<Vec<StatefulSet>> {
         let api: Api<StatefulSet> = self.ns_api(t);
         let lp = ListParams::default().labels(&names::cluster_selector(t));
@@ -192,7 +345,12 @@ fn partition_of(sts: &StatefulSet) -> i32 {
         .unwrap_or(0)
 }
 
-fn observe_one(sts: &StatefulSet, expected_hash: Option<&str>) -> WorkloadObs {
+fn observe_one(
+    sts: &StatefulSet,
+    expected_hash: Option<&str>,
+    claims_up_to_date: bool,
+    volumes: Vec<VolumeObs>,
+) -> WorkloadObs {
     let replicas = sts.spec.replicas.unwrap_or(1);
     let annotations = sts.metadata.annotations.clone().unwrap_or_default();
     let generation = sts.metadata.generation.unwrap_or(0);
@@ -226,6 +384,8 @@ fn observe_one(sts: &StatefulSet, expected_hash: Option<&str>) -> WorkloadObs {
             .is_some_and(|h| annotations.get(TEMPLATE_HASH).map(String::as_str) == Some(h)),
         updated_replicas: updated,
         partition,
+        claims_up_to_date,
+        volumes,
     }
 }
 
@@ -240,7 +400,13 @@ impl Workloads for KubeWorkloads {
                 .await?
                 .is_some();
         let mut workloads = BTreeMap::new();
-        for sts in self.stateful_sets(t).await? {
+        let stateful_sets = self.stateful_sets(t).await?;
+        let pvcs = if stateful_sets.is_empty() {
+            Vec::new()
+        } else {
+            self.claims(t).await?
+        };
+        for sts in stateful_sets {
             let Some(node_set) = sts
                 .metadata
                 .labels
@@ -262,7 +428,12 @@ impl Workloads for KubeWorkloads {
             let expected = render::stateful_set(t, &self.catalog, &node_set, 1)
                 .ok()
                 .map(|s| template_hash(&s));
-            workloads.insert(node_set, observe_one(&sts, expected.as_deref()));
+            let claims = claims_match(&sts, t, &node_set);
+            let volumes = volumes_of(&pvcs, t, &node_set);
+            workloads.insert(
+                node_set,
+                observe_one(&sts, expected.as_deref(), claims, volumes),
+            );
         }
         Ok(WorkloadsObs {
             base_objects: base,
@@ -319,7 +490,8 @@ impl Workloads for KubeWorkloads {
     async fn apply_node_set(&self, t: &Target, node_set: &str, replicas: i32) -> StepResult<()> {
         let mut sts = render::stateful_set(t, &self.catalog, node_set, replicas)
             .map_err(|e| StepError::permanent("RENDER", e.to_string()))?;
-        let h = template_hash(&sts);
+        let h = stamp(&mut sts, &t.spec.version);
+        self.ensure_attributes_class(t, node_set).await?;
         // A new template on running pods is held: no pod moves until the
         // planner lets it, one at a time, with green in between (`roll`).
         let api: Api<StatefulSet> = self.ns_api(t);
@@ -337,12 +509,22 @@ impl Workloads for KubeWorkloads {
                     existing.spec.replicas.unwrap_or(0).min(replicas)
                 }
             }
-            None => 0,
+            // Applied again around pods it orphaned (new claim templates):
+            // they are adopted as they are, unless they run another template,
+            // whose rollout is then held like any other.
+            None => {
+                let pods = self.pods(t, node_set).await?;
+                let stale = pods.iter().any(|p| {
+                    p.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(TEMPLATE_HASH))
+                        != Some(&h)
+                });
+                if stale { replicas } else { 0 }
+            }
         };
         render::set_partition(&mut sts, partition);
-        let annotations = sts.metadata.annotations.get_or_insert_with(BTreeMap::new);
-        annotations.insert(TEMPLATE_HASH.into(), h);
-        annotations.insert(VERSION.into(), t.spec.version.clone());
         self.apply(&api, &name, &sts).await
     }
 
@@ -361,11 +543,66 @@ impl Workloads for KubeWorkloads {
         // Re-apply what the StatefulSet holds, with only the partition lowered.
         sts.spec.replicas = existing.spec.replicas;
         render::set_partition(&mut sts, partition);
-        let h = template_hash(&sts);
-        let annotations = sts.metadata.annotations.get_or_insert_with(BTreeMap::new);
-        annotations.insert(TEMPLATE_HASH.into(), h);
-        annotations.insert(VERSION.into(), t.spec.version.clone());
+        stamp(&mut sts, &t.spec.version);
         self.apply(&api, &name, &sts).await
+    }
+
+    #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid, node_set, storage_gib, attributes_class))]
+    async fn resize_volumes(
+        &self,
+        t: &Target,
+        node_set: &str,
+        storage_gib: i32,
+        attributes_class: &str,
+    ) -> StepResult<()> {
+        self.ensure_attributes_class(t, node_set).await?;
+        let sts_api: Api<StatefulSet> = self.ns_api(t);
+        let replicas = self
+            .get_opt(&sts_api, &names::stateful_set(t, node_set))
+            .await?
+            .and_then(|s| s.spec.replicas)
+            .unwrap_or(0);
+        let pvcs = self.claims(t).await?;
+        let api: Api<PersistentVolumeClaim> = self.ns_api(t);
+        for (pvc, v) in pvcs.iter().filter_map(|p| {
+            let v = volumes_of(std::slice::from_ref(p), t, node_set).pop()?;
+            Some((p, v))
+        }) {
+            if v.ordinal >= replicas {
+                continue;
+            }
+            let gib = v.requested_gib.max(storage_gib);
+            if gib == v.requested_gib && v.attributes_class.as_deref() == Some(attributes_class) {
+                continue;
+            }
+            let name = pvc.metadata.name.clone().unwrap_or_default();
+            // A merge patch of the two fields that may change on a bound claim.
+            let patch = serde_json::json!({
+                "spec": {
+                    "resources": {"requests": {"storage": format!("{gib}Gi")}},
+                    "volumeAttributesClassName": attributes_class,
+                }
+            });
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| kube_error(&format!("resize {name}"), e))?;
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid, node_set))]
+    async fn orphan_node_set(&self, t: &Target, node_set: &str) -> StepResult<()> {
+        let api: Api<StatefulSet> = self.ns_api(t);
+        let name = names::stateful_set(t, node_set);
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Orphan),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &dp).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(kube_error(&format!("delete {name} (orphan)"), e)),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid, node_set))]
@@ -390,8 +627,9 @@ impl Workloads for KubeWorkloads {
         self.delete_opt(&self.ns_api::<ConfigMap>(t), &names::config_map(t))
             .await?;
         if retention == VolumeRetention::Delete {
+            // Exactly this cluster's volumes: by uid, not by name.
             let pvcs: Api<PersistentVolumeClaim> = self.ns_api(t);
-            let lp = ListParams::default().labels(&names::cluster_selector(t));
+            let lp = ListParams::default().labels(&names::uid_selector(t));
             match pvcs.delete_collection(&DeleteParams::default(), &lp).await {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
@@ -458,10 +696,40 @@ mod tests {
         let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
         let w = KubeWorkloads::new(kube::Client::new(svc, "default"), catalog());
         let server = tokio::spawn(async move {
-            // First a look at what runs (nothing yet: no rollout to hold).
+            // The gp3 profile's VolumeAttributesClass, cluster-wide.
+            let (req, send) = handle.next_request().await.expect("a request");
+            assert_eq!(req.method(), Method::PATCH);
+            assert_eq!(
+                req.uri().path(),
+                "/apis/storage.k8s.io/v1/volumeattributesclasses/esaas-gp3-3000iops-125mibps"
+            );
+            let body = req.into_body().collect_bytes().await.expect("body");
+            let vac: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(vac["driverName"], "ebs.csi.aws.com");
+            assert_eq!(
+                vac["parameters"],
+                serde_json::json!({"type": "gp3", "iops": "3000", "throughput": "125"})
+            );
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&vac).expect("json")))
+                    .expect("response"),
+            );
+            // Then a look at what runs (nothing yet), and at orphaned pods (none:
+            // no rollout to hold).
             let (req, send) = handle.next_request().await.expect("a request");
             assert_eq!(req.method(), Method::GET);
             send.send_response(status(404, "NotFound"));
+            let (req, send) = handle.next_request().await.expect("a request");
+            assert_eq!(req.uri().path(), "/api/v1/namespaces/esaas-search/pods");
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(
+                        br#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[]}"#
+                            .to_vec(),
+                    ))
+                    .expect("response"),
+            );
             let (req, send) = handle.next_request().await.expect("a request");
             assert_eq!(req.method(), Method::PATCH);
             assert_eq!(
@@ -478,6 +746,25 @@ mod tests {
             let body = req.into_body().collect_bytes().await.expect("body");
             let sts: serde_json::Value = serde_json::from_slice(&body).expect("json");
             assert_eq!(sts["spec"]["replicas"], 3);
+            assert_eq!(
+                sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+                0
+            );
+            let claim = &sts["spec"]["volumeClaimTemplates"][0];
+            assert!(
+                claim["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("data-") && n.len() == 17),
+                "{claim}"
+            );
+            assert_eq!(
+                claim["spec"]["volumeAttributesClassName"],
+                "esaas-gp3-3000iops-125mibps"
+            );
+            assert_eq!(
+                sts["spec"]["persistentVolumeClaimRetentionPolicy"],
+                serde_json::json!({"whenScaled": "Delete", "whenDeleted": "Retain"})
+            );
             assert_eq!(sts["metadata"]["annotations"][VERSION], "8.15.3");
             assert!(sts["metadata"]["annotations"][TEMPLATE_HASH].is_string());
             send.send_response(

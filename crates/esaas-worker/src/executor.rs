@@ -170,12 +170,23 @@ async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
             node_set,
             partition,
         } => b.workloads.roll(t, node_set, *partition).await,
+        Step::ResizeVolumes {
+            node_set,
+            storage_gib,
+            attributes_class,
+        } => {
+            b.workloads
+                .resize_volumes(t, node_set, *storage_gib, attributes_class)
+                .await
+        }
+        Step::OrphanWorkload { node_set } => b.workloads.orphan_node_set(t, node_set).await,
         Step::DeleteWorkload { node_set } => b.workloads.delete_node_set(t, node_set).await,
         Step::DeleteNodeGroup { node_set } => b.node_groups.delete(t, node_set).await,
         Step::DeleteBaseObjects { retention } => b.workloads.delete_base(t, *retention).await,
         Step::WaitNodeGroupActive { .. }
         | Step::WaitDrained { .. }
         | Step::WaitPodsReady { .. }
+        | Step::WaitVolumesResized { .. }
         | Step::WaitHealthy
         | Step::WaitNodeGroupGone { .. } => Ok(()),
     }
@@ -196,6 +207,39 @@ pub fn describe_wait(step: &Step, o: &Observed) -> String {
         }
         Step::WaitNodeGroupGone { node_set } => {
             format!("waiting for node group {node_set} to be deleted")
+        }
+        Step::WaitVolumesResized { node_set } => {
+            let volumes = o
+                .workloads
+                .get(node_set)
+                .map(|w| w.volumes.as_slice())
+                .unwrap_or_default();
+            let pending: Vec<String> = volumes
+                .iter()
+                .filter(|v| !v.settled())
+                .map(|v| {
+                    if v.capacity_gib < v.requested_gib {
+                        format!(
+                            "{node_set}-{} at {} of {} GiB",
+                            v.ordinal, v.capacity_gib, v.requested_gib
+                        )
+                    } else {
+                        format!(
+                            "{node_set}-{} moving to {}",
+                            v.ordinal,
+                            v.attributes_class.as_deref().unwrap_or("no class")
+                        )
+                    }
+                })
+                .collect();
+            format!(
+                "waiting for the volumes of {node_set} to grow or change class: {}",
+                if pending.is_empty() {
+                    "none left".to_string()
+                } else {
+                    pending.join(", ")
+                }
+            )
         }
         Step::WaitPodsReady { node_set } => {
             let (ready, want) = o

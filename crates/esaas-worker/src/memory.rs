@@ -12,7 +12,9 @@ use esaas_core::backend::{
 };
 use esaas_core::cluster::Health;
 use esaas_core::lifecycle::lease::LeaseEvent;
-use esaas_core::plan::{HealthObs, NodeGroupObs, NodeGroupStatus, WorkloadObs, node_key};
+use esaas_core::plan::{
+    HealthObs, NodeGroupObs, NodeGroupStatus, VolumeObs, WorkloadObs, node_key,
+};
 use esaas_core::spec::VolumeRetention;
 
 use crate::executor::Reporter;
@@ -26,6 +28,12 @@ pub struct World {
     pub node_groups: BTreeMap<String, NodeGroupObs>,
     /// StatefulSets by node set.
     pub workloads: BTreeMap<String, WorkloadObs>,
+    /// The claim template (size, attributes class) of each StatefulSet, set
+    /// when it is created: it cannot change on an existing one.
+    pub claims: BTreeMap<String, (i32, String)>,
+    /// Volumes by node set; they outlive a StatefulSet deleted with its pods
+    /// orphaned, and grow or change class at once.
+    pub volumes: BTreeMap<String, Vec<VolumeObs>>,
     /// Elasticsearch's health; `None`: it does not answer.
     pub health: Option<Health>,
     /// Pods excluded from allocation (they drain at once).
@@ -106,9 +114,20 @@ impl NodeGroups for Memory {
 impl Workloads for Memory {
     async fn observe(&self, t: &Target) -> StepResult<WorkloadsObs> {
         let w = self.check("workloads.observe")?;
+        let mut workloads = w.workloads.clone();
+        for (name, obs) in &mut workloads {
+            let wanted = t
+                .spec
+                .node_sets
+                .iter()
+                .find(|n| &n.name == name)
+                .map(|n| (n.storage_gib, n.attributes_class()));
+            obs.claims_up_to_date = wanted.is_none() || w.claims.get(name) == wanted.as_ref();
+            obs.volumes = w.volumes.get(name).cloned().unwrap_or_default();
+        }
         Ok(WorkloadsObs {
             base_objects: w.base,
-            workloads: w.workloads.clone(),
+            workloads,
             endpoint: w.base.then(|| format!("https://{}:9200", t.cluster_id)),
         })
     }
@@ -120,6 +139,30 @@ impl Workloads for Memory {
 
     async fn apply_node_set(&self, t: &Target, node_set: &str, replicas: i32) -> StepResult<()> {
         let mut w = self.record("workloads.apply_node_set", node_set, replicas)?;
+        let Some(ns) = t.spec.node_sets.iter().find(|n| n.name == node_set) else {
+            return Err(StepError::permanent("RENDER", "no such node set"));
+        };
+        let claim = (ns.storage_gib, ns.attributes_class());
+        let created = !w.workloads.contains_key(node_set);
+        if created {
+            w.claims.insert(node_set.to_string(), claim.clone());
+        }
+        // Like the StatefulSet controller: a new pod gets a volume from the
+        // claim template, a removed pod's volume goes (whenScaled: Delete).
+        let (gib, class) = w.claims.get(node_set).cloned().unwrap_or(claim);
+        let volumes = w.volumes.entry(node_set.to_string()).or_default();
+        volumes.retain(|v| v.ordinal < replicas);
+        for ordinal in 0..replicas {
+            if !volumes.iter().any(|v| v.ordinal == ordinal) {
+                volumes.push(VolumeObs {
+                    ordinal,
+                    requested_gib: gib,
+                    capacity_gib: gib,
+                    attributes_class: Some(class.clone()),
+                    current_attributes_class: Some(class.clone()),
+                });
+            }
+        }
         // Pods are ready at once, at the spec's version.
         w.workloads.insert(
             node_set.to_string(),
@@ -130,6 +173,8 @@ impl Workloads for Memory {
                 up_to_date: true,
                 updated_replicas: replicas,
                 partition: 0,
+                claims_up_to_date: true,
+                volumes: Vec::new(),
             },
         );
         Ok(())
@@ -141,6 +186,34 @@ impl Workloads for Memory {
             s.partition = partition;
             s.updated_replicas = s.replicas - partition;
         }
+        Ok(())
+    }
+
+    async fn resize_volumes(
+        &self,
+        _: &Target,
+        node_set: &str,
+        storage_gib: i32,
+        attributes_class: &str,
+    ) -> StepResult<()> {
+        let mut w = self.record(
+            "workloads.resize_volumes",
+            node_set,
+            format!("{storage_gib} {attributes_class}"),
+        )?;
+        for v in w.volumes.entry(node_set.to_string()).or_default() {
+            v.requested_gib = v.requested_gib.max(storage_gib);
+            v.capacity_gib = v.requested_gib;
+            v.attributes_class = Some(attributes_class.to_string());
+            v.current_attributes_class = Some(attributes_class.to_string());
+        }
+        Ok(())
+    }
+
+    async fn orphan_node_set(&self, _: &Target, node_set: &str) -> StepResult<()> {
+        let mut w = self.record("workloads.orphan_node_set", node_set, "")?;
+        w.workloads.remove(node_set);
+        w.claims.remove(node_set);
         Ok(())
     }
 

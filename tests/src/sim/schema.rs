@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS sim_workloads (
     version text NOT NULL,
     partition int NOT NULL,
     changed_at timestamptz NOT NULL,
+    claim text NOT NULL DEFAULT '',
     PRIMARY KEY (cluster_uid, node_set)
 );
 CREATE TABLE IF NOT EXISTS sim_pods (
@@ -42,6 +43,8 @@ CREATE TABLE IF NOT EXISTS sim_volumes (
     cluster_uid uuid NOT NULL,
     node_set text NOT NULL,
     ordinal int NOT NULL,
+    gib int NOT NULL DEFAULT 0,
+    class text NOT NULL DEFAULT '',
     PRIMARY KEY (cluster_uid, node_set, ordinal)
 );
 CREATE TABLE IF NOT EXISTS sim_exclusions (

@@ -260,11 +260,12 @@ async fn excluded_pods_drain_over_time() {
     assert_eq!(h.shards_on_excluded[&key], 0);
     assert_eq!(h.status, Health::Green);
 
-    // The pod leaves; it is no longer reported, its volume stays.
+    // The pod leaves; it is no longer reported, and its volume goes with it
+    // (the StatefulSet's `whenScaled: Delete`).
     s.apply_node_set(&t, "default", 2).await.expect("shrink");
     let h = s.health(&t).await.expect("health").expect("answers");
     assert!(h.shards_on_excluded.is_empty());
-    assert_eq!(s.world(t.uid).await.volumes, 3);
+    assert_eq!(s.world(t.uid).await.volumes, 2);
 
     let excludes: Vec<bool> = s
         .calls()

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use esaas_core::backend::{StepError, StepResult, Target, Workloads, WorkloadsObs};
-use esaas_core::plan::WorkloadObs;
+use esaas_core::plan::{VolumeObs, WorkloadObs};
 use esaas_core::spec::VolumeRetention;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgRow};
@@ -14,16 +14,31 @@ use super::calls::{HELD, Record, call_key, record};
 use super::rollout::{self, Pod, StatefulSet, Status};
 use super::{Sim, db};
 
-/// What an apply of `node_set` stamps on the StatefulSet's template: the node
-/// set's spec without its count (replicas are not part of a pod template)
-/// and the Elasticsearch version. `None` when the node set is not in the spec.
+/// What an apply of `node_set` stamps on the StatefulSet's pod template: the
+/// node set's spec without its count and volumes (replicas and claim
+/// templates are not part of a pod template) and the Elasticsearch version.
+/// `None` when the node set is not in the spec.
 fn fingerprint(target: &Target, node_set: &str) -> Option<String> {
     let ns = target.spec.node_sets.iter().find(|n| n.name == node_set)?;
     let mut v = serde_json::to_value(ns).ok()?;
     if let Some(m) = v.as_object_mut() {
-        m.remove("count");
+        for key in [
+            "count",
+            "storage_gib",
+            "storage_iops",
+            "storage_throughput_mibps",
+        ] {
+            m.remove(key);
+        }
     }
     Some(serde_json::json!({ "node_set": v, "version": target.spec.version }).to_string())
+}
+
+/// The claim template an apply of `node_set` renders, as `{gib}/{class}`;
+/// `None` when the node set is not in the spec.
+fn claim(target: &Target, node_set: &str) -> Option<String> {
+    let ns = target.spec.node_sets.iter().find(|n| n.name == node_set)?;
+    Some(format!("{}/{}", ns.storage_gib, ns.attributes_class()))
 }
 
 fn endpoint(target: &Target) -> String {
@@ -199,12 +214,30 @@ impl Sim {
         // a new template on running pods is held (partition = replicas, so no
         // pod moves) until `roll` lowers the partition; a new StatefulSet, or
         // one without pods, is not held.
+        // Pods a StatefulSet orphaned (deleted to change its claim template)
+        // are adopted as they are; on another template they are held too.
+        let orphans_stale: bool = match &old {
+            None => {
+                sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM sim_pods
+                  WHERE cluster_uid = $1 AND node_set = $2 AND fingerprint <> $3)",
+                )
+                .bind(t.uid)
+                .bind(node_set)
+                .bind(&fp)
+                .fetch_one(&mut *conn)
+                .await?
+            }
+            Some(_) => false,
+        };
         let partition = match &old {
+            None if orphans_stale => replicas,
             None => 0,
             Some((s, _)) if s.fingerprint != fp => s.replicas.min(replicas),
             Some((s, _)) => s.partition.min(replicas),
         };
-        let held = partition > 0 && old.as_ref().is_some_and(|(s, _)| s.fingerprint != fp);
+        let held = partition > 0
+            && (orphans_stale || old.as_ref().is_some_and(|(s, _)| s.fingerprint != fp));
         let changed = match &old {
             None => true,
             Some((s, _)) => {
@@ -212,10 +245,13 @@ impl Sim {
             }
         };
         if changed {
+            // The claim template is set when the StatefulSet is created and
+            // never changes (the API server refuses it; see the stand-in).
             sqlx::query(
                 "INSERT INTO sim_workloads
-                        (cluster_uid, node_set, replicas, fingerprint, version, partition, changed_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                        (cluster_uid, node_set, replicas, fingerprint, version, partition, changed_at,
+                         claim)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (cluster_uid, node_set) DO UPDATE
                     SET replicas = EXCLUDED.replicas, fingerprint = EXCLUDED.fingerprint,
                         version = EXCLUDED.version, partition = EXCLUDED.partition,
@@ -228,6 +264,7 @@ impl Sim {
             .bind(&version)
             .bind(partition)
             .bind(now)
+            .bind(claim(t, node_set).unwrap_or_default())
             .execute(&mut *conn)
             .await?;
             // Scaling: pods above the replicas go, missing ones start on the
@@ -253,18 +290,25 @@ impl Sim {
             .bind(now)
             .execute(&mut *conn)
             .await?;
-            // Pods that are gone are no longer excluded; their volumes stay.
-            sqlx::query(
+            // Pods that are gone are no longer excluded, and their volumes go
+            // (`persistentVolumeClaimRetentionPolicy.whenScaled: Delete`); a new
+            // pod gets a volume from the StatefulSet's claim template.
+            for sql in [
                 "DELETE FROM sim_exclusions WHERE cluster_uid = $1 AND node_set = $2 AND ordinal >= $3",
-            )
-            .bind(t.uid)
-            .bind(node_set)
-            .bind(replicas)
-            .execute(&mut *conn)
-            .await?;
+                "DELETE FROM sim_volumes WHERE cluster_uid = $1 AND node_set = $2 AND ordinal >= $3",
+            ] {
+                sqlx::query(sql)
+                    .bind(t.uid)
+                    .bind(node_set)
+                    .bind(replicas)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             sqlx::query(
-                "INSERT INTO sim_volumes (cluster_uid, node_set, ordinal)
-                 SELECT $1, $2, g FROM generate_series(0, $3 - 1) AS g
+                "INSERT INTO sim_volumes (cluster_uid, node_set, ordinal, gib, class)
+                 SELECT $1, $2, g, split_part(w.claim, '/', 1)::int, split_part(w.claim, '/', 2)
+                   FROM generate_series(0, $3 - 1) AS g, sim_workloads w
+                  WHERE w.cluster_uid = $1 AND w.node_set = $2 AND w.claim <> ''
                  ON CONFLICT DO NOTHING",
             )
             .bind(t.uid)
@@ -404,6 +448,20 @@ impl Workloads for Sim {
             .read_workloads(&mut conn, target.uid)
             .await
             .map_err(db)?;
+        let claims: Vec<(String, String)> =
+            sqlx::query_as("SELECT node_set, claim FROM sim_workloads WHERE cluster_uid = $1")
+                .bind(target.uid)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db)?;
+        let volumes: Vec<(String, i32, i32, String)> = sqlx::query_as(
+            "SELECT node_set, ordinal, gib, class FROM sim_volumes
+              WHERE cluster_uid = $1 ORDER BY node_set, ordinal",
+        )
+        .bind(target.uid)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
         let workloads = rows
             .iter()
             .map(|w| {
@@ -424,6 +482,24 @@ impl Workloads for Sim {
                             == Some(&w.sts.fingerprint),
                         updated_replicas: w.status.updated,
                         partition: w.sts.partition,
+                        claims_up_to_date: claim(target, &w.node_set).is_none_or(|c| {
+                            claims
+                                .iter()
+                                .any(|(n, have)| *n == w.node_set && *have == c)
+                        }),
+                        // Grown and re-classed at once: EBS's delays are the
+                        // Kubernetes stand-in's to model.
+                        volumes: volumes
+                            .iter()
+                            .filter(|v| v.0 == w.node_set)
+                            .map(|(_, ordinal, gib, class)| VolumeObs {
+                                ordinal: *ordinal,
+                                requested_gib: *gib,
+                                capacity_gib: *gib,
+                                attributes_class: Some(class.clone()),
+                                current_attributes_class: Some(class.clone()),
+                            })
+                            .collect(),
                     },
                 )
             })
@@ -489,6 +565,77 @@ impl Workloads for Sim {
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
         outcome
+    }
+
+    async fn resize_volumes(
+        &self,
+        target: &Target,
+        node_set: &str,
+        storage_gib: i32,
+        attributes_class: &str,
+    ) -> StepResult<()> {
+        let arg = format!("{storage_gib}/{attributes_class}");
+        let key = call_key("workloads.resize_volumes", target, node_set, &arg);
+        let mut tx = self.begin("workloads.resize_volumes", target, &key).await?;
+        // The volumes of the pods the StatefulSet has; never smaller.
+        let n = sqlx::query(
+            "UPDATE sim_volumes v SET gib = greatest(v.gib, $3), class = $4
+               FROM sim_workloads w
+              WHERE v.cluster_uid = $1 AND v.node_set = $2 AND w.cluster_uid = $1
+                AND w.node_set = $2 AND v.ordinal < w.replicas
+                AND (v.gib < $3 OR v.class <> $4)",
+        )
+        .bind(target.uid)
+        .bind(node_set)
+        .bind(storage_gib)
+        .bind(attributes_class)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        record(
+            &mut tx,
+            target,
+            Record {
+                call: "workloads.resize_volumes",
+                key,
+                action: "",
+                effective: n > 0,
+                error: None,
+            },
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn orphan_node_set(&self, target: &Target, node_set: &str) -> StepResult<()> {
+        let key = call_key("workloads.orphan_node_set", target, node_set, "");
+        let mut tx = self
+            .begin("workloads.orphan_node_set", target, &key)
+            .await?;
+        // The StatefulSet goes; its pods and volumes stay, to be adopted.
+        let n = sqlx::query("DELETE FROM sim_workloads WHERE cluster_uid = $1 AND node_set = $2")
+            .bind(target.uid)
+            .bind(node_set)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        record(
+            &mut tx,
+            target,
+            Record {
+                call: "workloads.orphan_node_set",
+                key,
+                action: "",
+                effective: n > 0,
+                error: None,
+            },
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 
     async fn delete_node_set(&self, target: &Target, node_set: &str) -> StepResult<()> {

@@ -57,6 +57,7 @@ pub fn create(
         create_time: ctx.now,
         update_time: ctx.now,
         delete_time: None,
+        storage_change_time: None,
     };
     let operation = new_operation(&cluster, OperationKind::Create, &cmd.initiator, rules, ctx);
     cluster.current_operation = Some(operation.id);

@@ -259,6 +259,15 @@ fn update_refusals_table() {
             "cluster.spec.node_sets[0].size_class",
         ),
         (
+            "a volume change inside EBS's six hours",
+            Box::new(|s, cmd| {
+                s.cluster.storage_change_time = Some(ctx().now - chrono::Duration::hours(5));
+                cmd.fields = vec![SpecField::NodeSets];
+                cmd.patch.node_sets[0].storage_iops = 6000;
+            }),
+            "FAILED_PRECONDITION",
+        ),
+        (
             "over quota",
             Box::new(|s, cmd| {
                 s.tenant.quota.max_nodes = 2;
@@ -278,6 +287,83 @@ fn update_refusals_table() {
             other => other.reason().to_string(),
         };
         assert_eq!(got, want, "{case}: {err:?}");
+    }
+}
+
+#[test]
+fn volume_changes_wait_for_ebs_six_hours() {
+    let hours = |h| Some(ctx().now - chrono::Duration::hours(h));
+    // (case, last volume change, the update, refused)
+    type Change = fn(&mut ClusterSpec);
+    let cases: Vec<(&str, Option<chrono::DateTime<chrono::Utc>>, Change, bool)> = vec![
+        (
+            "first change",
+            None,
+            |s| s.node_sets[0].storage_gib = 80,
+            false,
+        ),
+        (
+            "5 h later: size",
+            hours(5),
+            |s| s.node_sets[0].storage_gib = 80,
+            true,
+        ),
+        (
+            "5 h later: IOPS",
+            hours(5),
+            |s| s.node_sets[0].storage_iops = 4000,
+            true,
+        ),
+        (
+            "5 h later: throughput",
+            hours(5),
+            |s| s.node_sets[0].storage_throughput_mibps = 250,
+            true,
+        ),
+        (
+            "6 h later",
+            hours(6),
+            |s| s.node_sets[0].storage_gib = 80,
+            false,
+        ),
+        (
+            "5 h later, no volume change",
+            hours(5),
+            |s| s.node_sets[0].count = 2,
+            false,
+        ),
+        (
+            "5 h later, a new node set's volumes",
+            hours(5),
+            |s| s.node_sets.push(crate::spec::NodeSet::test("more")),
+            false,
+        ),
+    ];
+    for (case, last, change, refused) in cases {
+        let mut state = live(Cluster::test());
+        state.cluster.storage_change_time = last;
+        let cmd = update_cmd(&[SpecField::NodeSets], change);
+        match update(&cmd, &state, &rules(), &ctx()) {
+            Err(Error::FailedPrecondition(v)) if refused => {
+                assert!(
+                    v[0].subject.starts_with("cluster.spec.node_sets[0]."),
+                    "{case}"
+                );
+                let next = (last.unwrap() + chrono::Duration::hours(6))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                assert!(
+                    v[0].description.contains(&next),
+                    "{case}: {}",
+                    v[0].description
+                );
+            }
+            Ok(d) if !refused => {
+                let changed = cmd.patch.node_sets.len() == 1 && cmd.patch.node_sets[0].count == 1;
+                let want = if changed { Some(ctx().now) } else { last };
+                assert_eq!(d.answer.cluster.storage_change_time, want, "{case}");
+            }
+            other => panic!("{case}: {other:?}"),
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! the operation already queued for the cluster (level-triggered: the queued
 //! operation drives the cluster to the latest generation).
 
-use crate::cluster::{ClusterState, Disruption, SpecField, classify_change};
+use crate::cluster::{
+    ClusterState, Disruption, SpecField, classify_change, storage_cooldown, volume_change,
+};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::names::ClusterName;
@@ -57,6 +59,13 @@ pub fn update(
         SPEC_PATH,
     )?;
     let disruption = classify_change(&cluster.spec, &spec, &rules.catalog, SPEC_PATH)?;
+    storage_cooldown(
+        &cluster.spec,
+        &spec,
+        cluster.storage_change_time,
+        ctx.now,
+        SPEC_PATH,
+    )?;
     if spec == cluster.spec {
         return Ok(Decision::unchanged(ClusterChange {
             operation: state.current.clone(),
@@ -71,6 +80,9 @@ pub fn update(
     without.storage_gib -= cluster.spec.storage_gib();
     check_quota(&tenant.id, &tenant.quota, tenant.usage, without.plus(&spec))?;
 
+    if volume_change(&cluster.spec, &spec, SPEC_PATH).is_some() {
+        cluster.storage_change_time = Some(ctx.now);
+    }
     cluster.spec = spec;
     cluster.generation += 1;
     let mut changes = ChangeSet::default();

@@ -1,11 +1,15 @@
 //! The decision table behind [`super::next_step`]. Order matters and is the
-//! policy: shared objects first; node groups grow before pods are added; pods
-//! leave one at a time after their shards have drained, and only then do node
-//! groups shrink; nothing is READY before every pod is ready and health is green.
+//! policy: shared objects first; node groups grow before pods are added; every
+//! StatefulSet exists before anything waits; then node sets change one at a
+//! time, master-eligible ones last: pods leave one at a time after their shards
+//! have drained, volumes grow online (claims patched, then the StatefulSet
+//! replaced around its pods), templates roll one pod at a time; only then do
+//! node groups shrink; nothing is READY before every pod is ready and health is
+//! green.
 
-use super::{Goal, NodeGroupStatus, Observed, Step, node_key};
+use super::{Goal, NodeGroupStatus, Observed, Step, WorkloadObs, node_key};
 use crate::cluster::Health;
-use crate::spec::{ClusterSpec, VolumeRetention};
+use crate::spec::{ClusterSpec, NodeSet, VolumeRetention};
 
 pub(super) fn next_step(goal: &Goal, observed: &Observed) -> Option<Step> {
     match goal {
@@ -44,6 +48,41 @@ fn shrink_one(node_set: &str, replicas: i32, observed: &Observed) -> Step {
     }
 }
 
+/// The node sets in the order changes reach them: the others first, in
+/// spec order, then the master-eligible ones.
+fn rollout_order(spec: &ClusterSpec) -> Vec<&NodeSet> {
+    let mut order: Vec<&NodeSet> = spec.node_sets.iter().collect();
+    order.sort_by_key(|ns| ns.is_master_eligible());
+    order
+}
+
+/// The volume step `ns` needs: grow (or re-class) the claims of the pods it
+/// keeps, then wait until the volumes have it. Volumes never shrink (the
+/// spec refuses it), so a claim larger than the spec is left alone.
+fn volumes(ns: &NodeSet, w: &WorkloadObs) -> Option<Step> {
+    let class = ns.attributes_class();
+    let kept = || {
+        w.volumes
+            .iter()
+            .filter(|v| v.ordinal < w.replicas.min(ns.count))
+    };
+    if kept().any(|v| {
+        v.requested_gib < ns.storage_gib || v.attributes_class.as_deref() != Some(class.as_str())
+    }) {
+        return Some(Step::ResizeVolumes {
+            node_set: ns.name.clone(),
+            storage_gib: ns.storage_gib,
+            attributes_class: class,
+        });
+    }
+    if kept().any(|v| !v.settled()) {
+        return Some(Step::WaitVolumesResized {
+            node_set: ns.name.clone(),
+        });
+    }
+    None
+}
+
 fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
     if !observed.base_objects {
         return Some(Step::ApplyBaseObjects);
@@ -78,16 +117,34 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
             Some(_) => {}
         }
     }
-    // Then the pods of every node set in the spec.
+    // Then every StatefulSet the spec names, before anything waits: pods of
+    // one node set may need another's masters to become ready.
     for ns in &spec.node_sets {
-        let Some(w) = observed.workloads.get(&ns.name) else {
+        if !observed.workloads.contains_key(&ns.name) {
             return Some(Step::ApplyWorkload {
                 node_set: ns.name.clone(),
                 replicas: ns.count,
             });
+        }
+    }
+    // Changes go one node set at a time, master-eligible ones last (the
+    // order of Elasticsearch's rolling upgrade guidance).
+    for ns in rollout_order(spec) {
+        let Some(w) = observed.workloads.get(&ns.name) else {
+            continue;
         };
         if w.replicas > ns.count {
             return Some(shrink_one(&ns.name, w.replicas, observed));
+        }
+        if let Some(step) = volumes(ns, w) {
+            return Some(step);
+        }
+        // The claim templates are immutable: replace the StatefulSet object,
+        // keeping its pods, once every volume has its new size.
+        if !w.claims_up_to_date {
+            return Some(Step::OrphanWorkload {
+                node_set: ns.name.clone(),
+            });
         }
         if w.replicas < ns.count || !w.up_to_date {
             return Some(Step::ApplyWorkload {

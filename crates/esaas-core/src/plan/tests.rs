@@ -26,7 +26,22 @@ fn wl(replicas: i32, ready: i32) -> WorkloadObs {
         up_to_date: true,
         updated_replicas: replicas,
         partition: 0,
+        claims_up_to_date: true,
+        volumes: Vec::new(),
     }
+}
+
+/// Settled volumes of `ns` for ordinals `0..n`, at its size and class.
+fn vols(ns: &NodeSet, n: i32) -> Vec<VolumeObs> {
+    (0..n)
+        .map(|ordinal| VolumeObs {
+            ordinal,
+            requested_gib: ns.storage_gib,
+            capacity_gib: ns.storage_gib,
+            attributes_class: Some(ns.attributes_class()),
+            current_attributes_class: Some(ns.attributes_class()),
+        })
+        .collect()
 }
 
 fn green() -> Option<HealthObs> {
@@ -48,7 +63,11 @@ fn converged(spec: &ClusterSpec) -> Observed {
         workloads: spec
             .node_sets
             .iter()
-            .map(|n| (n.name.clone(), wl(n.count, n.count)))
+            .map(|n| {
+                let mut w = wl(n.count, n.count);
+                w.volumes = vols(n, n.count);
+                (n.name.clone(), w)
+            })
             .collect(),
         health: green(),
     }
@@ -92,7 +111,9 @@ fn a_new_cluster_is_built_in_order() {
             node_set: "default".into()
         })
     );
-    o.workloads.insert("default".into(), wl(3, 3));
+    let mut w = wl(3, 3);
+    w.volumes = vols(&spec.node_sets[0], 3);
+    o.workloads.insert("default".into(), w);
     assert_eq!(next_step(&goal, &o), Some(Step::WaitHealthy));
     o.health = green();
     assert_eq!(next_step(&goal, &o), None);
@@ -287,7 +308,8 @@ fn delete_removes_pods_then_objects_then_node_groups() {
 }
 
 /// What the backends would do for each step, with time passing on waits.
-fn simulate(step: &Step, w: &mut Observed, spec_version: &str) {
+fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
+    let spec_version = spec.version.as_str();
     match step {
         Step::ApplyBaseObjects => w.base_objects = true,
         Step::EnsureNodeGroup { node_set, size } => {
@@ -336,6 +358,22 @@ fn simulate(step: &Step, w: &mut Observed, spec_version: &str) {
                 Some(x) => x.partition.min(*replicas),
                 None => 0,
             };
+            // Like the StatefulSet controller: a new pod gets a claim from the
+            // template; a removed pod's claim goes (whenScaled: Delete). The
+            // claim template of an existing StatefulSet cannot change.
+            let ns = spec.node_sets.iter().find(|n| &n.name == node_set);
+            let (claims_up_to_date, mut volumes) = match &before {
+                Some(x) => (x.claims_up_to_date, x.volumes.clone()),
+                None => (true, Vec::new()),
+            };
+            volumes.retain(|v| v.ordinal < *replicas);
+            if let Some(ns) = ns {
+                for ordinal in 0..*replicas {
+                    if !volumes.iter().any(|v| v.ordinal == ordinal) {
+                        volumes.extend(vols(ns, ordinal + 1).pop());
+                    }
+                }
+            }
             w.workloads.insert(
                 node_set.clone(),
                 WorkloadObs {
@@ -345,6 +383,8 @@ fn simulate(step: &Step, w: &mut Observed, spec_version: &str) {
                     up_to_date: true,
                     updated_replicas: replicas - partition,
                     partition,
+                    claims_up_to_date,
+                    volumes,
                 },
             );
             if let Some(h) = w.health.as_mut() {
@@ -369,6 +409,34 @@ fn simulate(step: &Step, w: &mut Observed, spec_version: &str) {
             }
             if let Some(h) = w.health.as_mut() {
                 h.status = Health::Yellow;
+            }
+        }
+        Step::ResizeVolumes {
+            node_set,
+            storage_gib,
+            attributes_class,
+        } => {
+            if let Some(x) = w.workloads.get_mut(node_set) {
+                for v in x.volumes.iter_mut().filter(|v| v.ordinal < x.replicas) {
+                    v.requested_gib = v.requested_gib.max(*storage_gib);
+                    v.attributes_class = Some(attributes_class.clone());
+                }
+            }
+        }
+        Step::WaitVolumesResized { node_set } => {
+            if let Some(x) = w.workloads.get_mut(node_set) {
+                for v in &mut x.volumes {
+                    v.capacity_gib = v.requested_gib;
+                    v.current_attributes_class = v.attributes_class.clone();
+                }
+            }
+        }
+        // Deleted with its pods orphaned, then applied again at once (the
+        // next ApplyWorkload, which here is the same look): the new object
+        // renders its claim template from the spec and adopts the pods.
+        Step::OrphanWorkload { node_set } => {
+            if let Some(x) = w.workloads.get_mut(node_set) {
+                x.claims_up_to_date = true;
             }
         }
         Step::WaitPodsReady { node_set } => {
@@ -442,7 +510,21 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
     );
     let loads = proptest::collection::btree_map(
         proptest::sample::select(NAMES.to_vec()),
-        (0i32..=8, 0i32..=8, any::<bool>()),
+        (
+            0i32..=8,
+            0i32..=8,
+            any::<bool>(),
+            any::<bool>(),
+            // per volume: requested size, settled, the spec's class
+            proptest::collection::vec(
+                (
+                    prop_oneof![Just(20), Just(50), Just(80)],
+                    any::<bool>(),
+                    any::<bool>(),
+                ),
+                8,
+            ),
+        ),
         0..=4,
     );
     let health = proptest::option::of((
@@ -461,7 +543,27 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
             .collect(),
         workloads: loads
             .into_iter()
-            .map(|(k, (r, ready, up))| {
+            .map(|(k, (r, ready, up, claims, volumes))| {
+                let class = NodeSet::test(k).attributes_class();
+                let volumes = volumes
+                    .into_iter()
+                    .take(usize::try_from(r).unwrap_or(0))
+                    .zip(0..)
+                    .map(|((gib, settled, same_class), ordinal)| {
+                        let class = Some(if same_class {
+                            class.clone()
+                        } else {
+                            "old".into()
+                        });
+                        VolumeObs {
+                            ordinal,
+                            requested_gib: gib,
+                            capacity_gib: if settled { gib } else { gib / 2 },
+                            attributes_class: class.clone(),
+                            current_attributes_class: if settled { class } else { None },
+                        }
+                    })
+                    .collect();
                 (
                     k.to_string(),
                     WorkloadObs {
@@ -471,6 +573,8 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
                         up_to_date: up,
                         updated_replicas: r,
                         partition: 0,
+                        claims_up_to_date: claims,
+                        volumes,
                     },
                 )
             })
@@ -491,12 +595,39 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
 fn run(
     goal: &Goal,
     mut world: Observed,
-    version: &str,
+    spec: &ClusterSpec,
 ) -> Result<(Observed, usize), TestCaseError> {
+    let mut masters_rolled = false;
     for steps in 0..1000 {
         let Some(step) = next_step(goal, &world) else {
             return Ok((world, steps));
         };
+        if let Step::RollPod { node_set, .. } = &step {
+            let master = spec
+                .node_sets
+                .iter()
+                .any(|n| &n.name == node_set && n.is_master_eligible());
+            prop_assert!(
+                master || !masters_rolled,
+                "{} rolled after a master-eligible node set",
+                node_set
+            );
+            masters_rolled |= master;
+        }
+        if let Step::OrphanWorkload { node_set } = &step
+            && let Some(ns) = spec.node_sets.iter().find(|n| &n.name == node_set)
+        {
+            // The StatefulSet is replaced only once every kept volume has grown.
+            let w = &world.workloads[node_set];
+            for v in w.volumes.iter().filter(|v| v.ordinal < w.replicas) {
+                prop_assert!(
+                    v.settled() && v.requested_gib >= ns.storage_gib,
+                    "replaced {} before its volumes grew: {:?}",
+                    node_set,
+                    v
+                );
+            }
+        }
         if let Step::RollPod { node_set, .. } = &step {
             let w = &world.workloads[node_set];
             prop_assert_eq!(
@@ -547,7 +678,7 @@ fn run(
                 "more than one pod at a time"
             );
         }
-        simulate(&step, &mut world, version);
+        simulate(&step, &mut world, spec);
     }
     Err(TestCaseError::fail("no convergence in 1000 steps"))
 }
@@ -556,7 +687,7 @@ proptest! {
     #[test]
     fn converges_to_the_spec_from_any_state(spec in arb_spec(), start in arb_observed()) {
         let goal = Goal::Converge(spec.clone());
-        let (end, _) = run(&goal, start, &spec.version)?;
+        let (end, _) = run(&goal, start, &spec)?;
         prop_assert!(end.base_objects);
         prop_assert_eq!(end.node_groups.len(), spec.node_sets.len());
         prop_assert_eq!(end.workloads.len(), spec.node_sets.len());
@@ -566,6 +697,14 @@ proptest! {
             let w = &end.workloads[&ns.name];
             prop_assert_eq!((w.replicas, w.ready_replicas, w.up_to_date), (ns.count, ns.count, true));
             prop_assert_eq!((w.partition, w.updated_replicas), (0, ns.count));
+            prop_assert!(w.claims_up_to_date);
+            // Every pod's volume has at least the spec's size and its class; no
+            // volume of a removed pod is left.
+            prop_assert_eq!(w.volumes.len(), usize::try_from(ns.count).unwrap_or(0));
+            for v in &w.volumes {
+                prop_assert!(v.settled() && v.requested_gib >= ns.storage_gib, "{:?}", v);
+                prop_assert_eq!(v.attributes_class.clone(), Some(ns.attributes_class()));
+            }
         }
         let end_health = end.health.expect("health");
         prop_assert_eq!(end_health.status, Health::Green);
@@ -580,7 +719,7 @@ proptest! {
     #[test]
     fn delete_removes_everything_from_any_state(start in arb_observed(), retain in any::<bool>()) {
         let retention = if retain { VolumeRetention::Retain } else { VolumeRetention::Delete };
-        let (end, _) = run(&Goal::Delete { retention }, start, "8.15.3")?;
+        let (end, _) = run(&Goal::Delete { retention }, start, &ClusterSpec::test())?;
         prop_assert!(!end.base_objects);
         prop_assert!(end.node_groups.is_empty());
         prop_assert!(end.workloads.is_empty());
@@ -590,4 +729,189 @@ proptest! {
     fn a_converged_cluster_needs_nothing(spec in arb_spec()) {
         prop_assert_eq!(next_step(&Goal::Converge(spec.clone()), &converged(&spec)), None);
     }
+}
+
+#[test]
+fn storage_grows_online_then_the_stateful_set_is_replaced_around_its_pods() {
+    let before = ClusterSpec::test().with_nodes(3);
+    let mut o = converged(&before);
+    let mut spec = before.clone();
+    spec.node_sets[0].storage_gib = 80;
+    spec.node_sets[0].storage_iops = 6000;
+    let goal = Goal::Converge(spec.clone());
+    let class = spec.node_sets[0].attributes_class();
+    assert_eq!(class, "esaas-gp3-6000iops-125mibps");
+    // The claims first: the template cannot change on the StatefulSet.
+    o.workloads.get_mut("default").unwrap().claims_up_to_date = false;
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::ResizeVolumes {
+            node_set: "default".into(),
+            storage_gib: 80,
+            attributes_class: class.clone(),
+        })
+    );
+    for v in &mut o.workloads.get_mut("default").unwrap().volumes {
+        v.requested_gib = 80;
+        v.attributes_class = Some(class.clone());
+    }
+    // Until the file systems have grown and EBS has the new IOPS.
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::WaitVolumesResized {
+            node_set: "default".into()
+        })
+    );
+    for v in &mut o.workloads.get_mut("default").unwrap().volumes {
+        v.capacity_gib = 80;
+        v.current_attributes_class = Some(class.clone());
+    }
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::OrphanWorkload {
+            node_set: "default".into()
+        })
+    );
+    // Killed after the orphaning delete: the StatefulSet is applied again.
+    o.workloads.remove("default");
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::ApplyWorkload {
+            node_set: "default".into(),
+            replicas: 3
+        })
+    );
+    let mut w = wl(3, 3);
+    w.volumes = vols(&spec.node_sets[0], 3);
+    o.workloads.insert("default".into(), w);
+    assert_eq!(next_step(&goal, &o), None, "no pod restarted, nothing left");
+}
+
+#[test]
+fn a_volume_larger_than_the_spec_is_left_alone() {
+    let spec = ClusterSpec::test().with_nodes(2);
+    let mut o = converged(&spec);
+    o.workloads.get_mut("default").unwrap().volumes[1].requested_gib = 500;
+    o.workloads.get_mut("default").unwrap().volumes[1].capacity_gib = 500;
+    assert_eq!(next_step(&Goal::Converge(spec), &o), None);
+}
+
+#[test]
+fn only_the_volumes_of_pods_that_stay_are_grown() {
+    // 3 -> 2 nodes and 50 -> 80 GiB: the pod that leaves first, then the two
+    // volumes that stay.
+    let before = ClusterSpec::test().with_nodes(3);
+    let mut o = converged(&before);
+    let mut spec = ClusterSpec::test().with_nodes(2);
+    spec.node_sets[0].storage_gib = 80;
+    let goal = Goal::Converge(spec.clone());
+    assert!(matches!(
+        next_step(&goal, &o),
+        Some(Step::DrainNode { ordinal: 2, .. })
+    ));
+    let w = o.workloads.get_mut("default").unwrap();
+    w.replicas = 2;
+    w.ready_replicas = 2;
+    w.updated_replicas = 2;
+    assert!(matches!(
+        next_step(&goal, &o),
+        Some(Step::ResizeVolumes {
+            storage_gib: 80,
+            ..
+        })
+    ));
+    let w = o.workloads.get_mut("default").unwrap();
+    for v in w.volumes.iter_mut().filter(|v| v.ordinal < 2) {
+        v.requested_gib = 80;
+        v.capacity_gib = 80;
+    }
+    // The third volume (its pod gone, its claim not yet) does not hold things up.
+    let next = next_step(&goal, &o);
+    assert!(
+        matches!(next, Some(Step::EnsureNodeGroup { size: 2, .. })),
+        "the node group follows the pods down: {next:?}"
+    );
+}
+
+/// Two node sets: `masters` (master-eligible) first in the spec, `data` second.
+fn masters_and_data() -> ClusterSpec {
+    let mut spec = ClusterSpec::test();
+    spec.node_sets = vec![
+        NodeSet {
+            count: 3,
+            roles: vec![NodeRole::Master],
+            ..NodeSet::test("masters")
+        },
+        NodeSet {
+            count: 2,
+            roles: vec![NodeRole::Data],
+            ..NodeSet::test("data")
+        },
+    ];
+    spec
+}
+
+#[test]
+fn every_stateful_set_exists_before_anything_waits() {
+    let spec = masters_and_data();
+    let goal = Goal::Converge(spec.clone());
+    let mut o = converged(&spec);
+    o.workloads.clear();
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::ApplyWorkload {
+            node_set: "masters".into(),
+            replicas: 3
+        })
+    );
+    o.workloads.insert("masters".into(), wl(3, 0));
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::ApplyWorkload {
+            node_set: "data".into(),
+            replicas: 2
+        }),
+        "data nodes are not held back until the masters are ready"
+    );
+}
+
+#[test]
+fn an_upgrade_rolls_master_eligible_nodes_last() {
+    let spec = masters_and_data().with_version("8.17.1");
+    let goal = Goal::Converge(spec.clone());
+    let mut o = converged(&spec);
+    for w in o.workloads.values_mut() {
+        w.up_to_date = false;
+    }
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::ApplyWorkload {
+            node_set: "data".into(),
+            replicas: 2
+        })
+    );
+    let held = |w: &mut WorkloadObs| {
+        w.up_to_date = true;
+        w.partition = w.replicas;
+        w.updated_replicas = 0;
+    };
+    held(o.workloads.get_mut("data").unwrap());
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::RollPod {
+            node_set: "data".into(),
+            partition: 1
+        })
+    );
+    let d = o.workloads.get_mut("data").unwrap();
+    d.partition = 0;
+    d.updated_replicas = 2;
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::ApplyWorkload {
+            node_set: "masters".into(),
+            replicas: 3
+        }),
+        "the masters once every data node runs the new version"
+    );
 }

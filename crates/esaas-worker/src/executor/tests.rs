@@ -336,3 +336,73 @@ async fn a_delete_ignores_an_elasticsearch_that_does_not_answer() {
     // A delete has no closing health gate.
     assert!(!started(&reporter.reports()).contains(&StageName::HealthGate));
 }
+
+#[tokio::test(start_paused = true)]
+async fn storage_grows_with_the_volumes_patched_then_the_stateful_set_replaced() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Green);
+    let create = job(OperationKind::Create, 3);
+    run(&world, &create, &Recorder::default()).await.unwrap();
+    world.world().calls.clear();
+
+    let mut grow = job(OperationKind::Update, 3);
+    grow.target.spec.node_sets[0].storage_gib = 80;
+    grow.target.spec.node_sets[0].storage_iops = 6000;
+    let reporter = Recorder::default();
+    let last = run(&world, &grow, &reporter).await.unwrap();
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
+    assert_eq!(
+        world.world().calls,
+        [
+            "workloads.resize_volumes default 80 esaas-gp3-6000iops-125mibps",
+            "workloads.orphan_node_set default ",
+            "workloads.apply_node_set default 3",
+        ]
+    );
+    assert_eq!(
+        started(&reporter.reports()),
+        [
+            StageName::Volumes,
+            StageName::ElasticsearchObjects,
+            StageName::HealthGate
+        ]
+    );
+    let w = world.world();
+    assert!(
+        w.volumes["default"].iter().all(|v| v.capacity_gib == 80
+            && v.attributes_class.as_deref() == Some("esaas-gp3-6000iops-125mibps")),
+        "{:?}",
+        w.volumes
+    );
+    assert_eq!(
+        w.claims["default"],
+        (80, "esaas-gp3-6000iops-125mibps".into())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_stopped_after_the_orphaning_delete_finishes_the_job() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Green);
+    run(&world, &job(OperationKind::Create, 2), &Recorder::default())
+        .await
+        .unwrap();
+    let mut grow = job(OperationKind::Update, 2);
+    grow.target.spec.node_sets[0].storage_gib = 80;
+    // The first attempt's lease is lost right after its orphaning delete: it
+    // stops there. The volumes are grown, the StatefulSet is gone.
+    world.fail(
+        "workloads.apply_node_set",
+        1,
+        StepError::permanent("LEASE_LOST", "stopped"),
+    );
+    let first = run(&world, &grow, &Recorder::default()).await.unwrap();
+    assert!(matches!(first, LeaseEvent::Failed { .. }), "{first:?}");
+    assert!(!world.world().workloads.contains_key("default"));
+    // The next attempt observes, applies the StatefulSet with the new claims, done.
+    world.world().calls.clear();
+    let last = run(&world, &grow, &Recorder::default()).await.unwrap();
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
+    assert_eq!(world.world().calls, ["workloads.apply_node_set default 2"]);
+    assert_eq!(world.world().claims["default"].0, 80);
+}
