@@ -738,3 +738,304 @@ async fn one_trace_runs_from_the_create_call_through_a_worker_process_and_metric
         );
     }
 }
+
+/// An update of the node set's volumes (and nothing else) of cluster `name`.
+fn volumes(
+    name: &str,
+    nodes: i32,
+    gib: i32,
+    iops: i32,
+    validate_only: bool,
+) -> pb::UpdateClusterRequest {
+    let mut spec = spec(nodes);
+    spec.node_sets[0].storage_gib = gib;
+    spec.node_sets[0].storage_iops = iops;
+    pb::UpdateClusterRequest {
+        cluster: Some(pb::Cluster {
+            name: name.into(),
+            spec: Some(spec),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["spec.node_sets".into()],
+        }),
+        validate_only,
+        ..Default::default()
+    }
+}
+
+/// The pods of `cluster` by name, with their uid (a restarted or replaced
+/// pod would be a new object with a new uid).
+fn pod_uids(p: &Platform, cluster: &str) -> std::collections::BTreeMap<String, String> {
+    p.objects("pods", cluster)
+        .iter()
+        .map(|o| {
+            (
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                o["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `(name, requested, capacity, attributes class asked, attributes class now)` of
+/// every claim of `cluster`.
+fn claims(p: &Platform, cluster: &str) -> Vec<(String, String, String, String, String)> {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let mut out: Vec<_> = p
+        .objects("persistentvolumeclaims", cluster)
+        .iter()
+        .map(|c| {
+            (
+                s(&c["metadata"]["name"]),
+                s(&c["spec"]["resources"]["requests"]["storage"]),
+                s(&c["status"]["capacity"]["storage"]),
+                s(&c["spec"]["volumeAttributesClassName"]),
+                s(&c["status"]["currentVolumeAttributesClassName"]),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Storage grows and IOPS change online (claims patched, the StatefulSet replaced
+/// around its pods, no pod restarted); a second volume change inside EBS's six hours is
+/// refused, dry run included; a scale-in deletes the leaving pod's volume; retained
+/// volumes stay with their cluster and a later cluster of the same name never mounts
+/// them.
+#[tokio::test]
+async fn volumes_grow_online_and_belong_to_one_cluster() {
+    let p = platform(60).await;
+    let key = p.tenant("search").await;
+    let mut clusters = ClusterServiceClient::new(p.channel().await);
+    let mut create = create_request("search", "logs", 3);
+    if let Some(spec) = create.cluster.as_mut().and_then(|c| c.spec.as_mut()) {
+        spec.volume_retention = pb::VolumeRetention::Retain as i32;
+    }
+    let name = clusters
+        .create_cluster(authed(&key, create))
+        .await
+        .expect("create")
+        .into_inner()
+        .cluster
+        .expect("cluster")
+        .name;
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let first = claims(&p, "logs");
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(
+        first
+            .iter()
+            .all(|c| c.1 == "100Gi" && c.3 == "esaas-gp3-3000iops-125mibps"),
+        "{first:?}"
+    );
+    let pods = pod_uids(&p, "logs");
+    assert_eq!(pods.len(), 3);
+
+    // The dry run says in place; the change grows every volume and moves it to the
+    // 6000-IOPS class, and no pod restarts.
+    let dry = clusters
+        .update_cluster(authed(&key, volumes(&name, 3, 150, 6000, true)))
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert_eq!(dry.disruption, pb::Disruption::InPlace as i32);
+    clusters
+        .update_cluster(authed(&key, volumes(&name, 3, 150, 6000, false)))
+        .await
+        .expect("grow");
+    p.wait(&name, 2, pb::ClusterState::Ready).await;
+    let grown = claims(&p, "logs");
+    let class = "esaas-gp3-6000iops-125mibps";
+    assert!(
+        grown
+            .iter()
+            .all(|c| c.1 == "150Gi" && c.2 == "150Gi" && c.3 == class && c.4 == class),
+        "{grown:?}"
+    );
+    assert_eq!(
+        grown.iter().map(|c| &c.0).collect::<Vec<_>>(),
+        first.iter().map(|c| &c.0).collect::<Vec<_>>(),
+        "the same claims, grown"
+    );
+    let vac = p
+        .kube
+        .objects("volumeattributesclasses")
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == class)
+        .expect("the profile's VolumeAttributesClass");
+    assert_eq!(vac["parameters"]["iops"], "6000");
+    assert_eq!(vac["driverName"], "ebs.csi.aws.com");
+    let sts = &p.objects("statefulsets", "logs")[0];
+    let template = &sts["spec"]["volumeClaimTemplates"][0]["spec"];
+    assert_eq!(template["resources"]["requests"]["storage"], "150Gi");
+    assert_eq!(template["volumeAttributesClassName"], class);
+    assert_eq!(
+        pod_uids(&p, "logs"),
+        pods,
+        "no pod was restarted or replaced"
+    );
+
+    // EBS takes the next modification of a volume six hours later: refused now, with
+    // the time it becomes possible, dry run or not.
+    for validate_only in [true, false] {
+        let err = clusters
+            .update_cluster(authed(&key, volumes(&name, 3, 200, 6000, validate_only)))
+            .await
+            .expect_err("inside the cooldown");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("6 hours"), "{}", err.message());
+    }
+
+    // Scale out and in: the volume of a pod that leaves goes with it.
+    clusters
+        .update_cluster(authed(&key, volumes(&name, 5, 150, 6000, false)))
+        .await
+        .expect("grow to 5");
+    p.wait(&name, 3, pb::ClusterState::Ready).await;
+    assert_eq!(claims(&p, "logs").len(), 5);
+    clusters
+        .update_cluster(authed(&key, volumes(&name, 3, 150, 6000, false)))
+        .await
+        .expect("shrink to 3");
+    p.wait(&name, 4, pb::ClusterState::Ready).await;
+    assert_eq!(
+        claims(&p, "logs"),
+        grown,
+        "exactly the three volumes of the pods that stay"
+    );
+
+    // Deleted with RETAIN: the volumes stay. A new cluster of the same name gets
+    // volumes of its own, and deleting it (DELETE) leaves the retained ones.
+    clusters
+        .delete_cluster(authed(
+            &key,
+            pb::DeleteClusterRequest {
+                name: name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("delete");
+    p.wait(&name, 0, pb::ClusterState::Deleted).await;
+    assert_eq!(claims(&p, "logs"), grown, "retained");
+    clusters
+        .create_cluster(authed(&key, create_request("search", "logs", 3)))
+        .await
+        .expect("create again");
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let both = claims(&p, "logs");
+    assert_eq!(both.len(), 6, "{both:?}");
+    let fresh: Vec<_> = both.iter().filter(|c| !grown.contains(c)).collect();
+    assert!(
+        fresh.iter().all(|c| c.1 == "100Gi" && c.2 == "100Gi"),
+        "the new cluster's volumes are new: {fresh:?}"
+    );
+    clusters
+        .delete_cluster(authed(
+            &key,
+            pb::DeleteClusterRequest {
+                name: name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("delete again");
+    p.wait(&name, 0, pb::ClusterState::Deleted).await;
+    assert_eq!(
+        claims(&p, "logs"),
+        grown,
+        "only the second cluster's volumes went"
+    );
+    p.server.kill().await;
+}
+
+/// Dedicated masters and data nodes: an upgrade Elasticsearch does not support in one
+/// step is refused with the way to take; the two hops are two operations, and each
+/// rolls the data nodes first and the master-eligible ones last.
+#[tokio::test]
+async fn upgrades_take_supported_paths_and_move_masters_last() {
+    let p = platform(60).await;
+    let key = p.tenant("search").await;
+    let mut clusters = ClusterServiceClient::new(p.channel().await);
+    let mut create = create_request("search", "logs", 3);
+    let node_sets = |version: &str| {
+        let mut s = spec(3);
+        s.version = version.into();
+        s.node_sets[0].name = "masters".into();
+        s.node_sets[0].roles = vec![pb::NodeRole::Master as i32];
+        let mut data = s.node_sets[0].clone();
+        data.name = "data".into();
+        data.roles = vec![pb::NodeRole::Data as i32];
+        data.count = 2;
+        s.node_sets.push(data);
+        s
+    };
+    if let Some(c) = create.cluster.as_mut() {
+        c.spec = Some(node_sets("8.17.10"));
+    }
+    let name = clusters
+        .create_cluster(authed(&key, create))
+        .await
+        .expect("create")
+        .into_inner()
+        .cluster
+        .expect("cluster")
+        .name;
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let upgrade = |version: &str, validate_only: bool| pb::UpdateClusterRequest {
+        cluster: Some(pb::Cluster {
+            name: name.clone(),
+            spec: Some(node_sets(version)),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["spec.version".into()],
+        }),
+        validate_only,
+        ..Default::default()
+    };
+
+    // 8.17 -> 9.1 in one step is refused on the field, naming the way.
+    let err = clusters
+        .update_cluster(authed(&key, upgrade("9.1.4", true)))
+        .await
+        .expect_err("not in one step");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("8.19.3"), "{}", err.message());
+
+    for (generation, version) in [(2, "8.19.3"), (3, "9.1.4")] {
+        p.kube.clear_requests();
+        clusters
+            .update_cluster(authed(&key, upgrade(version, false)))
+            .await
+            .expect("one hop");
+        p.wait(&name, generation, pb::ClusterState::Ready).await;
+        // The order the StatefulSets were written in: every write of the data nodes'
+        // (their held template, then each pod's turn) before the masters'.
+        let order: Vec<String> = p
+            .kube
+            .requests()
+            .iter()
+            .filter(|(method, path, _, _)| method == "PATCH" && path.contains("/statefulsets/"))
+            .filter_map(|(_, path, _, _)| path.rsplit('/').next().map(str::to_string))
+            .collect();
+        let last_data = order.iter().rposition(|s| s == "logs-data");
+        let first_master = order.iter().position(|s| s == "logs-masters");
+        assert!(
+            last_data.is_some() && first_master.is_some() && last_data < first_master,
+            "{version}: {order:?}"
+        );
+        for sts in p.objects("statefulsets", "logs") {
+            assert_eq!(sts["metadata"]["annotations"]["esaas.io/version"], version);
+        }
+    }
+    p.server.kill().await;
+}

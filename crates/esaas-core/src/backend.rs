@@ -188,4 +188,31 @@ pub trait Elasticsearch: Send + Sync + 'static {
         node_set: &str,
         ordinal: i32,
     ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Registers a node shutdown of type `restart` for pod `ordinal` of
+    /// `node_set` (done when one is registered).
+    fn register_shutdown(
+        &self,
+        target: &Target,
+        node_set: &str,
+        ordinal: i32,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Removes the shutdown of pod `ordinal` of `node_set` (done when none is registered).
+    fn clear_shutdown(
+        &self,
+        target: &Target,
+        node_set: &str,
+        ordinal: i32,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Excludes pod `ordinal` of `node_set` from the voting configuration.
+    fn exclude_from_voting(
+        &self,
+        target: &Target,
+        node_set: &str,
+        ordinal: i32,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Clears the voting configuration exclusions.
+    fn clear_voting_exclusions(
+        &self,
+        target: &Target,
+    ) -> impl Future<Output = StepResult<()>> + Send;
 }

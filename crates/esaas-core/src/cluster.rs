@@ -366,10 +366,18 @@ pub fn classify_change(
             _ => d = d.max(Disruption::Rolling),
         }
     }
-    // The node groups span every configured subnet already: more or fewer
-    // zones only changes how pods spread, so they roll.
+    // An EBS volume lives in one availability zone and its pod must run
+    // there: spreading a running cluster over more or fewer zones would
+    // strand pods away from their volumes ("volume node affinity conflict").
     if old.zone_count != new.zone_count {
-        d = d.max(Disruption::Rolling);
+        v.add(
+            format!("{prefix}.zone_count"),
+            format!(
+                "the zone count of a running cluster cannot change (from {} to {}): its volumes \
+                 stay in their zones; create a cluster with {} zones instead",
+                old.zone_count, new.zone_count, new.zone_count
+            ),
+        );
     }
     for (i, ns) in new.node_sets.iter().enumerate() {
         let p = format!("{prefix}.node_sets[{i}]");
@@ -480,7 +488,6 @@ mod tests {
                 Box::new(|s| s.node_sets.push(NodeSet::test("hot"))),
                 Disruption::NewNodesFirst,
             ),
-            ("zones", Box::new(|s| s.zone_count = 3), Disruption::Rolling),
         ];
         for (what, change, want) in cases {
             let mut new = base.clone();
@@ -522,6 +529,11 @@ mod tests {
         smaller.node_sets[0].storage_gib = 20;
         assert!(
             matches!(classify_change(&base, &smaller, &c, "s"), Err(Error::InvalidArgument(v)) if v[0].field == "s.node_sets[0].storage_gib")
+        );
+        let mut zones = base.clone();
+        zones.zone_count = 3;
+        assert!(
+            matches!(classify_change(&base, &zones, &c, "s"), Err(Error::InvalidArgument(v)) if v[0].field == "s.zone_count")
         );
     }
 

@@ -6,7 +6,7 @@
 //! Steps are idempotent by construction: each one states a desired end
 //! ("node group X has N nodes"), not a delta.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +82,10 @@ pub struct WorkloadObs {
     pub claims_up_to_date: bool,
     /// The node set's volumes (PVCs) that exist, by pod ordinal.
     pub volumes: Vec<VolumeObs>,
+    /// Whether its nodes are master-eligible (as applied; the planner asks
+    /// the spec first, this for a node set that left it).
+    #[serde(default)]
+    pub master_eligible: bool,
 }
 
 /// One data volume (PersistentVolumeClaim) as observed.
@@ -118,6 +122,13 @@ pub struct HealthObs {
     /// by [`node_key`]. An excluded pod stays here, with 0 once drained,
     /// until it is removed; a pod that is not excluded does not appear.
     pub shards_on_excluded: BTreeMap<String, u64>,
+    /// Node shutdowns registered (`_nodes/shutdown`), by [`node_key`], with
+    /// whether Elasticsearch reports them COMPLETE (ready for the node to stop).
+    #[serde(default)]
+    pub shutdowns: BTreeMap<String, bool>,
+    /// Nodes excluded from the voting configuration, by [`node_key`].
+    #[serde(default)]
+    pub voting_exclusions: BTreeSet<String>,
 }
 
 /// Everything the planner looks at.
@@ -204,6 +215,40 @@ pub enum Step {
         /// Node set.
         node_set: String,
     },
+    /// Register a node shutdown of type `restart` for pod `ordinal` of
+    /// `node_set` before it restarts, so Elasticsearch does not move its
+    /// shards away while it is gone.
+    RegisterShutdown {
+        /// Node set.
+        node_set: String,
+        /// Pod ordinal.
+        ordinal: i32,
+    },
+    /// Wait until Elasticsearch says that pod's shutdown is COMPLETE.
+    WaitShutdownReady {
+        /// Node set.
+        node_set: String,
+        /// Pod ordinal.
+        ordinal: i32,
+    },
+    /// Remove the shutdown of pod `ordinal` of `node_set` (it is back, or
+    /// not restarting after all).
+    ClearShutdown {
+        /// Node set.
+        node_set: String,
+        /// Pod ordinal.
+        ordinal: i32,
+    },
+    /// Exclude master-eligible pod `ordinal` of `node_set` from the voting
+    /// configuration before it leaves, so the remaining masters keep quorum.
+    ExcludeFromVoting {
+        /// Node set.
+        node_set: String,
+        /// Pod ordinal.
+        ordinal: i32,
+    },
+    /// Clear the voting configuration exclusions once every excluded node has left.
+    ClearVotingExclusions,
     /// Let pods with an ordinal at or above `partition` run the new template:
     /// one more pod of a held rollout moves to the new version.
     RollPod {
@@ -257,7 +302,11 @@ impl Step {
             }
             Step::ResizeVolumes { .. } | Step::WaitVolumesResized { .. } => StageName::Volumes,
             Step::OrphanWorkload { .. } => StageName::ElasticsearchObjects,
-            Step::RollPod { .. } => StageName::RollingRestart,
+            Step::RollPod { .. }
+            | Step::RegisterShutdown { .. }
+            | Step::WaitShutdownReady { .. }
+            | Step::ClearShutdown { .. } => StageName::RollingRestart,
+            Step::ExcludeFromVoting { .. } | Step::ClearVotingExclusions => StageName::DrainNodes,
             Step::WaitPodsReady { .. } => StageName::PodsReady,
             Step::WaitHealthy => StageName::HealthGate,
             Step::WaitNodeGroupGone { .. } => StageName::NodeGroupsGone,
@@ -279,6 +328,11 @@ impl Step {
             Step::WaitVolumesResized { .. } => "wait_volumes_resized",
             Step::OrphanWorkload { .. } => "orphan_workload",
             Step::RollPod { .. } => "roll_pod",
+            Step::RegisterShutdown { .. } => "register_shutdown",
+            Step::WaitShutdownReady { .. } => "wait_shutdown_ready",
+            Step::ClearShutdown { .. } => "clear_shutdown",
+            Step::ExcludeFromVoting { .. } => "exclude_from_voting",
+            Step::ClearVotingExclusions => "clear_voting_exclusions",
             Step::WaitPodsReady { .. } => "wait_pods_ready",
             Step::WaitHealthy => "wait_healthy",
             Step::DeleteWorkload { .. } => "delete_workload",
@@ -297,6 +351,7 @@ impl Step {
                 | Step::WaitDrained { .. }
                 | Step::WaitPodsReady { .. }
                 | Step::WaitVolumesResized { .. }
+                | Step::WaitShutdownReady { .. }
                 | Step::WaitHealthy
                 | Step::WaitNodeGroupGone { .. }
         )

@@ -43,6 +43,10 @@ use crate::tls::{self, TlsMaterial};
 pub const TEMPLATE_HASH: &str = "esaas.io/template-hash";
 /// Annotation with the Elasticsearch version the StatefulSet runs.
 pub const VERSION: &str = "esaas.io/version";
+/// Annotation with the Elasticsearch roles of the StatefulSet's nodes
+/// (comma-separated), so a node set that left the spec is still known to be
+/// master-eligible when its pods leave.
+pub const ROLES: &str = "esaas.io/roles";
 
 /// Kubernetes objects of Elasticsearch clusters.
 #[derive(Clone)]
@@ -89,9 +93,17 @@ fn template_hash(sts: &StatefulSet) -> String {
     hash(&sts.spec.template)
 }
 
-/// Adds the template hash (to the StatefulSet and its pod template) and the
-/// version to a rendered StatefulSet; returns the hash.
-fn stamp(sts: &mut StatefulSet, version: &str) -> String {
+/// Adds the template hash (to the StatefulSet and its pod template), the
+/// version and the roles of `node_set` to a rendered StatefulSet; returns the hash.
+fn stamp(sts: &mut StatefulSet, t: &Target, node_set: &str) -> String {
+    let version = t.spec.version.as_str();
+    let roles: Vec<&str> = t
+        .spec
+        .node_sets
+        .iter()
+        .find(|n| n.name == node_set)
+        .map(|n| n.roles.iter().map(|r| r.as_str()).collect())
+        .unwrap_or_default();
     let h = template_hash(sts);
     sts.spec
         .template
@@ -103,6 +115,7 @@ fn stamp(sts: &mut StatefulSet, version: &str) -> String {
     let annotations = sts.metadata.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert(TEMPLATE_HASH.into(), h.clone());
     annotations.insert(VERSION.into(), version.to_string());
+    annotations.insert(ROLES.into(), roles.join(","));
     h
 }
 
@@ -386,6 +399,9 @@ fn observe_one(
         partition,
         claims_up_to_date,
         volumes,
+        master_eligible: annotations
+            .get(ROLES)
+            .is_some_and(|r| r.split(',').any(|r| r == "master")),
     }
 }
 
@@ -490,7 +506,7 @@ impl Workloads for KubeWorkloads {
     async fn apply_node_set(&self, t: &Target, node_set: &str, replicas: i32) -> StepResult<()> {
         let mut sts = render::stateful_set(t, &self.catalog, node_set, replicas)
             .map_err(|e| StepError::permanent("RENDER", e.to_string()))?;
-        let h = stamp(&mut sts, &t.spec.version);
+        let h = stamp(&mut sts, t, node_set);
         self.ensure_attributes_class(t, node_set).await?;
         // A new template on running pods is held: no pod moves until the
         // planner lets it, one at a time, with green in between (`roll`).
@@ -543,7 +559,7 @@ impl Workloads for KubeWorkloads {
         // Re-apply what the StatefulSet holds, with only the partition lowered.
         sts.spec.replicas = existing.spec.replicas;
         render::set_partition(&mut sts, partition);
-        stamp(&mut sts, &t.spec.version);
+        stamp(&mut sts, t, node_set);
         self.apply(&api, &name, &sts).await
     }
 

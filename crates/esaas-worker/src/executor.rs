@@ -180,6 +180,20 @@ async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
                 .await
         }
         Step::OrphanWorkload { node_set } => b.workloads.orphan_node_set(t, node_set).await,
+        Step::RegisterShutdown { node_set, ordinal } => {
+            b.elasticsearch
+                .register_shutdown(t, node_set, *ordinal)
+                .await
+        }
+        Step::ClearShutdown { node_set, ordinal } => {
+            b.elasticsearch.clear_shutdown(t, node_set, *ordinal).await
+        }
+        Step::ExcludeFromVoting { node_set, ordinal } => {
+            b.elasticsearch
+                .exclude_from_voting(t, node_set, *ordinal)
+                .await
+        }
+        Step::ClearVotingExclusions => b.elasticsearch.clear_voting_exclusions(t).await,
         Step::DeleteWorkload { node_set } => b.workloads.delete_node_set(t, node_set).await,
         Step::DeleteNodeGroup { node_set } => b.node_groups.delete(t, node_set).await,
         Step::DeleteBaseObjects { retention } => b.workloads.delete_base(t, *retention).await,
@@ -187,6 +201,7 @@ async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
         | Step::WaitDrained { .. }
         | Step::WaitPodsReady { .. }
         | Step::WaitVolumesResized { .. }
+        | Step::WaitShutdownReady { .. }
         | Step::WaitHealthy
         | Step::WaitNodeGroupGone { .. } => Ok(()),
     }
@@ -208,6 +223,10 @@ pub fn describe_wait(step: &Step, o: &Observed) -> String {
         Step::WaitNodeGroupGone { node_set } => {
             format!("waiting for node group {node_set} to be deleted")
         }
+        Step::WaitShutdownReady { node_set, ordinal } => format!(
+            "waiting for Elasticsearch to be ready for {node_set}-{ordinal} to restart \
+             (its node shutdown is not COMPLETE)"
+        ),
         Step::WaitVolumesResized { node_set } => {
             let volumes = o
                 .workloads

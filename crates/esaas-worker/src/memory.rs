@@ -38,6 +38,10 @@ pub struct World {
     pub health: Option<Health>,
     /// Pods excluded from allocation (they drain at once).
     pub excluded: Vec<String>,
+    /// Registered node shutdowns, by node key (COMPLETE at once).
+    pub shutdowns: Vec<String>,
+    /// Nodes excluded from the voting configuration, by node key.
+    pub voting_exclusions: Vec<String>,
     /// Mutating calls, in order, as `name node_set arg`.
     pub calls: Vec<String>,
     /// Errors the next calls of a name return, in order.
@@ -175,6 +179,7 @@ impl Workloads for Memory {
                 partition: 0,
                 claims_up_to_date: true,
                 volumes: Vec::new(),
+                master_eligible: ns.is_master_eligible(),
             },
         );
         Ok(())
@@ -242,6 +247,8 @@ impl Elasticsearch for Memory {
                 "index logs-1 has 1 unassigned replica".into()
             },
             shards_on_excluded: w.excluded.iter().map(|k| (k.clone(), 0)).collect(),
+            shutdowns: w.shutdowns.iter().map(|k| (k.clone(), true)).collect(),
+            voting_exclusions: w.voting_exclusions.iter().cloned().collect(),
         }))
     }
 
@@ -255,6 +262,43 @@ impl Elasticsearch for Memory {
     async fn exclude(&self, _: &Target, node_set: &str, ordinal: i32) -> StepResult<()> {
         let mut w = self.record("es.exclude", node_set, ordinal)?;
         w.excluded.push(node_key(node_set, ordinal));
+        Ok(())
+    }
+
+    async fn register_shutdown(&self, _: &Target, node_set: &str, ordinal: i32) -> StepResult<()> {
+        let mut w = self.record("es.register_shutdown", node_set, ordinal)?;
+        let key = node_key(node_set, ordinal);
+        if !w.shutdowns.contains(&key) {
+            w.shutdowns.push(key);
+        }
+        Ok(())
+    }
+
+    async fn clear_shutdown(&self, _: &Target, node_set: &str, ordinal: i32) -> StepResult<()> {
+        let mut w = self.record("es.clear_shutdown", node_set, ordinal)?;
+        let key = node_key(node_set, ordinal);
+        w.shutdowns.retain(|k| *k != key);
+        Ok(())
+    }
+
+    async fn exclude_from_voting(
+        &self,
+        _: &Target,
+        node_set: &str,
+        ordinal: i32,
+    ) -> StepResult<()> {
+        let mut w = self.record("es.exclude_from_voting", node_set, ordinal)?;
+        let key = node_key(node_set, ordinal);
+        if !w.voting_exclusions.contains(&key) {
+            w.voting_exclusions.push(key);
+        }
+        Ok(())
+    }
+
+    async fn clear_voting_exclusions(&self, _: &Target) -> StepResult<()> {
+        self.record("es.clear_voting_exclusions", "", "")?
+            .voting_exclusions
+            .clear();
         Ok(())
     }
 }

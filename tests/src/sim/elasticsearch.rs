@@ -7,8 +7,8 @@ use std::time::Duration;
 use esaas_core::backend::{Elasticsearch, StepResult, Target};
 use esaas_core::cluster::Health;
 use esaas_core::plan::{HealthObs, node_key};
-use sqlx::Row;
 use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use super::calls::{Record, call_key, record};
@@ -126,11 +126,68 @@ impl Sim {
                 }
             }
         };
+        let keys = |table: &'static str| {
+            sqlx::query_as::<_, (String, i32)>(AssertSqlSafe(format!(
+                "SELECT node_set, ordinal FROM {table} WHERE cluster_uid = $1"
+            )))
+            .bind(t.uid)
+        };
+        let shutdowns = keys("sim_shutdowns")
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            // A `restart` shutdown is COMPLETE once registered.
+            .map(|(n, o)| (node_key(&n, o), true))
+            .collect();
+        let voting_exclusions = keys("sim_voting_exclusions")
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|(n, o)| node_key(&n, o))
+            .collect();
         Ok(Some(HealthObs {
             status,
             reason,
             shards_on_excluded,
+            shutdowns,
+            voting_exclusions,
         }))
+    }
+
+    /// Runs `sql` (on `$1` uid, `$2` node set, `$3` ordinal) as the call `call`
+    /// and records it, effective when it changed a row.
+    async fn write_key(
+        &self,
+        call: &'static str,
+        target: &Target,
+        node_set: &str,
+        ordinal: i32,
+        sql: &'static str,
+    ) -> StepResult<()> {
+        let key = call_key(call, target, node_set, &ordinal.to_string());
+        let mut tx = self.begin(call, target, &key).await?;
+        let n = sqlx::query(sql)
+            .bind(target.uid)
+            .bind(node_set)
+            .bind(ordinal)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        record(
+            &mut tx,
+            target,
+            Record {
+                call,
+                key,
+                action: "",
+                effective: n > 0,
+                error: None,
+            },
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 }
 
@@ -188,6 +245,83 @@ impl Elasticsearch for Sim {
             target,
             Record {
                 call: "es.include",
+                key,
+                action: "",
+                effective: n > 0,
+                error: None,
+            },
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn register_shutdown(
+        &self,
+        target: &Target,
+        node_set: &str,
+        ordinal: i32,
+    ) -> StepResult<()> {
+        self.write_key(
+            "es.register_shutdown",
+            target,
+            node_set,
+            ordinal,
+            "INSERT INTO sim_shutdowns (cluster_uid, node_set, ordinal) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .await
+    }
+
+    async fn clear_shutdown(
+        &self,
+        target: &Target,
+        node_set: &str,
+        ordinal: i32,
+    ) -> StepResult<()> {
+        self.write_key(
+            "es.clear_shutdown",
+            target,
+            node_set,
+            ordinal,
+            "DELETE FROM sim_shutdowns WHERE cluster_uid = $1 AND node_set = $2 AND ordinal = $3",
+        )
+        .await
+    }
+
+    async fn exclude_from_voting(
+        &self,
+        target: &Target,
+        node_set: &str,
+        ordinal: i32,
+    ) -> StepResult<()> {
+        self.write_key(
+            "es.exclude_from_voting",
+            target,
+            node_set,
+            ordinal,
+            "INSERT INTO sim_voting_exclusions (cluster_uid, node_set, ordinal) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .await
+    }
+
+    async fn clear_voting_exclusions(&self, target: &Target) -> StepResult<()> {
+        let key = call_key("es.clear_voting_exclusions", target, "", "");
+        let mut tx = self
+            .begin("es.clear_voting_exclusions", target, &key)
+            .await?;
+        let n = sqlx::query("DELETE FROM sim_voting_exclusions WHERE cluster_uid = $1")
+            .bind(target.uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        record(
+            &mut tx,
+            target,
+            Record {
+                call: "es.clear_voting_exclusions",
                 key,
                 action: "",
                 effective: n > 0,

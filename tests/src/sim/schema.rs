@@ -54,6 +54,18 @@ CREATE TABLE IF NOT EXISTS sim_exclusions (
     excluded_at timestamptz NOT NULL,
     PRIMARY KEY (cluster_uid, node_set, ordinal)
 );
+CREATE TABLE IF NOT EXISTS sim_shutdowns (
+    cluster_uid uuid NOT NULL,
+    node_set text NOT NULL,
+    ordinal int NOT NULL,
+    PRIMARY KEY (cluster_uid, node_set, ordinal)
+);
+CREATE TABLE IF NOT EXISTS sim_voting_exclusions (
+    cluster_uid uuid NOT NULL,
+    node_set text NOT NULL,
+    ordinal int NOT NULL,
+    PRIMARY KEY (cluster_uid, node_set, ordinal)
+);
 CREATE TABLE IF NOT EXISTS sim_health_override (
     cluster_uid uuid PRIMARY KEY,
     status text NOT NULL,

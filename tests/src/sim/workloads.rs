@@ -403,6 +403,8 @@ impl Sim {
             "DELETE FROM sim_workloads WHERE cluster_uid = $1",
             "DELETE FROM sim_pods WHERE cluster_uid = $1",
             "DELETE FROM sim_exclusions WHERE cluster_uid = $1",
+            "DELETE FROM sim_shutdowns WHERE cluster_uid = $1",
+            "DELETE FROM sim_voting_exclusions WHERE cluster_uid = $1",
         ] {
             changed += sqlx::query(sql)
                 .bind(t.uid)
@@ -489,6 +491,13 @@ impl Workloads for Sim {
                         }),
                         // Grown and re-classed at once: EBS's delays are the
                         // Kubernetes stand-in's to model.
+                        // The roles the StatefulSet was applied with.
+                        master_eligible: serde_json::from_str::<serde_json::Value>(
+                            &w.sts.fingerprint,
+                        )
+                        .ok()
+                        .and_then(|f| f["node_set"]["roles"].as_array().cloned())
+                        .is_some_and(|roles| roles.iter().any(|r| r == "master")),
                         volumes: volumes
                             .iter()
                             .filter(|v| v.0 == w.node_set)

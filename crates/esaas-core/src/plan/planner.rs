@@ -19,10 +19,26 @@ pub(super) fn next_step(goal: &Goal, observed: &Observed) -> Option<Step> {
 }
 
 /// The step that removes one pod from `node_set`, which has `replicas` now:
-/// drain it, wait until it holds no shards, then lower the replicas.
-fn shrink_one(node_set: &str, replicas: i32, observed: &Observed) -> Step {
+/// drain it, wait until it holds no shards, exclude it from the voting
+/// configuration if it is master-eligible, then lower the replicas.
+fn shrink_one(node_set: &str, replicas: i32, master: bool, observed: &Observed) -> Step {
     let ordinal = replicas - 1;
     let key = node_key(node_set, ordinal);
+    if master
+        && observed
+            .health
+            .as_ref()
+            .is_some_and(|h| h.shards_on_excluded.get(&key) == Some(&0))
+        && !observed
+            .health
+            .as_ref()
+            .is_some_and(|h| h.voting_exclusions.contains(&key))
+    {
+        return Step::ExcludeFromVoting {
+            node_set: node_set.into(),
+            ordinal,
+        };
+    }
     let shards = observed
         .health
         .as_ref()
@@ -46,6 +62,23 @@ fn shrink_one(node_set: &str, replicas: i32, observed: &Observed) -> Step {
             replicas: ordinal,
         },
     }
+}
+
+/// `(node set, ordinal)` of a [`node_key`].
+fn parse_key(key: &str) -> Option<(String, i32)> {
+    let (node_set, ordinal) = key.rsplit_once('/')?;
+    Some((node_set.to_string(), ordinal.parse().ok()?))
+}
+
+/// The ordinals of `node_set`'s pods with a registered shutdown.
+fn shutdowns<'a>(observed: &'a Observed, node_set: &'a str) -> impl Iterator<Item = i32> + 'a {
+    observed
+        .health
+        .iter()
+        .flat_map(|h| h.shutdowns.keys())
+        .filter_map(|k| parse_key(k))
+        .filter(move |(n, _)| n == node_set)
+        .map(|(_, o)| o)
 }
 
 /// The node sets in the order changes reach them: the others first, in
@@ -134,7 +167,12 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
             continue;
         };
         if w.replicas > ns.count {
-            return Some(shrink_one(&ns.name, w.replicas, observed));
+            return Some(shrink_one(
+                &ns.name,
+                w.replicas,
+                ns.is_master_eligible(),
+                observed,
+            ));
         }
         if let Some(step) = volumes(ns, w) {
             return Some(step);
@@ -152,8 +190,19 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
                 replicas: ns.count,
             });
         }
+        // A pod that restarted is back: its shutdown goes.
+        if w.ready_replicas >= w.replicas
+            && w.updated_replicas >= w.replicas - w.partition
+            && let Some(ordinal) = shutdowns(observed, &ns.name).find(|o| *o >= w.partition)
+        {
+            return Some(Step::ClearShutdown {
+                node_set: ns.name.clone(),
+                ordinal,
+            });
+        }
         // A rollout is held (a new template, or one pod further along): the
-        // next pod moves only when every pod is ready and health is green.
+        // next pod moves only when every pod is ready and health is green,
+        // and once Elasticsearch knows it is about to restart.
         if w.partition > 0 {
             if w.updated_replicas < w.replicas - w.partition || w.ready_replicas < w.replicas {
                 return Some(Step::WaitPodsReady {
@@ -167,9 +216,24 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
             {
                 return Some(Step::WaitHealthy);
             }
-            return Some(Step::RollPod {
-                node_set: ns.name.clone(),
-                partition: w.partition - 1,
+            let next = w.partition - 1;
+            let shutdown = observed
+                .health
+                .as_ref()
+                .and_then(|h| h.shutdowns.get(&node_key(&ns.name, next)));
+            return Some(match shutdown {
+                None => Step::RegisterShutdown {
+                    node_set: ns.name.clone(),
+                    ordinal: next,
+                },
+                Some(false) => Step::WaitShutdownReady {
+                    node_set: ns.name.clone(),
+                    ordinal: next,
+                },
+                Some(true) => Step::RollPod {
+                    node_set: ns.name.clone(),
+                    partition: next,
+                },
             });
         }
         if w.ready_replicas < w.replicas {
@@ -184,11 +248,28 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
             continue;
         }
         if w.replicas > 0 {
-            return Some(shrink_one(name, w.replicas, observed));
+            return Some(shrink_one(name, w.replicas, w.master_eligible, observed));
         }
         return Some(Step::DeleteWorkload {
             node_set: name.clone(),
         });
+    }
+    // Every pod that left is out of the voting configuration: clear it, so
+    // that the exclusions do not pile up (Elasticsearch allows 10 by default).
+    // A pod the spec wants again is cleared too: it must vote again.
+    if let Some(h) = &observed.health
+        && !h.voting_exclusions.is_empty()
+    {
+        return Some(Step::ClearVotingExclusions);
+    }
+    // A shutdown left behind (its node set left, or its rollout was undone).
+    if let Some((node_set, ordinal)) = observed
+        .health
+        .as_ref()
+        .and_then(|h| h.shutdowns.keys().next())
+        .and_then(|k| parse_key(k))
+    {
+        return Some(Step::ClearShutdown { node_set, ordinal });
     }
     // Capacity last when shrinking: node groups follow the pods down.
     for (name, ng) in &observed.node_groups {

@@ -28,6 +28,7 @@ fn wl(replicas: i32, ready: i32) -> WorkloadObs {
         partition: 0,
         claims_up_to_date: true,
         volumes: Vec::new(),
+        master_eligible: false,
     }
 }
 
@@ -49,6 +50,8 @@ fn green() -> Option<HealthObs> {
         status: Health::Green,
         reason: String::new(),
         shards_on_excluded: BTreeMap::new(),
+        shutdowns: BTreeMap::new(),
+        voting_exclusions: Default::default(),
     })
 }
 
@@ -176,7 +179,20 @@ fn shrinking_drains_one_pod_at_a_time_and_fails_closed() {
         .as_mut()
         .expect("health")
         .shards_on_excluded
-        .insert(key, 0);
+        .insert(key.clone(), 0);
+    // Drained; master-eligible, so out of the voting configuration before it goes.
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::ExcludeFromVoting {
+            node_set: "default".into(),
+            ordinal: 2
+        })
+    );
+    o.health
+        .as_mut()
+        .expect("health")
+        .voting_exclusions
+        .insert(key.clone());
     assert_eq!(
         next_step(&goal, &o),
         Some(Step::ApplyWorkload {
@@ -184,8 +200,12 @@ fn shrinking_drains_one_pod_at_a_time_and_fails_closed() {
             replicas: 2
         })
     );
-    // pods first, then the node group follows them down
+    // Gone: its exclusions are cleared, then the node group follows the pods down.
     o.workloads.insert("default".into(), wl(2, 2));
+    let h = o.health.as_mut().expect("health");
+    h.shards_on_excluded.remove(&key);
+    assert_eq!(next_step(&goal, &o), Some(Step::ClearVotingExclusions));
+    o.health.as_mut().expect("health").voting_exclusions.clear();
     assert_eq!(
         next_step(&goal, &o),
         Some(Step::EnsureNodeGroup {
@@ -208,6 +228,26 @@ fn an_upgrade_moves_one_pod_at_a_time_with_green_in_between() {
         node_set: "default".into(),
         partition: p,
     };
+    // Elasticsearch learns first that the node restarts, and is ready for it.
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::RegisterShutdown {
+            node_set: "default".into(),
+            ordinal: 2
+        })
+    );
+    fn shutdowns(o: &mut Observed) -> &mut BTreeMap<String, bool> {
+        &mut o.health.as_mut().expect("h").shutdowns
+    }
+    shutdowns(&mut o).insert(node_key("default", 2), false);
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::WaitShutdownReady {
+            node_set: "default".into(),
+            ordinal: 2
+        })
+    );
+    shutdowns(&mut o).insert(node_key("default", 2), true);
     assert_eq!(next_step(&goal, &o), Some(roll(2)));
     let w = o.workloads.get_mut("default").expect("w");
     w.partition = 2;
@@ -222,12 +262,22 @@ fn an_upgrade_moves_one_pod_at_a_time_with_green_in_between() {
     w.updated_replicas = 1;
     w.ready_replicas = 3;
     o.health.as_mut().expect("h").status = Health::Yellow;
+    // Back: its shutdown goes, then green before the next pod's turn.
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::ClearShutdown {
+            node_set: "default".into(),
+            ordinal: 2
+        })
+    );
+    shutdowns(&mut o).clear();
     assert_eq!(
         next_step(&goal, &o),
         Some(Step::WaitHealthy),
         "green before the next pod"
     );
     o.health.as_mut().expect("h").status = Health::Green;
+    shutdowns(&mut o).insert(node_key("default", 1), true);
     assert_eq!(next_step(&goal, &o), Some(roll(1)));
 }
 
@@ -330,6 +380,8 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
                 status: Health::Yellow,
                 reason: "relocating".into(),
                 shards_on_excluded: BTreeMap::new(),
+                shutdowns: BTreeMap::new(),
+                voting_exclusions: Default::default(),
             });
             h.shards_on_excluded.insert(node_key(node_set, *ordinal), 3);
         }
@@ -343,6 +395,8 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
                 status: Health::Yellow,
                 reason: "relocating".into(),
                 shards_on_excluded: BTreeMap::new(),
+                shutdowns: BTreeMap::new(),
+                voting_exclusions: Default::default(),
             });
             if let Some(n) = h.shards_on_excluded.get_mut(&node_key(node_set, *ordinal)) {
                 *n = n.saturating_sub(1);
@@ -385,6 +439,8 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
                     partition,
                     claims_up_to_date,
                     volumes,
+                    master_eligible: ns.is_some_and(|n| n.is_master_eligible())
+                        || before.as_ref().is_some_and(|b| b.master_eligible),
                 },
             );
             if let Some(h) = w.health.as_mut() {
@@ -439,6 +495,31 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
                 x.claims_up_to_date = true;
             }
         }
+        Step::RegisterShutdown { node_set, ordinal } => {
+            if let Some(h) = w.health.as_mut() {
+                h.shutdowns.insert(node_key(node_set, *ordinal), false);
+            }
+        }
+        Step::WaitShutdownReady { node_set, ordinal } => {
+            if let Some(h) = w.health.as_mut() {
+                h.shutdowns.insert(node_key(node_set, *ordinal), true);
+            }
+        }
+        Step::ClearShutdown { node_set, ordinal } => {
+            if let Some(h) = w.health.as_mut() {
+                h.shutdowns.remove(&node_key(node_set, *ordinal));
+            }
+        }
+        Step::ExcludeFromVoting { node_set, ordinal } => {
+            if let Some(h) = w.health.as_mut() {
+                h.voting_exclusions.insert(node_key(node_set, *ordinal));
+            }
+        }
+        Step::ClearVotingExclusions => {
+            if let Some(h) = w.health.as_mut() {
+                h.voting_exclusions.clear();
+            }
+        }
         Step::WaitPodsReady { node_set } => {
             if let Some(x) = w.workloads.get_mut(node_set) {
                 x.ready_replicas = x.replicas;
@@ -449,6 +530,8 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
                 status: Health::Yellow,
                 reason: String::new(),
                 shards_on_excluded: BTreeMap::new(),
+                shutdowns: BTreeMap::new(),
+                voting_exclusions: Default::default(),
             });
             h.status = Health::Green;
         }
@@ -534,6 +617,12 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
             0u64..4,
             0..3,
         ),
+        proptest::collection::btree_map(
+            (proptest::sample::select(NAMES.to_vec()), 0i32..8),
+            any::<bool>(),
+            0..2,
+        ),
+        proptest::collection::btree_set((proptest::sample::select(NAMES.to_vec()), 0i32..8), 0..2),
     ));
     (any::<bool>(), groups, loads, health).prop_map(|(base, groups, loads, health)| Observed {
         base_objects: base,
@@ -575,17 +664,23 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
                         partition: 0,
                         claims_up_to_date: claims,
                         volumes,
+                        master_eligible: k == "masters",
                     },
                 )
             })
             .collect(),
-        health: health.map(|(status, ex)| HealthObs {
+        health: health.map(|(status, ex, shutdowns, voting)| HealthObs {
             status,
             reason: String::new(),
             shards_on_excluded: ex
                 .into_iter()
                 .map(|((ns, o), n)| (node_key(ns, o), n))
                 .collect(),
+            shutdowns: shutdowns
+                .into_iter()
+                .map(|((ns, o), done)| (node_key(ns, o), done))
+                .collect(),
+            voting_exclusions: voting.into_iter().map(|(ns, o)| node_key(ns, o)).collect(),
         }),
     })
 }
@@ -602,6 +697,19 @@ fn run(
         let Some(step) = next_step(goal, &world) else {
             return Ok((world, steps));
         };
+        if let Step::RollPod {
+            node_set,
+            partition,
+        } = &step
+        {
+            let key = node_key(node_set, *partition);
+            prop_assert_eq!(
+                world.health.as_ref().and_then(|h| h.shutdowns.get(&key)),
+                Some(&true),
+                "restarted {} without a COMPLETE shutdown",
+                key
+            );
+        }
         if let Step::RollPod { node_set, .. } = &step {
             let master = spec
                 .node_sets
@@ -677,6 +785,27 @@ fn run(
                 before - replicas <= 1 || *replicas >= before,
                 "more than one pod at a time"
             );
+            // A master-eligible pod leaves only out of the voting configuration.
+            let master = world
+                .workloads
+                .get(node_set)
+                .is_some_and(|w| w.master_eligible)
+                || spec
+                    .node_sets
+                    .iter()
+                    .any(|n| &n.name == node_set && n.is_master_eligible());
+            for ordinal in *replicas..before {
+                let key = node_key(node_set, ordinal);
+                prop_assert!(
+                    !master
+                        || world
+                            .health
+                            .as_ref()
+                            .is_some_and(|h| h.voting_exclusions.contains(&key)),
+                    "{} left without a voting exclusion",
+                    key
+                );
+            }
         }
         simulate(&step, &mut world, spec);
     }
@@ -708,6 +837,8 @@ proptest! {
         }
         let end_health = end.health.expect("health");
         prop_assert_eq!(end_health.status, Health::Green);
+        prop_assert!(end_health.shutdowns.is_empty(), "{:?}", end_health.shutdowns);
+        prop_assert!(end_health.voting_exclusions.is_empty());
         // No pod the spec wants is left excluded from shard allocation.
         for ns in &spec.node_sets {
             for ordinal in 0..ns.count {
@@ -898,9 +1029,9 @@ fn an_upgrade_rolls_master_eligible_nodes_last() {
     held(o.workloads.get_mut("data").unwrap());
     assert_eq!(
         next_step(&goal, &o),
-        Some(Step::RollPod {
+        Some(Step::RegisterShutdown {
             node_set: "data".into(),
-            partition: 1
+            ordinal: 1
         })
     );
     let d = o.workloads.get_mut("data").unwrap();

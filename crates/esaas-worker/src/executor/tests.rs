@@ -406,3 +406,37 @@ async fn a_worker_stopped_after_the_orphaning_delete_finishes_the_job() {
     assert_eq!(world.world().calls, ["workloads.apply_node_set default 2"]);
     assert_eq!(world.world().claims["default"].0, 80);
 }
+
+#[tokio::test(start_paused = true)]
+async fn masters_leave_out_of_the_voting_configuration_one_at_a_time() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Green);
+    run(&world, &job(OperationKind::Create, 3), &Recorder::default())
+        .await
+        .unwrap();
+    world.world().calls.clear();
+    let last = run(&world, &job(OperationKind::Update, 1), &Recorder::default())
+        .await
+        .unwrap();
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
+    let calls: Vec<String> = world
+        .world()
+        .calls
+        .iter()
+        .filter(|c| !c.starts_with("nodegroup."))
+        .cloned()
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "es.exclude default 2",
+            "es.exclude_from_voting default 2",
+            "workloads.apply_node_set default 2",
+            "es.exclude default 1",
+            "es.exclude_from_voting default 1",
+            "workloads.apply_node_set default 1",
+            "es.clear_voting_exclusions  ",
+        ]
+    );
+    assert!(world.world().voting_exclusions.is_empty());
+}
