@@ -86,7 +86,7 @@ impl Cluster {
             .map(|n| node_id(n))
             .collect();
         ids.sort();
-        if ids.len() > 1 && ids.len() % 2 == 0 {
+        if ids.len() > 1 && ids.len().is_multiple_of(2) {
             ids.pop();
         }
         ids
