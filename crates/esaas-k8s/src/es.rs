@@ -17,6 +17,10 @@
 //! at least the number of unassigned primaries): a pod that dropped out
 //! mid-drain may hold the only copy on its disk.
 //!
+//! Node shutdowns (`restart` around a pod's restart) and voting
+//! configuration exclusions are inherent calls of [`EsClient`], in
+//! `es_shutdown.rs`.
+//!
 //! Fail closed: no endpoint, a refused connection, a timeout, a TLS failure
 //! (a certificate not signed by the cluster's CA) or a 5xx is `Ok(None)`
 //! ("not reachable"), so the planner waits and never takes an unknown count
@@ -40,6 +44,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::names;
+
+// Node shutdowns and voting exclusions: more calls on `EsClient`.
+#[path = "es_shutdown.rs"]
+mod shutdown;
 
 /// The built-in superuser the platform acts as.
 pub const ELASTIC_USER: &str = "elastic";
@@ -121,6 +129,8 @@ struct Inner<A> {
     access: A,
     timeout: Duration,
     clients: Mutex<HashMap<Uuid, Cached>>,
+    /// (cluster uid, node id) → node name, as last seen in `_cat/nodes`.
+    node_names: Mutex<HashMap<(Uuid, String), String>>,
 }
 
 struct Cached {
@@ -524,6 +534,7 @@ impl<A: EsAccess> EsClient<A> {
                 access,
                 timeout,
                 clients: Mutex::new(HashMap::new()),
+                node_names: Mutex::new(HashMap::new()),
             }),
         }
     }

@@ -143,6 +143,8 @@ impl Cluster {
             // that node is excluded (Elasticsearch force-allocates it there,
             // and the drain then moves it); a replica only to an eligible one.
             let primary = self.copies[i].primary;
+            let last_node = last.clone();
+            let last_node = last_node.as_deref();
             let home = last
                 .filter(|n| {
                     eligible.contains(n)
@@ -151,7 +153,9 @@ impl Cluster {
                 .and_then(|home| self.target_for(i, std::slice::from_ref(&home)));
             let target = home.or_else(|| match reason {
                 "NODE_LEFT" if self.copies[i].primary => None,
-                "NODE_LEFT" if now.duration_since(since) < delay => None,
+                "NODE_LEFT" if now.duration_since(since) < self.left_delay(last_node, delay) => {
+                    None
+                }
                 _ => self.target_for(i, eligible),
             });
             if let Some(to) = target {
@@ -168,6 +172,24 @@ impl Cluster {
                     self.copies[i].unassigned = None;
                 }
             }
+        }
+    }
+
+    /// How long a replica of `node`, which left, waits before it is
+    /// allocated elsewhere: `delay`, or while `node` has a `RESTART`
+    /// shutdown registered the longer of `delay` and its `allocation_delay`
+    /// (5 minutes when not given:
+    /// `SingleNodeShutdownMetadata.DEFAULT_RESTART_SHARD_ALLOCATION_DELAY`;
+    /// `UnassignedInfo.getRemainingDelay` takes the maximum of the two).
+    fn left_delay(&self, node: Option<&str>, delay: Duration) -> Duration {
+        match node.and_then(|n| self.shutdown_of(n)) {
+            Some(s) if s.kind == "RESTART" => s
+                .allocation_delay
+                .as_ref()
+                .map(|(_, d)| *d)
+                .unwrap_or(Duration::from_secs(300))
+                .max(delay),
+            _ => delay,
         }
     }
 

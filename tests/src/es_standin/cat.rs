@@ -25,8 +25,10 @@ const SHARD_COLUMNS: &[&str] = &[
     "unassigned.reason",
 ];
 
-/// The `_cat/nodes` columns modelled.
-const NODE_COLUMNS: &[&str] = &["name"];
+/// The `_cat/nodes` columns modelled. `id` is the node id's first four
+/// characters unless `full_id` is set (`RestNodesAction`); `master` is `*`
+/// on the elected master (the first node here), `-` elsewhere.
+const NODE_COLUMNS: &[&str] = &["name", "id", "ip", "master"];
 
 /// `GET /_cat/shards`.
 pub(super) fn shards(c: &mut Cluster, call: &Call) -> Answer {
@@ -35,7 +37,19 @@ pub(super) fn shards(c: &mut Cluster, call: &Call) -> Answer {
 
 /// `GET /_cat/nodes`.
 pub(super) fn nodes(c: &mut Cluster, call: &Call) -> Answer {
-    cat(&call.path, c.node_rows(), NODE_COLUMNS, &call.query)
+    // RestNodesAction reads full_id with paramAsBoolean (empty is true).
+    let full_id = match call.query.get("full_id").map(String::as_str) {
+        None | Some("false") => false,
+        Some("") | Some("true") => true,
+        Some(other) => {
+            return es_error(
+                StatusCode::BAD_REQUEST,
+                "illegal_argument_exception",
+                &format!("Failed to parse value [{other}] as only [true] or [false] are allowed."),
+            );
+        }
+    };
+    cat(&call.path, c.node_rows(full_id), NODE_COLUMNS, &call.query)
 }
 
 /// A cat API answer for `path`: one JSON object per row, with the columns of `h`.
@@ -148,10 +162,27 @@ impl Cluster {
     }
 
     /// `_cat/nodes` rows.
-    fn node_rows(&self) -> Vec<Vec<(&'static str, Value)>> {
+    fn node_rows(&self, full_id: bool) -> Vec<Vec<(&'static str, Value)>> {
         self.nodes
             .iter()
-            .map(|n| vec![("name", Value::String(n.clone()))])
+            .enumerate()
+            .map(|(i, n)| {
+                let id = node_id(n);
+                let id = if full_id {
+                    id
+                } else {
+                    id.chars().take(4).collect()
+                };
+                vec![
+                    ("name", Value::String(n.clone())),
+                    ("id", Value::String(id)),
+                    ("ip", Value::String(self.ip(n))),
+                    (
+                        "master",
+                        Value::String(if i == 0 { "*" } else { "-" }.into()),
+                    ),
+                ]
+            })
             .collect()
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use esaas_core::cluster::Health;
@@ -45,6 +45,10 @@ pub(super) struct Cluster {
     pub(super) drains: HashMap<String, Drain>,
     pub(super) forced: Option<Forced>,
     pub(super) departures: Vec<(String, usize)>,
+    /// Node shutdowns registered (`PUT /_nodes/{id}/shutdown`), by node id.
+    pub(super) shutdowns: BTreeMap<String, Shutdown>,
+    /// The voting configuration exclusions, in the order added.
+    pub(super) voting_exclusions: Vec<VotingExclusion>,
     /// Cancelled when the cluster is replaced or forgotten: its connections end.
     pub(super) conns: CancellationToken,
 }
@@ -63,6 +67,32 @@ pub(super) fn node_id(name: &str) -> String {
     let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out);
     s.chars().take(22).collect()
 }
+
+/// A node shutdown record (`SingleNodeShutdownMetadata`).
+#[derive(Debug, Clone)]
+pub(super) struct Shutdown {
+    /// `REMOVE`, `RESTART`, `REPLACE` or `SIGTERM`, as Elasticsearch prints it.
+    pub(super) kind: &'static str,
+    pub(super) reason: String,
+    pub(super) started_millis: u64,
+    /// Whether the node has been part of the cluster since it was registered.
+    pub(super) node_seen: bool,
+    /// As given (`allocation_delay`, only for `RESTART`).
+    pub(super) allocation_delay: Option<(String, Duration)>,
+    pub(super) target_node_name: Option<String>,
+    pub(super) grace_period: Option<String>,
+}
+
+/// A voting configuration exclusion (`CoordinationMetadata.VotingConfigExclusion`):
+/// a node id and name, either `_absent_` when the node was not in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct VotingExclusion {
+    pub(super) node_id: String,
+    pub(super) node_name: String,
+}
+
+/// `VotingConfigExclusion.MISSING_VALUE_MARKER`.
+pub(super) const ABSENT: &str = "_absent_";
 
 impl Cluster {
     pub(super) fn new(
@@ -97,6 +127,8 @@ impl Cluster {
             drains: HashMap::new(),
             forced: None,
             departures: Vec::new(),
+            shutdowns: BTreeMap::new(),
+            voting_exclusions: Vec::new(),
             conns: CancellationToken::new(),
         }
     }
@@ -179,5 +211,21 @@ impl Cluster {
             }
         }
         self.nodes = nodes;
+        self.resolve_voting_exclusions();
+        for (id, s) in self.shutdowns.iter_mut() {
+            if self.nodes.iter().any(|n| node_id(n) == *id) {
+                s.node_seen = true;
+            }
+        }
+    }
+
+    /// The name of the node with id `id`, if it is in the cluster.
+    pub(super) fn name_of(&self, id: &str) -> Option<&String> {
+        self.nodes.iter().find(|n| node_id(n) == id)
+    }
+
+    /// The shutdown registered for node `name`, if any.
+    pub(super) fn shutdown_of(&self, name: &str) -> Option<&Shutdown> {
+        self.shutdowns.get(&node_id(name))
     }
 }

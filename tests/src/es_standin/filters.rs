@@ -40,8 +40,17 @@ impl Cluster {
         self.exclude_filters().remove("_name").unwrap_or_default()
     }
 
-    /// Whether an exclude filter matches `node`.
+    /// Whether an exclude filter matches `node`, or it is shutting down for
+    /// good: `NodeShutdownAllocationDecider` (elastic/elasticsearch
+    /// `server/.../cluster/routing/allocation/decider/NodeShutdownAllocationDecider.java`)
+    /// lets no shard be allocated to, nor remain on, a node with a `REMOVE`,
+    /// `SIGTERM` or `REPLACE` shutdown (a `RESTART` keeps its shards). The
+    /// stand-in drains such a node as an excluded one; a `REPLACE` drains to
+    /// any node, not only its target.
     pub(super) fn is_excluded(&self, node: &str) -> bool {
+        if self.shutdown_of(node).is_some_and(|s| s.kind != "RESTART") {
+            return true;
+        }
         let ip = self.ip(node);
         self.exclude_filters().iter().any(|(attr, values)| {
             values.iter().any(|v| match attr.as_str() {

@@ -21,6 +21,10 @@ pub(super) const EXCLUDE: &str = "cluster.routing.allocation.exclude.";
 /// `cluster.routing.allocation.enable`: which shards may be allocated.
 pub(super) const ENABLE: &str = "cluster.routing.allocation.enable";
 
+/// `cluster.max_voting_config_exclusions`: how many voting configuration
+/// exclusions there may be at once.
+pub(super) const MAX_VOTING_CONFIG_EXCLUSIONS: &str = "cluster.max_voting_config_exclusions";
+
 /// How a key is matched.
 enum Key {
     Exact(&'static str),
@@ -38,6 +42,10 @@ enum Kind {
     NodeFilter,
     /// `Setting<EnableAllocationDecider.Allocation>`: one string.
     Allocation,
+    /// `Setting.intSetting` with a minimum: `Setting.parseInt` refuses a
+    /// value below it ("Failed to parse value [{v}] for setting [{key}] must
+    /// be >= {min}") and what is not an integer (Java's `NumberFormatException`).
+    Int { min: i64 },
 }
 
 struct Known {
@@ -60,6 +68,13 @@ const KNOWN: &[Known] = &[
     Known {
         key: Key::Exact(ENABLE),
         kind: Kind::Allocation,
+    },
+    // TransportAddVotingConfigExclusionsAction.MAXIMUM_VOTING_CONFIG_EXCLUSIONS_SETTING
+    // (server/.../action/admin/cluster/configuration/TransportAddVotingConfigExclusionsAction.java):
+    // 10 by default, at least 1.
+    Known {
+        key: Key::Exact(MAX_VOTING_CONFIG_EXCLUSIONS),
+        kind: Kind::Int { min: 1 },
     },
 ];
 
@@ -140,6 +155,19 @@ pub(super) fn validate(scope: &str, key: &str, value: &Value) -> Result<(), Stri
             )),
             v => Allocation::parse(v.as_str().unwrap_or_default()).map(|_| ()),
         },
+        Kind::Int { min } => {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            match text.trim().parse::<i64>() {
+                Ok(n) if n >= min => Ok(()),
+                Ok(_) => Err(format!(
+                    "Failed to parse value [{text}] for setting [{key}] must be >= {min}"
+                )),
+                Err(_) => Err(format!("For input string: \"{text}\"")),
+            }
+        }
     }
 }
 

@@ -12,7 +12,12 @@
 //! `GET /_cluster/health`, `GET /_cluster/settings` (`flat_settings`),
 //! `PUT /_cluster/settings` (persistent and transient, flat or nested,
 //! `null` resets), `GET /_cat/shards` and `GET /_cat/nodes` (`format=json`
-//! with `h=`). Every request needs `elastic`'s basic auth:
+//! with `h=`), the node shutdown API (`PUT`, `GET`, `DELETE
+//! /_nodes/{node_id}/shutdown`, `GET /_nodes/shutdown`), voting
+//! configuration exclusions (`POST`, `DELETE
+//! /_cluster/voting_config_exclusions`) and where they show,
+//! `GET /_cluster/state/metadata` filtered to
+//! `metadata.cluster_coordination`. Every request needs `elastic`'s basic auth:
 //! 401 with `WWW-Authenticate` otherwise. A cluster with no nodes answers 503
 //! (`master_not_discovered_exception`).
 //!
@@ -58,7 +63,7 @@
 //! - `cluster` (state), `allocation` (where shard copies go) and `filters`
 //!   (which nodes the settings exclude): the model;
 //! - one file per endpoint group: `health`, `settings` (with the settings it
-//!   knows in `known_settings`), `cat`;
+//!   knows in `known_settings`), `cat`, `shutdown`, `voting`;
 //! - `follow`: registering clusters from a Kubernetes API it watches.
 
 mod allocation;
@@ -73,8 +78,10 @@ mod known_settings;
 mod routes;
 mod server;
 mod settings;
+mod shutdown;
 #[cfg(test)]
 mod tests;
+mod voting;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -320,6 +327,36 @@ impl EsStandin {
     /// Health as `_cluster/health` would answer it now.
     pub fn health(&self, host: &str) -> Health {
         self.with_cluster(host, |c, _| c.status())
+    }
+
+    /// The node shutdowns registered: (node name, or the id when no node
+    /// has it, type as Elasticsearch prints it, e.g. `RESTART`), by node id.
+    pub fn shutdowns(&self, host: &str) -> Vec<(String, String)> {
+        self.with_cluster(host, |c, _| {
+            c.shutdowns
+                .iter()
+                .map(|(id, s)| {
+                    let who = c.name_of(id).cloned().unwrap_or_else(|| id.clone());
+                    (who, s.kind.to_string())
+                })
+                .collect()
+        })
+    }
+
+    /// The voting configuration exclusions: (node id, node name), either
+    /// `_absent_` when it was not known.
+    pub fn voting_exclusions(&self, host: &str) -> Vec<(String, String)> {
+        self.with_cluster(host, |c, _| {
+            c.voting_exclusions
+                .iter()
+                .map(|e| (e.node_id.clone(), e.node_name.clone()))
+                .collect()
+        })
+    }
+
+    /// The node id Elasticsearch would give `node` (stable per name).
+    pub fn node_id(&self, node: &str) -> String {
+        cluster::node_id(node)
     }
 
     /// Every request answered, oldest first.

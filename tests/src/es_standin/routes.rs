@@ -10,7 +10,7 @@ use serde_json::json;
 use super::answer::{Answer, es_error, json_answer};
 use super::auth::authorized;
 use super::cluster::Cluster;
-use super::{cat, health, settings};
+use super::{cat, health, settings, shutdown, voting};
 
 /// One request, as the endpoints read it.
 pub(super) struct Call {
@@ -20,6 +20,9 @@ pub(super) struct Call {
     pub(super) auth: Option<String>,
     pub(super) content_type: Option<String>,
     pub(super) body: Bytes,
+    /// When the server first asked for this call's answer (an endpoint that
+    /// waits answers [`super::answer::PENDING`] until it is done or has waited enough).
+    pub(super) started: std::time::Instant,
 }
 
 /// An endpoint: what cluster `c` answers to a call.
@@ -27,6 +30,8 @@ type Endpoint = fn(&mut Cluster, &Call) -> Answer;
 
 /// A path, a method, the query parameters read there, and who answers.
 struct Route {
+    /// Segments in braces (`{node_id}`) match any one segment; a literal
+    /// segment wins over them, as in Elasticsearch's `PathTrie`.
     path: &'static str,
     method: Method,
     /// Elasticsearch takes more (`wait_for_status`, `pretty`, ...); one the
@@ -36,9 +41,7 @@ struct Route {
     endpoint: Endpoint,
 }
 
-/// Every endpoint the stand-in answers. (The next one is likely `POST` and
-/// `DELETE /_cluster/voting_config_exclusions?node_names=`, in a `voting`
-/// module of its own.)
+/// Every endpoint the stand-in answers.
 const ROUTES: &[Route] = &[
     Route {
         path: "/_cluster/health",
@@ -67,10 +70,81 @@ const ROUTES: &[Route] = &[
     Route {
         path: "/_cat/nodes",
         method: Method::GET,
-        params: &["format", "h"],
+        params: &["format", "h", "full_id"],
         endpoint: cat::nodes,
     },
+    // RestPutShutdownNodeAction: master_timeout and timeout (the ack timeout).
+    Route {
+        path: "/_nodes/{node_id}/shutdown",
+        method: Method::PUT,
+        params: &["master_timeout", "timeout"],
+        endpoint: shutdown::put,
+    },
+    // RestGetShutdownStatusAction.
+    Route {
+        path: "/_nodes/shutdown",
+        method: Method::GET,
+        params: &["master_timeout"],
+        endpoint: shutdown::get,
+    },
+    Route {
+        path: "/_nodes/{node_id}/shutdown",
+        method: Method::GET,
+        params: &["master_timeout"],
+        endpoint: shutdown::get,
+    },
+    // RestDeleteShutdownNodeAction.
+    Route {
+        path: "/_nodes/{node_id}/shutdown",
+        method: Method::DELETE,
+        params: &["master_timeout", "timeout"],
+        endpoint: shutdown::delete,
+    },
+    // RestAddVotingConfigExclusionAction.
+    Route {
+        path: "/_cluster/voting_config_exclusions",
+        method: Method::POST,
+        params: &["node_names", "node_ids", "timeout", "master_timeout"],
+        endpoint: voting::add,
+    },
+    // RestClearVotingConfigExclusionsAction: the wait is bounded by master_timeout.
+    Route {
+        path: "/_cluster/voting_config_exclusions",
+        method: Method::DELETE,
+        params: &["wait_for_removal", "master_timeout"],
+        endpoint: voting::clear,
+    },
+    // RestClusterStateAction (`/_cluster/state/{metric}`), the metadata metric
+    // only, filtered (`filter_path` is read by every REST handler).
+    Route {
+        path: "/_cluster/state/metadata",
+        method: Method::GET,
+        params: &["filter_path", "master_timeout"],
+        endpoint: voting::state_metadata,
+    },
 ];
+
+/// Whether `pattern` matches `path` segment by segment, and how literally
+/// (the number of literal segments: the most literal route wins).
+fn matches(pattern: &str, path: &str) -> Option<usize> {
+    let (p, s): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    if p.len() != s.len() {
+        return None;
+    }
+    let mut literal = 0;
+    for (p, s) in p.iter().zip(&s) {
+        if p.starts_with('{') && p.ends_with('}') {
+            if s.is_empty() {
+                return None;
+            }
+        } else if p == s {
+            literal += 1;
+        } else {
+            return None;
+        }
+    }
+    Some(literal)
+}
 
 /// The answer of cluster `c` to `call`.
 pub(super) fn answer(c: &mut Cluster, call: &Call) -> Answer {
@@ -78,7 +152,16 @@ pub(super) fn answer(c: &mut Cluster, call: &Call) -> Answer {
     if let Err(denied) = authorized(c, call.auth.as_deref(), path) {
         return denied;
     }
-    let on_path: Vec<&Route> = ROUTES.iter().filter(|r| r.path == path).collect();
+    let scored: Vec<(usize, &Route)> = ROUTES
+        .iter()
+        .filter_map(|r| matches(r.path, path).map(|m| (m, r)))
+        .collect();
+    let best = scored.iter().map(|(m, _)| *m).max().unwrap_or_default();
+    let on_path: Vec<&Route> = scored
+        .into_iter()
+        .filter(|(m, _)| *m == best)
+        .map(|(_, r)| r)
+        .collect();
     if on_path.is_empty() {
         return json_answer(
             StatusCode::BAD_REQUEST,

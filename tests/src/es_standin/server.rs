@@ -16,7 +16,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 
-use super::answer::{es_error, parse_query};
+use super::answer::{PENDING, es_error, parse_query};
 use super::routes::{Call, answer};
 use super::{EsRequest, Shared, lock};
 
@@ -137,14 +137,25 @@ pub(super) async fn handle<B: hyper::body::Body>(
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default(),
+        started: Instant::now(),
     };
     let path_and_query = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| call.path.clone());
-    let (status, headers, body) = match shared.upgrade() {
-        Some(shared) => {
+    // An endpoint that waits for the cluster answers PENDING until it is
+    // done; the lock is not held while it waits.
+    let (status, headers, body) = loop {
+        let Some(shared) = shared.upgrade() else {
+            break es_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node_closed_exception",
+                "stopped",
+            );
+        };
+        let stop = shared.stop.clone();
+        {
             let mut state = lock(&shared);
             let delay = state.drain_delay;
             let answer = match state.clusters.get_mut(&host) {
@@ -161,18 +172,27 @@ pub(super) async fn handle<B: hyper::body::Body>(
                     answer
                 }
             };
-            state.requests.push(EsRequest {
-                host,
-                path: path_and_query,
-                status: answer.0.as_u16(),
-            });
-            answer
+            if answer.0 != PENDING {
+                state.requests.push(EsRequest {
+                    host: host.clone(),
+                    path: path_and_query.clone(),
+                    status: answer.0.as_u16(),
+                });
+                break answer;
+            }
         }
-        None => es_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "node_closed_exception",
-            "stopped",
-        ),
+        drop(shared);
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
+        if stop.is_cancelled() {
+            break es_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node_closed_exception",
+                "stopped",
+            );
+        }
     };
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;

@@ -371,6 +371,7 @@ async fn the_401_carries_www_authenticate_like_elasticsearch() {
             auth: None,
             content_type: None,
             body: Default::default(),
+            started: Instant::now(),
         },
     );
     assert_eq!(status, StatusCode::UNAUTHORIZED);

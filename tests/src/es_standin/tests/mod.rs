@@ -1,7 +1,9 @@
 //! Tests of the stand-in: through the product's own client (`client`), and
-//! on the wire, where what the client does not check is (`wire`).
+//! on the wire, where what the client does not check is (`wire`); node
+//! shutdowns and voting exclusions both ways (`day2`).
 
 mod client;
+mod day2;
 mod follow_load;
 mod wire;
 
