@@ -676,6 +676,8 @@ impl<A: EsAccess> EsClient<A> {
             status,
             reason,
             shards_on_excluded,
+            shutdowns: BTreeMap::new(),
+            voting_exclusions: Default::default(),
         })
     }
 
@@ -777,7 +779,25 @@ fn build_client(key: &ClientKey, timeout: Duration) -> StepResult<reqwest::Clien
 impl<A: EsAccess> Elasticsearch for EsClient<A> {
     async fn health(&self, target: &Target) -> StepResult<Option<HealthObs>> {
         match self.observe(target).await {
-            Ok(h) => Ok(Some(h)),
+            Ok(mut h) => {
+                // The node shutdowns and voting exclusions of our pods, by node key.
+                let key = |name: &str| {
+                    parse_node_name(target, name).map(|(ns, ordinal)| node_key(&ns, ordinal))
+                };
+                h.shutdowns = self
+                    .shutdowns(target)
+                    .await?
+                    .into_iter()
+                    .filter_map(|(name, status)| Some((key(&name)?, status == "COMPLETE")))
+                    .collect();
+                h.voting_exclusions = self
+                    .voting_exclusions(target)
+                    .await?
+                    .iter()
+                    .filter_map(|name| key(name))
+                    .collect();
+                Ok(Some(h))
+            }
             Err(Fail::Step(e)) => Err(e),
             Err(Fail::Unreachable(why)) => {
                 // A certificate the cluster's CA did not sign is "not
@@ -808,6 +828,45 @@ impl<A: EsAccess> Elasticsearch for EsClient<A> {
             .filter(|n| *n != name)
             .collect();
         self.clear_exclusions_except(target, &keep).await
+    }
+
+    async fn register_shutdown(
+        &self,
+        target: &Target,
+        node_set: &str,
+        ordinal: i32,
+    ) -> StepResult<()> {
+        let name = names::pod(target, node_set, ordinal);
+        self.register_restart(
+            target,
+            &name,
+            &format!("esaas rolls {name} to a new template"),
+        )
+        .await
+    }
+
+    async fn clear_shutdown(
+        &self,
+        target: &Target,
+        node_set: &str,
+        ordinal: i32,
+    ) -> StepResult<()> {
+        let name = names::pod(target, node_set, ordinal);
+        EsClient::clear_shutdown(self, target, &name).await
+    }
+
+    async fn exclude_from_voting(
+        &self,
+        target: &Target,
+        node_set: &str,
+        ordinal: i32,
+    ) -> StepResult<()> {
+        let name = names::pod(target, node_set, ordinal);
+        EsClient::exclude_from_voting(self, target, &[name]).await
+    }
+
+    async fn clear_voting_exclusions(&self, target: &Target) -> StepResult<()> {
+        EsClient::clear_voting_exclusions(self, target).await
     }
 }
 
