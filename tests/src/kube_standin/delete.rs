@@ -114,11 +114,9 @@ impl State {
     ) {
         match r {
             NS => {
-                let keys: Vec<Key> = self
-                    .objects
-                    .keys()
-                    .filter(|(kr, kns, _)| *kr != NS && kns == name)
-                    .cloned()
+                let keys: Vec<Key> = (0..RESOURCES.len())
+                    .filter(|kr| *kr != NS)
+                    .flat_map(|kr| self.in_namespace(kr, name).map(|(k, _)| k.clone()))
                     .collect();
                 for (kr, kns, kname) in keys {
                     self.remove(kr, &kns, &kname);
@@ -175,8 +173,10 @@ impl State {
                     .to_string();
                 let ord = str_at(obj, &["metadata", "labels", "apps.kubernetes.io/pod-index"])
                     .and_then(|o| o.parse::<i64>().ok());
-                if let (Some(sim), Some(ord)) = (self.sims.get_mut(&(ns.to_string(), owner)), ord) {
+                let key = (ns.to_string(), owner);
+                if let (Some(sim), Some(ord)) = (self.sims.get_mut(&key), ord) {
                     sim.pods.remove(&ord);
+                    self.pending.sets.insert(key);
                 }
             }
             _ => {}

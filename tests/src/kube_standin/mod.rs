@@ -163,7 +163,7 @@ use tokio::task::JoinHandle;
 
 use resources::{RESOURCES, resource_by_name};
 use server::{accept_loop, ticker};
-use sim::StsSim;
+use sim::{Pending, StsSim};
 
 type Body = BoxBody<Bytes, Infallible>;
 type FieldPath = Vec<String>;
@@ -206,6 +206,8 @@ struct State {
     rv: u64,
     objects: BTreeMap<Key, Value>,
     sims: BTreeMap<(String, String), StsSim>,
+    /// What the controllers have to look at on their next run.
+    pending: Pending,
     ready_after: Duration,
     requests: VecDeque<RequestRecord>,
     events: VecDeque<Event>,

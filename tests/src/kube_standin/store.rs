@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::apply::{record_update, set_managed};
 use super::resources::{NS, RESOURCES};
+use super::sim::Pending;
 use super::util::{meta_mut, now_ts};
 use super::write::{Op, Scope, WriteOpts};
 use super::{EVENT_HISTORY, Event, Key, State};
@@ -18,6 +19,7 @@ impl State {
             rv: 0,
             objects: BTreeMap::new(),
             sims: BTreeMap::new(),
+            pending: Pending::default(),
             ready_after,
             requests: VecDeque::new(),
             events: VecDeque::new(),
@@ -44,6 +46,17 @@ impl State {
             .range((r, String::new(), String::new())..(r + 1, String::new(), String::new()))
     }
 
+    /// The objects of kind `r` in namespace `ns`, by name.
+    pub(super) fn in_namespace<'a>(
+        &'a self,
+        r: usize,
+        ns: &'a str,
+    ) -> impl Iterator<Item = (&'a Key, &'a Value)> {
+        self.objects
+            .range((r, ns.to_string(), String::new())..)
+            .take_while(move |((kr, kns, _), _)| *kr == r && kns == ns)
+    }
+
     pub(super) fn names(&self, r: usize) -> Vec<(String, String)> {
         self.range(r)
             .map(|((_, ns, n), _)| (ns.clone(), n.clone()))
@@ -63,6 +76,7 @@ impl State {
             .insert((r, ns.to_string(), name.to_string()), obj.clone());
         let kind = if old.is_some() { "MODIFIED" } else { "ADDED" };
         self.emit(r, ns, kind, obj.clone(), old);
+        self.pending.changed(r, ns, name);
         obj
     }
 
@@ -73,6 +87,7 @@ impl State {
         self.rv += 1;
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
         self.emit(r, ns, "DELETED", obj.clone(), None);
+        self.pending.changed(r, ns, name);
         Some(obj)
     }
 

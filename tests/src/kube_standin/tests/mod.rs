@@ -3,6 +3,7 @@
 mod api;
 mod apply;
 mod controllers;
+mod pending;
 mod read;
 
 use std::time::{Duration, Instant};
