@@ -1,0 +1,404 @@
+//! The controllers: the StatefulSet controller (pods, claims, rollouts, status) and
+//! PodDisruptionBudget status.
+//!
+//! A controller run looks only at what changed or is due: the StatefulSets written (or whose
+//! pods were deleted) since the last run, those with a pod whose readiness delay has passed,
+//! and the budgets of the namespaces whose pods changed. Reconciling one that is not among
+//! them changes nothing (a run leaves every StatefulSet and budget settled until its object,
+//! its pods or the clock move), so the outcome is that of reconciling everything each time,
+//! which cost a core with a few hundred clusters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::State;
+use super::pods::{claim_name, claim_templates, pod_json, pod_name, pod_ready, revision_name};
+use super::resources::{PDB, POD, PVC, STS};
+use super::select::selector_reqs;
+use super::util::{labels_of, now_ts, str_at};
+
+#[derive(Default)]
+pub(super) struct StsSim {
+    pub(super) pods: BTreeMap<i64, PodSim>,
+}
+
+pub(super) struct PodSim {
+    pub(super) revision: String,
+    pub(super) since: Instant,
+    pub(super) ready: bool,
+    pub(super) ready_at: Option<String>,
+    pub(super) uid: String,
+    pub(super) created: String,
+    pub(super) ip: String,
+}
+
+/// What the next controller run has to look at.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// StatefulSets written, or whose pods were deleted, since the last run.
+    pub(super) sets: BTreeSet<(String, String)>,
+    /// When a pod of a StatefulSet is due to turn ready: (deadline, namespace, name).
+    ready: BTreeSet<(Instant, String, String)>,
+    /// PodDisruptionBudgets written since the last run.
+    budgets: BTreeSet<(String, String)>,
+    /// Namespaces whose pods changed since the last run: their budgets are recounted.
+    pod_namespaces: BTreeSet<String>,
+}
+
+impl Pending {
+    /// Notes a stored or removed object.
+    pub(super) fn changed(&mut self, r: usize, ns: &str, name: &str) {
+        match r {
+            STS => {
+                self.sets.insert((ns.to_string(), name.to_string()));
+            }
+            PDB => {
+                self.budgets.insert((ns.to_string(), name.to_string()));
+            }
+            POD => {
+                self.pod_namespaces.insert(ns.to_string());
+            }
+            _ => {}
+        }
+    }
+
+    /// The StatefulSets to reconcile at `now`, in namespace and name order.
+    fn due_sets(&mut self, now: Instant) -> BTreeSet<(String, String)> {
+        let mut due = std::mem::take(&mut self.sets);
+        while let Some((at, _, _)) = self.ready.first()
+            && *at <= now
+        {
+            if let Some((_, ns, name)) = self.ready.pop_first() {
+                due.insert((ns, name));
+            }
+        }
+        due
+    }
+}
+
+impl State {
+    /// One run of the controllers: the StatefulSets that changed or are due, then the
+    /// budgets whose pods or selves changed.
+    pub(super) fn tick(&mut self) {
+        self.tick_at(Instant::now());
+    }
+
+    pub(super) fn tick_at(&mut self, now: Instant) {
+        for key in self.pending.due_sets(now) {
+            self.reconcile_sts(&key.0, &key.1, now);
+            // Its own writes (pods, status) leave it settled.
+            self.pending.sets.remove(&key);
+        }
+        let mut budgets = std::mem::take(&mut self.pending.budgets);
+        for ns in std::mem::take(&mut self.pending.pod_namespaces) {
+            budgets.extend(
+                self.in_namespace(PDB, &ns)
+                    .map(|((_, _, n), _)| (ns.clone(), n.clone())),
+            );
+        }
+        for (ns, name) in &budgets {
+            self.reconcile_pdb(ns, name);
+        }
+        // Their own status writes leave them settled.
+        self.pending.budgets.clear();
+    }
+
+    /// A new pod of `ns/name` at `revision`; unless ready at once, a run of the controller
+    /// is due when its readiness delay has passed.
+    pub(super) fn new_pod(
+        &mut self,
+        ns: &str,
+        name: &str,
+        revision: String,
+        now: Instant,
+    ) -> PodSim {
+        self.next_pod_ip += 1;
+        let n = self.next_pod_ip;
+        let ready = self.ready_after.is_zero();
+        if !ready && let Some(at) = now.checked_add(self.ready_after) {
+            self.pending
+                .ready
+                .insert((at, ns.to_string(), name.to_string()));
+        }
+        let created = now_ts();
+        PodSim {
+            revision,
+            since: now,
+            ready,
+            ready_at: ready.then(|| created.clone()),
+            uid: uuid::Uuid::new_v4().to_string(),
+            created,
+            ip: format!("10.244.{}.{}", (n >> 8) & 255, n & 255),
+        }
+    }
+
+    pub(super) fn reconcile_sts(&mut self, ns: &str, name: &str, now: Instant) {
+        let Some(sts) = self
+            .objects
+            .get(&(STS, ns.to_string(), name.to_string()))
+            .cloned()
+        else {
+            return;
+        };
+        let spec = sts.get("spec").cloned().unwrap_or(json!({}));
+        let replicas = spec
+            .get("replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+            .max(0);
+        let start = spec
+            .pointer("/ordinals/start")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .max(0);
+        let parallel = spec.get("podManagementPolicy") == Some(&json!("Parallel"));
+        let on_delete = spec.pointer("/updateStrategy/type") == Some(&json!("OnDelete"));
+        let partition = spec
+            .pointer("/updateStrategy/rollingUpdate/partition")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let delete_scaled = spec.pointer("/persistentVolumeClaimRetentionPolicy/whenScaled")
+            == Some(&json!("Delete"));
+        let template = spec.get("template").cloned().unwrap_or(json!({}));
+        let update_rev = revision_name(name, &template);
+        let mut current_rev = sts
+            .pointer("/status/currentRevision")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| update_rev.clone());
+        let ready_after = self.ready_after;
+        let wanted = start..start + replicas;
+        let key = (ns.to_string(), name.to_string());
+        let mut sim = self.sims.remove(&key).unwrap_or_default();
+        let mut dirty = BTreeSet::new();
+
+        // Readiness (the kubelet's part), written before the controller acts on it.
+        for (ord, p) in sim.pods.iter_mut() {
+            if !p.ready && now.duration_since(p.since) >= ready_after {
+                p.ready = true;
+                p.ready_at = Some(now_ts());
+                let pod = pod_json(&sts, ns, name, *ord, p);
+                self.store(POD, ns, &pod_name(name, *ord), pod);
+            }
+        }
+        // Scale down: the surplus goes at once.
+        let surplus: Vec<i64> = sim
+            .pods
+            .keys()
+            .filter(|o| !wanted.contains(o))
+            .copied()
+            .collect();
+        for ord in surplus {
+            sim.pods.remove(&ord);
+            dirty.remove(&ord);
+            self.remove(POD, ns, &pod_name(name, ord));
+            if delete_scaled {
+                for t in claim_templates(&sts) {
+                    self.remove(PVC, ns, &claim_name(&t, name, ord));
+                }
+            }
+        }
+        // Scale up: all at once (Parallel) or one at a time once the previous ones are ready.
+        for ord in wanted.clone() {
+            if let Some(p) = sim.pods.get(&ord) {
+                if !parallel && !p.ready {
+                    break;
+                }
+                continue;
+            }
+            let revision = if !on_delete && ord < start + partition {
+                current_rev.clone()
+            } else {
+                update_rev.clone()
+            };
+            self.create_claims(ns, &sts, ord);
+            let pod = self.new_pod(ns, name, revision, now);
+            let ready = pod.ready;
+            sim.pods.insert(ord, pod);
+            dirty.insert(ord);
+            if !parallel && !ready {
+                break;
+            }
+        }
+        // Rolling update: one pod at a time, highest ordinal first, while all are ready.
+        if !on_delete {
+            loop {
+                let all_ready =
+                    sim.pods.len() as i64 == replicas && sim.pods.values().all(|p| p.ready);
+                if !all_ready {
+                    break;
+                }
+                let Some(ord) = sim
+                    .pods
+                    .iter()
+                    .rev()
+                    .find(|(o, p)| **o >= start + partition && p.revision != update_rev)
+                    .map(|(o, _)| *o)
+                else {
+                    break;
+                };
+                self.remove(POD, ns, &pod_name(name, ord));
+                let pod = self.new_pod(ns, name, update_rev.clone(), now);
+                sim.pods.insert(ord, pod);
+                dirty.insert(ord);
+            }
+        }
+        for ord in &dirty {
+            if let Some(p) = sim.pods.get(ord) {
+                let pod = pod_json(&sts, ns, name, *ord, p);
+                self.store(POD, ns, &pod_name(name, *ord), pod);
+            }
+        }
+        // Status.
+        let count = sim.pods.len() as i64;
+        let ready = sim.pods.values().filter(|p| p.ready).count() as i64;
+        let updated = sim
+            .pods
+            .values()
+            .filter(|p| p.revision == update_rev)
+            .count() as i64;
+        if !on_delete && updated == count && ready == count {
+            current_rev = update_rev.clone();
+        }
+        let current = sim
+            .pods
+            .values()
+            .filter(|p| p.revision == current_rev)
+            .count() as i64;
+        let mut status = json!({
+            "observedGeneration": sts.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+            "replicas": count,
+            "availableReplicas": ready,
+            "currentRevision": current_rev,
+            "updateRevision": update_rev,
+            "collisionCount": 0,
+        });
+        for (field, n) in [
+            ("readyReplicas", ready),
+            ("currentReplicas", current),
+            ("updatedReplicas", updated),
+        ] {
+            if n > 0 {
+                status[field] = json!(n);
+            }
+        }
+        self.sims.insert(key, sim);
+        self.set_status(STS, ns, name, status);
+    }
+
+    pub(super) fn create_claims(&mut self, ns: &str, sts: &Value, ord: i64) {
+        let sts_name = str_at(sts, &["metadata", "name"])
+            .unwrap_or_default()
+            .to_string();
+        let selector = sts
+            .pointer("/spec/selector/matchLabels")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let templates = sts
+            .pointer("/spec/volumeClaimTemplates")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for t in templates {
+            let Some(tname) = str_at(&t, &["metadata", "name"]) else {
+                continue;
+            };
+            let cname = claim_name(tname, &sts_name, ord);
+            if self
+                .objects
+                .contains_key(&(PVC, ns.to_string(), cname.clone()))
+            {
+                continue;
+            }
+            let mut labels = t
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            labels.extend(selector.clone());
+            let mut meta = json!({ "labels": labels });
+            if let Some(a) = t.pointer("/metadata/annotations") {
+                meta["annotations"] = a.clone();
+            }
+            let obj = json!({
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": meta,
+                "spec": t.get("spec").cloned().unwrap_or(json!({})),
+            });
+            self.controller_create(PVC, ns, &cname, obj);
+        }
+    }
+
+    pub(super) fn reconcile_pdb(&mut self, ns: &str, name: &str) {
+        let Some(pdb) = self
+            .objects
+            .get(&(PDB, ns.to_string(), name.to_string()))
+            .cloned()
+        else {
+            return;
+        };
+        let reqs = pdb.pointer("/spec/selector").map(selector_reqs);
+        let (mut expected, mut healthy) = (0i64, 0i64);
+        if let Some(reqs) = &reqs {
+            for (_, pod) in self.in_namespace(POD, ns) {
+                if reqs.iter().all(|r| r.matches(labels_of(pod))) {
+                    expected += 1;
+                    if pod_ready(pod) {
+                        healthy += 1;
+                    }
+                }
+            }
+        }
+        let amount = |v: &Value| -> i64 {
+            match v {
+                Value::Number(n) => n.as_i64().unwrap_or(0),
+                Value::String(s) => match s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) {
+                    Some(p) => (expected * p + 99) / 100,
+                    None => s.parse().unwrap_or(0),
+                },
+                _ => 0,
+            }
+        };
+        let desired = if let Some(min) = pdb.pointer("/spec/minAvailable") {
+            amount(min)
+        } else if let Some(max) = pdb.pointer("/spec/maxUnavailable") {
+            (expected - amount(max)).max(0)
+        } else {
+            0
+        };
+        let allowed = (healthy - desired).max(0);
+        let generation = pdb
+            .pointer("/metadata/generation")
+            .cloned()
+            .unwrap_or(json!(1));
+        let cond_status = if allowed > 0 { "True" } else { "False" };
+        let old_cond = pdb.pointer("/status/conditions/0").cloned();
+        let since = match &old_cond {
+            Some(c) if c.get("status") == Some(&json!(cond_status)) => c
+                .get("lastTransitionTime")
+                .cloned()
+                .unwrap_or(json!(now_ts())),
+            _ => json!(now_ts()),
+        };
+        let status = json!({
+            "observedGeneration": generation,
+            "disruptionsAllowed": allowed,
+            "currentHealthy": healthy,
+            "desiredHealthy": desired,
+            "expectedPods": expected,
+            "conditions": [{
+                "type": "DisruptionAllowed",
+                "status": cond_status,
+                "reason": if allowed > 0 { "SufficientPods" } else { "InsufficientPods" },
+                "message": "",
+                "observedGeneration": generation,
+                "lastTransitionTime": since,
+            }],
+        });
+        self.set_status(PDB, ns, name, status);
+    }
+}
