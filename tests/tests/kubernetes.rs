@@ -1037,5 +1037,141 @@ async fn upgrades_take_supported_paths_and_move_masters_last() {
             assert_eq!(sts["metadata"]["annotations"]["esaas.io/version"], version);
         }
     }
+    // Every restart was announced to Elasticsearch, and every announcement removed.
+    let calls = |method: &str| {
+        p.es.requests()
+            .iter()
+            .filter(|r| {
+                r.method == method
+                    && r.status == 200
+                    && r.path.starts_with("/_nodes/")
+                    && r.path.ends_with("/shutdown")
+                    && r.path != "/_nodes/shutdown"
+            })
+            .count()
+    };
+    assert_eq!(calls("PUT"), 10, "a restart shutdown per pod per hop");
+    assert_eq!(calls("DELETE"), 10, "each removed once the pod was back");
+    assert!(p.es.shutdowns("logs-es-http.esaas-search.svc").is_empty());
+    p.server.kill().await;
+}
+
+/// Masters shrink 3 -> 1 without losing quorum: each leaving master is drained and
+/// excluded from the voting configuration before it goes, and the exclusions are
+/// cleared once both have left.
+#[tokio::test]
+async fn masters_leave_out_of_the_voting_configuration() {
+    let p = platform(60).await;
+    let key = p.tenant("search").await;
+    let mut clusters = ClusterServiceClient::new(p.channel().await);
+    let name = clusters
+        .create_cluster(authed(&key, create_request("search", "logs", 3)))
+        .await
+        .expect("create")
+        .into_inner()
+        .cluster
+        .expect("cluster")
+        .name;
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    clusters
+        .update_cluster(authed(&key, resize(&name, 1, "8.17.10")))
+        .await
+        .expect("shrink");
+    p.wait(&name, 2, pb::ClusterState::Ready).await;
+    assert_eq!(p.objects("statefulsets", "logs")[0]["spec"]["replicas"], 1);
+    let voting: Vec<String> =
+        p.es.requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/_cluster/voting_config_exclusions") && r.status == 200)
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+    assert_eq!(voting.len(), 3, "{voting:?}");
+    assert!(
+        voting[0].starts_with("POST") && voting[0].contains("logs-default-2"),
+        "{voting:?}"
+    );
+    assert!(
+        voting[1].starts_with("POST") && voting[1].contains("logs-default-1"),
+        "{voting:?}"
+    );
+    assert!(voting[2].starts_with("DELETE"), "{voting:?}");
+    assert!(
+        p.es.voting_exclusions("logs-es-http.esaas-search.svc")
+            .is_empty()
+    );
+    // Each left holding no shards.
+    let departures = p.es.departures("logs-es-http.esaas-search.svc");
+    for node in ["logs-default-2", "logs-default-1"] {
+        assert!(
+            departures
+                .iter()
+                .any(|(n, shards)| n == node && *shards == 0),
+            "{node}: {departures:?}"
+        );
+    }
+    p.server.kill().await;
+}
+
+/// A worker killed with SIGKILL after it patched the claims and before it replaced the
+/// StatefulSet: the next worker finishes the job from what it observes, with the volumes
+/// grown and no pod restarted.
+#[tokio::test]
+async fn a_worker_killed_between_the_claim_patch_and_the_replacement_is_finished_by_the_next() {
+    let p = platform_with(60, 0, &[("ESAAS_WORKERS", "0".into())], "").await;
+    let worker_key = worker_key_on(p.channel().await).await;
+    let (mut first, _) = worker_process(&p, &worker_key, "first", &[]);
+    let key = p.tenant("search").await;
+    let mut clusters = ClusterServiceClient::new(p.channel().await);
+    let name = clusters
+        .create_cluster(authed(&key, create_request("search", "logs", 2)))
+        .await
+        .expect("create")
+        .into_inner()
+        .cluster
+        .expect("cluster")
+        .name;
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let pods = pod_uids(&p, "logs");
+    clusters
+        .update_cluster(authed(&key, volumes(&name, 2, 150, 0, false)))
+        .await
+        .expect("grow");
+    // The claims are patched (the volumes grow for 1.5 s in the stand-in) while the
+    // StatefulSet still has the old claim template: kill the worker there.
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let patched = claims(&p, "logs").iter().all(|c| c.1 == "150Gi");
+        let old_template = p.objects("statefulsets", "logs").iter().all(|s| {
+            s["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+                == "100Gi"
+        });
+        if patched && old_template {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never between the two"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.start_kill().expect("SIGKILL");
+    first.wait().await.expect("reaped");
+    let (_second, _) = worker_process(&p, &worker_key, "second", &[]);
+    p.wait(&name, 2, pb::ClusterState::Ready).await;
+    let grown = claims(&p, "logs");
+    assert!(
+        grown.iter().all(|c| c.1 == "150Gi" && c.2 == "150Gi"),
+        "{grown:?}"
+    );
+    let sts = &p.objects("statefulsets", "logs")[0];
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "150Gi"
+    );
+    assert_eq!(
+        pod_uids(&p, "logs"),
+        pods,
+        "no pod was restarted or replaced"
+    );
     p.server.kill().await;
 }

@@ -131,6 +131,8 @@ impl IndexDef {
 /// One request the stand-in answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EsRequest {
+    /// The HTTP method.
+    pub method: String,
     /// The cluster's host (the SNI of the connection).
     pub host: String,
     /// Path and query.

@@ -174,6 +174,7 @@ pub(super) async fn handle<B: hyper::body::Body>(
             };
             if answer.0 != PENDING {
                 state.requests.push(EsRequest {
+                    method: call.method.to_string(),
                     host: host.clone(),
                     path: path_and_query.clone(),
                     status: answer.0.as_u16(),

@@ -104,10 +104,51 @@ impl State {
                     .and_then(|r| r.get("requests"))
                     .and_then(|r| r.get("storage"))
                     .cloned();
-                let mut status = json!({ "phase": "Bound", "accessModes": modes });
-                if let Some(s) = storage {
-                    status["capacity"] = json!({ "storage": s });
-                }
+                let class = spec.get("volumeAttributesClassName").cloned();
+                let status = match old.and_then(|o| o.get("status")) {
+                    // Provisioned at the size and class asked for.
+                    None => {
+                        let mut status = json!({ "phase": "Bound", "accessModes": modes });
+                        if let Some(s) = storage {
+                            status["capacity"] = json!({ "storage": s });
+                        }
+                        if let Some(c) = class {
+                            status["currentVolumeAttributesClassName"] = c;
+                        }
+                        status
+                    }
+                    // A bigger request or another class: the external resizer and the
+                    // CSI driver act later (see `State::settle_volume`).
+                    Some(old_status) => {
+                        let mut status = old_status.clone();
+                        let pending =
+                            self.volume_changes(&status, storage.as_ref(), class.as_ref());
+                        let any = pending.any();
+                        if let Some(s) = pending.grow {
+                            status["allocatedResources"] = json!({ "storage": s });
+                            status["conditions"] = json!([{
+                                "type": "FileSystemResizePending",
+                                "status": "True",
+                                "lastProbeTime": null,
+                                "lastTransitionTime": super::util::now_ts(),
+                                "message": "Waiting for user to (re-)start a pod to finish file system resize of volume on node.",
+                            }]);
+                        }
+                        if let Some(c) = pending.class {
+                            status["modifyVolumeStatus"] = json!({
+                                "targetVolumeAttributesClassName": c,
+                                "status": "InProgress",
+                            });
+                        }
+                        if any {
+                            let ns = str_at(&*obj, &["metadata", "namespace"])
+                                .unwrap_or_default()
+                                .to_string();
+                            self.volume_changed(&ns, &name);
+                        }
+                        status
+                    }
+                };
                 root_mut(obj).insert("status".into(), status);
             }
             STS => {

@@ -122,12 +122,11 @@ impl State {
                     self.remove(kr, &kns, &kname);
                 }
                 self.sims.retain(|(sns, _), _| sns != name);
+                self.orphaned.retain(|(sns, _), _| sns != name);
             }
             STS => {
-                let sim = self
-                    .sims
-                    .remove(&(ns.to_string(), name.to_string()))
-                    .unwrap_or_default();
+                let key = (ns.to_string(), name.to_string());
+                let sim = self.sims.remove(&key).unwrap_or_default();
                 for ord in sim.pods.keys() {
                     let pod = pod_name(name, *ord);
                     if propagation == Some("Orphan") {
@@ -142,6 +141,13 @@ impl State {
                     } else {
                         self.remove(POD, ns, &pod);
                     }
+                }
+                // The garbage collector leaves orphans alone; a StatefulSet whose
+                // selector matches adopts them (kubernetes/kubernetes
+                // pkg/controller/statefulset/stateful_set.go, `adoptOrphanRevisions`
+                // and the ControllerRefManager's `ClaimPods`).
+                if propagation == Some("Orphan") && !sim.pods.is_empty() {
+                    self.orphaned.insert(key, sim);
                 }
                 if obj.pointer("/spec/persistentVolumeClaimRetentionPolicy/whenDeleted")
                     == Some(&json!("Delete"))
@@ -177,6 +183,13 @@ impl State {
                 if let (Some(sim), Some(ord)) = (self.sims.get_mut(&key), ord) {
                     sim.pods.remove(&ord);
                     self.pending.sets.insert(key);
+                } else if let Some(ord) = ord {
+                    // An orphan that goes is not adopted later.
+                    for ((sns, sts), sim) in self.orphaned.iter_mut() {
+                        if sns == ns && pod_name(sts, ord) == name {
+                            sim.pods.remove(&ord);
+                        }
+                    }
                 }
             }
             _ => {}

@@ -97,7 +97,7 @@
 //!   revision when all pods are updated and ready. With `OnDelete` a deleted pod comes back
 //!   at the update revision and, as in Kubernetes up to 1.35 (kubernetes#73492),
 //!   `currentRevision` does not move: compare `updatedReplicas` with `replicas` instead.
-//!   `/version` says v1.33.
+//!   `/version` says v1.34.
 //! - PodDisruptionBudget status (`expectedPods`, `currentHealthy`, `desiredHealthy`,
 //!   `disruptionsAllowed`, condition `DisruptionAllowed`) from the ready pods it selects.
 //!
@@ -181,7 +181,7 @@ const REQUEST_HISTORY: usize = 50_000;
 /// How often the controllers run without a request.
 const TICK: Duration = Duration::from_millis(10);
 /// The Kubernetes version the stand-in claims to be.
-const SERVER_MINOR: &str = "33";
+const SERVER_MINOR: &str = "34";
 
 /// One request, as [`KubeStandin::requests`] reports it.
 struct RequestRecord {
@@ -206,6 +206,11 @@ struct State {
     rv: u64,
     objects: BTreeMap<Key, Value>,
     sims: BTreeMap<(String, String), StsSim>,
+    /// Pods of StatefulSets deleted with `propagationPolicy: Orphan`, by the
+    /// StatefulSet's namespace and name: a new StatefulSet of that name adopts them.
+    orphaned: BTreeMap<(String, String), StsSim>,
+    /// When each claim's volume was last modified (resized or re-classed).
+    volume_modified: BTreeMap<(String, String), std::time::Instant>,
     /// What the controllers have to look at on their next run.
     pending: Pending,
     ready_after: Duration,

@@ -25,8 +25,10 @@ pub(super) const POD: usize = 5;
 pub(super) const STS: usize = 6;
 pub(super) const PDB: usize = 7;
 pub(super) const NETPOL: usize = 8;
+pub(super) const SC: usize = 9;
+pub(super) const VAC: usize = 10;
 
-pub(super) static RESOURCES: [Resource; 9] = [
+pub(super) static RESOURCES: [Resource; 11] = [
     Resource {
         group: "",
         version: "v1",
@@ -134,6 +136,30 @@ pub(super) static RESOURCES: [Resource; 9] = [
         generation: true,
         writable: true,
         short: &["netpol"],
+    },
+    Resource {
+        group: "storage.k8s.io",
+        version: "v1",
+        plural: "storageclasses",
+        singular: "storageclass",
+        kind: "StorageClass",
+        namespaced: false,
+        status: false,
+        generation: false,
+        writable: true,
+        short: &["sc"],
+    },
+    Resource {
+        group: "storage.k8s.io",
+        version: "v1",
+        plural: "volumeattributesclasses",
+        singular: "volumeattributesclass",
+        kind: "VolumeAttributesClass",
+        namespaced: false,
+        status: false,
+        generation: false,
+        writable: true,
+        short: &["vac"],
     },
 ];
 

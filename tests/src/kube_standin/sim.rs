@@ -18,6 +18,7 @@ use super::pods::{claim_name, claim_templates, pod_json, pod_name, pod_ready, re
 use super::resources::{PDB, POD, PVC, STS};
 use super::select::selector_reqs;
 use super::util::{labels_of, now_ts, str_at};
+use super::validate::quantity;
 
 #[derive(Default)]
 pub(super) struct StsSim {
@@ -45,6 +46,28 @@ pub(super) struct Pending {
     budgets: BTreeSet<(String, String)>,
     /// Namespaces whose pods changed since the last run: their budgets are recounted.
     pod_namespaces: BTreeSet<String>,
+    /// When a claim's asked-for size or class is due to be reached: (deadline, namespace, name).
+    volumes: BTreeSet<(Instant, String, String)>,
+}
+
+/// How long EBS makes a volume wait between two modifications: "After modifying a
+/// volume, you must wait at least six hours ... before you can modify the same volume"
+/// (Amazon EBS User Guide, "Requirements for EBS volume modifications"). The CSI driver
+/// retries a refused ModifyVolume, so the claim stays `InProgress` until then.
+pub(super) const MODIFY_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// What a claim's write asks of its volume, beyond what it has.
+pub(super) struct VolumeChange {
+    /// A larger size.
+    pub(super) grow: Option<Value>,
+    /// Another VolumeAttributesClass.
+    pub(super) class: Option<Value>,
+}
+
+impl VolumeChange {
+    pub(super) fn any(&self) -> bool {
+        self.grow.is_some() || self.class.is_some()
+    }
 }
 
 impl Pending {
@@ -85,7 +108,85 @@ impl State {
         self.tick_at(Instant::now());
     }
 
+    /// What `storage` and `class` (a claim's spec) ask beyond `status`.
+    pub(super) fn volume_changes(
+        &self,
+        status: &Value,
+        storage: Option<&Value>,
+        class: Option<&Value>,
+    ) -> VolumeChange {
+        let have = status.pointer("/capacity/storage").and_then(quantity);
+        let grow = storage
+            .filter(|s| {
+                quantity(s)
+                    .zip(have)
+                    .is_some_and(|(want, have)| want > have)
+            })
+            .cloned();
+        let class = class
+            .filter(|c| status.get("currentVolumeAttributesClassName") != Some(*c))
+            .cloned();
+        VolumeChange { grow, class }
+    }
+
+    /// The external resizer and the CSI driver reach a claim's new size and class after
+    /// the readiness delay (both in one ModifyVolume: the EBS CSI driver coalesces a
+    /// resize and a modification that arrive together, aws-ebs-csi-driver
+    /// docs/modify-volume.md).
+    pub(super) fn volume_changed(&mut self, ns: &str, name: &str) {
+        if let Some(at) = Instant::now().checked_add(self.ready_after) {
+            self.pending
+                .volumes
+                .insert((at, ns.to_string(), name.to_string()));
+        }
+    }
+
+    /// Gives the claim `ns/name` the size and class it asks for: `capacity` moves and
+    /// `FileSystemResizePending` goes, `currentVolumeAttributesClassName` moves and
+    /// `modifyVolumeStatus` goes, unless the volume was modified within
+    /// [`MODIFY_COOLDOWN`] (then it waits until then).
+    fn settle_volume(&mut self, ns: &str, name: &str, now: Instant) {
+        let key = (PVC, ns.to_string(), name.to_string());
+        let Some(pvc) = self.objects.get(&key).cloned() else {
+            return;
+        };
+        let mut status = pvc.get("status").cloned().unwrap_or(json!({}));
+        let change = self.volume_changes(
+            &status,
+            pvc.pointer("/spec/resources/requests/storage"),
+            pvc.pointer("/spec/volumeAttributesClassName"),
+        );
+        if !change.any() {
+            return;
+        }
+        let vkey = (ns.to_string(), name.to_string());
+        if let Some(last) = self.volume_modified.get(&vkey)
+            && let Some(open) = last.checked_add(MODIFY_COOLDOWN)
+            && now < open
+        {
+            self.pending.volumes.insert((open, vkey.0, vkey.1));
+            return;
+        }
+        if let (Some(s), Some(m)) = (change.grow, status.as_object_mut()) {
+            m.insert("capacity".into(), json!({ "storage": s }));
+            m.remove("conditions");
+        }
+        if let (Some(c), Some(m)) = (change.class, status.as_object_mut()) {
+            m.insert("currentVolumeAttributesClassName".into(), c);
+            m.remove("modifyVolumeStatus");
+        }
+        self.volume_modified.insert(vkey, now);
+        self.set_status(PVC, ns, name, status);
+    }
+
     pub(super) fn tick_at(&mut self, now: Instant) {
+        while let Some((at, _, _)) = self.pending.volumes.first()
+            && *at <= now
+        {
+            if let Some((_, ns, name)) = self.pending.volumes.pop_first() {
+                self.settle_volume(&ns, &name, now);
+            }
+        }
         for key in self.pending.due_sets(now) {
             self.reconcile_sts(&key.0, &key.1, now);
             // Its own writes (pods, status) leave it settled.
@@ -171,7 +272,10 @@ impl State {
         let ready_after = self.ready_after;
         let wanted = start..start + replicas;
         let key = (ns.to_string(), name.to_string());
-        let mut sim = self.sims.remove(&key).unwrap_or_default();
+        let mut sim = match self.sims.remove(&key) {
+            Some(sim) => sim,
+            None => self.adopt(ns, name, &sts),
+        };
         let mut dirty = BTreeSet::new();
 
         // Readiness (the kubelet's part), written before the controller acts on it.
@@ -286,6 +390,32 @@ impl State {
         }
         self.sims.insert(key, sim);
         self.set_status(STS, ns, name, status);
+    }
+
+    /// The orphaned pods of an earlier StatefulSet `ns/name` that this one's selector
+    /// matches: it takes them over as they are (same revision, same uid, no restart);
+    /// the owner reference is written with its next status.
+    fn adopt(&mut self, ns: &str, name: &str, sts: &Value) -> StsSim {
+        let Some(mut sim) = self.orphaned.remove(&(ns.to_string(), name.to_string())) else {
+            return StsSim::default();
+        };
+        let reqs = sts.pointer("/spec/selector").map(selector_reqs);
+        sim.pods.retain(|ord, _| {
+            self.objects
+                .get(&(POD, ns.to_string(), pod_name(name, *ord)))
+                .is_some_and(|pod| {
+                    reqs.as_ref()
+                        .is_some_and(|r| r.iter().all(|q| q.matches(labels_of(pod))))
+                })
+        });
+        let ords: Vec<i64> = sim.pods.keys().copied().collect();
+        for ord in ords {
+            if let Some(p) = sim.pods.get(&ord) {
+                let pod = pod_json(sts, ns, name, ord, p);
+                self.store(POD, ns, &pod_name(name, ord), pod);
+            }
+        }
+        sim
     }
 
     pub(super) fn create_claims(&mut self, ns: &str, sts: &Value, ord: i64) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::apply::{record_update, set_managed};
-use super::resources::{NS, RESOURCES};
+use super::resources::{NS, RESOURCES, SC};
 use super::sim::Pending;
 use super::util::{meta_mut, now_ts};
 use super::write::{Op, Scope, WriteOpts};
@@ -19,6 +19,8 @@ impl State {
             rv: 0,
             objects: BTreeMap::new(),
             sims: BTreeMap::new(),
+            orphaned: BTreeMap::new(),
+            volume_modified: BTreeMap::new(),
             pending: Pending::default(),
             ready_after,
             requests: VecDeque::new(),
@@ -38,6 +40,18 @@ impl State {
                 json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
             let _ = s.write(NS, None, None, None, Op::Create(body), &opts);
         }
+        // The StorageClass `deploy/base/storageclass.yaml` installs, as on the
+        // platform's EKS cluster.
+        let class = json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": { "name": "esaas-gp3" },
+            "provisioner": "ebs.csi.aws.com",
+            "parameters": { "type": "gp3", "encrypted": "true", "csi.storage.k8s.io/fstype": "ext4" },
+            "allowVolumeExpansion": true,
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "reclaimPolicy": "Delete",
+        });
+        let _ = s.write(SC, None, None, None, Op::Create(class), &opts);
         s
     }
 

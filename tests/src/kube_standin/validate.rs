@@ -3,8 +3,9 @@
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+use super::State;
 use super::errors::{ApiError, Cause};
-use super::resources::{CONFIGMAP, NS, PDB, PVC, RESOURCES, SECRET, SERVICE, STS};
+use super::resources::{CONFIGMAP, NS, PDB, PVC, RESOURCES, SC, SECRET, SERVICE, STS, VAC};
 use super::select::selector_reqs;
 use super::util::str_at;
 
@@ -98,6 +99,60 @@ pub(super) fn validate(r: usize, obj: &Value, old: Option<&Value>) -> Result<(),
     let spec = obj.get("spec").cloned().unwrap_or(json!({}));
     let old_spec = old.and_then(|o| o.get("spec"));
     match r {
+        // kubernetes/kubernetes pkg/apis/storage/validation/validation.go:
+        // ValidateStorageClass (provisioner required) and ValidateStorageClassUpdate
+        // (parameters, provisioner and reclaimPolicy forbidden to change;
+        // volumeBindingMode immutable; allowVolumeExpansion may change).
+        SC => {
+            if str_at(obj, &["provisioner"]).is_none_or(str::is_empty) {
+                causes.push(Cause::required("provisioner", ""));
+            }
+            if let Some(old) = old {
+                for field in ["parameters", "provisioner", "reclaimPolicy"] {
+                    if old.get(field) != obj.get(field) {
+                        causes.push(Cause::forbidden(
+                            field,
+                            &format!("updates to {field} are forbidden."),
+                        ));
+                    }
+                }
+                if old.get("volumeBindingMode") != obj.get("volumeBindingMode") {
+                    causes.push(Cause::invalid(
+                        "volumeBindingMode",
+                        obj.get("volumeBindingMode").unwrap_or(&Value::Null),
+                        "field is immutable",
+                    ));
+                }
+            }
+        }
+        // The same file: ValidateVolumeAttributesClass (driverName required, at least one
+        // parameter) and ValidateVolumeAttributesClassUpdate (driverName and parameters
+        // may not change: a class is a fixed profile).
+        VAC => {
+            if str_at(obj, &["driverName"]).is_none_or(str::is_empty) {
+                causes.push(Cause::required("driverName", ""));
+            }
+            if obj
+                .get("parameters")
+                .and_then(Value::as_object)
+                .is_none_or(Map::is_empty)
+            {
+                causes.push(Cause::required(
+                    "parameters",
+                    "must contain at least one key",
+                ));
+            }
+            if let Some(old) = old {
+                for field in ["driverName", "parameters"] {
+                    if old.get(field) != obj.get(field) {
+                        causes.push(Cause::forbidden(
+                            field,
+                            &format!("updates to {field} are forbidden."),
+                        ));
+                    }
+                }
+            }
+        }
         SECRET | CONFIGMAP => {
             for field in ["data", "binaryData"] {
                 if let Some(m) = obj.get(field).and_then(Value::as_object) {
@@ -378,4 +433,43 @@ pub(super) fn quantity(v: &Value) -> Option<f64> {
         }
     }
     s.parse().ok()
+}
+
+impl State {
+    /// Admission that needs other objects: a claim grows only when its StorageClass
+    /// allows it (kubernetes/kubernetes plugin/pkg/admission/storage/persistentvolume/
+    /// resize/admission.go: `allowResize`, answered with `admission.NewForbidden`, a 403).
+    pub(super) fn admit(&self, r: usize, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+        if r != PVC {
+            return Ok(());
+        }
+        let Some(old) = old else { return Ok(()) };
+        let storage = |v: &Value| {
+            v.pointer("/spec/resources/requests/storage")
+                .and_then(quantity)
+        };
+        let grows = matches!((storage(old), storage(obj)), (Some(was), Some(now)) if now > was);
+        if !grows {
+            return Ok(());
+        }
+        let class = str_at(obj, &["spec", "storageClassName"]).unwrap_or_default();
+        let expandable = self
+            .objects
+            .get(&(SC, String::new(), class.to_string()))
+            .and_then(|sc| sc.get("allowVolumeExpansion"))
+            == Some(&json!(true));
+        let bound = str_at(obj, &["spec", "volumeName"]).is_some_and(|v| !v.is_empty());
+        if expandable && bound {
+            return Ok(());
+        }
+        let name = str_at(obj, &["metadata", "name"]).unwrap_or_default();
+        Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "persistentvolumeclaims \"{name}\" is forbidden: only dynamically provisioned pvc \
+                 can be resized and the storageclass that provisions the pvc must support resize"
+            ),
+        ))
+    }
 }

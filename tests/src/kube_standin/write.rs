@@ -313,6 +313,7 @@ impl State {
         }
         self.defaults(r, &mut new, existing.as_ref());
         validate(r, &new, existing.as_ref())?;
+        self.admit(r, &new, existing.as_ref())?;
         if !is_apply {
             record_update(
                 &mut entries,

@@ -338,14 +338,29 @@ async fn status_subresource_and_immutable_fields() {
     .unwrap();
     assert_eq!(sts.get("es").await.unwrap().spec.replicas, Some(2));
 
-    // PVC storage may grow, not shrink.
+    // PVC storage may grow (once its class allows it; see tests/volumes.rs), not shrink.
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "t");
     let grow = json!({ "spec": { "resources": { "requests": { "storage": "20Gi" } } } });
+    let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
+    classes
+        .create(
+            &PostParams::default(),
+            &typed(json!({
+                "metadata": { "name": "gp3" },
+                "provisioner": "ebs.csi.aws.com",
+                "allowVolumeExpansion": true,
+            })),
+        )
+        .await
+        .unwrap();
     let grown = pvcs
         .patch("data-es-0", &PatchParams::default(), &Patch::Merge(&grow))
         .await
         .unwrap();
-    assert_eq!(grown.status.unwrap().capacity.unwrap()["storage"].0, "20Gi");
+    assert_eq!(
+        grown.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
+        "20Gi"
+    );
     let shrink = json!({ "spec": { "resources": { "requests": { "storage": "5Gi" } } } });
     let st = api_status(
         pvcs.patch("data-es-0", &PatchParams::default(), &Patch::Merge(&shrink))

@@ -5,6 +5,7 @@ mod apply;
 mod controllers;
 mod pending;
 mod read;
+mod volumes;
 
 use std::time::{Duration, Instant};
 
