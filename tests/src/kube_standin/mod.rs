@@ -213,6 +213,8 @@ struct State {
     volume_modified: BTreeMap<(String, String), std::time::Instant>,
     /// What the controllers have to look at on their next run.
     pending: Pending,
+    /// How long a pod takes to turn ready; fixed at start, since the controllers' queue of
+    /// readiness deadlines is computed from it.
     ready_after: Duration,
     requests: VecDeque<RequestRecord>,
     events: VecDeque<Event>,
