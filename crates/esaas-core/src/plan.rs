@@ -129,6 +129,12 @@ pub struct HealthObs {
     /// Nodes excluded from the voting configuration, by [`node_key`].
     #[serde(default)]
     pub voting_exclusions: BTreeSet<String>,
+    /// Yellow only because of a rolling upgrade: every unassigned shard copy
+    /// is a replica whose primary runs on a newer Elasticsearch version than
+    /// every node that could take it (Elasticsearch never allocates a replica
+    /// to a node older than its primary's). Never true when red.
+    #[serde(default)]
+    pub yellow_from_versions: bool,
 }
 
 /// Everything the planner looks at.

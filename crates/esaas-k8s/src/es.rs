@@ -678,6 +678,7 @@ impl<A: EsAccess> EsClient<A> {
             shards_on_excluded,
             shutdowns: BTreeMap::new(),
             voting_exclusions: Default::default(),
+            yellow_from_versions: false,
         })
     }
 

@@ -249,6 +249,7 @@ impl Elasticsearch for Memory {
             shards_on_excluded: w.excluded.iter().map(|k| (k.clone(), 0)).collect(),
             shutdowns: w.shutdowns.iter().map(|k| (k.clone(), true)).collect(),
             voting_exclusions: w.voting_exclusions.iter().cloned().collect(),
+            yellow_from_versions: false,
         }))
     }
 

@@ -151,6 +151,7 @@ impl Sim {
             shards_on_excluded,
             shutdowns,
             voting_exclusions,
+            yellow_from_versions: false,
         }))
     }
 

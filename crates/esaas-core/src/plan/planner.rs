@@ -209,11 +209,12 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
                     node_set: ns.name.clone(),
                 });
             }
-            if observed
-                .health
-                .as_ref()
-                .is_none_or(|h| h.status != Health::Green)
-            {
+            // Green between pods, or yellow only because replicas of shards whose
+            // primary already runs the new version cannot go to older nodes
+            // (they can once more nodes have moved); never red.
+            if observed.health.as_ref().is_none_or(|h| {
+                h.status != Health::Green && !(h.status == Health::Yellow && h.yellow_from_versions)
+            }) {
                 return Some(Step::WaitHealthy);
             }
             let next = w.partition - 1;

@@ -52,6 +52,7 @@ fn green() -> Option<HealthObs> {
         shards_on_excluded: BTreeMap::new(),
         shutdowns: BTreeMap::new(),
         voting_exclusions: Default::default(),
+        yellow_from_versions: false,
     })
 }
 
@@ -382,6 +383,7 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
                 shards_on_excluded: BTreeMap::new(),
                 shutdowns: BTreeMap::new(),
                 voting_exclusions: Default::default(),
+                yellow_from_versions: false,
             });
             h.shards_on_excluded.insert(node_key(node_set, *ordinal), 3);
         }
@@ -397,6 +399,7 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
                 shards_on_excluded: BTreeMap::new(),
                 shutdowns: BTreeMap::new(),
                 voting_exclusions: Default::default(),
+                yellow_from_versions: false,
             });
             if let Some(n) = h.shards_on_excluded.get_mut(&node_key(node_set, *ordinal)) {
                 *n = n.saturating_sub(1);
@@ -532,6 +535,7 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
                 shards_on_excluded: BTreeMap::new(),
                 shutdowns: BTreeMap::new(),
                 voting_exclusions: Default::default(),
+                yellow_from_versions: false,
             });
             h.status = Health::Green;
         }
@@ -681,6 +685,7 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
                 .map(|((ns, o), done)| (node_key(ns, o), done))
                 .collect(),
             voting_exclusions: voting.into_iter().map(|(ns, o)| node_key(ns, o)).collect(),
+            yellow_from_versions: false,
         }),
     })
 }
@@ -1045,4 +1050,43 @@ fn an_upgrade_rolls_master_eligible_nodes_last() {
         }),
         "the masters once every data node runs the new version"
     );
+}
+
+#[test]
+fn between_pods_yellow_is_enough_only_when_older_nodes_block_the_replicas() {
+    let spec = ClusterSpec::test().with_nodes(3).with_version("8.17.1");
+    let goal = Goal::Converge(spec.clone());
+    let mut o = converged(&spec);
+    let w = o.workloads.get_mut("default").expect("w");
+    w.partition = 2;
+    w.updated_replicas = 1;
+    let h = o.health.as_mut().expect("h");
+    h.shutdowns.insert(node_key("default", 1), true);
+    // (health, yellow only from versions, the next step is the next pod's restart)
+    for (status, from_versions, rolls) in [
+        (Health::Green, false, true),
+        (Health::Yellow, true, true),
+        (Health::Yellow, false, false),
+        (Health::Red, true, false),
+        (Health::Red, false, false),
+    ] {
+        let h = o.health.as_mut().expect("h");
+        h.status = status;
+        h.yellow_from_versions = from_versions;
+        let next = next_step(&goal, &o);
+        assert_eq!(
+            matches!(next, Some(Step::RollPod { partition: 1, .. })),
+            rolls,
+            "{status:?} {from_versions}: {next:?}"
+        );
+        if !rolls {
+            assert_eq!(next, Some(Step::WaitHealthy));
+        }
+    }
+    // The end of the change still waits for green.
+    let mut done = converged(&spec);
+    let h = done.health.as_mut().expect("h");
+    h.status = Health::Yellow;
+    h.yellow_from_versions = true;
+    assert_eq!(next_step(&goal, &done), Some(Step::WaitHealthy));
 }
