@@ -36,12 +36,10 @@ fn name() -> String {
     format!("tenants/{TENANT}/clusters/{CLUSTER}")
 }
 
-/// An UpdateCluster that changes the hot cluster (storage grows by 1 GiB a node).
-fn update(storage_gib: i32) -> pb::UpdateClusterRequest {
-    let mut spec = esaas_tests::spec(3);
-    if let Some(ns) = spec.node_sets.first_mut() {
-        ns.storage_gib = storage_gib;
-    }
+/// The `n`th UpdateCluster of the hot cluster: 4 nodes, then 3, then 4 ... (a change
+/// every time; not a volume change, which EBS allows once per six hours).
+fn update(n: i32) -> pb::UpdateClusterRequest {
+    let spec = esaas_tests::spec(3 + (n + 1) % 2);
     pb::UpdateClusterRequest {
         cluster: Some(pb::Cluster {
             name: name(),
@@ -74,7 +72,7 @@ async fn capture(channel: &Channel, auth: &Auth, dir: &std::path::Path) -> anyho
         platform::save(&dir.join(empty::CLUSTER), &c)?;
     }
     let updated = client
-        .update_cluster(auth.req(update(101)))
+        .update_cluster(auth.req(update(0)))
         .await?
         .into_inner();
     platform::save(&dir.join(empty::UPDATE), &updated)?;
@@ -242,7 +240,7 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
         auth
     };
     let admin = Auth::admin()?;
-    let mut storage = 101;
+    let mut changes = 0;
     let mut points = Vec::new();
     for (i, &n) in plan.watch_streams.iter().enumerate() {
         // Fresh processes for each N, so memory freed by a smaller N is not reused.
@@ -255,8 +253,8 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
         .await?;
         let updater = ClusterServiceClient::new(proc::connect(server.addr).await?);
         let esaas = fan_out(server.addr, server.child.pid(), n, plan, &auth, |_| {
-            storage += 1;
-            let req = auth.req(update(storage));
+            changes += 1;
+            let req = auth.req(update(changes));
             let mut c = updater.clone();
             async move {
                 c.update_cluster(req).await?;
