@@ -924,8 +924,16 @@ async fn volumes_grow_online_and_belong_to_one_cluster() {
         ))
         .await
         .expect("delete");
-    p.wait(&name, 0, pb::ClusterState::Deleted).await;
+    let tombstone = p.wait(&name, 0, pb::ClusterState::Deleted).await;
     assert_eq!(claims(&p, "logs"), grown, "retained");
+    // The tombstone lists them.
+    let mut listed = tombstone.status.expect("status").retained_volumes;
+    listed.sort();
+    let kept: Vec<String> = grown
+        .iter()
+        .map(|c| format!("esaas-search/{}", c.0))
+        .collect();
+    assert_eq!(listed, kept);
     clusters
         .create_cluster(authed(&key, create_request("search", "logs", 3)))
         .await
@@ -948,11 +956,15 @@ async fn volumes_grow_online_and_belong_to_one_cluster() {
         ))
         .await
         .expect("delete again");
-    p.wait(&name, 0, pb::ClusterState::Deleted).await;
+    let second = p.wait(&name, 0, pb::ClusterState::Deleted).await;
     assert_eq!(
         claims(&p, "logs"),
         grown,
         "only the second cluster's volumes went"
+    );
+    assert!(
+        second.status.expect("status").retained_volumes.is_empty(),
+        "a delete that deletes its volumes keeps none"
     );
     p.server.kill().await;
 }

@@ -116,6 +116,9 @@ pub struct WorkloadsObs {
     pub workloads: BTreeMap<String, WorkloadObs>,
     /// The client endpoint, once the client Service exists.
     pub endpoint: Option<String>,
+    /// Every volume claim of the cluster (`{namespace}/{claim}`), with or without
+    /// its StatefulSet.
+    pub claims: Vec<String>,
 }
 
 /// Kubernetes objects of Elasticsearch.

@@ -161,6 +161,9 @@ pub struct Cluster {
     /// accepted: EBS takes the next one six hours later ([`storage_cooldown`]).
     #[serde(default)]
     pub storage_change_time: Option<DateTime<Utc>>,
+    /// After a delete that retains volumes: the claims kept (`{namespace}/{claim}`).
+    #[serde(default)]
+    pub retained_volumes: Vec<String>,
 }
 
 impl Cluster {

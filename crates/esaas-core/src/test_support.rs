@@ -166,6 +166,7 @@ impl Cluster {
             update_time: t0(),
             delete_time: None,
             storage_change_time: None,
+            retained_volumes: Vec::new(),
         }
     }
 }

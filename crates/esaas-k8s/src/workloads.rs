@@ -417,11 +417,7 @@ impl Workloads for KubeWorkloads {
                 .is_some();
         let mut workloads = BTreeMap::new();
         let stateful_sets = self.stateful_sets(t).await?;
-        let pvcs = if stateful_sets.is_empty() {
-            Vec::new()
-        } else {
-            self.claims(t).await?
-        };
+        let pvcs = self.claims(t).await?;
         for sts in stateful_sets {
             let Some(node_set) = sts
                 .metadata
@@ -451,8 +447,14 @@ impl Workloads for KubeWorkloads {
                 observe_one(&sts, expected.as_deref(), claims, volumes),
             );
         }
+        let namespace = names::namespace(t);
         Ok(WorkloadsObs {
             base_objects: base,
+            claims: pvcs
+                .iter()
+                .filter_map(|p| p.metadata.name.as_ref())
+                .map(|n| format!("{namespace}/{n}"))
+                .collect(),
             workloads,
             endpoint: base.then(|| names::endpoint(t)),
         })
@@ -821,6 +823,12 @@ mod tests {
                     "labelSelector=esaas.io%2Ftenant%3Dsearch%2Cesaas.io%2Fcluster%3Dlogs"
                 ),
                 "{query}"
+            );
+            send.send_response(status(404, "NotFound"));
+            let (req, send) = handle.next_request().await.expect("claims");
+            assert_eq!(
+                req.uri().path(),
+                "/api/v1/namespaces/esaas-search/persistentvolumeclaims"
             );
             send.send_response(status(404, "NotFound"));
             let (_, send) = handle.next_request().await.expect("delete");

@@ -12,6 +12,7 @@ use esaas_core::cluster::Health;
 use esaas_core::lifecycle::lease::LeaseEvent;
 use esaas_core::operation::{OperationKind, StageName};
 use esaas_core::plan::{Goal, NodeGroupStatus, Observed, Step, next_step};
+use esaas_core::spec::VolumeRetention;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -122,7 +123,7 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     b: &Backends<N, W, E>,
     t: &Target,
     deleting: bool,
-) -> Result<(Observed, Option<String>), StepError> {
+) -> Result<(Observed, Option<String>, Vec<String>), StepError> {
     let (groups, loads, health) = tokio::join!(
         b.node_groups.observe(t),
         b.workloads.observe(t),
@@ -146,6 +147,7 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
             health,
         },
         loads.endpoint,
+        loads.claims,
     ))
 }
 
@@ -370,7 +372,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
         let here = clock
             .as_ref()
             .map_or_else(tracing::Span::current, |c| c.span.clone());
-        let (observed, endpoint) = match with_retries("observe", cancel, || {
+        let (observed, endpoint, claims) = match with_retries("observe", cancel, || {
             observe(backends, &job.target, deleting)
                 .instrument(tracing::info_span!(parent: &here, "observe"))
         })
@@ -380,6 +382,13 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
             Err(e) => return Ok(failed(e)),
         };
         let Some(step) = next_step(&goal, &observed) else {
+            // A delete that kept the volumes says which, for the tombstone.
+            if let Goal::Delete {
+                retention: VolumeRetention::Retain,
+            } = goal
+            {
+                report(LeaseEvent::Retained(claims)).await?;
+            }
             if let Some(s) = stage {
                 report(finished(s)).await?;
                 if let Some(c) = clock.take() {

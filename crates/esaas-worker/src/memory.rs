@@ -129,8 +129,14 @@ impl Workloads for Memory {
             obs.claims_up_to_date = wanted.is_none() || w.claims.get(name) == wanted.as_ref();
             obs.volumes = w.volumes.get(name).cloned().unwrap_or_default();
         }
+        let claims = w
+            .volumes
+            .iter()
+            .flat_map(|(n, vs)| vs.iter().map(move |v| format!("{n}-{}", v.ordinal)))
+            .collect();
         Ok(WorkloadsObs {
             base_objects: w.base,
+            claims,
             workloads,
             endpoint: w.base.then(|| format!("https://{}:9200", t.cluster_id)),
         })
@@ -230,8 +236,11 @@ impl Workloads for Memory {
     }
 
     async fn delete_base(&self, _: &Target, retention: VolumeRetention) -> StepResult<()> {
-        self.record("workloads.delete_base", "", format!("{retention:?}"))?
-            .base = false;
+        let mut w = self.record("workloads.delete_base", "", format!("{retention:?}"))?;
+        w.base = false;
+        if retention == VolumeRetention::Delete {
+            w.volumes.clear();
+        }
         Ok(())
     }
 }

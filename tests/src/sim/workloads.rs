@@ -515,6 +515,10 @@ impl Workloads for Sim {
             .collect();
         Ok(WorkloadsObs {
             base_objects,
+            claims: volumes
+                .iter()
+                .map(|(n, ordinal, _, _)| format!("{n}-{ordinal}"))
+                .collect(),
             workloads,
             endpoint: base_objects.then(|| endpoint(target)),
         })

@@ -58,6 +58,7 @@ pub fn create(
         update_time: ctx.now,
         delete_time: None,
         storage_change_time: None,
+        retained_volumes: Vec::new(),
     };
     let operation = new_operation(&cluster, OperationKind::Create, &cmd.initiator, rules, ctx);
     cluster.current_operation = Some(operation.id);

@@ -59,6 +59,8 @@ pub enum LeaseEvent {
     Stalled(String),
     /// The worker gives the lease back unfinished.
     HandedBack,
+    /// The volume claims a delete keeps (`{namespace}/{claim}`).
+    Retained(Vec<String>),
 }
 
 impl LeaseEvent {
@@ -394,6 +396,18 @@ fn apply(state: &Leased, event: LeaseEvent, ctx: &Context) -> Applied {
         LeaseEvent::Checkpoint(value) => {
             op.checkpoint = Some(value);
             None
+        }
+        // Only a delete keeps volumes, and the tombstone lists them.
+        LeaseEvent::Retained(_) if op.kind != OperationKind::Delete => None,
+        LeaseEvent::Retained(names) if names == cluster.retained_volumes => None,
+        LeaseEvent::Retained(names) => {
+            let event = format!(
+                "{name}: {} volume claims kept: {}",
+                names.len(),
+                names.join(", ")
+            );
+            cluster.retained_volumes = names;
+            Some(event)
         }
         LeaseEvent::Blocking(check) if check.is_empty() => {
             op.blocking_check = None;

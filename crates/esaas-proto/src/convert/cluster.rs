@@ -76,6 +76,7 @@ pub fn cluster_to_pb(c: &Cluster) -> pb::Cluster {
                 .map(|id| OperationName(id).to_string())
                 .unwrap_or_default(),
             message: c.message.clone(),
+            retained_volumes: c.retained_volumes.clone(),
         }),
         generation: c.generation,
         etag: c.etag(),

@@ -89,6 +89,7 @@ pub fn lease_event_from_pb(event: Option<pb::lease_report::Event>) -> Result<Lea
         },
         Event::Stalled(s) => LeaseEvent::Stalled(s),
         Event::HandedBack(_) => LeaseEvent::HandedBack,
+        Event::RetainedVolumes(r) => LeaseEvent::Retained(r.names),
     })
 }
 
@@ -123,6 +124,7 @@ pub fn lease_event_to_pb(event: LeaseEvent) -> pb::lease_report::Event {
         }),
         LeaseEvent::Stalled(s) => Event::Stalled(s),
         LeaseEvent::HandedBack => Event::HandedBack(true),
+        LeaseEvent::Retained(names) => Event::RetainedVolumes(pb::RetainedVolumes { names }),
     }
 }
 

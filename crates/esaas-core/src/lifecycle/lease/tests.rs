@@ -658,3 +658,32 @@ fn success_after_the_next_generation_was_cancelled_says_so() {
     );
     assert!(c.message.contains("generation 2 is not"), "{}", c.message);
 }
+
+#[test]
+fn a_delete_that_keeps_volumes_lists_them_on_the_cluster() {
+    let mut s = leased(3);
+    s.op.kind = OperationKind::Delete;
+    let names = vec!["esaas-t/data-1".to_string(), "esaas-t/data-2".to_string()];
+    let changes = report(&s, WORKER, 1, LeaseEvent::Retained(names.clone()), &ctx()).unwrap();
+    assert_eq!(cluster_of(&changes).retained_volumes, names);
+    assert!(
+        changes
+            .event
+            .as_ref()
+            .is_some_and(|e| e.message.contains("2 volume claims kept"))
+    );
+    // The same list again writes nothing; another operation kind never lists any.
+    let again = from(&changes, None);
+    let changes = report(
+        &again,
+        WORKER,
+        1,
+        LeaseEvent::Retained(names.clone()),
+        &ctx(),
+    )
+    .unwrap();
+    assert!(changes.event.is_none());
+    let create = leased(3);
+    let changes = report(&create, WORKER, 1, LeaseEvent::Retained(names), &ctx()).unwrap();
+    assert!(changes.event.is_none());
+}
