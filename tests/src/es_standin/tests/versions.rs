@@ -135,3 +135,60 @@ async fn a_primary_does_not_move_to_an_older_node() {
     assert!(primaries(&f).values().all(|n| *n == new_node));
     assert_eq!(f.es.shards_on(&f.host, &new_node), primaries(&f).len());
 }
+
+#[tokio::test]
+async fn the_client_tells_yellow_from_versions_apart_from_any_other_yellow() {
+    use esaas_core::backend::Elasticsearch;
+    let delay = Duration::from_secs(1);
+    let f = fixture(3, delay).await;
+    let observe = || async {
+        f.client
+            .health(&f.t)
+            .await
+            .expect("health")
+            .expect("answered")
+    };
+    let h = observe().await;
+    assert_eq!((h.status, h.yellow_from_versions), (Health::Green, false));
+    f.es.set_members(&f.host, members(&f, &[(0, OLD), (1, OLD), (2, NEW)]));
+    // A pod away, its replicas waiting for it: a newer node could take
+    // those whose primary is on the old one, so not versions only.
+    f.es.set_members(&f.host, members(&f, &[(0, OLD), (2, NEW)]));
+    let h = observe().await;
+    assert_eq!((h.status, h.yellow_from_versions), (Health::Yellow, false));
+    // Past the delay, what is left unassigned is kept off the old node by versions.
+    tokio::time::sleep(delay * 2).await;
+    let h = observe().await;
+    assert_eq!(
+        (h.status, h.yellow_from_versions),
+        (Health::Yellow, true),
+        "{h:?}"
+    );
+    // Every pod back, one on the old version: still versions only.
+    f.es.set_members(&f.host, members(&f, &[(0, OLD), (1, OLD), (2, NEW)]));
+    let h = observe().await;
+    assert_eq!(
+        (h.status, h.yellow_from_versions),
+        (Health::Yellow, true),
+        "{h:?}"
+    );
+    // Another yellow on top (a replica that failed to allocate): not versions only.
+    f.es.force_health(
+        &f.host,
+        Health::Yellow,
+        vec![("metrics-1".into(), 1, false)],
+    );
+    let h = observe().await;
+    assert_eq!((h.status, h.yellow_from_versions), (Health::Yellow, false));
+    f.es.clear_forced_health(&f.host);
+    f.es.set_members(&f.host, members(&f, &[(0, OLD), (1, NEW), (2, NEW)]));
+    let h = observe().await;
+    assert_eq!((h.status, h.yellow_from_versions), (Health::Green, false));
+    let asked: Vec<String> = f.es.requests().into_iter().map(|r| r.path).collect();
+    assert!(
+        asked
+            .iter()
+            .any(|p| p == "/_cat/nodes?format=json&h=name,version,node.role"),
+        "{asked:?}"
+    );
+}
