@@ -373,7 +373,10 @@ mod tests {
                 "selector": {"matchLabels": pod_labels},
                 "template": {
                     "metadata": {"labels": pod_labels},
-                    "spec": {"containers": [{"name": "elasticsearch", "image": "es"}]},
+                    "spec": {"containers": [{
+                        "name": "elasticsearch",
+                        "image": "docker.elastic.co/elasticsearch/elasticsearch:8.17.10",
+                    }]},
                 },
             },
         }))
@@ -425,6 +428,35 @@ mod tests {
         .expect("scale out");
         wait_nodes(3).await;
         assert!(es.shards_on(&host, &names::pod(&t, "data-hot", 2)) > 0);
+        // A new image, rolled to the highest pod only: that node restarts on
+        // the new version, the others keep theirs until their pods move.
+        sets.patch(
+            &names::stateful_set(&t, "data-hot"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+                "template": {"spec": {"containers": [{
+                    "name": "elasticsearch",
+                    "image": "docker.elastic.co/elasticsearch/elasticsearch:8.19.3",
+                }]}},
+            }})),
+        )
+        .await
+        .expect("new image");
+        let want: Vec<(String, String)> = [(0, "8.17.10"), (1, "8.17.10"), (2, "8.19.3")]
+            .into_iter()
+            .map(|(i, v)| (names::pod(&t, "data-hot", i), v.to_string()))
+            .collect();
+        let mut seen = Vec::new();
+        for _ in 0..200 {
+            seen = es.versions(&host);
+            if seen == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen, want);
+        assert!(es.departures(&host).iter().any(|(n, _)| *n == want[2].0));
         // The Secret goes: the cluster is forgotten (no certificate, not reachable).
         secrets
             .delete(&names::secret(&t), &DeleteParams::default())

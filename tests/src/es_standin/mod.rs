@@ -56,7 +56,7 @@
 //!
 //! Tests register clusters themselves; [`EsStandin::follow`] instead keeps
 //! them in step with a Kubernetes API it watches (each cluster's Secret registers it,
-//! its StatefulSets' ready replicas are its nodes), which is what the
+//! its ready pods are its nodes, each on its own image's version), which is what the
 //! `esaas-es-standin` binary does for the local setup. A connection belongs
 //! to the cluster whose certificate it got: it is dropped when that cluster
 //! is replaced or forgotten, and [`EsStandin::stop`] drops them all.
