@@ -1048,6 +1048,21 @@ async fn upgrades_take_supported_paths_and_move_masters_last() {
         for sts in p.objects("statefulsets", "logs") {
             assert_eq!(sts["metadata"]["annotations"]["esaas.io/version"], version);
         }
+        // Elasticsearch saw every node come back on the new version (its
+        // allocation refused replicas to older nodes in between).
+        let host = "logs-es-http.esaas-search.svc";
+        let mut versions = Vec::new();
+        for _ in 0..100 {
+            versions = p.es.versions(host);
+            if versions.len() == 5 && versions.iter().all(|(_, v)| v == version) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            versions.len() == 5 && versions.iter().all(|(_, v)| v == version),
+            "{version}: {versions:?}"
+        );
     }
     // Every restart was announced to Elasticsearch, and every announcement removed.
     let calls = |method: &str| {

@@ -49,6 +49,10 @@ use crate::names;
 #[path = "es_shutdown.rs"]
 mod shutdown;
 
+// Whether a yellow cluster is so only because of a rolling upgrade.
+#[path = "es_versions.rs"]
+mod versions;
+
 /// The built-in superuser the platform acts as.
 pub const ELASTIC_USER: &str = "elastic";
 
@@ -186,6 +190,8 @@ struct ClusterHealth {
 struct ShardRow {
     #[serde(default)]
     index: Option<String>,
+    #[serde(default)]
+    shard: Option<String>,
     #[serde(default)]
     prirep: Option<String>,
     #[serde(default)]
@@ -667,6 +673,8 @@ impl<A: EsAccess> EsClient<A> {
                 .count() as u64;
             shards_on_excluded.insert(key, held.max(lost_primaries));
         }
+        let yellow_from_versions =
+            status == Health::Yellow && conn.yellow_from_versions(&rows).await;
         let reason = match status {
             Health::Green => String::new(),
             Health::Unknown => format!("unknown health status {:?}", health.status),
@@ -678,7 +686,7 @@ impl<A: EsAccess> EsClient<A> {
             shards_on_excluded,
             shutdowns: BTreeMap::new(),
             voting_exclusions: Default::default(),
-            yellow_from_versions: false,
+            yellow_from_versions,
         })
     }
 

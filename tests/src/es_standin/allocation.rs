@@ -3,14 +3,40 @@
 
 use std::time::{Duration, Instant};
 
-use super::cluster::{Cluster, Drain, ShardCopy};
+use super::cluster::{Cluster, Drain, ShardCopy, version_key};
 
 impl Cluster {
-    /// The least loaded of `candidates` that holds no copy of `copy`'s shard.
+    /// Whether `NodeVersionAllocationDecider` (Elasticsearch's
+    /// `server/src/main/java/org/elasticsearch/cluster/routing/allocation/decider/NodeVersionAllocationDecider.java`)
+    /// lets `copy` go to `node`: a replica only to a node on the version of
+    /// the node holding its active primary or a newer one (peer recovery
+    /// cannot go from a newer Lucene format to an older one; with no active
+    /// primary yet it says yes); a primary that moves only to a node on an
+    /// equal or newer version than the one it leaves; an unassigned primary
+    /// (new, or existing on the node) anywhere. Snapshot restores are not
+    /// modelled.
+    pub(super) fn version_allows(&self, copy: &ShardCopy, node: &str) -> bool {
+        let target = version_key(self.version_of(node));
+        let source = if copy.primary {
+            copy.node.as_deref()
+        } else {
+            self.copies
+                .iter()
+                .find(|o| {
+                    o.index == copy.index && o.shard == copy.shard && o.primary && o.node.is_some()
+                })
+                .and_then(|p| p.node.as_deref())
+        };
+        source.is_none_or(|s| target >= version_key(self.version_of(s)))
+    }
+
+    /// The least loaded of `candidates` that holds no copy of `copy`'s shard
+    /// and whose version may take it.
     pub(super) fn target_for(&self, copy: usize, candidates: &[String]) -> Option<String> {
         let c = &self.copies[copy];
         candidates
             .iter()
+            .filter(|n| self.version_allows(c, n))
             .filter(|n| {
                 !self.copies.iter().enumerate().any(|(j, o)| {
                     j != copy

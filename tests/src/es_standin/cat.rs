@@ -27,8 +27,31 @@ const SHARD_COLUMNS: &[&str] = &[
 
 /// The `_cat/nodes` columns modelled. `id` is the node id's first four
 /// characters unless `full_id` is set (`RestNodesAction`); `master` is `*`
-/// on the elected master (the first node here), `-` elsewhere.
-const NODE_COLUMNS: &[&str] = &["name", "id", "ip", "master"];
+/// on the elected master (the first node here), `-` elsewhere; `version`
+/// (alias `v`) the Elasticsearch version the node runs; `node.role` (alias
+/// `r`) its role letters (`DiscoveryNodeRole.roleNameAbbreviation`, sorted):
+/// every node here holds shards and is master-eligible, so each shows the
+/// letters of a node with the default roles, `cdfhilmrstw`.
+const NODE_COLUMNS: &[&str] = &[
+    "name",
+    "id",
+    "ip",
+    "master",
+    "version",
+    "v",
+    "node.role",
+    "r",
+];
+
+/// Aliases `RestNodesAction` declares for a column: the answer is keyed by
+/// the name asked for, the value is the column's.
+fn canonical(col: &str) -> &str {
+    match col {
+        "v" => "version",
+        "r" => "node.role",
+        other => other,
+    }
+}
 
 /// `GET /_cat/shards`.
 pub(super) fn shards(c: &mut Cluster, call: &Call) -> Answer {
@@ -82,7 +105,7 @@ fn cat(
     }
     let pick = |row: &Vec<(&'static str, Value)>, col: &str| {
         row.iter()
-            .find(|(k, _)| *k == col)
+            .find(|(k, _)| *k == canonical(col))
             .map(|(_, v)| v.clone())
             .unwrap_or(Value::Null)
     };
@@ -181,6 +204,8 @@ impl Cluster {
                         "master",
                         Value::String(if i == 0 { "*" } else { "-" }.into()),
                     ),
+                    ("version", Value::String(self.version_of(n).into())),
+                    ("node.role", Value::String("cdfhilmrstw".into())),
                 ]
             })
             .collect()

@@ -38,6 +38,8 @@ pub(super) struct Cluster {
     pub(super) password: String,
     pub(super) cert: Arc<CertifiedKey>,
     pub(super) nodes: Vec<String>,
+    /// The Elasticsearch version each node runs (`_cat/nodes` `version`).
+    pub(super) versions: HashMap<String, String>,
     pub(super) indices: Vec<IndexDef>,
     pub(super) copies: Vec<ShardCopy>,
     pub(super) persistent: BTreeMap<String, Value>,
@@ -66,6 +68,19 @@ pub(super) fn node_id(name: &str) -> String {
     }
     let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out);
     s.chars().take(22).collect()
+}
+
+/// The version a node runs when none was given.
+pub const DEFAULT_VERSION: &str = "8.17.10";
+
+/// `major.minor.patch` as numbers, for ordering versions; what does not
+/// parse orders first (a test tool: the product's own parser fails closed).
+pub(super) fn version_key(v: &str) -> (u64, u64, u64) {
+    let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Some(a)), Some(Some(b)), Some(Some(c)), None) => (a, b, c),
+        _ => (0, 0, 0),
+    }
 }
 
 /// A node shutdown record (`SingleNodeShutdownMetadata`).
@@ -99,9 +114,11 @@ impl Cluster {
         name: String,
         password: String,
         cert: Arc<CertifiedKey>,
-        nodes: Vec<String>,
+        members: Vec<(String, String)>,
         indices: Vec<IndexDef>,
     ) -> Self {
+        let nodes = members.iter().map(|(n, _)| n.clone()).collect();
+        let versions = members.into_iter().collect();
         let now = Instant::now();
         let copies = indices
             .iter()
@@ -120,6 +137,7 @@ impl Cluster {
             password,
             cert,
             nodes,
+            versions,
             indices,
             copies,
             persistent: BTreeMap::new(),
@@ -210,6 +228,12 @@ impl Cluster {
                 c.unassigned = Some(("NODE_LEFT", now, Some(node.clone())));
             }
         }
+        for n in &nodes {
+            if !self.versions.contains_key(n) {
+                self.versions.insert(n.clone(), DEFAULT_VERSION.into());
+            }
+        }
+        self.versions.retain(|n, _| nodes.contains(n));
         self.nodes = nodes;
         self.resolve_voting_exclusions();
         for (id, s) in self.shutdowns.iter_mut() {
@@ -217,6 +241,36 @@ impl Cluster {
                 s.node_seen = true;
             }
         }
+    }
+
+    /// The nodes are now `members` (name, version). A node already there
+    /// with another version restarted: it leaves first (a node's version
+    /// changes only with its process), then joins again.
+    pub(super) fn set_members(&mut self, members: Vec<(String, String)>, now: Instant) {
+        let restarted: Vec<&String> = members
+            .iter()
+            .filter(|(n, v)| self.versions.get(n).is_some_and(|old| old != v))
+            .map(|(n, _)| n)
+            .collect();
+        if !restarted.is_empty() {
+            let staying = self
+                .nodes
+                .iter()
+                .filter(|n| !restarted.contains(n))
+                .cloned()
+                .collect();
+            self.set_nodes(staying, now);
+        }
+        self.versions = members.iter().cloned().collect();
+        self.set_nodes(members.into_iter().map(|(n, _)| n).collect(), now);
+    }
+
+    /// The version node `name` runs.
+    pub(super) fn version_of(&self, name: &str) -> &str {
+        self.versions
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or(DEFAULT_VERSION)
     }
 
     /// The name of the node with id `id`, if it is in the cluster.

@@ -1,17 +1,21 @@
 //! Keeps the registered clusters in step with a Kubernetes API, by watching
 //! it: kube-rs's `watcher` keeps a reflector store of the managed Secrets
-//! and StatefulSets (one list, then a watch from its `resourceVersion`,
+//! and pods (one list, then a watch from its `resourceVersion`,
 //! re-listing only when the watch cannot resume), and each change
 //! re-registers only the cluster it belongs to. An idle Kubernetes API sees
 //! two watch requests every few minutes, however many clusters it holds.
+//!
+//! A cluster's nodes are its ready pods, each on the version its own
+//! container image names (`…/elasticsearch:{version}`): a pod the
+//! StatefulSet controller has not replaced yet still runs the old version,
+//! whatever the StatefulSet's template or `esaas.io/version` annotation say.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use esaas_k8s::names::{self, labels, secret_keys};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -24,7 +28,8 @@ struct Followed {
     password: String,
     cert_pem: String,
     key_pem: String,
-    nodes: Vec<String>,
+    /// (node name, Elasticsearch version).
+    nodes: Vec<(String, String)>,
 }
 
 fn secret_text(s: &Secret, key: &str) -> Option<String> {
@@ -60,10 +65,34 @@ fn cluster_of(meta: &ObjectMeta) -> Option<esaas_core::backend::Target> {
     (meta.namespace.as_deref() == Some(names::namespace(&t).as_str())).then_some(t)
 }
 
-/// The two stores the watchers keep.
+/// The stores the watchers keep.
 struct Stores {
     secrets: Store<Secret>,
-    sets: Store<StatefulSet>,
+    pods: Store<Pod>,
+}
+
+/// Whether `pod` is running and ready (its `Ready` condition is `True`)
+/// and not going away: its Elasticsearch node is in the cluster.
+fn pod_is_node(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The version `pod` runs: the tag of its `elasticsearch` container's
+/// image (the only container when none has that name).
+fn pod_version(pod: &Pod) -> Option<String> {
+    let containers = &pod.spec.as_ref()?.containers;
+    let c = containers
+        .iter()
+        .find(|c| c.name == "elasticsearch")
+        .or(containers.first())?;
+    let image = c.image.as_deref()?;
+    let (repo, tag) = image.rsplit_once(':')?;
+    (!tag.contains('/') && !repo.is_empty() && !tag.is_empty()).then(|| tag.to_string())
 }
 
 impl Stores {
@@ -74,33 +103,23 @@ impl Stores {
             .secrets
             .get(&ObjectRef::new(&names::secret(t)).within(&ns))?;
         let cluster = t.cluster_id.to_string();
-        let mut nodes = Vec::new();
-        let of_cluster = self.sets.state_filter(|set| {
-            set.metadata.namespace.as_deref() == Some(ns.as_str())
-                && set
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(labels::CLUSTER))
-                    == Some(&cluster)
-        });
-        for set in of_cluster {
-            let Some(node_set) = set
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(labels::NODE_SET))
-            else {
-                continue;
-            };
-            let want = set.spec.replicas.unwrap_or(1);
-            let ready = set
-                .status
-                .as_ref()
-                .and_then(|st| st.ready_replicas)
-                .unwrap_or(0);
-            nodes.extend((0..ready.min(want)).map(|i| names::pod(t, node_set, i)));
-        }
+        let of_cluster = |meta: &ObjectMeta| {
+            meta.namespace.as_deref() == Some(ns.as_str())
+                && meta.labels.as_ref().and_then(|l| l.get(labels::CLUSTER)) == Some(&cluster)
+        };
+        let mut nodes: Vec<(String, String)> = self
+            .pods
+            .state_filter(|pod| of_cluster(&pod.metadata) && pod_is_node(pod))
+            .iter()
+            .filter_map(|pod| {
+                let name = pod.metadata.name.clone()?;
+                // A tag the stand-in cannot read: the version it registers
+                // nodes with when none is known.
+                let version =
+                    pod_version(pod).unwrap_or_else(|| super::DEFAULT_VERSION.to_string());
+                Some((name, version))
+            })
+            .collect();
         nodes.sort();
         Some(Followed {
             password: secret_text(&secret, secret_keys::PASSWORD)?,
@@ -136,7 +155,7 @@ enum Changed {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Watched {
     Secrets,
-    StatefulSets,
+    Pods,
 }
 
 fn changed<K: kube::Resource>(kind: Watched, event: watcher::Event<K>) -> Changed {
@@ -181,10 +200,10 @@ impl Follower {
                 if (&k.password, &k.cert_pem, &k.key_pem)
                     == (&f.password, &f.cert_pem, &f.key_pem) =>
             {
-                es.set_nodes(&host, f.nodes.clone());
+                es.set_members(&host, f.nodes.clone());
                 self.known.insert(host, f);
             }
-            _ => match es.register(
+            _ => match es.register_members(
                 &host,
                 &f.password,
                 &f.cert_pem,
@@ -229,10 +248,10 @@ impl EsStandin {
     /// Keeps the registered clusters in step with a Kubernetes API (the
     /// Kubernetes stand-in of the local setup) by watching it: a cluster is
     /// registered from its Secret (password, node certificate and key) at
-    /// its `http_host`, its nodes are the pods `0..readyReplicas` of its
-    /// StatefulSets, and it is forgotten when its Secret goes. Needs
-    /// all-namespace lists and watches of Secrets and StatefulSets with a
-    /// label selector. Ends when the stand-in stops.
+    /// its `http_host`, its nodes are its ready pods, each on the version of
+    /// its own image, and it is forgotten when its Secret goes. Needs
+    /// all-namespace lists and watches of Secrets and pods with a label
+    /// selector. Ends when the stand-in stops.
     pub fn follow(&self, client: kube::Client) -> tokio::task::JoinHandle<()> {
         let mut follower = Follower {
             es: Arc::downgrade(&self.shared),
@@ -244,19 +263,19 @@ impl EsStandin {
             let managed =
                 watcher::Config::default().labels(&format!("{}=esaas", labels::MANAGED_BY));
             let (secrets, secrets_writer) = reflector::store();
-            let (sets, sets_writer) = reflector::store();
-            let stores = Stores { secrets, sets };
+            let (pods, pods_writer) = reflector::store();
+            let stores = Stores { secrets, pods };
             // A watch that fails (the API is not up yet, or went away) is
             // retried with kube-rs's backoff; the stream never ends.
             let secret_events = watcher(Api::<Secret>::all(client.clone()), managed.clone())
                 .default_backoff()
                 .reflect(secrets_writer)
                 .map(|e| e.map(|e| changed(Watched::Secrets, e)));
-            let set_events = watcher(Api::<StatefulSet>::all(client), managed)
+            let pod_events = watcher(Api::<Pod>::all(client), managed)
                 .default_backoff()
-                .reflect(sets_writer)
-                .map(|e| e.map(|e| changed(Watched::StatefulSets, e)));
-            let mut events = std::pin::pin!(futures::stream::select(secret_events, set_events));
+                .reflect(pods_writer)
+                .map(|e| e.map(|e| changed(Watched::Pods, e)));
+            let mut events = std::pin::pin!(futures::stream::select(secret_events, pod_events));
             // Nothing is registered before both stores were filled once, so
             // a cluster never shows up without its nodes.
             let mut filled: Vec<Watched> = Vec::new();
@@ -297,6 +316,7 @@ mod tests {
     use esaas_core::backend::Elasticsearch;
     use esaas_core::cluster::Health;
     use esaas_k8s::es::EsClient;
+    use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::Namespace;
     use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
     use serde_json::json;
@@ -341,7 +361,7 @@ mod tests {
             .await
             .expect("create secret");
         let sets = Api::<StatefulSet>::namespaced(kube.client(), &ns);
-        let pod_labels = json!({labels::CLUSTER: t.cluster_id.to_string()});
+        let pod_labels = json!(names::node_set_labels(&t, "data-hot"));
         let set: StatefulSet = serde_json::from_value(json!({
             "metadata": {
                 "name": names::stateful_set(&t, "data-hot"),
@@ -353,7 +373,10 @@ mod tests {
                 "selector": {"matchLabels": pod_labels},
                 "template": {
                     "metadata": {"labels": pod_labels},
-                    "spec": {"containers": [{"name": "elasticsearch", "image": "es"}]},
+                    "spec": {"containers": [{
+                        "name": "elasticsearch",
+                        "image": "docker.elastic.co/elasticsearch/elasticsearch:8.17.10",
+                    }]},
                 },
             },
         }))
@@ -405,6 +428,35 @@ mod tests {
         .expect("scale out");
         wait_nodes(3).await;
         assert!(es.shards_on(&host, &names::pod(&t, "data-hot", 2)) > 0);
+        // A new image, rolled to the highest pod only: that node restarts on
+        // the new version, the others keep theirs until their pods move.
+        sets.patch(
+            &names::stateful_set(&t, "data-hot"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+                "template": {"spec": {"containers": [{
+                    "name": "elasticsearch",
+                    "image": "docker.elastic.co/elasticsearch/elasticsearch:8.19.3",
+                }]}},
+            }})),
+        )
+        .await
+        .expect("new image");
+        let want: Vec<(String, String)> = [(0, "8.17.10"), (1, "8.17.10"), (2, "8.19.3")]
+            .into_iter()
+            .map(|(i, v)| (names::pod(&t, "data-hot", i), v.to_string()))
+            .collect();
+        let mut seen = Vec::new();
+        for _ in 0..200 {
+            seen = es.versions(&host);
+            if seen == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen, want);
+        assert!(es.departures(&host).iter().any(|(n, _)| *n == want[2].0));
         // The Secret goes: the cluster is forgotten (no certificate, not reachable).
         secrets
             .delete(&names::secret(&t), &DeleteParams::default())

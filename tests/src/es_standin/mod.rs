@@ -47,10 +47,16 @@
 //! unassigned replica, green otherwise, unless [`EsStandin::force_health`]
 //! says otherwise. `cluster.routing.allocation.enable` holds copies where
 //! they are: `none` allocates and moves nothing, `primaries` only primaries.
+//! Each node runs an Elasticsearch version ([`EsStandin::set_members`];
+//! [`DEFAULT_VERSION`] otherwise) and allocation applies Elasticsearch's
+//! `NodeVersionAllocationDecider`: a replica never goes to a node older than
+//! the node of its active primary, a primary never moves to an older node,
+//! so during a rolling upgrade such replicas stay UNASSIGNED (yellow). A
+//! node whose version changes restarted: it leaves, then joins again.
 //!
 //! Tests register clusters themselves; [`EsStandin::follow`] instead keeps
 //! them in step with a Kubernetes API it watches (each cluster's Secret registers it,
-//! its StatefulSets' ready replicas are its nodes), which is what the
+//! its ready pods are its nodes, each on its own image's version), which is what the
 //! `esaas-es-standin` binary does for the local setup. A connection belongs
 //! to the cluster whose certificate it got: it is dropped when that cluster
 //! is replaced or forgotten, and [`EsStandin::stop`] drops them all.
@@ -96,6 +102,7 @@ use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use cluster::DEFAULT_VERSION;
 use cluster::{Cluster, Forced};
 use server::provider;
 
@@ -238,6 +245,24 @@ impl EsStandin {
         nodes: Vec<String>,
         indices: Vec<IndexDef>,
     ) -> anyhow::Result<()> {
+        let members = nodes
+            .into_iter()
+            .map(|n| (n, DEFAULT_VERSION.to_string()))
+            .collect();
+        self.register_members(host, password, cert_pem, key_pem, members, indices)
+    }
+
+    /// [`EsStandin::register`] with each node's Elasticsearch version
+    /// (`members` are (node name, version) pairs).
+    pub fn register_members(
+        &self,
+        host: &str,
+        password: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        members: Vec<(String, String)>,
+        indices: Vec<IndexDef>,
+    ) -> anyhow::Result<()> {
         let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("certificate PEM: {e:?}"))?;
@@ -255,7 +280,7 @@ impl EsStandin {
         let name = name.strip_suffix("-es-http").unwrap_or(name).to_string();
         let mut state = lock(&self.shared);
         let delay = state.drain_delay;
-        let mut cluster = Cluster::new(name, password.into(), cert, nodes, indices);
+        let mut cluster = Cluster::new(name, password.into(), cert, members, indices);
         cluster.reconcile(Instant::now(), delay);
         if let Some(old) = state.clusters.insert(host, cluster) {
             old.conns.cancel();
@@ -297,6 +322,26 @@ impl EsStandin {
         self.with_cluster(host, |c, delay| {
             c.set_nodes(nodes, Instant::now());
             c.reconcile(Instant::now(), delay);
+        })
+    }
+
+    /// The cluster's nodes are now `members`, (name, Elasticsearch version)
+    /// pairs: a node that left, or that is there with another version (it
+    /// restarted on it), leaves its copies UNASSIGNED; see the module docs.
+    pub fn set_members(&self, host: &str, members: Vec<(String, String)>) {
+        self.with_cluster(host, |c, delay| {
+            c.set_members(members, Instant::now());
+            c.reconcile(Instant::now(), delay);
+        })
+    }
+
+    /// The Elasticsearch version of each node, by name.
+    pub fn versions(&self, host: &str) -> Vec<(String, String)> {
+        self.with_cluster(host, |c, _| {
+            c.nodes
+                .iter()
+                .map(|n| (n.clone(), c.version_of(n).to_string()))
+                .collect()
         })
     }
 

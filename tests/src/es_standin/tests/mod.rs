@@ -5,6 +5,7 @@
 mod client;
 mod day2;
 mod follow_load;
+mod versions;
 mod wire;
 
 use std::net::SocketAddr;
