@@ -2,7 +2,7 @@
 //! as a process, for the local setup: one HTTPS port for every cluster
 //! (routed by SNI), kept in step with a Kubernetes API (the Kubernetes
 //! stand-in), which it watches: each cluster's Secret registers it, its
-//! StatefulSets' ready replicas are its nodes.
+//! ready pods are its nodes, each on the version of its own image.
 //!
 //! Environment:
 //! - `ES_STANDIN_LISTEN_ADDR` (default `127.0.0.1:9200`);
