@@ -1212,3 +1212,74 @@ async fn edited_page_tokens_are_invalid_argument_never_internal() {
         failures.join("\n")
     );
 }
+
+/// What a hostile request under the size limit can make the server build is bounded:
+/// a repeated field longer than any valid spec is refused before it is walked, an
+/// answer lists at most 20 violations (then says how many more), and a value is echoed
+/// only as a short prefix.
+#[tokio::test]
+async fn validation_of_huge_requests_is_bounded() {
+    let app = spawn_app().await;
+    let t = app.tenant(TENANT).await;
+    let n = 150_000;
+    let cases: Vec<(&str, Req, Vec<&str>)> = vec![
+        (
+            "150,000 empty node sets",
+            create_with(|s| s.node_sets = vec![pb::NodeSet::default(); n]),
+            vec!["cluster.spec.node_sets"],
+        ),
+        (
+            "a million roles that are not roles",
+            create_with(|s| s.node_sets[0].roles = vec![99; 1_000_000]),
+            vec!["cluster.spec.node_sets[0].roles"],
+        ),
+    ];
+    for (case, req, want) in cases {
+        let started = std::time::Instant::now();
+        let err = send(&app, &t.admin, req).await.expect_err(case);
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{case}: {}",
+            err.message()
+        );
+        assert_eq!(violated_fields(&err), want, "{case}");
+        assert!(
+            err.message().contains("at most 64 items"),
+            "{case}: {}",
+            err.message()
+        );
+        // Not a timing assertion on the server, only that the call did not hang.
+        assert!(started.elapsed() < Duration::from_secs(30), "{case}");
+    }
+    // 60 node sets, each with an unknown size class 1 KiB long: 20 violations listed,
+    // then the count of the rest; no value echoed whole.
+    let long = "x".repeat(1024);
+    let req = create_with(|s| {
+        s.node_sets = (0..60)
+            .map(|i| pb::NodeSet {
+                size_class: long.clone(),
+                ..node_set(&format!("s{i}"))
+            })
+            .collect();
+    });
+    let err = send(&app, &t.admin, req).await.expect_err("many");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields = violated_fields(&err);
+    assert_eq!(fields.len(), 21, "{fields:?}");
+    assert_eq!(fields[20], "");
+    assert!(
+        err.message().contains("more violations are not listed"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        !err.message().contains(&long),
+        "a long value is not echoed whole"
+    );
+    assert!(
+        err.message().len() < 8 << 10,
+        "{} bytes",
+        err.message().len()
+    );
+}

@@ -173,14 +173,36 @@ impl Error {
     }
 }
 
-/// Collects field violations and turns them into one error.
+/// Most field violations one answer lists: enough to fix a request, and a
+/// bound on what a hostile one can make the server build. The message and
+/// its details travel in HTTP/2 headers, which clients cap at 16 KiB or so.
+pub const MAX_VIOLATIONS: usize = 20;
+
+/// Most items of a repeated request field that are looked at one by one;
+/// a longer list is refused as a whole before it is walked.
+pub const MAX_REPEATED: usize = 64;
+
+/// Collects field violations and turns them into one error: at most
+/// [`MAX_VIOLATIONS`], then one that says how many more there were.
 #[derive(Debug, Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    list: Vec<FieldViolation>,
+    more: usize,
+}
 
 impl Violations {
     /// Adds a violation.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation::new(field, description));
+        if self.list.len() < MAX_VIOLATIONS {
+            self.list.push(FieldViolation::new(field, description));
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Whether the answer is full: later checks may be skipped.
+    pub fn is_full(&self) -> bool {
+        self.list.len() >= MAX_VIOLATIONS
     }
 
     /// Adds the violations of an error if it is an `InvalidArgument`; other errors pass through.
@@ -188,20 +210,49 @@ impl Violations {
         match result {
             Ok(v) => Ok(Some(v)),
             Err(Error::InvalidArgument(vs)) => {
-                self.0.extend(vs);
+                for fv in vs {
+                    if self.list.len() < MAX_VIOLATIONS {
+                        self.list.push(fv);
+                    } else {
+                        self.more += 1;
+                    }
+                }
                 Ok(None)
             }
             Err(e) => Err(e),
         }
     }
 
+    /// Refuses the repeated field `field` as a whole when it has more than
+    /// `max` items; `true` when it did (the caller then does not walk it).
+    pub fn too_many(&mut self, field: &str, len: usize, max: usize) -> bool {
+        if len <= max {
+            return false;
+        }
+        self.add(field, format!("must have at most {max} items, got {len}"));
+        true
+    }
+
     /// `Ok` when nothing was added.
     pub fn finish(self) -> Result<()> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(self.0))
+        if self.list.is_empty() {
+            return Ok(());
         }
+        Err(self.into_error())
+    }
+
+    /// The violations added so far, as the error to answer now.
+    pub fn into_error(mut self) -> Error {
+        if self.more > 0 {
+            self.list.push(FieldViolation::new(
+                "",
+                format!(
+                    "{} more violations are not listed; fix these first",
+                    self.more
+                ),
+            ));
+        }
+        Error::InvalidArgument(self.list)
     }
 }
 
@@ -233,5 +284,41 @@ mod shown_tests {
         let s = shown(&long);
         assert!(s.len() < 80, "{s}");
         assert!(s.ends_with("(2000 bytes)"));
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    #[test]
+    fn an_answer_lists_at_most_max_violations_then_the_count_of_the_rest() {
+        let mut v = Violations::default();
+        for i in 0..MAX_VIOLATIONS + 7 {
+            v.add(format!("f{i}"), "bad");
+        }
+        assert!(v.is_full());
+        match v.finish() {
+            Err(Error::InvalidArgument(list)) => {
+                assert_eq!(list.len(), MAX_VIOLATIONS + 1);
+                assert_eq!(list[MAX_VIOLATIONS].field, "");
+                assert!(list[MAX_VIOLATIONS].description.starts_with("7 more"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_field_too_long_is_refused_as_a_whole() {
+        let mut v = Violations::default();
+        assert!(!v.too_many("xs", MAX_REPEATED, MAX_REPEATED));
+        assert!(v.too_many("xs", MAX_REPEATED + 1, MAX_REPEATED));
+        match v.finish() {
+            Err(Error::InvalidArgument(list)) => {
+                assert_eq!(list.len(), 1);
+                assert_eq!(list[0].field, "xs");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

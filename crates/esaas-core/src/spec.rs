@@ -251,8 +251,8 @@ impl NodeSet {
             v.add(
                 format!("{p}.size_class"),
                 format!(
-                    "{:?} is not offered; offered size classes: {}",
-                    self.size_class,
+                    "{} is not offered; offered size classes: {}",
+                    shown(&self.size_class),
                     offered.join(", ")
                 ),
             );

@@ -2,7 +2,7 @@
 
 use esaas_core::Result;
 use esaas_core::cluster::SpecField;
-use esaas_core::error::{Error, Violations, shown};
+use esaas_core::error::{Error, MAX_REPEATED, Violations, shown};
 use esaas_core::spec::{ClusterSpec, NodeRole, NodeSet, VolumeRetention};
 
 use crate::v1 as pb;
@@ -23,10 +23,24 @@ pub fn spec_from_pb(spec: &pb::ClusterSpec, prefix: &str) -> Result<ClusterSpec>
             VolumeRetention::Delete
         }
     };
+    // A list longer than any valid spec has is refused before it is walked.
+    if v.too_many(
+        &format!("{prefix}.node_sets"),
+        spec.node_sets.len(),
+        MAX_REPEATED,
+    ) {
+        return Err(v.into_error());
+    }
     let mut node_sets = Vec::with_capacity(spec.node_sets.len());
     for (i, ns) in spec.node_sets.iter().enumerate() {
-        let mut roles = Vec::with_capacity(ns.roles.len());
-        for (j, r) in ns.roles.iter().enumerate() {
+        let mut roles = Vec::with_capacity(ns.roles.len().min(MAX_REPEATED));
+        let field = format!("{prefix}.node_sets[{i}].roles");
+        let listed = if v.too_many(&field, ns.roles.len(), MAX_REPEATED) {
+            &ns.roles[..0]
+        } else {
+            &ns.roles[..]
+        };
+        for (j, r) in listed.iter().enumerate() {
             let role = match pb::NodeRole::try_from(*r) {
                 Ok(pb::NodeRole::Master) => NodeRole::Master,
                 Ok(pb::NodeRole::Data) => NodeRole::Data,
@@ -72,6 +86,9 @@ pub fn update_mask_from_pb(
     match mask.filter(|m| !m.paths.is_empty()) {
         Some(mask) => {
             let mut v = Violations::default();
+            if v.too_many("update_mask.paths", mask.paths.len(), MAX_REPEATED) {
+                return Err(v.into_error());
+            }
             for (i, path) in mask.paths.iter().enumerate() {
                 match SpecField::parse_path(path) {
                     Some(fs) => fields.extend_from_slice(fs),
