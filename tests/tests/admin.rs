@@ -1008,3 +1008,22 @@ async fn a_key_revoked_on_one_server_stops_working_on_another_that_cached_it() {
     a.kill().await;
     b.kill().await;
 }
+
+#[tokio::test]
+async fn a_reserved_tenant_id_is_refused() {
+    let app = spawn_app().await;
+    let err = app
+        .admin()
+        .create_tenant(authed(
+            ADMIN_KEY,
+            pb::CreateTenantRequest {
+                tenant_id: "system".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("reserved");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(violated_fields(&err), vec!["tenant_id"]);
+    assert!(err.message().contains("esaas-system"), "{}", err.message());
+}

@@ -46,7 +46,7 @@ impl Api {
         self.principal(&req).await?.require_platform_admin()?;
         let r = req.into_inner();
         let mut v = Violations::default();
-        let id = v.absorb(TenantId::parse("tenant_id", &r.tenant_id))?;
+        let id = v.absorb(TenantId::parse_new("tenant_id", &r.tenant_id))?;
         let request_id = v
             .absorb(parse_request_id("request_id", &r.request_id))?
             .flatten();

@@ -77,6 +77,24 @@ label_newtype!(
     TenantId,
     TENANT_ID_MAX
 );
+/// Tenant ids a new tenant may not take: its namespace (`esaas-{id}`) would be
+/// the platform's own (`esaas-system`, where `deploy/` runs the API and workers).
+pub const RESERVED_TENANT_IDS: &[&str] = &["system"];
+
+impl TenantId {
+    /// `value` as the id of a new tenant: valid, and not reserved.
+    pub fn parse_new(field: &str, value: &str) -> Result<Self> {
+        let id = Self::parse(field, value)?;
+        if RESERVED_TENANT_IDS.contains(&id.as_str()) {
+            return Err(Error::invalid(
+                field,
+                format!("{value:?} is reserved: its namespace esaas-{value} is the platform's own"),
+            ));
+        }
+        Ok(id)
+    }
+}
+
 label_newtype!(
     /// The id of a cluster within its tenant.
     ClusterId,
