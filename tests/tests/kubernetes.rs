@@ -156,6 +156,18 @@ impl Platform {
         .await
     }
 
+    /// Creates a cluster as the tenant `key`; its name.
+    async fn create(&self, key: &str, req: pb::CreateClusterRequest) -> String {
+        ClusterServiceClient::new(self.channel().await)
+            .create_cluster(authed(key, req))
+            .await
+            .expect("create")
+            .into_inner()
+            .cluster
+            .expect("cluster")
+            .name
+    }
+
     fn objects(&self, kind: &str, cluster: &str) -> Vec<serde_json::Value> {
         self.kube
             .objects(kind)
@@ -819,14 +831,7 @@ async fn volumes_grow_online_and_belong_to_one_cluster() {
     if let Some(spec) = create.cluster.as_mut().and_then(|c| c.spec.as_mut()) {
         spec.volume_retention = pb::VolumeRetention::Retain as i32;
     }
-    let name = clusters
-        .create_cluster(authed(&key, create))
-        .await
-        .expect("create")
-        .into_inner()
-        .cluster
-        .expect("cluster")
-        .name;
+    let name = p.create(&key, create).await;
     p.wait(&name, 1, pb::ClusterState::Ready).await;
     let first = claims(&p, "logs");
     assert_eq!(first.len(), 3, "{first:?}");
@@ -993,14 +998,7 @@ async fn upgrades_take_supported_paths_and_move_masters_last() {
     if let Some(c) = create.cluster.as_mut() {
         c.spec = Some(node_sets("8.17.10"));
     }
-    let name = clusters
-        .create_cluster(authed(&key, create))
-        .await
-        .expect("create")
-        .into_inner()
-        .cluster
-        .expect("cluster")
-        .name;
+    let name = p.create(&key, create).await;
     p.wait(&name, 1, pb::ClusterState::Ready).await;
     let upgrade = |version: &str, validate_only: bool| pb::UpdateClusterRequest {
         cluster: Some(pb::Cluster {
@@ -1091,14 +1089,7 @@ async fn masters_leave_out_of_the_voting_configuration() {
     let p = platform(60).await;
     let key = p.tenant("search").await;
     let mut clusters = ClusterServiceClient::new(p.channel().await);
-    let name = clusters
-        .create_cluster(authed(&key, create_request("search", "logs", 3)))
-        .await
-        .expect("create")
-        .into_inner()
-        .cluster
-        .expect("cluster")
-        .name;
+    let name = p.create(&key, create_request("search", "logs", 3)).await;
     p.wait(&name, 1, pb::ClusterState::Ready).await;
     clusters
         .update_cluster(authed(&key, resize(&name, 1, "8.17.10")))
@@ -1149,14 +1140,7 @@ async fn a_worker_killed_between_the_claim_patch_and_the_replacement_is_finished
     let (mut first, _) = worker_process(&p, &worker_key, "first", &[]);
     let key = p.tenant("search").await;
     let mut clusters = ClusterServiceClient::new(p.channel().await);
-    let name = clusters
-        .create_cluster(authed(&key, create_request("search", "logs", 2)))
-        .await
-        .expect("create")
-        .into_inner()
-        .cluster
-        .expect("cluster")
-        .name;
+    let name = p.create(&key, create_request("search", "logs", 2)).await;
     p.wait(&name, 1, pb::ClusterState::Ready).await;
     let pods = pod_uids(&p, "logs");
     clusters

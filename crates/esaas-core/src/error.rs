@@ -193,8 +193,12 @@ pub struct Violations {
 impl Violations {
     /// Adds a violation.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.push(FieldViolation::new(field, description));
+    }
+
+    fn push(&mut self, violation: FieldViolation) {
         if self.list.len() < MAX_VIOLATIONS {
-            self.list.push(FieldViolation::new(field, description));
+            self.list.push(violation);
         } else {
             self.more += 1;
         }
@@ -210,13 +214,7 @@ impl Violations {
         match result {
             Ok(v) => Ok(Some(v)),
             Err(Error::InvalidArgument(vs)) => {
-                for fv in vs {
-                    if self.list.len() < MAX_VIOLATIONS {
-                        self.list.push(fv);
-                    } else {
-                        self.more += 1;
-                    }
-                }
+                vs.into_iter().for_each(|fv| self.push(fv));
                 Ok(None)
             }
             Err(e) => Err(e),

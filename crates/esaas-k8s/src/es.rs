@@ -793,18 +793,13 @@ impl<A: EsAccess> Elasticsearch for EsClient<A> {
                 let key = |name: &str| {
                     parse_node_name(target, name).map(|(ns, ordinal)| node_key(&ns, ordinal))
                 };
-                h.shutdowns = self
-                    .shutdowns(target)
-                    .await?
+                let (shutdowns, voting) =
+                    tokio::try_join!(self.shutdowns(target), self.voting_exclusions(target))?;
+                h.shutdowns = shutdowns
                     .into_iter()
                     .filter_map(|(name, status)| Some((key(&name)?, status == "COMPLETE")))
                     .collect();
-                h.voting_exclusions = self
-                    .voting_exclusions(target)
-                    .await?
-                    .iter()
-                    .filter_map(|name| key(name))
-                    .collect();
+                h.voting_exclusions = voting.iter().filter_map(|name| key(name)).collect();
                 Ok(Some(h))
             }
             Err(Fail::Step(e)) => Err(e),
