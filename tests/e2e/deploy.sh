@@ -217,9 +217,9 @@ expected_worker = sorted([
     (("apps",), ("statefulsets",), ("create", "delete", "get", "list", "patch")),
     (("policy",), ("poddisruptionbudgets",), ("create", "delete", "patch")),
     (("networking.k8s.io",), ("networkpolicies",), ("create", "delete", "patch")),
-    (("",), ("persistentvolumeclaims",), ("deletecollection", "list", "patch")),
+    (("",), ("persistentvolumeclaims",), ("create", "deletecollection", "list", "patch")),
     (("",), ("pods",), ("list",)),
-    (("storage.k8s.io",), ("volumeattributesclasses",), ("create", "patch")),
+    (("storage.k8s.io",), ("storageclasses", "volumeattributesclasses"), ("create", "patch")),
 ])
 check(rules("esaas-worker") == expected_worker, "ClusterRole esaas-worker: exactly the worker's rules", rules("esaas-worker"))
 wild = [d["metadata"]["name"] for d in docs if d["kind"] in ("ClusterRole", "Role")

@@ -468,6 +468,7 @@ pub fn spec(nodes: i32) -> pb::ClusterSpec {
             storage_throughput_mibps: 0,
         }],
         zone_count: 0,
+        zones: Vec::new(),
         volume_retention: 0,
     }
 }

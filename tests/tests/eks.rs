@@ -73,8 +73,25 @@ fn two_node_sets() -> ClusterSpec {
                 ..NodeSet::test("data")
             },
         ],
+        zone_count: 3,
+        zones: ["us-east-1a", "us-east-1b", "us-east-1c"]
+            .map(String::from)
+            .to_vec(),
         ..ClusterSpec::test()
     }
+}
+
+/// Desired size of the group `name`, or None when there is no such group.
+async fn group_size(eks: &EksNodeGroups, config: &EksConfig, name: &str) -> Option<i32> {
+    let out = eks
+        .client()
+        .describe_nodegroup()
+        .cluster_name(&config.cluster_name)
+        .nodegroup_name(name)
+        .send()
+        .await
+        .ok()?;
+    out.nodegroup?.scaling_config?.desired_size
 }
 
 fn target(tenant: &str, cluster: &str, spec: ClusterSpec) -> Target {
@@ -98,7 +115,23 @@ async fn node_groups_are_made_as_the_spec_asks_and_read_back_from_the_emulator()
 
     let observed = eks.observe(&t).await.expect("observe");
     assert_eq!(observed.len(), 2);
-    assert_eq!(observed["masters"].desired_size, 3);
+    assert_eq!(
+        observed["masters"].desired_size, 3,
+        "the zones' groups add up"
+    );
+    assert_eq!(observed["data"].desired_size, 2);
+    // One group per node set and zone, sized to the pods of that zone
+    // (pod n in zone n % 3); a zone without pods gets no group.
+    for (name, size) in [
+        ("search-logs-masters-1a", Some(1)),
+        ("search-logs-masters-1b", Some(1)),
+        ("search-logs-masters-1c", Some(1)),
+        ("search-logs-data-1a", Some(1)),
+        ("search-logs-data-1b", Some(1)),
+        ("search-logs-data-1c", None),
+    ] {
+        assert_eq!(group_size(&eks, &config, name).await, size, "{name}");
+    }
     assert_eq!(
         observed["data"].instance_type, "r6i.2xlarge",
         "from the size class"
@@ -113,7 +146,7 @@ async fn node_groups_are_made_as_the_spec_asks_and_read_back_from_the_emulator()
         .client()
         .describe_nodegroup()
         .cluster_name(&config.cluster_name)
-        .nodegroup_name("search-logs-data")
+        .nodegroup_name("search-logs-data-1b")
         .send()
         .await
         .expect("describe")
@@ -149,9 +182,19 @@ async fn node_groups_are_made_as_the_spec_asks_and_read_back_from_the_emulator()
             scaling.max_size(),
             scaling.desired_size()
         ),
-        (Some(2), Some(2), Some(2))
+        (Some(1), Some(1), Some(1))
     );
-    assert_eq!(ng.subnets(), config.subnets.as_slice());
+    assert_eq!(
+        ng.subnets(),
+        config.zone_subnets["us-east-1b"].as_slice(),
+        "only its zone's subnets, so a replaced node comes back in that zone"
+    );
+    assert_eq!(
+        ng.tags()
+            .and_then(|t| t.get("esaas.io/zone"))
+            .map(String::as_str),
+        Some("us-east-1b")
+    );
     assert_eq!(ng.node_role(), Some(config.node_role_arn.as_str()));
     assert_eq!(
         ng.ami_type().map(|a| a.as_str()),
@@ -171,12 +214,30 @@ async fn node_groups_are_made_as_the_spec_asks_and_read_back_from_the_emulator()
         "cost allocation tags"
     );
 
-    // Scale, then delete until gone.
+    // Scale out: pods 2 and 3 land in zones c and a.
     eks.ensure(&t, "data", 4).await.expect("scale");
     assert_eq!(
         eks.observe(&t).await.expect("observe")["data"].desired_size,
         4
     );
+    for (name, size) in [
+        ("search-logs-data-1a", Some(2)),
+        ("search-logs-data-1b", Some(1)),
+        ("search-logs-data-1c", Some(1)),
+    ] {
+        assert_eq!(group_size(&eks, &config, name).await, size, "{name}");
+    }
+    // Scale in to 2: pods 3 (zone a) and 2 (zone c) leave, and only their
+    // zones' groups shrink; the emptied group stays, at 0 nodes.
+    eks.ensure(&t, "data", 2).await.expect("scale in");
+    for (name, size) in [
+        ("search-logs-data-1a", Some(1)),
+        ("search-logs-data-1b", Some(1)),
+        ("search-logs-data-1c", Some(0)),
+    ] {
+        assert_eq!(group_size(&eks, &config, name).await, size, "{name}");
+    }
+    // Delete until gone.
     eks.delete(&t, "data").await.expect("delete");
     eks.delete(&t, "data")
         .await
@@ -227,7 +288,18 @@ async fn a_repeated_or_lost_create_makes_one_node_group() {
         .expect("list")
         .nodegroups
         .unwrap_or_default();
-    assert_eq!(names, vec!["search-logs-masters".to_string()]);
+    let mut names = names;
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "search-logs-masters-1a",
+            "search-logs-masters-1b",
+            "search-logs-masters-1c"
+        ]
+        .map(String::from)
+        .to_vec()
+    );
 }
 
 #[tokio::test]
@@ -235,13 +307,13 @@ async fn a_same_named_group_that_esaas_does_not_own_is_refused() {
     let moto = esaas_tests::moto::shared().await;
     let (eks, config) = fresh(&moto.endpoint).await;
     let t = target("search", "logs", two_node_sets());
-    let name = node_group_name(&t.tenant, &t.cluster_id, "masters");
+    let name = node_group_name(&t.tenant, &t.cluster_id, "masters", "us-east-1a");
     eks.client()
         .create_nodegroup()
         .cluster_name(&config.cluster_name)
         .nodegroup_name(&name)
         .node_role(&config.node_role_arn)
-        .set_subnets(Some(config.subnets.clone()))
+        .set_subnets(Some(config.zone_subnets["us-east-1a"].clone()))
         .scaling_config(
             aws_sdk_eks::types::NodegroupScalingConfig::builder()
                 .min_size(1)
@@ -323,10 +395,10 @@ async fn create_nodegroup_sends_update_config_and_the_request_token() {
     assert_eq!(body["updateConfig"]["maxUnavailable"], 1);
     assert_eq!(
         body["clientRequestToken"],
-        t.idempotency_key("nodegroup-data")
+        t.idempotency_key("nodegroup-data-us-east-1a")
     );
-    assert_eq!(body["nodegroupName"], "search-logs-data");
-    assert_eq!(body["scalingConfig"]["desiredSize"], 2);
+    assert_eq!(body["nodegroupName"], "search-logs-data-1a");
+    assert_eq!(body["scalingConfig"]["desiredSize"], 1);
     assert_eq!(body["taints"][0]["effect"], "NO_SCHEDULE");
 }
 
@@ -393,14 +465,19 @@ async fn a_cluster_reaches_ready_through_throttling_500s_delays_and_dropped_conn
             storage_gib: 200,
             ..Default::default()
         });
-    let name = clusters
+    let created = clusters
         .create_cluster(authed(ADMIN_KEY, req))
         .await
         .expect("create")
         .into_inner()
         .cluster
-        .expect("c")
-        .name;
+        .expect("c");
+    let name = created.name.clone();
+    // A one-zone cluster: the platform picked its zone, and says which.
+    let zones = created.spec.expect("spec").zones;
+    assert_eq!(zones.len(), 1, "{zones:?}");
+    assert!(catalog().zones.contains(&zones[0]));
+    let suffix = zones[0].rsplit('-').next().unwrap_or_default().to_string();
     wait_cluster_at(ch.clone(), &name, Duration::from_secs(60), |c| {
         state(c) == pb::ClusterState::Ready as i32
     })
@@ -427,10 +504,10 @@ async fn a_cluster_reaches_ready_through_throttling_500s_delays_and_dropped_conn
     assert_eq!(
         list(direct.clone(), config.cluster_name.clone()).await,
         vec![
-            "search-logs-data".to_string(),
-            "search-logs-default".to_string()
+            format!("search-logs-data-{suffix}"),
+            format!("search-logs-default-{suffix}")
         ],
-        "one node group per node set, no duplicates"
+        "one node group per node set in its one zone, no duplicates"
     );
 
     clusters

@@ -177,6 +177,62 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// An EKS client to moto, where this platform's node groups are.
+    async fn eks(&self) -> aws_sdk_eks::Client {
+        let moto = esaas_tests::moto::shared().await;
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .endpoint_url(&moto.endpoint)
+            .load()
+            .await;
+        aws_sdk_eks::Client::new(&sdk)
+    }
+
+    /// `(zone tag, subnets, desired size)` of every node group whose name starts
+    /// with `prefix`, by name.
+    async fn node_groups(
+        &self,
+        prefix: &str,
+    ) -> std::collections::BTreeMap<String, (String, Vec<String>, i32)> {
+        let eks = self.eks().await;
+        let names = eks
+            .list_nodegroups()
+            .cluster_name(&self.eks_cluster)
+            .send()
+            .await
+            .expect("list node groups")
+            .nodegroups
+            .unwrap_or_default();
+        let mut out = std::collections::BTreeMap::new();
+        for name in names.into_iter().filter(|n| n.starts_with(prefix)) {
+            let ng = eks
+                .describe_nodegroup()
+                .cluster_name(&self.eks_cluster)
+                .nodegroup_name(&name)
+                .send()
+                .await
+                .expect("describe")
+                .nodegroup
+                .expect("node group");
+            let zone = ng
+                .tags()
+                .and_then(|t| t.get("esaas.io/zone"))
+                .cloned()
+                .unwrap_or_default();
+            let size = ng
+                .scaling_config()
+                .and_then(|s| s.desired_size())
+                .unwrap_or(-1);
+            out.insert(name, (zone, ng.subnets().to_vec(), size));
+        }
+        out
+    }
+}
+
 fn resize(name: &str, nodes: i32, version: &str) -> pb::UpdateClusterRequest {
     let mut spec = spec(nodes);
     spec.version = version.into();
@@ -1184,5 +1240,136 @@ async fn a_worker_killed_between_the_claim_patch_and_the_replacement_is_finished
         pods,
         "no pod was restarted or replaced"
     );
+    p.server.kill().await;
+}
+
+/// Zone-safe capacity: a three-zone cluster gets one node group per zone, each
+/// in its zone's subnets only and sized to the pods of that zone; every pod's
+/// claim is made in its zone before the pod exists, so the pod runs there; a
+/// scale-in shrinks exactly the zones of the pods that left.
+#[tokio::test]
+async fn every_pod_and_its_node_live_in_the_zone_of_its_volume() {
+    let p = platform(60).await;
+    let key = p.tenant("search").await;
+    let mut clusters = ClusterServiceClient::new(p.channel().await);
+    let mut create = create_request("search", "zoned", 5);
+    create
+        .cluster
+        .as_mut()
+        .and_then(|c| c.spec.as_mut())
+        .expect("spec")
+        .zone_count = 3;
+    let created = clusters
+        .create_cluster(authed(&key, create))
+        .await
+        .expect("create")
+        .into_inner()
+        .cluster
+        .expect("cluster");
+    let name = created.name.clone();
+    let zones = created.spec.expect("spec").zones;
+    let offered = esaas_runtime::Config::load(None).expect("defaults");
+    assert_eq!(zones, offered.catalog.zones, "three of three offered zones");
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+
+    let zone_of = |ordinal: usize| zones[ordinal % zones.len()].clone();
+    let pod_zones = || {
+        let mut out = std::collections::BTreeMap::new();
+        for pod in p.objects("pods", "zoned") {
+            let ordinal: usize = pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("pod index");
+            out.insert(
+                ordinal,
+                (
+                    pod["metadata"]["labels"]["topology.kubernetes.io/zone"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    pod["metadata"]["uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+            );
+        }
+        out
+    };
+    let claim_classes = || {
+        let mut out: Vec<(String, String)> = p
+            .objects("persistentvolumeclaims", "zoned")
+            .iter()
+            .map(|c| {
+                (
+                    c["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    c["spec"]["storageClassName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    // Pod n runs in zone n % 3, where its claim's class puts its volume.
+    let before = pod_zones();
+    assert_eq!(before.len(), 5);
+    for (ordinal, (zone, _)) in &before {
+        assert_eq!(zone, &zone_of(*ordinal), "pod {ordinal}");
+    }
+    let classes = claim_classes();
+    assert_eq!(classes.len(), 5);
+    for (claim, class) in &classes {
+        let ordinal: usize = claim
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("ordinal");
+        assert_eq!(class, &format!("esaas-gp3-{}", zone_of(ordinal)), "{claim}");
+    }
+    // One node group per zone, in that zone's subnets, sized 2, 2, 1.
+    let groups = p.node_groups("search-zoned-default-").await;
+    assert_eq!(groups.len(), 3, "{groups:?}");
+    for (i, zone) in zones.iter().enumerate() {
+        let suffix = zone.rsplit('-').next().unwrap_or_default();
+        let (tag, subnets, size) = &groups[&format!("search-zoned-default-{suffix}")];
+        assert_eq!(tag, zone);
+        assert_eq!(
+            subnets, &offered.eks.zone_subnets[zone],
+            "{zone}'s subnets only"
+        );
+        assert_eq!(*size, [2, 2, 1][i], "{zone}");
+    }
+
+    // Scale in to 3: pods 3 (zone a) and 4 (zone b) leave with their volumes; the
+    // others keep their pods and zones; zones a and b lose a node, c keeps its.
+    clusters
+        .update_cluster(authed(&key, resize(&name, 3, "8.17.10")))
+        .await
+        .expect("scale in");
+    p.wait(&name, 2, pb::ClusterState::Ready).await;
+    let after = pod_zones();
+    assert_eq!(after.len(), 3);
+    for (ordinal, was) in before.iter().filter(|(o, _)| **o < 3) {
+        assert_eq!(&after[ordinal], was, "pod {ordinal} untouched, in its zone");
+    }
+    assert_eq!(claim_classes(), classes[..3].to_vec());
+    let groups = p.node_groups("search-zoned-default-").await;
+    let sizes: Vec<i32> = zones
+        .iter()
+        .map(|z| {
+            groups[&format!(
+                "search-zoned-default-{}",
+                z.rsplit('-').next().unwrap_or_default()
+            )]
+                .2
+        })
+        .collect();
+    assert_eq!(sizes, vec![1, 1, 1]);
     p.server.kill().await;
 }

@@ -45,6 +45,9 @@ fn catalog() -> Catalog {
         max_node_sets: 8,
         max_nodes_per_set: 50,
         max_zones: 3,
+        zones: ["us-east-1a", "us-east-1b", "us-east-1c"]
+            .map(String::from)
+            .to_vec(),
         upgrades: Default::default(),
     }
 }
@@ -66,6 +69,7 @@ fn spec(version: &str, zones: i32, node_sets: Vec<NodeSet>) -> ClusterSpec {
         version: version.into(),
         node_sets,
         zone_count: zones,
+        zones: Vec::new(),
         volume_retention: VolumeRetention::Delete,
     }
     .with_defaults()
@@ -158,9 +162,19 @@ fn render_all(t: &Target) -> Vec<serde_json::Value> {
         doc(&b.pdb),
         doc(&b.network_policy),
     ];
+    let zones = esaas_core::placement::cluster_zones(&t.spec, &catalog());
+    for zone in &zones {
+        docs.push(doc(&render::zone_storage_class(zone)));
+    }
     for ns in &t.spec.node_sets {
         docs.push(doc(&render::volume_attributes_class(ns)));
         let sts = render::stateful_set(t, &catalog(), &ns.name, ns.count).expect("renders");
+        // The claims the worker makes before the StatefulSet would, each in its pod's zone.
+        for ordinal in 0..ns.count {
+            let zone = esaas_core::placement::zone_of(&zones, ordinal).expect("a zone");
+            let claim = render::data_volume(t, &sts, &ns.name, ordinal, zone).expect("a claim");
+            docs.push(doc(&claim));
+        }
         docs.push(doc(&sts));
     }
     docs
@@ -275,8 +289,8 @@ fn check_labels(t: &Target, docs: &[serde_json::Value]) {
             assert_eq!(labels[names::labels::MANAGED_BY], "esaas");
             continue;
         }
-        // Cluster-wide and shared by every cluster with the same gp3 profile.
-        if kind == "VolumeAttributesClass" {
+        // Cluster-wide and shared by every cluster with the same gp3 profile, or zone.
+        if kind == "VolumeAttributesClass" || kind == "StorageClass" {
             assert!(d["metadata"]["namespace"].is_null());
             assert_eq!(labels[names::labels::MANAGED_BY], "esaas");
             continue;

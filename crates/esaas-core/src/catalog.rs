@@ -25,6 +25,10 @@ pub struct Catalog {
     pub max_nodes_per_set: i32,
     /// Most availability zones a cluster may spread over.
     pub max_zones: i32,
+    /// The availability zones the platform offers (`us-east-1a`, ...), at
+    /// least `max_zones` of them; a new cluster gets `zone_count` of them.
+    #[serde(default)]
+    pub zones: Vec<String>,
     /// The rolling upgrades Elasticsearch supports, by minor version
     /// (`"8.15" = ["8.19"]`): a cluster may go from any patch of a listed minor
     /// to any offered version of a minor it lists, in one operation. A newer

@@ -30,6 +30,12 @@ pub struct ClusterSpec {
     pub node_sets: Vec<NodeSet>,
     /// Availability zones to spread over (1..=catalog max).
     pub zone_count: i32,
+    /// The zones the platform placed the cluster in, chosen once at creation
+    /// ([`crate::placement::choose_zones`]) and never changed: its volumes
+    /// live there. Empty in a request; empty too for a cluster recorded
+    /// before zones were, which [`crate::placement::cluster_zones`] handles.
+    #[serde(default)]
+    pub zones: Vec<String>,
     /// What happens to volumes on delete.
     pub volume_retention: VolumeRetention,
 }

@@ -21,6 +21,7 @@ impl ClusterSpec {
             version: "8.15.3".into(),
             node_sets: vec![NodeSet::test("default")],
             zone_count: 1,
+            zones: Vec::new(),
             volume_retention: VolumeRetention::Delete,
         }
         .with_defaults()
@@ -95,6 +96,9 @@ impl Catalog {
             max_node_sets: 8,
             max_nodes_per_set: 50,
             max_zones: 3,
+            zones: ["us-east-1a", "us-east-1b", "us-east-1c"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }

@@ -1,6 +1,12 @@
 //! EKS managed node groups for esaas: one node group per node set of a
-//! tenant's cluster, implementing `esaas_core::backend::NodeGroups` with
-//! `aws-sdk-eks`.
+//! tenant's cluster and per zone of the cluster, implementing
+//! `esaas_core::backend::NodeGroups` with `aws-sdk-eks`.
+//!
+//! A node set's node groups are one to the planner: it asks for a size, and
+//! the size is split over the cluster's zones as its pods are
+//! (`esaas_core::placement::zone_sizes`). Each group is made in its zone's
+//! subnets only, so a node EKS replaces (a failed instance, an AMI update)
+//! or adds comes back in the zone of the volume its pod needs.
 //!
 //! Every node group carries labels and a NoSchedule taint so that only its
 //! own cluster's pods land on it, and tags that say who owns it; a group of
@@ -45,6 +51,8 @@ pub mod keys {
     pub const CLUSTER_UID: &str = "esaas.io/cluster-uid";
     /// `esaas` on every group esaas manages.
     pub const MANAGED_BY: &str = "esaas.io/managed-by";
+    /// The availability zone of the group's subnets.
+    pub const ZONE: &str = "esaas.io/zone";
 }
 
 /// Where and how node groups are made.
@@ -55,8 +63,10 @@ pub struct EksConfig {
     pub cluster_name: String,
     /// AWS region.
     pub region: String,
-    /// Private subnets for the nodes.
-    pub subnets: Vec<String>,
+    /// Private subnets for the nodes, by availability zone: each of a node
+    /// set's node groups is made in one zone's subnets only, so a node EKS
+    /// replaces comes back in the zone of its pod's volume.
+    pub zone_subnets: BTreeMap<String, Vec<String>>,
     /// IAM role of the nodes.
     pub node_role_arn: String,
     /// AMI type, e.g. `AL2023_x86_64_STANDARD`.
@@ -219,7 +229,14 @@ impl EksNodeGroups {
             }
         }
         let vpc = aws_sdk_eks::types::VpcConfigRequest::builder()
-            .set_subnet_ids(Some(self.config.subnets.clone()))
+            .set_subnet_ids(Some(
+                self.config
+                    .zone_subnets
+                    .values()
+                    .flatten()
+                    .cloned()
+                    .collect(),
+            ))
             .build();
         self.client
             .create_cluster()
@@ -242,9 +259,23 @@ impl EksNodeGroups {
         &self,
         target: &Target,
         node_set: &str,
+        zone: &str,
         name: &str,
         size: i32,
     ) -> StepResult<()> {
+        let subnets = self
+            .config
+            .zone_subnets
+            .get(zone)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                StepError::permanent(
+                    "ZONE_NOT_CONFIGURED",
+                    format!(
+                        "the cluster lives in zone {zone}, which eks.zone_subnets does not list"
+                    ),
+                )
+            })?;
         let ns = target
             .spec
             .node_sets
@@ -279,13 +310,14 @@ impl EksNodeGroups {
         tags.insert(keys::NODE_SET.into(), node_set.into());
         tags.insert(keys::CLUSTER_UID.into(), target.uid.to_string());
         tags.insert(keys::MANAGED_BY.into(), "esaas".into());
+        tags.insert(keys::ZONE.into(), zone.into());
         let request = self
             .client
             .create_nodegroup()
             .cluster_name(&self.config.cluster_name)
             .nodegroup_name(name)
             .scaling_config(scaling)
-            .set_subnets(Some(self.config.subnets.clone()))
+            .set_subnets(Some(subnets.clone()))
             .instance_types(&class.instance_type)
             .ami_type(AmiTypes::from(self.config.ami_type.as_str()))
             .capacity_type(CapacityTypes::from(self.config.capacity_type.as_str()))
@@ -299,14 +331,14 @@ impl EksNodeGroups {
             .taints(taint)
             .set_tags(Some(tags))
             .update_config(NodegroupUpdateConfig::builder().max_unavailable(1).build())
-            .client_request_token(target.idempotency_key(&format!("nodegroup-{node_set}")));
+            .client_request_token(target.idempotency_key(&format!("nodegroup-{node_set}-{zone}")));
         match request
             .send()
             .instrument(call_span("CreateNodegroup"))
             .await
         {
             Ok(_) => {
-                tracing::info!(nodegroup = name, size, instance_type = %class.instance_type, "node group created");
+                tracing::info!(nodegroup = name, zone, size, instance_type = %class.instance_type, "node group created");
                 Ok(())
             }
             Err(e) => {
@@ -323,9 +355,9 @@ impl EksNodeGroups {
     }
 }
 
-impl NodeGroups for EksNodeGroups {
-    #[tracing::instrument(skip_all, fields(cluster_uid = %target.uid))]
-    async fn observe(&self, target: &Target) -> StepResult<BTreeMap<String, NodeGroupObs>> {
+impl EksNodeGroups {
+    /// This cluster's node groups (by its uid tag), with their names.
+    async fn owned_groups(&self, target: &Target) -> StepResult<Vec<(String, Nodegroup)>> {
         let prefix = cluster_prefix(&target.tenant, &target.cluster_id);
         let names: Result<Vec<String>, _> = self
             .client
@@ -362,40 +394,35 @@ impl NodeGroups for EksNodeGroups {
                 return Err(e);
             }
         };
-        let mut out = BTreeMap::new();
-        for name in names.iter().filter(|n| n.starts_with(&prefix)) {
-            let Some(ng) = self.describe(name).await? else {
+        let mut out = Vec::new();
+        for name in names.into_iter().filter(|n| n.starts_with(&prefix)) {
+            let Some(ng) = self.describe(&name).await? else {
                 continue;
             };
             // A prefix can match another cluster's groups ("a-b" + "c" vs "a" + "b-c"):
             // only the uid tag says whose a group is.
-            if !self.owned_by(target, &ng) {
-                continue;
+            if self.owned_by(target, &ng) {
+                out.push((name, ng));
             }
-            let Some(node_set) = tag(&ng, keys::NODE_SET) else {
-                continue;
-            };
-            out.insert(
-                node_set.to_string(),
-                NodeGroupObs {
-                    instance_type: ng.instance_types().first().cloned().unwrap_or_default(),
-                    desired_size: ng
-                        .scaling_config()
-                        .and_then(|s| s.desired_size())
-                        .unwrap_or(0),
-                    status: status(ng.status()),
-                    message: health_message(&ng),
-                },
-            );
         }
         Ok(out)
     }
 
-    #[tracing::instrument(skip_all, fields(cluster_uid = %target.uid, node_set, size))]
-    async fn ensure(&self, target: &Target, node_set: &str, size: i32) -> StepResult<()> {
-        let name = node_group_name(&target.tenant, &target.cluster_id, node_set);
+    /// Sets the group of `node_set` in `zone` to `size` nodes, creating it
+    /// when it is missing and is to have any.
+    async fn ensure_zone(
+        &self,
+        target: &Target,
+        node_set: &str,
+        zone: &str,
+        size: i32,
+    ) -> StepResult<()> {
+        let name = node_group_name(&target.tenant, &target.cluster_id, node_set, zone);
         let Some(existing) = self.describe(&name).await? else {
-            return self.create(target, node_set, &name, size).await;
+            if size == 0 {
+                return Ok(());
+            }
+            return self.create(target, node_set, zone, &name, size).await;
         };
         if !self.owned_by(target, &existing) {
             return Err(if tag(&existing, keys::MANAGED_BY) == Some("esaas") {
@@ -429,6 +456,9 @@ impl NodeGroups for EksNodeGroups {
         if desired == Some(size) {
             return Ok(());
         }
+        // A scale-in removes the highest ordinals, whose zones
+        // `zone_sizes` shrinks by exactly their count: every pod that stays
+        // keeps a node in its volume's zone.
         let scaling = NodegroupScalingConfig::builder()
             .min_size(size)
             .max_size(size.max(1))
@@ -439,45 +469,99 @@ impl NodeGroups for EksNodeGroups {
             .cluster_name(&self.config.cluster_name)
             .nodegroup_name(&name)
             .scaling_config(scaling)
-            .client_request_token(target.idempotency_key(&format!("scale-{node_set}-{size}")))
+            .client_request_token(
+                target.idempotency_key(&format!("scale-{node_set}-{zone}-{size}")),
+            )
             .send()
             .instrument(call_span("UpdateNodegroupConfig"))
             .await
             .map_err(|e| classify("UpdateNodegroupConfig", e))?;
-        tracing::info!(nodegroup = %name, from = ?desired, to = size, "node group scaled");
+        tracing::info!(nodegroup = %name, zone, from = ?desired, to = size, "node group scaled");
+        Ok(())
+    }
+}
+
+/// How bad a status is, when one node set's groups are reported as one.
+fn severity(s: Status) -> u8 {
+    match s {
+        Status::Active => 0,
+        Status::Updating => 1,
+        Status::Creating => 2,
+        Status::Deleting => 3,
+        Status::Failed => 4,
+    }
+}
+
+impl NodeGroups for EksNodeGroups {
+    #[tracing::instrument(skip_all, fields(cluster_uid = %target.uid))]
+    async fn observe(&self, target: &Target) -> StepResult<BTreeMap<String, NodeGroupObs>> {
+        // One node set's groups (one per zone) are one to the planner: their
+        // sizes add up, the worst status stands for all, messages name the zone.
+        let mut out: BTreeMap<String, NodeGroupObs> = BTreeMap::new();
+        for (name, ng) in self.owned_groups(target).await? {
+            let Some(node_set) = tag(&ng, keys::NODE_SET) else {
+                continue;
+            };
+            let st = status(ng.status());
+            let size = ng
+                .scaling_config()
+                .and_then(|s| s.desired_size())
+                .unwrap_or(0);
+            let message = health_message(&ng);
+            let entry = out.entry(node_set.to_string()).or_insert(NodeGroupObs {
+                instance_type: ng.instance_types().first().cloned().unwrap_or_default(),
+                desired_size: 0,
+                status: st,
+                message: String::new(),
+            });
+            entry.desired_size += size;
+            if severity(st) > severity(entry.status) {
+                entry.status = st;
+            }
+            if !message.is_empty() {
+                if !entry.message.is_empty() {
+                    entry.message.push_str("; ");
+                }
+                entry.message.push_str(&format!("{name}: {message}"));
+            }
+        }
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all, fields(cluster_uid = %target.uid, node_set, size))]
+    async fn ensure(&self, target: &Target, node_set: &str, size: i32) -> StepResult<()> {
+        let zones = placement::cluster_zones(&target.spec, &self.catalog);
+        for (zone, n) in placement::zone_sizes(&zones, size) {
+            self.ensure_zone(target, node_set, &zone, n).await?;
+        }
         Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(cluster_uid = %target.uid, node_set))]
     async fn delete(&self, target: &Target, node_set: &str) -> StepResult<()> {
-        let name = node_group_name(&target.tenant, &target.cluster_id, node_set);
-        match self.describe(&name).await? {
-            None => return Ok(()),
-            Some(ng) if !self.owned_by(target, &ng) => return Ok(()),
-            Some(ng) if status(ng.status()) == Status::Deleting => return Ok(()),
-            Some(_) => {}
-        }
-        match self
-            .client
-            .delete_nodegroup()
-            .cluster_name(&self.config.cluster_name)
-            .nodegroup_name(&name)
-            .send()
-            .instrument(call_span("DeleteNodegroup"))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(nodegroup = %name, "node group deleting");
-                Ok(())
+        for (name, ng) in self.owned_groups(target).await? {
+            if tag(&ng, keys::NODE_SET) != Some(node_set) || status(ng.status()) == Status::Deleting
+            {
+                continue;
             }
-            Err(e) => {
-                let e = classify("DeleteNodegroup", e);
-                if e.reason == "EKS_NOT_FOUND" {
-                    Ok(())
-                } else {
-                    Err(e)
+            match self
+                .client
+                .delete_nodegroup()
+                .cluster_name(&self.config.cluster_name)
+                .nodegroup_name(&name)
+                .send()
+                .instrument(call_span("DeleteNodegroup"))
+                .await
+            {
+                Ok(_) => tracing::info!(nodegroup = %name, "node group deleting"),
+                Err(e) => {
+                    let e = classify("DeleteNodegroup", e);
+                    if e.reason != "EKS_NOT_FOUND" {
+                        return Err(e);
+                    }
                 }
             }
         }
+        Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! Node group names: `{tenant}-{cluster}-{node set}`, at most 63 characters
+//! Node group names: `{tenant}-{cluster}-{node set}-{zone suffix}` (the
+//! suffix is what follows the zone's last `-`: `1a` of `us-east-1a`), at most 63 characters
 //! (EKS's limit). The id limits in `esaas-core` make every name fit; if they
 //! are ever raised, a long name keeps its readable start and ends in a hash.
 
@@ -12,9 +13,15 @@ pub fn cluster_prefix(tenant: &TenantId, cluster: &ClusterId) -> String {
     format!("{tenant}-{cluster}-")
 }
 
-/// The node group name of a node set.
-pub fn node_group_name(tenant: &TenantId, cluster: &ClusterId, node_set: &str) -> String {
-    let full = format!("{}{node_set}", cluster_prefix(tenant, cluster));
+/// The node group name of a node set in one zone.
+pub fn node_group_name(
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    node_set: &str,
+    zone: &str,
+) -> String {
+    let suffix = zone.rsplit('-').next().unwrap_or(zone);
+    let full = format!("{}{node_set}-{suffix}", cluster_prefix(tenant, cluster));
     if full.len() <= MAX {
         return full;
     }
@@ -38,11 +45,21 @@ mod tests {
     #[test]
     fn names_are_readable_and_fit() {
         assert_eq!(
-            node_group_name(&t("search"), &c("logs"), "data"),
-            "search-logs-data"
+            node_group_name(&t("search"), &c("logs"), "data", "us-east-1a"),
+            "search-logs-data-1a"
         );
-        let long = node_group_name(&t(&"t".repeat(20)), &c(&"c".repeat(24)), &"n".repeat(16));
-        assert_eq!(long.len(), 62, "the longest ids fit without a hash");
-        assert!(long.starts_with(&cluster_prefix(&t(&"t".repeat(20)), &c(&"c".repeat(24)))));
+        assert_eq!(
+            node_group_name(&t("search"), &c("logs"), "data", "local"),
+            "search-logs-data-local"
+        );
+        let (tt, cc, nn) = (t(&"t".repeat(20)), c(&"c".repeat(24)), "n".repeat(16));
+        let long = node_group_name(&tt, &cc, &nn, "eu-central-1a");
+        assert_eq!(long.len(), 63, "the longest ids end in a hash");
+        assert!(long.starts_with(&cluster_prefix(&tt, &cc)));
+        assert_ne!(
+            long,
+            node_group_name(&tt, &cc, &nn, "eu-central-1b"),
+            "zones differ"
+        );
     }
 }

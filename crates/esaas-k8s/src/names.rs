@@ -92,6 +92,12 @@ pub fn data_claim(t: &Target) -> String {
     format!("data-{}", &hex::encode(digest)[..12])
 }
 
+/// The claim of pod `ordinal`'s data volume: `{data_claim}-{statefulset}-{ordinal}`,
+/// the name the StatefulSet gives it.
+pub fn data_volume(t: &Target, node_set: &str, ordinal: i32) -> String {
+    format!("{}-{}-{ordinal}", data_claim(t), stateful_set(t, node_set))
+}
+
 /// The label selector of exactly this cluster's objects (its uid): what a
 /// delete of its volumes uses, so retained volumes of an earlier cluster of
 /// the same name are left alone.

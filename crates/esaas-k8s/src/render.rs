@@ -50,7 +50,13 @@
 //!   deletes the claim of a pod a scale-in removed (`whenScaled: Delete`) and
 //!   keeps them all when it is itself deleted (`whenDeleted: Retain`): the
 //!   backend deletes them, or not, as the delete asks.
-//! - Zones. `node.attr.zone` comes from the pod's
+//! - Zones. Every pod's zone is fixed before its volume exists: the
+//!   platform makes the claim of pod `n` itself, before the StatefulSet
+//!   would, with the StorageClass of zone `n % zone_count` of the cluster
+//!   ([`zone_storage_class`], [`data_volume`]); the StatefulSet finds the
+//!   claim by name and uses it. The node set's node group in that zone has
+//!   a node for it, and a node EKS replaces comes back in that zone.
+//!   `node.attr.zone` comes from the pod's
 //!   `topology.kubernetes.io/zone` label, which Kubernetes copies from the
 //!   node at binding (`PodTopologyLabelsAdmission`, on by default from 1.35);
 //!   with more than one zone, shard allocation is zone-aware.
@@ -78,12 +84,13 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Toleration,
     TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
+use k8s_openapi::api::core::v1::{TopologySelectorLabelRequirement, TopologySelectorTerm};
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
     NetworkPolicySpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::api::storage::v1::VolumeAttributesClass;
+use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttributesClass};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -102,6 +109,10 @@ pub const READINESS_PORT: i32 = 8080;
 pub const STORAGE_CLASS: &str = "esaas-gp3";
 /// The EBS CSI driver, which provisions, expands and modifies the volumes.
 pub const EBS_CSI_DRIVER: &str = "ebs.csi.aws.com";
+/// The EBS CSI driver's topology key: the zone of a node, and of a volume.
+pub const EBS_ZONE_KEY: &str = "topology.ebs.csi.aws.com/zone";
+/// Annotation on a data volume's claim: the zone it was made for.
+pub const ZONE_ANNOTATION: &str = "esaas.io/zone";
 /// Largest heap: below 32 GiB, so the JVM keeps compressed object pointers.
 pub const MAX_HEAP_MIB: u32 = 31744;
 /// User and group of the Elasticsearch image.
@@ -603,6 +614,69 @@ pub fn volume_attributes_class(ns: &esaas_core::spec::NodeSet) -> VolumeAttribut
     }
 }
 
+/// The StorageClass of one zone's data volumes: [`STORAGE_CLASS`]'s
+/// parameters, with `allowedTopologies` holding the EBS CSI driver's zone key
+/// (`topology.ebs.csi.aws.com/zone`, the driver's `TopologyKeys`), so a
+/// volume is made in that zone and only a node there may mount it.
+pub fn zone_storage_class(zone: &str) -> StorageClass {
+    StorageClass {
+        metadata: ObjectMeta {
+            name: Some(zone_storage_class_name(zone)),
+            labels: Some(BTreeMap::from([(
+                names::labels::MANAGED_BY.to_string(),
+                "esaas".to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        provisioner: EBS_CSI_DRIVER.to_string(),
+        parameters: Some(BTreeMap::from([
+            ("type".to_string(), "gp3".to_string()),
+            ("encrypted".to_string(), "true".to_string()),
+            ("csi.storage.k8s.io/fstype".to_string(), "ext4".to_string()),
+        ])),
+        allow_volume_expansion: Some(true),
+        volume_binding_mode: Some("WaitForFirstConsumer".to_string()),
+        reclaim_policy: Some("Delete".to_string()),
+        allowed_topologies: Some(vec![TopologySelectorTerm {
+            match_label_expressions: Some(vec![TopologySelectorLabelRequirement {
+                key: EBS_ZONE_KEY.to_string(),
+                values: vec![zone.to_string()],
+            }]),
+        }]),
+        ..StorageClass::default()
+    }
+}
+
+/// `esaas-gp3-{zone}`.
+pub fn zone_storage_class_name(zone: &str) -> String {
+    format!("{STORAGE_CLASS}-{zone}")
+}
+
+/// The claim of pod `ordinal` of `node_set`, made by the platform before the
+/// StatefulSet would (which then uses it, as it finds it by name): the claim
+/// template of `sts`, in the zone the pod belongs to
+/// ([`esaas_core::placement::zone_of`]).
+pub fn data_volume(
+    t: &Target,
+    sts: &StatefulSet,
+    node_set: &str,
+    ordinal: i32,
+    zone: &str,
+) -> Option<PersistentVolumeClaim> {
+    let mut claim = sts.spec.volume_claim_templates.as_ref()?.first()?.clone();
+    claim.metadata.name = Some(names::data_volume(t, node_set, ordinal));
+    claim.metadata.namespace = Some(names::namespace(t));
+    claim
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ZONE_ANNOTATION.to_string(), zone.to_string());
+    if let Some(spec) = claim.spec.as_mut() {
+        spec.storage_class_name = Some(zone_storage_class_name(zone));
+    }
+    Some(claim)
+}
+
 /// Sets the partition of a rendered StatefulSet's rolling update: pods with
 /// an ordinal at or above it get the new template, the others keep theirs.
 pub fn set_partition(sts: &mut StatefulSet, partition: i32) {
@@ -889,6 +963,9 @@ mod tests {
             max_node_sets: 8,
             max_nodes_per_set: 50,
             max_zones: 3,
+            zones: ["us-east-1a", "us-east-1b", "us-east-1c"]
+                .map(String::from)
+                .to_vec(),
             upgrades: Default::default(),
         }
     }

@@ -26,10 +26,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::storage::v1::VolumeAttributesClass;
+use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttributesClass};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -312,6 +312,54 @@ impl KubeWorkloads {
         self.apply(&classes, &ns.attributes_class(), &vac).await
     }
 
+    /// Makes the claims of pods `0..replicas` of `node_set` that do not exist
+    /// yet, each in its pod's zone (with that zone's StorageClass), before
+    /// the StatefulSet would make them zone-free: a pod's zone is settled
+    /// before its volume is, and the node group of that zone has its node.
+    /// A claim that exists is left as it is (it may have grown since).
+    async fn ensure_claims(
+        &self,
+        t: &Target,
+        sts: &StatefulSet,
+        node_set: &str,
+        replicas: i32,
+    ) -> StepResult<()> {
+        let zones = esaas_core::placement::cluster_zones(&t.spec, &self.catalog);
+        let classes: Api<StorageClass> = Api::all(self.client.clone());
+        for zone in &zones {
+            let sc = render::zone_storage_class(zone);
+            self.apply(&classes, &render::zone_storage_class_name(zone), &sc)
+                .await?;
+        }
+        let have: std::collections::BTreeSet<i32> = volumes_of(&self.claims(t).await?, t, node_set)
+            .into_iter()
+            .map(|v| v.ordinal)
+            .collect();
+        let api: Api<PersistentVolumeClaim> = self.ns_api(t);
+        let pp = PostParams {
+            field_manager: Some(names::FIELD_MANAGER.to_string()),
+            ..PostParams::default()
+        };
+        for ordinal in (0..replicas).filter(|o| !have.contains(o)) {
+            let Some(zone) = esaas_core::placement::zone_of(&zones, ordinal) else {
+                return Err(StepError::permanent(
+                    "NO_ZONES",
+                    "the cluster has no zones: catalog.zones is empty",
+                ));
+            };
+            let Some(claim) = render::data_volume(t, sts, node_set, ordinal, zone) else {
+                continue;
+            };
+            let name = names::data_volume(t, node_set, ordinal);
+            match api.create(&pp, &claim).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(kube_error(&format!("create {name}"), e)),
+            }
+        }
+        Ok(())
+    }
+
     /// This cluster's volume claims (by its uid, not its name).
     async fn claims(&self, t: &Target) -> StepResult<Vec<PersistentVolumeClaim>> {
         let api: Api<PersistentVolumeClaim> = self.ns_api(t);
@@ -510,6 +558,7 @@ impl Workloads for KubeWorkloads {
             .map_err(|e| StepError::permanent("RENDER", e.to_string()))?;
         let h = stamp(&mut sts, t, node_set);
         self.ensure_attributes_class(t, node_set).await?;
+        self.ensure_claims(t, &sts, node_set, replicas).await?;
         // A new template on running pods is held: no pod moves until the
         // planner lets it, one at a time, with green in between (`roll`).
         let api: Api<StatefulSet> = self.ns_api(t);
@@ -694,6 +743,9 @@ mod tests {
             max_node_sets: 8,
             max_nodes_per_set: 50,
             max_zones: 3,
+            zones: ["us-east-1a", "us-east-1b", "us-east-1c"]
+                .map(String::from)
+                .to_vec(),
             upgrades: Default::default(),
         }
     }
@@ -733,6 +785,65 @@ mod tests {
                     .body(Body::from(serde_json::to_vec(&vac).expect("json")))
                     .expect("response"),
             );
+            // The StorageClass of the cluster's one zone, cluster-wide.
+            let (req, send) = handle.next_request().await.expect("a request");
+            assert_eq!(req.method(), Method::PATCH);
+            assert_eq!(
+                req.uri().path(),
+                "/apis/storage.k8s.io/v1/storageclasses/esaas-gp3-us-east-1a"
+            );
+            let body = req.into_body().collect_bytes().await.expect("body");
+            let sc: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(
+                sc["allowedTopologies"][0]["matchLabelExpressions"][0],
+                serde_json::json!({"key": "topology.ebs.csi.aws.com/zone", "values": ["us-east-1a"]})
+            );
+            assert_eq!(sc["allowVolumeExpansion"], true);
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&sc).expect("json")))
+                    .expect("response"),
+            );
+            // The claims that exist (none), then one per pod, made in its zone.
+            let (req, send) = handle.next_request().await.expect("a request");
+            assert_eq!(
+                req.uri().path(),
+                "/api/v1/namespaces/esaas-search/persistentvolumeclaims"
+            );
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(
+                        br#"{"kind":"PersistentVolumeClaimList","apiVersion":"v1","metadata":{},"items":[]}"#
+                            .to_vec(),
+                    ))
+                    .expect("response"),
+            );
+            for ordinal in 0..3 {
+                let (req, send) = handle.next_request().await.expect("a request");
+                assert_eq!(req.method(), Method::POST);
+                assert_eq!(
+                    req.uri().path(),
+                    "/api/v1/namespaces/esaas-search/persistentvolumeclaims"
+                );
+                let body = req.into_body().collect_bytes().await.expect("body");
+                let pvc: serde_json::Value = serde_json::from_slice(&body).expect("json");
+                let name = pvc["metadata"]["name"].as_str().unwrap_or_default();
+                assert!(
+                    name.ends_with(&format!("-logs-default-{ordinal}")),
+                    "{name}"
+                );
+                assert_eq!(pvc["spec"]["storageClassName"], "esaas-gp3-us-east-1a");
+                assert_eq!(
+                    pvc["metadata"]["annotations"]["esaas.io/zone"],
+                    "us-east-1a"
+                );
+                send.send_response(
+                    Response::builder()
+                        .status(201)
+                        .body(Body::from(serde_json::to_vec(&pvc).expect("json")))
+                        .expect("response"),
+                );
+            }
             // Then a look at what runs (nothing yet), and at orphaned pods (none:
             // no rollout to hold).
             let (req, send) = handle.next_request().await.expect("a request");

@@ -157,6 +157,12 @@ pub struct WorkerSection {
 
 fn overlay(base: &mut toml::Table, top: toml::Table) {
     for (k, v) in top {
+        // A table keyed by data, not by settings: a file that names its zones'
+        // subnets names all of them, so the local defaults do not leak in.
+        if k == "zone_subnets" {
+            base.insert(k, v);
+            continue;
+        }
         match (base.get_mut(&k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
             (_, v) => {
@@ -246,8 +252,24 @@ impl Config {
         if self.catalog.size_classes.is_empty() {
             bail!("catalog.size_classes: at least one size class is required");
         }
-        if self.eks.subnets.is_empty() {
-            bail!("eks.subnets: at least one subnet is required");
+        let zones = &self.catalog.zones;
+        if zones.len() < usize::try_from(self.catalog.max_zones.max(1)).unwrap_or(usize::MAX) {
+            bail!(
+                "catalog.zones: {} zones are offered, but catalog.max_zones is {}: list at least that many",
+                zones.len(),
+                self.catalog.max_zones
+            );
+        }
+        let unique: std::collections::BTreeSet<&String> = zones.iter().collect();
+        if unique.len() != zones.len() || zones.iter().any(String::is_empty) {
+            bail!("catalog.zones: every zone must be named, and named once");
+        }
+        for zone in zones {
+            if self.eks.zone_subnets.get(zone).is_none_or(Vec::is_empty) {
+                bail!(
+                    "eks.zone_subnets: zone {zone:?} (in catalog.zones) has no subnets; each zone's node groups are made in its own subnets"
+                );
+            }
         }
         if !(1..=1000).contains(&self.worker.capacity) {
             bail!("worker.capacity: must be between 1 and 1000");
@@ -407,6 +429,40 @@ mod tests {
         for (extra, key) in bad {
             let err = load(extra).unwrap_or_default();
             assert!(err.starts_with(key), "{extra:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn zones_and_their_subnets_are_checked_by_name() {
+        let load = |extra: &str| {
+            let mut base: toml::Table = DEFAULTS.parse().unwrap();
+            overlay(&mut base, extra.parse().unwrap());
+            let c: Config = base.try_into().unwrap();
+            c.validate().map(|_| c).map_err(|e| e.to_string())
+        };
+        // A file's zone table replaces the defaults' (no us-east-1 subnets left behind).
+        let c = load(
+            "[catalog]\nzones = [\"eu-west-1a\", \"eu-west-1b\", \"eu-west-1c\"]\n\
+             [eks.zone_subnets]\n\"eu-west-1a\" = [\"s-a\"]\n\"eu-west-1b\" = [\"s-b\"]\n\"eu-west-1c\" = [\"s-c\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.eks.zone_subnets.keys().collect::<Vec<_>>(),
+            ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+        );
+        for (extra, names) in [
+            ("[catalog]\nzones = [\"us-east-1a\"]\n", "catalog.zones"),
+            (
+                "[catalog]\nzones = [\"us-east-1a\", \"us-east-1a\", \"us-east-1b\"]\n",
+                "catalog.zones",
+            ),
+            (
+                "[eks.zone_subnets]\n\"us-east-1a\" = [\"s\"]\n\"us-east-1b\" = [\"s\"]\n",
+                "\"us-east-1c\"",
+            ),
+        ] {
+            let err = load(extra).err().unwrap_or_default();
+            assert!(err.contains(names), "{extra}: {err}");
         }
     }
 

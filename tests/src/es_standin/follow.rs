@@ -51,6 +51,7 @@ fn target_of(tenant: &str, cluster: &str) -> Option<esaas_core::backend::Target>
             version: String::new(),
             node_sets: Vec::new(),
             zone_count: 1,
+            zones: Vec::new(),
             volume_retention: esaas_core::spec::VolumeRetention::Delete,
         },
         generation: 0,

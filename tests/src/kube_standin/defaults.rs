@@ -4,7 +4,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::State;
-use super::resources::{NETPOL, NS, PVC, SECRET, SERVICE, STS};
+use super::resources::{NETPOL, NS, PVC, SC, SECRET, SERVICE, STS};
 use super::util::{meta_mut, obj_mut, root_mut, str_at};
 
 impl State {
@@ -93,11 +93,26 @@ impl State {
                     .to_string();
                 let spec = obj_mut(root_mut(obj), "spec");
                 spec.entry("volumeMode").or_insert(json!("Filesystem"));
+                // A claim naming a StorageClass that does not exist is never provisioned:
+                // it stays Pending (kubernetes/kubernetes pkg/controller/volume/persistentvolume
+                // pv_controller.go `provisionClaim`: "storageclass.storage.k8s.io ... not
+                // found"), and a pod that mounts it is never scheduled.
+                let class_name = spec
+                    .get("storageClassName")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let provisionable = old.is_some()
+                    || class_name.as_ref().is_none_or(|c| {
+                        self.objects
+                            .contains_key(&(SC, String::new(), c.to_string()))
+                    });
                 let volume = old
                     .and_then(|o| str_at(o, &["spec", "volumeName"]))
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("pvc-{uid}"));
-                spec.entry("volumeName").or_insert(json!(volume));
+                if provisionable {
+                    spec.entry("volumeName").or_insert(json!(volume));
+                }
                 let modes = spec.get("accessModes").cloned().unwrap_or(json!([]));
                 let storage = spec
                     .get("resources")
@@ -106,6 +121,7 @@ impl State {
                     .cloned();
                 let class = spec.get("volumeAttributesClassName").cloned();
                 let status = match old.and_then(|o| o.get("status")) {
+                    None if !provisionable => json!({ "phase": "Pending" }),
                     // Provisioned at the size and class asked for.
                     None => {
                         let mut status = json!({ "phase": "Bound", "accessModes": modes });

@@ -98,6 +98,9 @@ pub(super) fn pod_json(sts: &Value, ns: &str, sts_name: &str, ord: i64, p: &PodS
         "apps.kubernetes.io/pod-index".into(),
         json!(ord.to_string()),
     );
+    if let Some(z) = &p.zone {
+        labels.insert("topology.kubernetes.io/zone".into(), json!(z));
+    }
     let mut spec = template
         .get("spec")
         .cloned()
@@ -109,7 +112,13 @@ pub(super) fn pod_json(sts: &Value, ns: &str, sts_name: &str, ord: i64, p: &PodS
         if let Some(svc) = str_at(sts, &["spec", "serviceName"]).filter(|s| !s.is_empty()) {
             m.insert("subdomain".into(), json!(svc));
         }
-        m.insert("nodeName".into(), json!("esaas-standin-node"));
+        // Bound to a node of its volumes' zone, whose zone label the pod gets
+        // (PodTopologyLabelsAdmission, on by default from Kubernetes 1.35).
+        let node = match &p.zone {
+            Some(z) => format!("esaas-standin-node-{z}"),
+            None => "esaas-standin-node".to_string(),
+        };
+        m.insert("nodeName".into(), json!(node));
         let volumes = m.entry("volumes").or_insert(json!([]));
         if let Some(a) = volumes.as_array_mut() {
             for t in claim_templates(sts) {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::State;
 use super::pods::{claim_name, claim_templates, pod_json, pod_name, pod_ready, revision_name};
-use super::resources::{PDB, POD, PVC, STS};
+use super::resources::{PDB, POD, PVC, SC, STS};
 use super::select::selector_reqs;
 use super::util::{labels_of, now_ts, str_at};
 use super::validate::quantity;
@@ -33,6 +33,12 @@ pub(super) struct PodSim {
     pub(super) uid: String,
     pub(super) created: String,
     pub(super) ip: String,
+    /// The zone of its volumes (from their StorageClass's `allowedTopologies`), where
+    /// the scheduler must put it; None when they do not say.
+    pub(super) zone: Option<String>,
+    /// Whether every claim it mounts is Bound: a pod with an unbound claim is never
+    /// scheduled, so it never turns ready.
+    pub(super) bound: bool,
 }
 
 /// What the next controller run has to look at.
@@ -212,12 +218,14 @@ impl State {
         &mut self,
         ns: &str,
         name: &str,
+        ord: i64,
         revision: String,
         now: Instant,
     ) -> PodSim {
         self.next_pod_ip += 1;
         let n = self.next_pod_ip;
-        let ready = self.ready_after.is_zero();
+        let (bound, zone) = self.placement(ns, name, ord);
+        let ready = bound && self.ready_after.is_zero();
         if !ready && let Some(at) = now.checked_add(self.ready_after) {
             self.pending
                 .ready
@@ -232,7 +240,60 @@ impl State {
             uid: uuid::Uuid::new_v4().to_string(),
             created,
             ip: format!("10.244.{}.{}", (n >> 8) & 255, n & 255),
+            zone,
+            bound,
         }
+    }
+
+    /// Whether pod `ord` of StatefulSet `ns/name` has every claim Bound, and the zone
+    /// its volumes confine it to. The scheduler's VolumeBinding plugin places a pod
+    /// only where its volumes' topology allows (kubernetes/kubernetes
+    /// pkg/scheduler/framework/plugins/volumebinding): for a WaitForFirstConsumer class,
+    /// the class's `allowedTopologies`; the EBS CSI driver's key is
+    /// `topology.ebs.csi.aws.com/zone`.
+    fn placement(&self, ns: &str, name: &str, ord: i64) -> (bool, Option<String>) {
+        let Some(sts) = self.objects.get(&(STS, ns.to_string(), name.to_string())) else {
+            return (true, None);
+        };
+        let (mut bound, mut zone) = (true, None);
+        for t in claim_templates(sts) {
+            let Some(pvc) = self
+                .objects
+                .get(&(PVC, ns.to_string(), claim_name(&t, name, ord)))
+            else {
+                bound = false;
+                continue;
+            };
+            if str_at(pvc, &["status", "phase"]) != Some("Bound") {
+                bound = false;
+            }
+            let class = str_at(pvc, &["spec", "storageClassName"]).unwrap_or_default();
+            let terms = self
+                .objects
+                .get(&(SC, String::new(), class.to_string()))
+                .and_then(|sc| sc.get("allowedTopologies"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for term in &terms {
+                let exprs = term
+                    .get("matchLabelExpressions")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for e in exprs {
+                    let key = e.get("key").and_then(Value::as_str);
+                    if matches!(
+                        key,
+                        Some("topology.ebs.csi.aws.com/zone" | "topology.kubernetes.io/zone")
+                    ) && let Some(z) = e.pointer("/values/0").and_then(Value::as_str)
+                    {
+                        zone = Some(z.to_string());
+                    }
+                }
+            }
+        }
+        (bound, zone)
     }
 
     pub(super) fn reconcile_sts(&mut self, ns: &str, name: &str, now: Instant) {
@@ -280,7 +341,7 @@ impl State {
 
         // Readiness (the kubelet's part), written before the controller acts on it.
         for (ord, p) in sim.pods.iter_mut() {
-            if !p.ready && now.duration_since(p.since) >= ready_after {
+            if !p.ready && p.bound && now.duration_since(p.since) >= ready_after {
                 p.ready = true;
                 p.ready_at = Some(now_ts());
                 let pod = pod_json(&sts, ns, name, *ord, p);
@@ -318,7 +379,7 @@ impl State {
                 update_rev.clone()
             };
             self.create_claims(ns, &sts, ord);
-            let pod = self.new_pod(ns, name, revision, now);
+            let pod = self.new_pod(ns, name, ord, revision, now);
             let ready = pod.ready;
             sim.pods.insert(ord, pod);
             dirty.insert(ord);
@@ -344,7 +405,7 @@ impl State {
                     break;
                 };
                 self.remove(POD, ns, &pod_name(name, ord));
-                let pod = self.new_pod(ns, name, update_rev.clone(), now);
+                let pod = self.new_pod(ns, name, ord, update_rev.clone(), now);
                 sim.pods.insert(ord, pod);
                 dirty.insert(ord);
             }

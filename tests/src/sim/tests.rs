@@ -28,6 +28,7 @@ fn target(count: i32) -> Target {
                 storage_throughput_mibps: 125,
             }],
             zone_count: 1,
+            zones: Vec::new(),
             volume_retention: VolumeRetention::Delete,
         },
         generation: 1,

@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::event::EventKind;
 use crate::names::{ClusterId, TenantId};
 use crate::operation::{Initiator, OperationKind};
+use crate::placement;
 use crate::spec::ClusterSpec;
 use crate::tenant::{Tenant, check_quota};
 
@@ -43,7 +44,15 @@ pub fn create(
         uid: ctx.cluster_uid,
         tenant: cmd.tenant.clone(),
         cluster_id: cmd.cluster_id.clone(),
-        spec: cmd.spec.clone(),
+        spec: ClusterSpec {
+            // Where its volumes will live, for the rest of its life.
+            zones: placement::choose_zones(
+                ctx.cluster_uid,
+                cmd.spec.zone_count,
+                &rules.catalog.zones,
+            ),
+            ..cmd.spec.clone()
+        },
         generation: 1,
         observed_generation: 0,
         state: ClusterState::Provisioning,

@@ -72,6 +72,10 @@ pub fn spec_from_pb(spec: &pb::ClusterSpec, prefix: &str) -> Result<ClusterSpec>
         version: spec.version.clone(),
         node_sets,
         zone_count: spec.zone_count,
+        // Output only, but carried: the worker's assignment holds the zones
+        // the control plane chose. A create chooses them afresh and an update
+        // keeps the cluster's own, so a caller cannot set them.
+        zones: spec.zones.iter().take(MAX_REPEATED).cloned().collect(),
         volume_retention,
     })
 }
@@ -158,6 +162,7 @@ pub fn spec_to_pb(spec: &ClusterSpec) -> pb::ClusterSpec {
             })
             .collect(),
         zone_count: spec.zone_count,
+        zones: spec.zones.clone(),
         volume_retention: match spec.volume_retention {
             VolumeRetention::Delete => pb::VolumeRetention::Delete,
             VolumeRetention::Retain => pb::VolumeRetention::Retain,

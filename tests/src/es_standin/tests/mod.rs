@@ -63,6 +63,7 @@ pub(super) fn target(cluster: &str, count: i32) -> Target {
                 storage_throughput_mibps: 125,
             }],
             zone_count: 1,
+            zones: Vec::new(),
             volume_retention: VolumeRetention::Delete,
         },
         generation: 1,

@@ -79,7 +79,7 @@ fn statefulset(name: &str, replicas: i32, image: &str) -> StatefulSet {
                 "metadata": { "name": "data" },
                 "spec": {
                     "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "gp3",
+                    "storageClassName": "esaas-gp3",
                     "resources": { "requests": { "storage": "10Gi" } },
                 },
             }],

@@ -96,14 +96,28 @@ async fn a_claim_grows_and_changes_class_after_a_delay_and_only_once_per_six_hou
             },
         }))
     };
+    let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
+    classes
+        .create(
+            &PostParams::default(),
+            &typed(json!({ "metadata": { "name": "fixed" }, "provisioner": "ebs.csi.aws.com" })),
+        )
+        .await
+        .unwrap();
     pvcs.create(&PostParams::default(), &claim("slow", "esaas-gp3"))
         .await
         .unwrap();
     pvcs.create(&PostParams::default(), &claim("slow", "fixed"))
         .await
         .unwrap();
-    // A class that does not allow expansion (or none at all): 403, as the resize
-    // admission plugin answers.
+    // A class that does not exist: the claim is never provisioned, stays Pending.
+    let pending = pvcs
+        .create(&PostParams::default(), &claim("slow", "missing"))
+        .await
+        .unwrap();
+    assert_eq!(pending.status.unwrap().phase.as_deref(), Some("Pending"));
+    assert!(pending.spec.unwrap().volume_name.is_none());
+    // A class that does not allow expansion: 403, as the resize admission plugin answers.
     let grow = json!({ "spec": { "resources": { "requests": { "storage": "20Gi" } } } });
     let st = api_status(
         pvcs.patch("data-fixed", &PatchParams::default(), &Patch::Merge(&grow))
