@@ -791,6 +791,7 @@ async fn a_worker_key_is_refused_by_the_tenant_services() {
             region: "eu-west-1".into(),
             capacity: 1,
             version: "test".into(),
+            ..Default::default()
         })),
     };
     let outbound = futures::stream::iter(vec![hello]).chain(futures::stream::pending());

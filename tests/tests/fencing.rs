@@ -29,6 +29,7 @@ impl RawWorker {
                 region: "test".into(),
                 capacity,
                 version: "test".into(),
+                ..Default::default()
             })),
         })
         .await

@@ -627,6 +627,7 @@ async fn call_on(app: &App, fx: &Fixture, rpc: Rpc, key: &str, cluster: &str, op
                     region: "eu-west-1".into(),
                     capacity: 1,
                     version: "0".into(),
+                    ..Default::default()
                 })),
             };
             // Keep the request stream open, as a real worker does.

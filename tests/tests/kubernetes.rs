@@ -1373,3 +1373,248 @@ async fn every_pod_and_its_node_live_in_the_zone_of_its_volume() {
     assert_eq!(sizes, vec![1, 1, 1]);
     p.server.kill().await;
 }
+
+/// Observation at a one-second interval, repairs that back off 8 s, then 16 s.
+const OBSERVE_FAST: &str = "[observe]\ninterval_seconds = 1\njitter = 0\ndeadline_seconds = 5\n\
+     pods_unready_grace_seconds = 5\nrepair_backoff_base_seconds = 8\nrepair_backoff_max_seconds = 16\n";
+
+/// The condition `kind` of `c`: (status, reason, message).
+fn condition_of(c: &pb::Cluster, kind: &str) -> Option<(i32, String, String)> {
+    c.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|x| x.r#type == kind)
+        .map(|x| (x.status, x.reason.clone(), x.message.clone()))
+}
+
+/// The REPAIR operations of cluster `name`.
+async fn repairs(p: &Platform, key: &str, name: &str) -> Vec<pb::Operation> {
+    let mut ops =
+        esaas_proto::v1::operation_service_client::OperationServiceClient::new(p.channel().await);
+    ops.list_operations(authed(
+        key,
+        pb::ListOperationsRequest {
+            parent: "tenants/search".into(),
+            cluster: name.to_string(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("list operations")
+    .into_inner()
+    .operations
+    .into_iter()
+    .filter(|o| o.kind == pb::OperationKind::Repair as i32)
+    .collect()
+}
+
+/// Observation and repair, faults injected only through the stand-ins'
+/// own protocols: a red index is shown, named, and clears by itself without
+/// an operation; a StatefulSet deleted behind the platform's back turns the
+/// cluster DEGRADED within two intervals and a platform-initiated REPAIR
+/// brings it back to READY and green; deleting it again right after, the next
+/// repair backs off and says so; a paused cluster is reported, not repaired.
+#[tokio::test]
+async fn drift_is_seen_and_repaired_and_a_red_index_recovers_by_itself() {
+    let p = platform_with(60, 1, &[], OBSERVE_FAST).await;
+    let key = p.tenant("search").await;
+    let name = p.create(&key, create_request("search", "logs", 3)).await;
+    let ready = p.wait(&name, 1, pb::ClusterState::Ready).await;
+    for kind in [
+        "NodeGroupsHealthy",
+        "ObjectsInSync",
+        "PodsReady",
+        "ElasticsearchHealthy",
+    ] {
+        let (status, _, _) = condition_of(&ready, kind).unwrap_or_else(|| panic!("{kind}"));
+        assert_eq!(status, pb::ConditionStatus::True as i32, "{kind}");
+    }
+    let host = "logs-es-http.esaas-search.svc";
+    let ch = p.channel().await;
+
+    // An index goes red: RED, DEGRADED, the index named; then green by itself.
+    p.es.force_health(host, Health::Red, vec![("logs-3".into(), 1, true)]);
+    let red = wait_cluster_at(ch.clone(), &name, Duration::from_secs(10), |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.health == pb::ClusterHealth::Red as i32)
+    })
+    .await;
+    assert_eq!(state(&red), pb::ClusterState::Degraded as i32);
+    let (status, reason, message) = condition_of(&red, "ElasticsearchHealthy").expect("condition");
+    assert_eq!(
+        (status, reason.as_str()),
+        (pb::ConditionStatus::False as i32, "Red")
+    );
+    assert!(message.contains("logs-3"), "{message}");
+    p.es.clear_forced_health(host);
+    let green = wait_cluster_at(ch.clone(), &name, Duration::from_secs(10), |c| {
+        state(c) == pb::ClusterState::Ready as i32
+            && c.status
+                .as_ref()
+                .is_some_and(|s| s.health == pb::ClusterHealth::Green as i32)
+    })
+    .await;
+    assert!(
+        green
+            .status
+            .expect("status")
+            .message
+            .contains("healthy again")
+    );
+    assert!(
+        repairs(&p, &key, &name).await.is_empty(),
+        "no operation for a red index"
+    );
+
+    // Idle and healthy: nothing is written (the revision stands still over 3 intervals).
+    let before = green.revision;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = ClusterServiceClient::new(ch.clone())
+        .get_cluster(authed(&key, pb::GetClusterRequest { name: name.clone() }))
+        .await
+        .expect("get")
+        .into_inner()
+        .cluster
+        .expect("cluster");
+    assert_eq!(idle.revision, before, "an idle cluster writes no events");
+
+    // The StatefulSet deleted behind the platform's back.
+    let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        kube::Api::namespaced(p.kube.client(), "esaas-search");
+    let deleted_at = tokio::time::Instant::now();
+    sts.delete("logs-default", &Default::default())
+        .await
+        .expect("kubectl delete");
+    let degraded = wait_cluster_at(ch.clone(), &name, Duration::from_secs(10), |c| {
+        state(c) == pb::ClusterState::Degraded as i32
+            || c.status
+                .as_ref()
+                .is_some_and(|s| !s.current_operation.is_empty())
+    })
+    .await;
+    let seen = deleted_at.elapsed();
+    assert!(
+        seen < Duration::from_secs(3),
+        "seen after {seen:?}, more than two intervals"
+    );
+    let (status, reason, _) = condition_of(&degraded, "ObjectsInSync").expect("condition");
+    assert_eq!(
+        (status, reason.as_str()),
+        (pb::ConditionStatus::False as i32, "ObjectMissing")
+    );
+    // A REPAIR by the platform puts it back.
+    let repaired = wait_cluster_at(ch.clone(), &name, LONG, |c| {
+        state(c) == pb::ClusterState::Ready as i32
+            && c.status.as_ref().is_some_and(|s| {
+                s.health == pb::ClusterHealth::Green as i32 && s.current_operation.is_empty()
+            })
+    })
+    .await;
+    let first = repairs(&p, &key, &name).await;
+    assert_eq!(first.len(), 1, "{first:#?}");
+    assert_eq!(first[0].state, pb::OperationState::Succeeded as i32);
+    let initiator = first[0].initiator.as_ref().expect("initiator");
+    assert_eq!(initiator.kind, pb::InitiatorKind::Platform as i32);
+    assert!(
+        sts.get("logs-default").await.is_ok(),
+        "the StatefulSet is back"
+    );
+    assert_eq!(
+        condition_of(&repaired, "ObjectsInSync").map(|c| c.1),
+        Some("AsExpected".to_string())
+    );
+
+    // Undone again at once: the next repair waits (8 s after the first) and says so.
+    sts.delete("logs-default", &Default::default())
+        .await
+        .expect("kubectl delete");
+    let backing_off = wait_cluster_at(ch.clone(), &name, Duration::from_secs(10), |c| {
+        condition_of(c, "AutoRepair").is_some_and(|a| a.1 == "BackingOff")
+    })
+    .await;
+    let (_, _, message) = condition_of(&backing_off, "AutoRepair").expect("condition");
+    assert!(message.contains("did not hold"), "{message}");
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let _ = wait_cluster_at(ch.clone(), &name, LONG, |c| {
+        state(c) == pb::ClusterState::Ready as i32
+            && c.status
+                .as_ref()
+                .is_some_and(|s| s.current_operation.is_empty())
+    })
+    .await;
+    assert_eq!(repairs(&p, &key, &name).await.len(), 2);
+
+    // Paused by an admin: reported, not repaired; the pause is in the event log.
+    let mut admin = AdminServiceClient::new(ch.clone());
+    let st = admin
+        .set_auto_repair(authed(
+            &key,
+            pb::SetAutoRepairRequest {
+                name: name.clone(),
+                enabled: false,
+                justification: "by hand".into(),
+            },
+        ))
+        .await
+        .expect_err("tenants may not");
+    assert_eq!(st.code(), tonic::Code::PermissionDenied);
+    let paused = admin
+        .set_auto_repair(authed(
+            ADMIN_KEY,
+            pb::SetAutoRepairRequest {
+                name: name.clone(),
+                enabled: false,
+                justification: "investigating the node group by hand".into(),
+            },
+        ))
+        .await
+        .expect("pause")
+        .into_inner()
+        .cluster
+        .expect("cluster");
+    let (_, reason, message) = condition_of(&paused, "AutoRepair").expect("condition");
+    assert_eq!(reason, "Paused");
+    assert!(
+        message.contains("investigating the node group by hand"),
+        "{message}"
+    );
+    sts.delete("logs-default", &Default::default())
+        .await
+        .expect("kubectl delete");
+    let _ = wait_cluster_at(ch.clone(), &name, Duration::from_secs(10), |c| {
+        state(c) == pb::ClusterState::Degraded as i32
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        repairs(&p, &key, &name).await.len(),
+        2,
+        "no repair while paused"
+    );
+    assert!(sts.get("logs-default").await.is_err(), "left as it is");
+    admin
+        .set_auto_repair(authed(
+            ADMIN_KEY,
+            pb::SetAutoRepairRequest {
+                name: name.clone(),
+                enabled: true,
+                justification: "done".into(),
+            },
+        ))
+        .await
+        .expect("resume");
+    let _ = wait_cluster_at(ch.clone(), &name, LONG, |c| {
+        state(c) == pb::ClusterState::Ready as i32
+            && c.status
+                .as_ref()
+                .is_some_and(|s| s.current_operation.is_empty())
+    })
+    .await;
+    assert!(
+        sts.get("logs-default").await.is_ok(),
+        "repaired once resumed"
+    );
+    p.server.kill().await;
+}

@@ -2,7 +2,7 @@
 
 use esaas_core::error::Violations;
 use esaas_core::names::{
-    ApiKeyName, OperationName, TenantId, TenantName, TenantScope, parse_request_id,
+    ApiKeyName, ClusterName, OperationName, TenantId, TenantName, TenantScope, parse_request_id,
 };
 use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
@@ -13,7 +13,8 @@ use uuid::Uuid;
 use crate::error::{ApiResult, to_status};
 use crate::{Api, Call, command_ctx, page, request_hash};
 use esaas_proto::convert::{
-    api_key_to_pb, operation_to_pb, quota_from_pb, role_from_pb, tenant_to_pb, worker_to_pb,
+    api_key_to_pb, cluster_to_pb, operation_to_pb, quota_from_pb, role_from_pb, tenant_to_pb,
+    worker_to_pb,
 };
 
 /// Longest display name of a tenant or key.
@@ -314,6 +315,40 @@ impl Api {
         .await
     }
 
+    async fn set_auto_repair_impl(
+        &self,
+        req: Request<pb::SetAutoRepairRequest>,
+    ) -> Result<pb::SetAutoRepairResponse> {
+        let principal = self.principal(&req).await?;
+        principal.require_platform_admin()?;
+        let r = req.into_inner();
+        let mut v = Violations::default();
+        let name = v.absorb(ClusterName::parse("name", &r.name))?;
+        let justification = r.justification.trim();
+        if justification.is_empty() {
+            v.add("justification", "is required: say why, for the event log");
+        } else if justification.chars().count() > 512 {
+            v.add("justification", "is longer than 512 characters");
+        }
+        v.finish()?;
+        let Some(name) = name else {
+            return Err(Error::Internal("validated fields missing".into()));
+        };
+        let initiator = principal.initiator();
+        let ctx = command_ctx();
+        let justification = justification.to_string();
+        let cluster = self
+            .store()
+            .transaction(async |conn| {
+                Store::set_repair_paused(conn, &name, !r.enabled, &initiator, &justification, &ctx)
+                    .await
+            })
+            .await?;
+        Ok(pb::SetAutoRepairResponse {
+            cluster: Some(cluster_to_pb(&cluster)),
+        })
+    }
+
     async fn list_workers_impl(
         &self,
         req: Request<pb::ListWorkersRequest>,
@@ -328,6 +363,16 @@ impl Api {
 
 #[tonic::async_trait]
 impl pb::admin_service_server::AdminService for Api {
+    async fn set_auto_repair(
+        &self,
+        req: Request<pb::SetAutoRepairRequest>,
+    ) -> ApiResult<pb::SetAutoRepairResponse> {
+        self.set_auto_repair_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
     async fn create_tenant(
         &self,
         req: Request<pb::CreateTenantRequest>,

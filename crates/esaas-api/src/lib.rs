@@ -88,6 +88,32 @@ pub struct Settings {
     pub rate: rate::Rate,
     /// How long a valid API key is remembered (zero: looked up every call).
     pub auth_cache_ttl: Duration,
+    /// How live clusters are observed and repaired.
+    pub observe: ObserveSettings,
+}
+
+/// The observation schedule and the repair rules.
+#[derive(Debug, Clone)]
+pub struct ObserveSettings {
+    /// Interval between two observations of one cluster.
+    pub interval: Duration,
+    /// Spread of the interval (0 to 1).
+    pub jitter: f64,
+    /// How long a worker may take for one observation.
+    pub deadline: Duration,
+    /// When drift is repaired, and how repairs back off.
+    pub rules: esaas_core::lifecycle::observe::ObserveRules,
+}
+
+impl Default for ObserveSettings {
+    fn default() -> Self {
+        ObserveSettings {
+            interval: Duration::from_secs(30),
+            jitter: 0.2,
+            deadline: Duration::from_secs(20),
+            rules: Default::default(),
+        }
+    }
 }
 
 /// Shared state of every service.

@@ -23,7 +23,8 @@ use crate::Api;
 use crate::error::{ApiResult, to_status};
 use crate::watch::BoxStream;
 use esaas_proto::convert::{
-    assignment_to_pb, hello_from_pb, lease_event_from_pb, lease_from_pb, lease_to_pb,
+    assignment_to_pb, cluster_to_pb, hello_from_pb, lease_event_from_pb, lease_from_pb,
+    lease_to_pb, struct_to_json,
 };
 
 /// How long after a notification of new work a worker stream claims it.
@@ -40,6 +41,10 @@ struct Session {
     out: Out,
     /// Leases assigned on this stream and not finished: operation → token.
     held: HashMap<Uuid, i64>,
+    /// Observations the worker may run at once (from its hello).
+    observe_capacity: usize,
+    /// Observations asked of the worker and not answered: cluster uid → deadline.
+    observing: HashMap<Uuid, tokio::time::Instant>,
     /// Counts this session in `esaas.workers.connected` while it lives.
     _connected: esaas_telemetry::metrics::Open,
 }
@@ -78,9 +83,87 @@ impl Session {
         Ok(true)
     }
 
+    /// Asks the worker to observe the clusters that are due, up to its
+    /// observation capacity. One it did not answer by the deadline is
+    /// forgotten: the cluster's next observation is already scheduled.
+    async fn observe(&mut self) -> Result<bool> {
+        let now = tokio::time::Instant::now();
+        self.observing.retain(|_, deadline| *deadline > now);
+        let free = self.observe_capacity.saturating_sub(self.observing.len());
+        if free == 0 {
+            return Ok(true);
+        }
+        let settings = &self.api.settings().observe;
+        let due = self
+            .api
+            .store()
+            .claim_observations(free as i64, settings.interval, settings.jitter)
+            .await?;
+        let deadline = settings.deadline;
+        for cluster in due {
+            self.observing.insert(cluster.uid, now + deadline);
+            let req = pb::ObservationRequest {
+                cluster: Some(cluster_to_pb(&cluster)),
+                deadline: prost_types::Duration::try_from(deadline).ok(),
+            };
+            if !self.send(pb::connect_response::Message::Observe(req)).await {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Applies what the worker saw. A report the session did not ask for
+    /// (or too late), or that does not parse, is dropped with a warning: it
+    /// changes nothing, and the stream stays.
+    async fn observed(&mut self, report: pb::ObservationReport) {
+        let Ok(uid) = Uuid::parse_str(&report.cluster_uid) else {
+            tracing::warn!(worker = %self.worker.id, "observation report without a cluster uid");
+            return;
+        };
+        if self.observing.remove(&uid).is_none() {
+            tracing::info!(worker = %self.worker.id, cluster_uid = %uid, "observation report not asked for, or too late; ignored");
+            return;
+        }
+        let facts = report
+            .facts
+            .as_ref()
+            .map(struct_to_json)
+            .map(serde_json::from_value::<esaas_core::lifecycle::observe::Facts>);
+        let Some(Ok(facts)) = facts else {
+            tracing::warn!(worker = %self.worker.id, cluster_uid = %uid, "observation report does not parse; ignored");
+            return;
+        };
+        let settings = self.api.settings();
+        let ctx = esaas_core::lifecycle::Ctx {
+            now: esaas_core::now(),
+            operation_id: Uuid::now_v7(),
+            cluster_uid: uid,
+            traceparent: None,
+        };
+        match self
+            .api
+            .store()
+            .apply_observation(uid, &facts, &settings.observe.rules, &settings.rules, &ctx)
+            .await
+        {
+            Ok(Some(change)) => {
+                tracing::info!(cluster = %change.cluster.name(), state = change.cluster.state.as_str(), health = change.cluster.health.as_str(), repair = ?change.operation.as_ref().map(|o| o.name().to_string()), "observation changed the cluster");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(cluster_uid = %uid, error = %e, "applying an observation failed; the next one will tell");
+            }
+        }
+    }
+
     async fn handle(&mut self, msg: pb::ConnectRequest) -> Result<bool> {
         use pb::connect_request::Message;
         match msg.message {
+            Some(Message::Observation(report)) => {
+                self.observed(report).await;
+                Ok(true)
+            }
             Some(Message::Hello(_)) => {
                 Err(Error::invalid("hello", "may only be the first message"))
             }
@@ -169,7 +252,10 @@ impl Session {
                         break;
                     }
                 },
-                _ = tick.tick() => self.assign().await,
+                _ = tick.tick() => match self.assign().await {
+                    Ok(true) => self.observe().await,
+                    other => other,
+                },
                 change = feed.recv() => match change {
                     Ok(Change::Cluster { .. } | Change::Keys | Change::Tick) => Ok(true),
                     // New or re-queued work, or missed notifications.
@@ -250,6 +336,8 @@ impl Api {
             worker,
             out,
             held: HashMap::new(),
+            observe_capacity: usize::try_from(hello.observe_capacity.clamp(0, 1000)).unwrap_or(0),
+            observing: HashMap::new(),
             _connected: esaas_telemetry::metrics::metrics().worker_connected(),
         };
         tokio::spawn(session.run(inbound).instrument(tracing::Span::current()));

@@ -66,6 +66,16 @@ text_enum!(
         OperationQueued = "OperationQueued",
         /// An operation's gate did not open in time.
         Stalled = "Stalled",
+        /// Every node set's EKS node groups exist, are active and have the spec's size.
+        NodeGroupsHealthy = "NodeGroupsHealthy",
+        /// The Kubernetes objects the spec implies exist and are as applied.
+        ObjectsInSync = "ObjectsInSync",
+        /// Every pod the spec implies is ready.
+        PodsReady = "PodsReady",
+        /// Elasticsearch answers and is green.
+        ElasticsearchHealthy = "ElasticsearchHealthy",
+        /// The platform repairs drift by itself (False: paused by an admin, or backing off).
+        AutoRepair = "AutoRepair",
     }
 );
 
@@ -84,6 +94,40 @@ text_enum!(
         WaitingForWorker = "WaitingForWorker",
         /// A gate stayed closed past its timeout.
         GateTimedOut = "GateTimedOut",
+        /// Observed as the spec asks.
+        AsExpected = "AsExpected",
+        /// A node group of a node set does not exist.
+        NodeGroupMissing = "NodeGroupMissing",
+        /// A node group has another size than the spec asks for.
+        NodeGroupResized = "NodeGroupResized",
+        /// A node group is failed or degraded (EKS's health issues in the message).
+        NodeGroupDegraded = "NodeGroupDegraded",
+        /// A node group is being created, updated or deleted outside an operation.
+        NodeGroupChanging = "NodeGroupChanging",
+        /// A Kubernetes object the spec implies does not exist.
+        ObjectMissing = "ObjectMissing",
+        /// A Kubernetes object differs from what the platform applied.
+        ObjectChanged = "ObjectChanged",
+        /// A StatefulSet has another replica count than the spec asks for.
+        ReplicasChanged = "ReplicasChanged",
+        /// Some pods are not ready.
+        PodsNotReady = "PodsNotReady",
+        /// Elasticsearch is yellow: some replica is unassigned.
+        Yellow = "Yellow",
+        /// Elasticsearch is red: some primary is unassigned.
+        Red = "Red",
+        /// Elasticsearch does not answer.
+        Unreachable = "Unreachable",
+        /// The worker could not observe this part (the message says why).
+        ObservationFailed = "ObservationFailed",
+        /// Automatic repair is on.
+        Enabled = "Enabled",
+        /// A platform admin paused automatic repair for this cluster.
+        Paused = "Paused",
+        /// Repairs kept being undone: the next waits.
+        BackingOff = "BackingOff",
+        /// The last automatic repair failed.
+        RepairFailed = "RepairFailed",
     }
 );
 

@@ -97,6 +97,8 @@ pub struct Config {
     pub default_quota: Quota,
     /// How workers run operations.
     pub worker: WorkerSection,
+    /// How live clusters are observed and repaired.
+    pub observe: ObserveSection,
     /// Where workers make EKS node groups.
     pub eks: esaas_eks::EksConfig,
     /// How workers and the control plane reach Kubernetes.
@@ -153,6 +155,29 @@ pub struct WorkerSection {
     pub shutdown_grace_seconds: u64,
     /// Region.
     pub region: String,
+    /// Observations at once per worker, besides its operations.
+    pub observe_capacity: i32,
+}
+
+/// `[observe]`: how the control plane has live clusters observed, and when
+/// the platform repairs them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObserveSection {
+    /// Interval between two observations of one cluster.
+    pub interval_seconds: u64,
+    /// Spread of the interval: each next observation is interval × (1 ± jitter / 2).
+    pub jitter: f64,
+    /// How long a worker may take for one observation.
+    pub deadline_seconds: u64,
+    /// Unready pods are repaired after this long.
+    pub pods_unready_grace_seconds: u64,
+    /// Wait after the first of a run of repairs; doubles with each.
+    pub repair_backoff_base_seconds: u64,
+    /// Longest wait between repairs.
+    pub repair_backoff_max_seconds: u64,
+    /// Repairs within this window count as one run.
+    pub repair_window_seconds: u64,
 }
 
 fn overlay(base: &mut toml::Table, top: toml::Table) {
@@ -168,6 +193,19 @@ fn overlay(base: &mut toml::Table, top: toml::Table) {
             (_, v) => {
                 base.insert(k, v);
             }
+        }
+    }
+}
+
+impl ObserveSection {
+    /// The rules of `lifecycle::observe`.
+    pub fn rules(&self) -> esaas_core::lifecycle::observe::ObserveRules {
+        let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+        esaas_core::lifecycle::observe::ObserveRules {
+            pods_unready_grace: secs(self.pods_unready_grace_seconds),
+            repair_backoff_base: secs(self.repair_backoff_base_seconds),
+            repair_backoff_max: secs(self.repair_backoff_max_seconds),
+            repair_window: secs(self.repair_window_seconds),
         }
     }
 }
@@ -274,6 +312,21 @@ impl Config {
         if !(1..=1000).contains(&self.worker.capacity) {
             bail!("worker.capacity: must be between 1 and 1000");
         }
+        if !(0..=1000).contains(&self.worker.observe_capacity) {
+            bail!("worker.observe_capacity: must be between 0 and 1000");
+        }
+        let o = &self.observe;
+        if o.interval_seconds == 0 || !(0.0..=1.0).contains(&o.jitter) {
+            bail!("observe.interval_seconds must be at least 1 and observe.jitter between 0 and 1");
+        }
+        if o.deadline_seconds == 0 || o.deadline_seconds > o.interval_seconds.max(1) * 10 {
+            bail!("observe.deadline_seconds: must be between 1 and 10 intervals");
+        }
+        if o.repair_backoff_base_seconds > o.repair_backoff_max_seconds {
+            bail!(
+                "observe.repair_backoff_base_seconds: must not exceed observe.repair_backoff_max_seconds"
+            );
+        }
         if self.rate_limit_per_second < 0.0
             || (self.rate_limit_per_second > 0.0 && self.rate_limit_burst < 1.0)
         {
@@ -360,6 +413,7 @@ impl Config {
             id,
             region: w.region.clone(),
             capacity: w.capacity,
+            observe_capacity: w.observe_capacity,
             exec: esaas_worker::ExecSettings {
                 poll: Duration::from_millis(w.poll_interval_ms.max(10)),
                 gate_timeout: Duration::from_secs(w.gate_timeout_seconds),

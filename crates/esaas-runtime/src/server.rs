@@ -236,6 +236,12 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
             burst: config.rate_limit_burst,
         },
         auth_cache_ttl: Duration::from_millis(config.auth_cache_ttl_ms),
+        observe: esaas_api::ObserveSettings {
+            interval: Duration::from_secs(config.observe.interval_seconds.max(1)),
+            jitter: config.observe.jitter,
+            deadline: Duration::from_secs(config.observe.deadline_seconds.max(1)),
+            rules: config.observe.rules(),
+        },
     };
     let bootstrap = Some(config.bootstrap_admin_key.expose()).filter(|k| !k.is_empty());
     let api = Api::new(store.clone(), bootstrap, internal_worker_key, settings);

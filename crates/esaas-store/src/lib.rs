@@ -20,6 +20,7 @@ mod feed;
 mod keys;
 mod leases;
 mod load;
+mod observations;
 mod operations;
 mod rows;
 mod save;

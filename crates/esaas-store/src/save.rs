@@ -81,6 +81,14 @@ async fn insert_cluster(conn: &mut PgConnection, c: &Cluster) -> Result<()> {
                 db_error(e)
             }
         })?;
+    // On the observation schedule from its birth; observed once it is live.
+    sqlx::query(
+        "INSERT INTO cluster_observations (cluster_uid, due_time) VALUES ($1, now()) ON CONFLICT DO NOTHING",
+    )
+    .bind(c.uid)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
     Ok(())
 }
 

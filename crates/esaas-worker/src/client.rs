@@ -13,7 +13,9 @@ use anyhow::{Context, anyhow};
 use esaas_core::backend::{Elasticsearch, NodeGroups, Workloads};
 use esaas_core::lifecycle::lease::LeaseEvent;
 use esaas_core::names::OperationName;
-use esaas_proto::convert::{assignment_from_pb, lease_event_to_pb, lease_to_pb};
+use esaas_proto::convert::{
+    assignment_from_pb, json_to_struct, lease_event_to_pb, lease_to_pb, observation_target_from_pb,
+};
 use esaas_proto::v1 as pb;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::executor::{Backends, ExecSettings, Job, Reporter, Stopped, execute};
+use crate::executor::{Backends, ExecSettings, Job, Reporter, Stopped, execute, observe_facts};
 
 /// How a worker process connects and works.
 #[derive(Clone)]
@@ -36,6 +38,8 @@ pub struct WorkerConfig {
     pub region: String,
     /// Operations it runs at once.
     pub capacity: i32,
+    /// Observations it runs at once, besides its operations.
+    pub observe_capacity: i32,
     /// Executor timing.
     pub exec: ExecSettings,
     /// How long to wait for the ack of a report.
@@ -173,6 +177,7 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
             region: config.region.clone(),
             capacity: config.capacity,
             version: env!("CARGO_PKG_VERSION").into(),
+            observe_capacity: config.observe_capacity,
         })),
     })
     .await?;
@@ -188,6 +193,8 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     let next_id = Arc::new(AtomicU64::new(1));
     let mut running: HashMap<Uuid, Running> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Uuid>();
+    // Observations in flight; dropped (aborted) with the session.
+    let mut observations = tokio::task::JoinSet::new();
     let mut ttl = Duration::from_secs(30);
     let mut heartbeat = tokio::time::interval(ttl / 3);
 
@@ -246,6 +253,40 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
                             r.cancel.cancel();
                         }
                     }
+                    Some(pb::connect_response::Message::Observe(req)) => {
+                        let target = match observation_target_from_pb(&req) {
+                            Ok(t) => t,
+                            Err(e) => {
+                                tracing::error!(error = %e, "unusable observation request");
+                                continue;
+                            }
+                        };
+                        let deadline = req
+                            .deadline
+                            .and_then(|d| Duration::try_from(d).ok())
+                            .unwrap_or(Duration::from_secs(20));
+                        // No lease: a lost observation is only a late one. The
+                        // control plane bounds how many run at once.
+                        let (backends, out) = (backends.clone(), out.clone());
+                        let span = tracing::debug_span!("observe", cluster_uid = %target.uid);
+                        observations.spawn(async move {
+                            let facts = observe_facts(&backends, &target, deadline).await;
+                            let facts = match serde_json::to_value(&facts) {
+                                Ok(v) => json_to_struct(&v),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "observation facts do not encode");
+                                    return;
+                                }
+                            };
+                            let report = pb::ConnectRequest {
+                                message: Some(pb::connect_request::Message::Observation(pb::ObservationReport {
+                                    cluster_uid: target.uid.to_string(),
+                                    facts: Some(facts),
+                                })),
+                            };
+                            let _ = out.send(report).await;
+                        }.instrument(span));
+                    }
                     Some(pb::connect_response::Message::Ack(ack)) => {
                         if let Some(tx) = pending.lock().await.remove(&ack.report_id) {
                             let _ = tx.send(ack);
@@ -269,6 +310,7 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
             Some(id) = done_rx.recv() => {
                 running.remove(&id);
             }
+            Some(_) = observations.join_next(), if !observations.is_empty() => {}
             _ = shutdown.cancelled() => {
                 hand_back(config, &mut running, &out, &pending, &next_id, &mut inbound).await;
                 break Ok(());

@@ -151,6 +151,32 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     ))
 }
 
+/// What a worker sees of a live cluster for the control plane's
+/// observation: each backend asked at once, each answer or error kept on
+/// its own, within `deadline`.
+pub async fn observe_facts<N: NodeGroups, W: Workloads, E: Elasticsearch>(
+    b: &Backends<N, W, E>,
+    t: &Target,
+    deadline: Duration,
+) -> esaas_core::lifecycle::observe::Facts {
+    let err = |e: StepError| format!("{}: {}", e.reason, e.message);
+    let late = || format!("no answer within {} s", deadline.as_secs());
+    let (groups, loads, health) = tokio::join!(
+        tokio::time::timeout(deadline, b.node_groups.observe(t)),
+        tokio::time::timeout(deadline, b.workloads.observe(t)),
+        tokio::time::timeout(deadline, b.elasticsearch.health(t))
+    );
+    esaas_core::lifecycle::observe::Facts {
+        generation: t.generation,
+        node_groups: groups.map_err(|_| late()).and_then(|r| r.map_err(err)),
+        workloads: loads
+            .map_err(|_| late())
+            .and_then(|r| r.map_err(err))
+            .map(|w| (w.base_objects, w.workloads)),
+        health: health.map_err(|_| late()).and_then(|r| r.map_err(err)),
+    }
+}
+
 async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     b: &Backends<N, W, E>,
     t: &Target,

@@ -81,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("test-worker-{}", std::process::id())),
         region: "sim".into(),
         capacity: number("ESAAS_WORKER_CAPACITY", 4)?,
+        observe_capacity: number("ESAAS_WORKER_OBSERVE_CAPACITY", 8)?,
         exec: ExecSettings {
             poll: millis("EXEC_POLL_MS", 50)?,
             gate_timeout: millis("EXEC_GATE_TIMEOUT_MS", 30_000)?,

@@ -294,6 +294,36 @@ fn requeue_or_end(
             op.name()
         );
     }
+    if counts
+        && spent >= u32::try_from(op.max_attempts).unwrap_or(0)
+        && op.kind == OperationKind::Repair
+    {
+        // A repair that fails leaves the cluster as it found it, DEGRADED,
+        // saying why; the next observation decides whether to try again.
+        op.state = OperationState::Failed;
+        op.end_time = Some(now);
+        cluster.current_operation = None;
+        cluster.state = ClusterState::Degraded;
+        cluster.message = format!("automatic repair failed: {}", error.message);
+        set_condition(
+            &mut cluster.conditions,
+            Condition {
+                kind: ConditionType::AutoRepair,
+                status: ConditionStatus::False,
+                reason: ConditionReason::RepairFailed,
+                message: cluster.message.clone(),
+                last_transition_time: now,
+            },
+        );
+        let msg = format!(
+            "{}: failed after {spent} failed attempts: {}: {}",
+            op.name(),
+            error.reason,
+            error.message
+        );
+        op.error = Some(error);
+        return msg;
+    }
     if counts && spent >= u32::try_from(op.max_attempts).unwrap_or(0) {
         op.state = OperationState::Failed;
         op.end_time = Some(now);
@@ -549,6 +579,9 @@ fn succeed(
     cluster.endpoint = endpoint;
     cluster.health = health;
     cluster.current_operation = other_queued;
+    for c in super::observe::settled_conditions(cluster, health, now) {
+        set_condition(&mut cluster.conditions, c);
+    }
     if cluster.state != ClusterState::Deleting {
         cluster.state = match (other_queued, health) {
             (Some(_), _) => ClusterState::Updating,

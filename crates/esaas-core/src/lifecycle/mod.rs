@@ -17,6 +17,7 @@ pub mod cancel;
 pub mod create;
 pub mod delete;
 pub mod lease;
+pub mod observe;
 pub mod retry;
 pub mod update;
 

@@ -47,6 +47,12 @@ fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
     use prost_types::value::Kind;
     match &v.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        // A Struct holds every number as a double; a whole one within
+        // the doubles' exact range comes back as an integer, so that it
+        // reads back into the integer field it was written from.
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() <= 9_007_199_254_740_992.0 => {
+            serde_json::Value::Number(serde_json::Number::from(*n as i64))
+        }
         Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
             .map(serde_json::Value::Number)
             .unwrap_or_default(),
@@ -89,4 +95,43 @@ fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
         serde_json::Value::Object(_) => Kind::StructValue(json_to_struct(v)),
     };
     prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod struct_tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_come_back_as_integers() {
+        let v = serde_json::json!({"n": 3, "big": 9_007_199_254_740_992_i64, "half": 0.5, "neg": -7, "list": [1, 2.5]});
+        let back = struct_to_json(&json_to_struct(&v));
+        assert_eq!(back, v);
+        let n: i32 = serde_json::from_value(back["n"].clone()).expect("an i32");
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn observation_facts_cross_the_wire_whole() {
+        use esaas_core::lifecycle::observe::Facts;
+        use esaas_core::plan::{NodeGroupObs, NodeGroupStatus};
+        let facts = Facts {
+            generation: 4,
+            node_groups: Ok([(
+                "data".to_string(),
+                NodeGroupObs {
+                    instance_type: "r6i.large".into(),
+                    desired_size: 3,
+                    status: NodeGroupStatus::Active,
+                    message: String::new(),
+                },
+            )]
+            .into_iter()
+            .collect()),
+            workloads: Err("KUBE_FORBIDDEN: no".into()),
+            health: Ok(None),
+        };
+        let wire = json_to_struct(&serde_json::to_value(&facts).expect("json"));
+        let back: Facts = serde_json::from_value(struct_to_json(&wire)).expect("parses");
+        assert_eq!(back, facts);
+    }
 }

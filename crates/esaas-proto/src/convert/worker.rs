@@ -197,3 +197,30 @@ pub fn assignment_from_pb(a: &pb::Assignment) -> Result<Assigned> {
         previous_attempts: op.attempts.len(),
     })
 }
+
+/// The cluster an observation request names, as a target (no operation).
+pub fn observation_target_from_pb(r: &pb::ObservationRequest) -> Result<Target> {
+    let cluster = r
+        .cluster
+        .as_ref()
+        .ok_or_else(|| Error::invalid("observe.cluster", "is required"))?;
+    let name = ClusterName::parse("observe.cluster.name", &cluster.name)?;
+    let spec = spec_from_pb(
+        cluster
+            .spec
+            .as_ref()
+            .ok_or_else(|| Error::invalid("observe.cluster.spec", "is required"))?,
+        "observe.cluster.spec",
+    )?
+    .with_defaults();
+    let uid = Uuid::parse_str(&cluster.uid)
+        .map_err(|_| Error::invalid("observe.cluster.uid", "is not a UUID"))?;
+    Ok(Target {
+        uid,
+        tenant: name.tenant,
+        cluster_id: name.cluster,
+        spec,
+        generation: cluster.generation,
+        operation: Uuid::nil(),
+    })
+}

@@ -1,0 +1,1107 @@
+//! What an observation of a live cluster means: its conditions, its health,
+//! READY or DEGRADED, and whether the platform queues a REPAIR.
+//!
+//! Workers observe every READY or DEGRADED cluster that no operation is
+//! acting on, on the control plane's schedule, and report [`Facts`]; this
+//! module turns them into a change of the cluster, or into nothing when
+//! nothing changed (so an idle fleet writes nothing but its schedule).
+//!
+//! Drift the platform can undo (a missing or edited object, a StatefulSet
+//! or node group resized by hand, a missing node group, pods unready for
+//! longer than [`ObserveRules::pods_unready_grace`]) queues a REPAIR,
+//! initiated by the platform, unless an admin paused automatic repair for the
+//! cluster or earlier repairs kept being undone ([`repair_not_before`]).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{
+    Cluster, ClusterState, Condition, ConditionReason, ConditionStatus, ConditionType, Health,
+    set_condition,
+};
+use crate::event::EventKind;
+use crate::operation::{Initiator, InitiatorKind, OperationKind};
+use crate::plan::{HealthObs, NodeGroupObs, NodeGroupStatus, WorkloadObs};
+
+use super::{ChangeSet, ClusterChange, Ctx, Decision, Rules, new_operation};
+use crate::cluster::Disruption;
+
+/// What a worker saw of one cluster; each part may have failed on its own
+/// (the error says why), so one unreachable service does not hide the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    /// The generation of the spec the worker compared against.
+    pub generation: i64,
+    /// Node groups by node set.
+    pub node_groups: Result<BTreeMap<String, NodeGroupObs>, String>,
+    /// Whether the namespace objects exist, and the workloads by node set.
+    pub workloads: Result<(bool, BTreeMap<String, WorkloadObs>), String>,
+    /// Elasticsearch's health; `None` when it does not answer.
+    pub health: Result<Option<HealthObs>, String>,
+}
+
+/// The timing of observation and repair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObserveRules {
+    /// How long pods may stay unready before a repair is queued for them.
+    pub pods_unready_grace: Duration,
+    /// The wait after the first repair of a run of repairs; doubles with each.
+    pub repair_backoff_base: Duration,
+    /// The longest wait between repairs.
+    pub repair_backoff_max: Duration,
+    /// How far back repairs count as one run.
+    pub repair_window: Duration,
+}
+
+impl Default for ObserveRules {
+    fn default() -> Self {
+        ObserveRules {
+            pods_unready_grace: Duration::minutes(5),
+            repair_backoff_base: Duration::minutes(1),
+            repair_backoff_max: Duration::minutes(30),
+            repair_window: Duration::hours(1),
+        }
+    }
+}
+
+/// The cluster's recent automatic repairs, as the store finds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairHistory {
+    /// REPAIR operations created within [`ObserveRules::repair_window`].
+    pub recent: u32,
+    /// When the newest of them was created.
+    pub last: Option<DateTime<Utc>>,
+    /// Whether an admin paused automatic repair for the cluster.
+    pub paused: bool,
+}
+
+/// When the next repair may be queued: at once after none, then
+/// `base`, `2 × base`, `4 × base`, ... after the newest, at most `max`.
+pub fn repair_not_before(h: &RepairHistory, rules: &ObserveRules) -> Option<DateTime<Utc>> {
+    let last = h.last?;
+    if h.recent == 0 {
+        return None;
+    }
+    let doublings = (h.recent - 1).min(20);
+    let wait = rules
+        .repair_backoff_base
+        .checked_mul(1 << doublings)
+        .unwrap_or(rules.repair_backoff_max)
+        .min(rules.repair_backoff_max);
+    Some(last + wait)
+}
+
+const NODE_GROUPS_OK: &str = "every node group is active at its size";
+const OBJECTS_OK: &str = "every object is as applied";
+const PODS_OK: &str = "every pod is ready";
+const NOTHING_TO_REPAIR: &str = "nothing to repair";
+
+/// The conditions an operation that succeeded with `health` leaves: what it
+/// applied is there and ready (it waited for that), so the first
+/// observation of a healthy cluster finds nothing new to record.
+pub fn settled_conditions(cluster: &Cluster, health: Health, now: DateTime<Utc>) -> Vec<Condition> {
+    let ok = |kind, message: &str| {
+        cond(
+            kind,
+            ConditionStatus::True,
+            ConditionReason::AsExpected,
+            message.into(),
+            now,
+        )
+    };
+    let es = match health {
+        Health::Green => ok(ConditionType::ElasticsearchHealthy, "green"),
+        Health::Yellow => cond(
+            ConditionType::ElasticsearchHealthy,
+            ConditionStatus::False,
+            ConditionReason::Yellow,
+            "yellow".into(),
+            now,
+        ),
+        Health::Red => cond(
+            ConditionType::ElasticsearchHealthy,
+            ConditionStatus::False,
+            ConditionReason::Red,
+            "red".into(),
+            now,
+        ),
+        Health::Unknown => cond(
+            ConditionType::ElasticsearchHealthy,
+            ConditionStatus::Unknown,
+            ConditionReason::ObservationFailed,
+            "health unknown".into(),
+            now,
+        ),
+    };
+    let mut out = vec![
+        ok(ConditionType::NodeGroupsHealthy, NODE_GROUPS_OK),
+        ok(ConditionType::ObjectsInSync, OBJECTS_OK),
+        ok(ConditionType::PodsReady, PODS_OK),
+        es,
+    ];
+    // A pause stays; otherwise repair is on.
+    if !cluster
+        .conditions
+        .iter()
+        .any(|c| c.kind == ConditionType::AutoRepair && c.reason == ConditionReason::Paused)
+    {
+        out.push(cond(
+            ConditionType::AutoRepair,
+            ConditionStatus::True,
+            ConditionReason::Enabled,
+            NOTHING_TO_REPAIR.into(),
+            now,
+        ));
+    }
+    out
+}
+
+/// One condition, as this observation finds it.
+fn cond(
+    kind: ConditionType,
+    status: ConditionStatus,
+    reason: ConditionReason,
+    message: String,
+    now: DateTime<Utc>,
+) -> Condition {
+    Condition {
+        kind,
+        status,
+        reason,
+        message,
+        last_transition_time: now,
+    }
+}
+
+/// The first problem among `problems`, or the condition holding.
+fn verdict(
+    kind: ConditionType,
+    problems: Vec<(ConditionReason, String)>,
+    ok: &str,
+    now: DateTime<Utc>,
+) -> Condition {
+    match problems.into_iter().next() {
+        None => cond(
+            kind,
+            ConditionStatus::True,
+            ConditionReason::AsExpected,
+            ok.into(),
+            now,
+        ),
+        Some((reason, message)) => cond(kind, ConditionStatus::False, reason, message, now),
+    }
+}
+
+fn failed(kind: ConditionType, e: &str, now: DateTime<Utc>) -> Condition {
+    cond(
+        kind,
+        ConditionStatus::Unknown,
+        ConditionReason::ObservationFailed,
+        e.chars().take(512).collect(),
+        now,
+    )
+}
+
+/// The conditions `facts` imply for `cluster`'s spec.
+pub fn conditions(cluster: &Cluster, facts: &Facts, now: DateTime<Utc>) -> Vec<Condition> {
+    let spec = &cluster.spec;
+    let groups = match &facts.node_groups {
+        Err(e) => failed(ConditionType::NodeGroupsHealthy, e, now),
+        Ok(groups) => {
+            let mut problems = Vec::new();
+            for ns in &spec.node_sets {
+                match groups.get(&ns.name) {
+                    None => problems.push((
+                        ConditionReason::NodeGroupMissing,
+                        format!("the node group of {} is missing", ns.name),
+                    )),
+                    Some(g) if g.status == NodeGroupStatus::Failed => problems.push((
+                        ConditionReason::NodeGroupDegraded,
+                        format!("the node group of {} is degraded: {}", ns.name, g.message),
+                    )),
+                    Some(g)
+                        if matches!(
+                            g.status,
+                            NodeGroupStatus::Creating | NodeGroupStatus::Deleting
+                        ) =>
+                    {
+                        problems.push((
+                            ConditionReason::NodeGroupChanging,
+                            format!("the node group of {} is {:?}", ns.name, g.status)
+                                .to_lowercase(),
+                        ))
+                    }
+                    Some(g) if g.desired_size != ns.count => problems.push((
+                        ConditionReason::NodeGroupResized,
+                        format!(
+                            "the node group of {} has {} nodes; the spec asks for {}",
+                            ns.name, g.desired_size, ns.count
+                        ),
+                    )),
+                    Some(_) => {}
+                }
+            }
+            verdict(
+                ConditionType::NodeGroupsHealthy,
+                problems,
+                NODE_GROUPS_OK,
+                now,
+            )
+        }
+    };
+    let (objects, pods) = match &facts.workloads {
+        Err(e) => (
+            failed(ConditionType::ObjectsInSync, e, now),
+            failed(ConditionType::PodsReady, e, now),
+        ),
+        Ok((base, loads)) => {
+            let mut drift = Vec::new();
+            let mut unready = Vec::new();
+            if !base {
+                drift.push((
+                    ConditionReason::ObjectMissing,
+                    "the cluster's namespace objects (secret, services, budget, policy) are missing"
+                        .to_string(),
+                ));
+            }
+            for ns in &spec.node_sets {
+                let Some(w) = loads.get(&ns.name) else {
+                    drift.push((
+                        ConditionReason::ObjectMissing,
+                        format!("the StatefulSet of {} is missing", ns.name),
+                    ));
+                    continue;
+                };
+                if w.replicas != ns.count {
+                    drift.push((
+                        ConditionReason::ReplicasChanged,
+                        format!(
+                            "the StatefulSet of {} has {} replicas; the spec asks for {}",
+                            ns.name, w.replicas, ns.count
+                        ),
+                    ));
+                } else if !w.up_to_date || !w.claims_up_to_date {
+                    drift.push((
+                        ConditionReason::ObjectChanged,
+                        format!(
+                            "the StatefulSet of {} differs from what the platform applied",
+                            ns.name
+                        ),
+                    ));
+                }
+                if w.ready_replicas < ns.count {
+                    unready.push((
+                        ConditionReason::PodsNotReady,
+                        format!(
+                            "{} of {} pods of {} are ready",
+                            w.ready_replicas, ns.count, ns.name
+                        ),
+                    ));
+                }
+            }
+            (
+                verdict(ConditionType::ObjectsInSync, drift, OBJECTS_OK, now),
+                verdict(ConditionType::PodsReady, unready, PODS_OK, now),
+            )
+        }
+    };
+    let es = match &facts.health {
+        Err(e) => failed(ConditionType::ElasticsearchHealthy, e, now),
+        Ok(None) => cond(
+            ConditionType::ElasticsearchHealthy,
+            ConditionStatus::False,
+            ConditionReason::Unreachable,
+            "Elasticsearch does not answer".into(),
+            now,
+        ),
+        Ok(Some(h)) => {
+            let why = |what: &str| {
+                if h.reason.is_empty() {
+                    what.to_string()
+                } else {
+                    format!("{what}: {}", h.reason)
+                }
+            };
+            match h.status {
+                Health::Green => cond(
+                    ConditionType::ElasticsearchHealthy,
+                    ConditionStatus::True,
+                    ConditionReason::AsExpected,
+                    "green".into(),
+                    now,
+                ),
+                Health::Yellow => cond(
+                    ConditionType::ElasticsearchHealthy,
+                    ConditionStatus::False,
+                    ConditionReason::Yellow,
+                    why("yellow"),
+                    now,
+                ),
+                Health::Red => cond(
+                    ConditionType::ElasticsearchHealthy,
+                    ConditionStatus::False,
+                    ConditionReason::Red,
+                    why("red"),
+                    now,
+                ),
+                Health::Unknown => cond(
+                    ConditionType::ElasticsearchHealthy,
+                    ConditionStatus::Unknown,
+                    ConditionReason::ObservationFailed,
+                    why("health unknown"),
+                    now,
+                ),
+            }
+        }
+    };
+    vec![groups, objects, pods, es]
+}
+
+fn is(c: &Condition, status: ConditionStatus) -> bool {
+    c.status == status
+}
+
+/// Whether `c` (as merged into the cluster's conditions, with its transition
+/// time) is drift a REPAIR undoes.
+fn repairable(c: &Condition, rules: &ObserveRules, now: DateTime<Utc>) -> bool {
+    use ConditionReason::*;
+    if c.status != ConditionStatus::False {
+        return false;
+    }
+    match c.reason {
+        NodeGroupMissing | NodeGroupResized | ObjectMissing | ObjectChanged | ReplicasChanged => {
+            true
+        }
+        PodsNotReady => c.last_transition_time + rules.pods_unready_grace <= now,
+        _ => false,
+    }
+}
+
+/// The change an observation makes to `cluster`: its conditions, health and
+/// state, and a REPAIR operation when drift calls for one and repair is
+/// allowed. `None` when the cluster is not observed now (an operation acts on
+/// it, it is not live, the facts are for another generation) or nothing
+/// changed.
+pub fn assess(
+    cluster: &Cluster,
+    facts: &Facts,
+    history: &RepairHistory,
+    observe: &ObserveRules,
+    rules: &Rules,
+    ctx: &Ctx,
+) -> Option<Decision<ClusterChange>> {
+    if !matches!(cluster.state, ClusterState::Ready | ClusterState::Degraded)
+        || cluster.current_operation.is_some()
+        || facts.generation != cluster.generation
+    {
+        return None;
+    }
+    let now = ctx.now;
+    let mut next = cluster.clone();
+    for c in conditions(cluster, facts, now) {
+        set_condition(&mut next.conditions, c);
+    }
+    let get = |kind: ConditionType, cs: &[Condition]| cs.iter().find(|c| c.kind == kind).cloned();
+    let observed: Vec<Condition> = [
+        ConditionType::NodeGroupsHealthy,
+        ConditionType::ObjectsInSync,
+        ConditionType::PodsReady,
+        ConditionType::ElasticsearchHealthy,
+    ]
+    .into_iter()
+    .filter_map(|k| get(k, &next.conditions))
+    .collect();
+    next.health = match &facts.health {
+        Ok(Some(h)) => h.status,
+        _ => Health::Unknown,
+    };
+    let es_down = matches!(
+        (&facts.health, next.health),
+        (Ok(None), _) | (_, Health::Red)
+    );
+    let problem = observed
+        .iter()
+        .find(|c| c.kind != ConditionType::ElasticsearchHealthy && is(c, ConditionStatus::False))
+        .or_else(|| {
+            observed
+                .iter()
+                .find(|c| c.kind == ConditionType::ElasticsearchHealthy && es_down)
+        })
+        .cloned();
+    let drift: Vec<&Condition> = observed
+        .iter()
+        .filter(|c| repairable(c, observe, now))
+        .collect();
+
+    let mut repair = None;
+    let auto = if history.paused {
+        cond(
+            ConditionType::AutoRepair,
+            ConditionStatus::False,
+            ConditionReason::Paused,
+            "a platform admin paused automatic repair for this cluster".into(),
+            now,
+        )
+    } else {
+        match (drift.first(), repair_not_before(history, observe)) {
+            (Some(_), Some(at)) if at > now => cond(
+                ConditionType::AutoRepair,
+                ConditionStatus::False,
+                ConditionReason::BackingOff,
+                format!(
+                    "{} repair{} in the last {} minutes did not hold; the next one waits until {}",
+                    history.recent,
+                    if history.recent == 1 { "" } else { "s" },
+                    observe.repair_window.num_minutes(),
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                now,
+            ),
+            (Some(d), _) => {
+                repair = Some(d.message.clone());
+                cond(
+                    ConditionType::AutoRepair,
+                    ConditionStatus::True,
+                    ConditionReason::Enabled,
+                    format!("repairing: {}", d.message),
+                    now,
+                )
+            }
+            (None, _) => cond(
+                ConditionType::AutoRepair,
+                ConditionStatus::True,
+                ConditionReason::Enabled,
+                NOTHING_TO_REPAIR.into(),
+                now,
+            ),
+        }
+    };
+    // The AutoRepair condition changes its message with every repair; only
+    // its status and reason are news when nothing else changed.
+    let keep_auto_message = get(ConditionType::AutoRepair, &cluster.conditions)
+        .is_some_and(|c| c.status == auto.status && c.reason == auto.reason && repair.is_none());
+    if !keep_auto_message {
+        set_condition(&mut next.conditions, auto);
+    }
+
+    next.state = if problem.is_some() {
+        ClusterState::Degraded
+    } else {
+        ClusterState::Ready
+    };
+    next.message = match (&problem, cluster.state) {
+        (Some(p), _) => p.message.clone(),
+        (None, ClusterState::Degraded) => "healthy again".into(),
+        (None, _) => cluster.message.clone(),
+    };
+
+    let mut changes = ChangeSet::default();
+    let mut operation = None;
+    if let Some(what) = &repair {
+        let initiator = Initiator {
+            kind: InitiatorKind::Platform,
+            principal: "platform/auto-repair".into(),
+        };
+        let op = new_operation(&next, OperationKind::Repair, &initiator, rules, ctx);
+        next.current_operation = Some(op.id);
+        next.message = format!("repairing: {what}");
+        changes.insert_operation(&op);
+        operation = Some(op);
+    }
+
+    let same = next.state == cluster.state
+        && next.health == cluster.health
+        && next.conditions == cluster.conditions
+        && next.message == cluster.message
+        && operation.is_none();
+    if same {
+        return None;
+    }
+    let summary = match (&operation, &problem) {
+        (Some(op), _) => format!(
+            "{}: {}; {} queued by the platform",
+            next.state.as_str(),
+            repair.as_deref().unwrap_or_default(),
+            op.name()
+        ),
+        (None, Some(p)) => format!("{}: {}", next.state.as_str(), p.message),
+        (None, None) if cluster.state == ClusterState::Degraded => {
+            format!("{}: healthy again", next.state.as_str())
+        }
+        (None, None) => format!("{}: health {}", next.state.as_str(), next.health.as_str()),
+    };
+    changes.record(
+        &mut next,
+        false,
+        EventKind::StatusChanged,
+        summary,
+        operation.as_ref().map(|o| o.id),
+        now,
+    );
+    Some(Decision {
+        changes,
+        answer: ClusterChange {
+            cluster: next,
+            operation,
+            disruption: Disruption::None,
+        },
+    })
+}
+
+/// Pauses or resumes the automatic repair of `cluster` by `principal`: the
+/// AutoRepair condition says so, and the event log records who and why.
+pub fn set_repair_paused(
+    cluster: &Cluster,
+    paused: bool,
+    principal: &str,
+    justification: &str,
+    now: DateTime<Utc>,
+) -> Decision<Cluster> {
+    let mut next = cluster.clone();
+    let why: String = justification.chars().take(512).collect();
+    let (status, reason, message) = if paused {
+        (
+            ConditionStatus::False,
+            ConditionReason::Paused,
+            format!("automatic repair paused by {principal}: {why}"),
+        )
+    } else {
+        (
+            ConditionStatus::True,
+            ConditionReason::Enabled,
+            format!("automatic repair resumed by {principal}: {why}"),
+        )
+    };
+    set_condition(
+        &mut next.conditions,
+        cond(
+            ConditionType::AutoRepair,
+            status,
+            reason,
+            message.clone(),
+            now,
+        ),
+    );
+    let mut changes = ChangeSet::default();
+    changes.record(
+        &mut next,
+        false,
+        EventKind::StatusChanged,
+        message,
+        None,
+        now,
+    );
+    Decision {
+        changes,
+        answer: next,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::plan::HealthObs;
+    use crate::test_support::t0;
+    use uuid::Uuid;
+
+    fn rules() -> Rules {
+        Rules {
+            catalog: Catalog::test(),
+            max_attempts: 5,
+        }
+    }
+
+    fn ctx(after_secs: i64) -> Ctx {
+        Ctx {
+            now: t0() + Duration::seconds(after_secs),
+            operation_id: Uuid::from_u128(0x77),
+            cluster_uid: Uuid::nil(),
+            traceparent: None,
+        }
+    }
+
+    fn workload(replicas: i32, ready: i32) -> WorkloadObs {
+        WorkloadObs {
+            replicas,
+            ready_replicas: ready,
+            version: "8.15.3".into(),
+            up_to_date: true,
+            updated_replicas: replicas,
+            partition: 0,
+            claims_up_to_date: true,
+            volumes: Vec::new(),
+            master_eligible: true,
+        }
+    }
+
+    fn health(status: Health, reason: &str) -> HealthObs {
+        HealthObs {
+            status,
+            reason: reason.into(),
+            shards_on_excluded: BTreeMap::new(),
+            shutdowns: BTreeMap::new(),
+            voting_exclusions: Default::default(),
+            yellow_from_versions: false,
+        }
+    }
+
+    /// What a healthy one-node [`Cluster::test`] looks like.
+    fn healthy() -> Facts {
+        Facts {
+            generation: 1,
+            node_groups: Ok(BTreeMap::from([(
+                "default".to_string(),
+                NodeGroupObs {
+                    instance_type: "r6i.large".into(),
+                    desired_size: 1,
+                    status: NodeGroupStatus::Active,
+                    message: String::new(),
+                },
+            )])),
+            workloads: Ok((
+                true,
+                BTreeMap::from([("default".to_string(), workload(1, 1))]),
+            )),
+            health: Ok(Some(health(Health::Green, ""))),
+        }
+    }
+
+    /// A cluster as the first observation of a healthy one leaves it.
+    fn settled() -> Cluster {
+        let c = Cluster::test();
+        let d = assess(
+            &c,
+            &healthy(),
+            &RepairHistory::default(),
+            &ObserveRules::default(),
+            &rules(),
+            &ctx(0),
+        )
+        .expect("the first observation sets the conditions");
+        d.answer.cluster
+    }
+
+    fn condition(c: &Cluster, kind: ConditionType) -> (ConditionStatus, ConditionReason) {
+        let c = c
+            .conditions
+            .iter()
+            .find(|c| c.kind == kind)
+            .expect("condition");
+        (c.status, c.reason)
+    }
+
+    #[test]
+    fn a_cluster_an_operation_left_green_is_settled_for_its_first_observation() {
+        let mut c = Cluster::test();
+        for cond in settled_conditions(&c, Health::Green, t0()) {
+            set_condition(&mut c.conditions, cond);
+        }
+        let first = assess(
+            &c,
+            &healthy(),
+            &RepairHistory::default(),
+            &ObserveRules::default(),
+            &rules(),
+            &ctx(30),
+        );
+        assert!(first.is_none(), "{:?}", first.map(|d| d.changes.event));
+    }
+
+    #[test]
+    fn an_idle_healthy_cluster_writes_nothing_after_its_first_observation() {
+        let c = settled();
+        assert_eq!(c.state, ClusterState::Ready);
+        assert_eq!(c.message, "generation 1 applied", "kept while healthy");
+        for kind in [
+            ConditionType::NodeGroupsHealthy,
+            ConditionType::ObjectsInSync,
+            ConditionType::PodsReady,
+            ConditionType::ElasticsearchHealthy,
+            ConditionType::AutoRepair,
+        ] {
+            assert_eq!(condition(&c, kind).0, ConditionStatus::True, "{kind:?}");
+        }
+        for later in [30, 60, 3600] {
+            let again = assess(
+                &c,
+                &healthy(),
+                &RepairHistory::default(),
+                &ObserveRules::default(),
+                &rules(),
+                &ctx(later),
+            );
+            assert!(again.is_none(), "nothing changed after {later}s");
+        }
+    }
+
+    #[test]
+    fn faults_set_conditions_and_drift_queues_one_repair() {
+        type Fault = fn(&mut Facts);
+        let cases: &[(
+            &str,
+            Fault,
+            ClusterState,
+            ConditionType,
+            ConditionReason,
+            bool,
+        )] = &[
+            (
+                "statefulset deleted",
+                |f| {
+                    if let Ok((_, w)) = &mut f.workloads {
+                        w.clear();
+                    }
+                    f.health = Ok(None);
+                },
+                ClusterState::Degraded,
+                ConditionType::ObjectsInSync,
+                ConditionReason::ObjectMissing,
+                true,
+            ),
+            (
+                "scaled by hand",
+                |f| {
+                    if let Ok((_, w)) = &mut f.workloads {
+                        w.insert("default".into(), workload(3, 3));
+                    }
+                },
+                ClusterState::Degraded,
+                ConditionType::ObjectsInSync,
+                ConditionReason::ReplicasChanged,
+                true,
+            ),
+            (
+                "template edited",
+                |f| {
+                    if let Ok((_, w)) = &mut f.workloads {
+                        w.insert(
+                            "default".into(),
+                            WorkloadObs {
+                                up_to_date: false,
+                                ..workload(1, 1)
+                            },
+                        );
+                    }
+                },
+                ClusterState::Degraded,
+                ConditionType::ObjectsInSync,
+                ConditionReason::ObjectChanged,
+                true,
+            ),
+            (
+                "base objects gone",
+                |f| {
+                    if let Ok((b, _)) = &mut f.workloads {
+                        *b = false;
+                    }
+                },
+                ClusterState::Degraded,
+                ConditionType::ObjectsInSync,
+                ConditionReason::ObjectMissing,
+                true,
+            ),
+            (
+                "node group gone",
+                |f| {
+                    f.node_groups = Ok(BTreeMap::new());
+                },
+                ClusterState::Degraded,
+                ConditionType::NodeGroupsHealthy,
+                ConditionReason::NodeGroupMissing,
+                true,
+            ),
+            (
+                "node group degraded",
+                |f| {
+                    if let Ok(g) = &mut f.node_groups
+                        && let Some(g) = g.get_mut("default")
+                    {
+                        g.status = NodeGroupStatus::Failed;
+                        g.message = "Ec2InstanceTypeDoesNotExist: gone".into();
+                    }
+                },
+                ClusterState::Degraded,
+                ConditionType::NodeGroupsHealthy,
+                ConditionReason::NodeGroupDegraded,
+                false,
+            ),
+            (
+                "index red",
+                |f| {
+                    f.health = Ok(Some(health(
+                        Health::Red,
+                        "index logs-1 has 1 unassigned primary",
+                    )));
+                },
+                ClusterState::Degraded,
+                ConditionType::ElasticsearchHealthy,
+                ConditionReason::Red,
+                false,
+            ),
+            (
+                "yellow",
+                |f| {
+                    f.health = Ok(Some(health(
+                        Health::Yellow,
+                        "index logs-1: 1 unassigned replica",
+                    )));
+                },
+                ClusterState::Ready,
+                ConditionType::ElasticsearchHealthy,
+                ConditionReason::Yellow,
+                false,
+            ),
+            (
+                "pods unready, inside the grace",
+                |f| {
+                    if let Ok((_, w)) = &mut f.workloads {
+                        w.insert("default".into(), workload(1, 0));
+                    }
+                },
+                ClusterState::Degraded,
+                ConditionType::PodsReady,
+                ConditionReason::PodsNotReady,
+                false,
+            ),
+            (
+                "EKS unreachable",
+                |f| {
+                    f.node_groups = Err("EKS_THROTTLED: rate exceeded".into());
+                },
+                ClusterState::Ready,
+                ConditionType::NodeGroupsHealthy,
+                ConditionReason::ObservationFailed,
+                false,
+            ),
+        ];
+        let base = settled();
+        for (what, fault, state, kind, reason, repairs) in cases {
+            let mut f = healthy();
+            fault(&mut f);
+            let d = assess(
+                &base,
+                &f,
+                &RepairHistory::default(),
+                &ObserveRules::default(),
+                &rules(),
+                &ctx(30),
+            )
+            .unwrap_or_else(|| panic!("{what}: a change"));
+            let c = &d.answer.cluster;
+            assert_eq!(c.state, *state, "{what}");
+            assert_eq!(condition(c, *kind).1, *reason, "{what}");
+            assert_eq!(d.answer.operation.is_some(), *repairs, "{what}");
+            let event = d.changes.event.as_ref().expect("an event");
+            assert_eq!(event.kind, EventKind::StatusChanged);
+            if let Some(op) = &d.answer.operation {
+                assert_eq!(op.kind, OperationKind::Repair, "{what}");
+                assert_eq!(op.initiator.kind, InitiatorKind::Platform);
+                assert_eq!(c.current_operation, Some(op.id));
+                assert!(
+                    event.message.contains("queued by the platform"),
+                    "{}",
+                    event.message
+                );
+                // While it runs, nothing is observed.
+                assert!(
+                    assess(
+                        c,
+                        &f,
+                        &RepairHistory::default(),
+                        &ObserveRules::default(),
+                        &rules(),
+                        &ctx(60)
+                    )
+                    .is_none()
+                );
+            }
+            // The same fault seen again changes nothing (no repair queued).
+            if d.answer.operation.is_none() {
+                assert!(
+                    assess(
+                        c,
+                        &f,
+                        &RepairHistory::default(),
+                        &ObserveRules::default(),
+                        &rules(),
+                        &ctx(60)
+                    )
+                    .is_none(),
+                    "{what}: seen twice"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_red_index_is_named_and_recovers_without_an_operation() {
+        let base = settled();
+        let mut red = healthy();
+        red.health = Ok(Some(health(
+            Health::Red,
+            "index logs-1: primary shard 0 unassigned",
+        )));
+        let d = assess(
+            &base,
+            &red,
+            &RepairHistory::default(),
+            &ObserveRules::default(),
+            &rules(),
+            &ctx(30),
+        )
+        .expect("red");
+        let c = d.answer.cluster;
+        assert_eq!(c.health, Health::Red);
+        assert!(c.message.contains("logs-1"), "{}", c.message);
+        let d = assess(
+            &c,
+            &healthy(),
+            &RepairHistory::default(),
+            &ObserveRules::default(),
+            &rules(),
+            &ctx(60),
+        )
+        .expect("green");
+        assert_eq!(d.answer.cluster.state, ClusterState::Ready);
+        assert_eq!(d.answer.cluster.health, Health::Green);
+        assert_eq!(d.answer.cluster.message, "healthy again");
+        assert!(d.answer.operation.is_none());
+    }
+
+    #[test]
+    fn pods_stuck_unready_past_the_grace_are_repaired() {
+        let base = settled();
+        let mut f = healthy();
+        if let Ok((_, w)) = &mut f.workloads {
+            w.insert("default".into(), workload(1, 0));
+        }
+        let first = assess(
+            &base,
+            &f,
+            &RepairHistory::default(),
+            &ObserveRules::default(),
+            &rules(),
+            &ctx(30),
+        )
+        .expect("unready");
+        assert!(first.answer.operation.is_none());
+        let late = assess(
+            &first.answer.cluster,
+            &f,
+            &RepairHistory::default(),
+            &ObserveRules::default(),
+            &rules(),
+            &ctx(30 + 301),
+        )
+        .expect("still unready past 5 minutes");
+        assert!(late.answer.operation.is_some());
+    }
+
+    #[test]
+    fn repairs_back_off_and_pause_is_honoured() {
+        let r = ObserveRules::default();
+        let h = |recent, last_secs: i64| RepairHistory {
+            recent,
+            last: Some(t0() + Duration::seconds(last_secs)),
+            paused: false,
+        };
+        assert_eq!(repair_not_before(&RepairHistory::default(), &r), None);
+        for (recent, wait_min) in [(1, 1), (2, 2), (3, 4), (6, 30), (40, 30)] {
+            assert_eq!(
+                repair_not_before(&h(recent, 0), &r),
+                Some(t0() + Duration::minutes(wait_min)),
+                "{recent} repairs"
+            );
+        }
+        let base = settled();
+        let mut gone = healthy();
+        gone.workloads = Ok((true, BTreeMap::new()));
+        // Three repairs did not hold, the last 30 s ago: wait until 4 minutes after it.
+        let d = assess(&base, &gone, &h(3, 0), &r, &rules(), &ctx(30)).expect("degraded");
+        assert!(d.answer.operation.is_none());
+        assert_eq!(
+            condition(&d.answer.cluster, ConditionType::AutoRepair).1,
+            ConditionReason::BackingOff
+        );
+        let msg = &d
+            .answer
+            .cluster
+            .conditions
+            .iter()
+            .find(|c| c.kind == ConditionType::AutoRepair)
+            .expect("c")
+            .message;
+        assert!(
+            msg.contains("3 repairs") && msg.contains(":04:00Z"),
+            "{msg}"
+        );
+        // Once the wait is over, the repair goes.
+        let d =
+            assess(&d.answer.cluster, &gone, &h(3, 0), &r, &rules(), &ctx(241)).expect("repair");
+        assert!(d.answer.operation.is_some());
+        // Paused: DEGRADED, said so, no repair.
+        let paused = RepairHistory {
+            paused: true,
+            ..RepairHistory::default()
+        };
+        let d = assess(&base, &gone, &paused, &r, &rules(), &ctx(30)).expect("degraded");
+        assert!(d.answer.operation.is_none());
+        assert_eq!(d.answer.cluster.state, ClusterState::Degraded);
+        assert_eq!(
+            condition(&d.answer.cluster, ConditionType::AutoRepair).1,
+            ConditionReason::Paused
+        );
+    }
+
+    #[test]
+    fn pausing_is_recorded_with_who_and_why() {
+        let d = set_repair_paused(&settled(), true, "keys/ops", "investigating by hand", t0());
+        let c = &d.answer;
+        assert_eq!(
+            condition(c, ConditionType::AutoRepair).1,
+            ConditionReason::Paused
+        );
+        let event = d.changes.event.as_ref().expect("event");
+        assert_eq!(
+            event.message,
+            "automatic repair paused by keys/ops: investigating by hand"
+        );
+        assert_eq!(c.revision, settled().revision + 1);
+        let d = set_repair_paused(c, false, "keys/ops", "done", t0());
+        assert_eq!(
+            condition(&d.answer, ConditionType::AutoRepair).1,
+            ConditionReason::Enabled
+        );
+    }
+
+    #[test]
+    fn busy_dead_or_stale_clusters_are_not_observed() {
+        let base = settled();
+        let mut busy = base.clone();
+        busy.current_operation = Some(Uuid::from_u128(1));
+        let mut deleting = base.clone();
+        deleting.state = ClusterState::Deleting;
+        let mut failed = base.clone();
+        failed.state = ClusterState::Failed;
+        let mut newer = base.clone();
+        newer.generation = 2;
+        let mut f = healthy();
+        f.workloads = Ok((true, BTreeMap::new()));
+        for c in [busy, deleting, failed, newer] {
+            assert!(
+                assess(
+                    &c,
+                    &f,
+                    &RepairHistory::default(),
+                    &ObserveRules::default(),
+                    &rules(),
+                    &ctx(30)
+                )
+                .is_none()
+            );
+        }
+    }
+}
