@@ -127,6 +127,7 @@ fn succeeded() -> pb::lease_report::Event {
     pb::lease_report::Event::Succeeded(pb::Completion {
         endpoint: "https://logs.search.es.example:9200".into(),
         health: pb::ClusterHealth::Green as i32,
+        ..Default::default()
     })
 }
 

@@ -1618,3 +1618,218 @@ async fn drift_is_seen_and_repaired_and_a_red_index_recovers_by_itself() {
     );
     p.server.kill().await;
 }
+
+/// A TLS handshake with the cluster's endpoint (the Elasticsearch stand-in,
+/// by SNI), trusting only the CA certificates in `ca_pem`, as a tenant's
+/// client does: the leaf certificate it was shown, or why it was refused.
+async fn handshake(
+    addr: std::net::SocketAddr,
+    host: &str,
+    ca_pem: &str,
+) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.map_err(|e| format!("{e:?}"))?)
+            .map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name =
+        rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    Ok(leaf)
+}
+
+/// Certificates are renewed before they expire (here: valid 90 s, renewed
+/// 75 s before), by a platform ROTATE_CERTIFICATES operation with a new CA
+/// that the old one cross-signs: a client that holds only the old CA is never
+/// refused, before, during or after; the new CA comes with the credentials.
+#[tokio::test]
+async fn expiring_certificates_are_rotated_without_cutting_off_any_client() {
+    let config = format!(
+        "{OBSERVE_FAST}[certificates]\nnode_validity_seconds = 90\nrenew_before_seconds = 75\n"
+    );
+    let p = platform_with(60, 1, &[], &config).await;
+    let key = p.tenant("search").await;
+    let name = p.create(&key, create_request("search", "logs", 1)).await;
+    let ready = p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let expires = ready
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate_expire_time)
+        .expect("the expiry is in the status");
+    let mut clusters = ClusterServiceClient::new(p.channel().await);
+    let creds = |clusters: &mut ClusterServiceClient<tonic::transport::Channel>| {
+        let mut c = clusters.clone();
+        let name = name.clone();
+        let key = key.clone();
+        async move {
+            c.get_cluster_credentials(authed(&key, pb::GetClusterCredentialsRequest { name }))
+                .await
+                .expect("credentials")
+                .into_inner()
+                .ca_certificate_pem
+        }
+    };
+    let old_ca = creds(&mut clusters).await;
+    let host = "logs-es-http.esaas-search.svc";
+    let addr = p.es.addr();
+    let first_leaf = handshake(addr, host, &old_ca)
+        .await
+        .expect("the old CA works");
+
+    // A client holding the old CA keeps connecting through the rotation.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let checker = {
+        let (stop, old_ca) = (stop.clone(), old_ca.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut refused, mut leaves) =
+                (0u32, Vec::new(), std::collections::BTreeSet::new());
+            while !stop.is_cancelled() {
+                match handshake(addr, host, &old_ca).await {
+                    Ok(leaf) => {
+                        ok += 1;
+                        leaves.insert(leaf);
+                    }
+                    Err(e) => refused.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (ok, refused, leaves)
+        })
+    };
+
+    // 15 s after creation the certificates are due: a rotation by the platform.
+    let mut ops =
+        esaas_proto::v1::operation_service_client::OperationServiceClient::new(p.channel().await);
+    let deadline = tokio::time::Instant::now() + LONG;
+    let rotation = loop {
+        let list = ops
+            .list_operations(authed(
+                &key,
+                pb::ListOperationsRequest {
+                    parent: "tenants/search".into(),
+                    cluster: name.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("list")
+            .into_inner()
+            .operations;
+        if let Some(op) = list.into_iter().find(|o| {
+            o.kind == pb::OperationKind::RotateCertificates as i32
+                && o.state == pb::OperationState::Succeeded as i32
+        }) {
+            break op;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rotation succeeded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        rotation.initiator.as_ref().map(|i| i.kind),
+        Some(pb::InitiatorKind::Platform as i32)
+    );
+    let after = p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let renewed = after
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate_expire_time)
+        .expect("expiry");
+    assert!(
+        renewed.seconds > expires.seconds,
+        "a later expiry: {renewed:?} vs {expires:?}"
+    );
+
+    // The new chain is being served; the old-CA client never noticed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let leaf = handshake(addr, host, &old_ca)
+            .await
+            .expect("old CA, new chain");
+        if leaf != first_leaf {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new certificate is never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    let (ok, refused, leaves) = checker.await.expect("checker");
+    assert!(
+        refused.is_empty(),
+        "a client with the old CA was refused: {refused:?}"
+    );
+    assert!(
+        ok > 10 && leaves.len() >= 2,
+        "{ok} handshakes, {} certificates seen",
+        leaves.len()
+    );
+
+    // The credentials now carry both CAs; the new one alone verifies too.
+    let bundle = creds(&mut clusters).await;
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2, "{bundle}");
+    let new_only = bundle
+        .split_inclusive("-----END CERTIFICATE-----")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(new_only.trim(), old_ca.trim());
+    handshake(addr, host, &new_only)
+        .await
+        .expect("the new CA alone works");
+
+    // The event log told the tenant.
+    let mut watch = clusters
+        .watch_cluster(authed(
+            &key,
+            pb::WatchClusterRequest {
+                name: name.clone(),
+                since_revision: 1,
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let told = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(msg)) = watch.next().await {
+            if let Some(pb::watch_cluster_response::Payload::Event(e)) = msg.payload
+                && e.message.contains("new CA")
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(told, "no event names the new CA");
+    p.server.kill().await;
+}

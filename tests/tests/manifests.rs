@@ -142,7 +142,9 @@ fn fixed_secrets() -> Secrets {
             ca_cert_pem: pem("CERTIFICATE", "golden-ca-certificate"),
             cert_pem: pem("CERTIFICATE", "golden-node-certificate"),
             key_pem: pem("PRIVATE KEY", "golden-node-key"),
+            ca_key_pem: pem("PRIVATE KEY", "golden-ca-key"),
         },
+        rotated_by: None,
     }
 }
 

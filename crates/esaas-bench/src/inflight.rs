@@ -116,6 +116,7 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
             delays,
             poll_ms: platform::WORKER_POLL_MS,
             sim_pool: esaas_tests::sim::DEFAULT_POOL,
+            observe_capacity: 32,
         },
     )?;
     platform::wait_workers(&setup, 1, Duration::from_secs(30)).await?;

@@ -4,7 +4,8 @@
 //! Scenarios (`--only` picks some): `unary` (GetCluster, ListClusters,
 //! CreateCluster), `overhead` (CreateCluster → READY with instant
 //! stand-ins), `watch` (WatchCluster fan-out), `inflight` (1,000 operations
-//! in one worker) and `coldstart`. Servers under measurement are child
+//! in one worker), `coldstart` and `observe` (10,000 clusters observed by one
+//! worker). Servers under measurement are child
 //! processes of the binaries built next to this one; the load comes from
 //! this process. Needs `ESAAS_TEST_DATABASE_URL` (a role that may create
 //! databases: `scripts/ensure-postgres.sh` prints one). `scripts/bench.sh`
@@ -15,6 +16,7 @@ mod dbbase;
 mod empty;
 mod inflight;
 mod load;
+mod observe;
 mod overhead;
 mod plan;
 mod platform;
@@ -181,6 +183,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "overhead" => overhead::run(&env, &plan).await,
             "watch" => watch::run(&env, &plan).await,
             "inflight" => inflight::run(&env, &plan).await,
+            "observe" => observe::run(&env, &plan).await,
             _ => coldstart::run(&env, &plan).await,
         };
         match result {

@@ -149,6 +149,7 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
                     delays: SimDelays::default(),
                     poll_ms: platform::WORKER_POLL_MS,
                     sim_pool: sim_pool(workers),
+                    observe_capacity: 32,
                 },
             )?);
         }

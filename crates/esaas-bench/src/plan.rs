@@ -6,7 +6,14 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 5] = ["unary", "overhead", "watch", "inflight", "coldstart"];
+pub const SCENARIOS: [&str; 6] = [
+    "unary",
+    "overhead",
+    "watch",
+    "inflight",
+    "coldstart",
+    "observe",
+];
 
 /// The size of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -66,6 +73,14 @@ pub struct Plan {
     pub inflight_window: Duration,
     /// Cold start: starts per kind.
     pub coldstart_runs: usize,
+    /// Observe: READY clusters in the fleet.
+    pub observe_clusters: usize,
+    /// Observe: the observation interval, seconds.
+    pub observe_interval_s: u64,
+    /// Observe: observations the worker runs at once.
+    pub observe_capacity: u32,
+    /// Observe: faults timed.
+    pub observe_faults: usize,
 }
 
 mod millis {
@@ -102,6 +117,10 @@ impl Plan {
                 inflight_lease_ttl_s: 15,
                 inflight_window: Duration::from_secs(20),
                 coldstart_runs: 5,
+                observe_clusters: 10_000,
+                observe_interval_s: 30,
+                observe_capacity: 256,
+                observe_faults: 5,
             },
             Size::Tiny => Self {
                 size,
@@ -124,6 +143,10 @@ impl Plan {
                 inflight_lease_ttl_s: 3,
                 inflight_window: Duration::from_secs(2),
                 coldstart_runs: 1,
+                observe_clusters: 20,
+                observe_interval_s: 2,
+                observe_capacity: 32,
+                observe_faults: 1,
             },
         }
     }

@@ -166,6 +166,8 @@ pub struct WorkerSpec {
     pub poll_ms: u64,
     /// Connections of its simulator's pool.
     pub sim_pool: u32,
+    /// Observations it runs at once.
+    pub observe_capacity: u32,
 }
 
 /// Starts `w`, connecting to `control_plane` with `key` and driving the
@@ -194,6 +196,10 @@ pub fn spawn_worker(
         )
         .env("EXEC_POLL_MS", w.poll_ms.to_string())
         .env("SIM_POOL_SIZE", w.sim_pool.to_string())
+        .env(
+            "ESAAS_WORKER_OBSERVE_CAPACITY",
+            w.observe_capacity.to_string(),
+        )
         .env("EXEC_GATE_TIMEOUT_MS", "600000")
         .env("RUST_LOG", "warn");
     Child::spawn(

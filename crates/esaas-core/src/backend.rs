@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -119,6 +120,10 @@ pub struct WorkloadsObs {
     /// Every volume claim of the cluster (`{namespace}/{claim}`), with or without
     /// its StatefulSet.
     pub claims: Vec<String>,
+    /// When the node certificate in the cluster's Secret expires.
+    pub certificate_not_after: Option<DateTime<Utc>>,
+    /// The operation that last rotated the certificates, as the Secret records it.
+    pub certificates_rotated_by: Option<Uuid>,
 }
 
 /// Kubernetes objects of Elasticsearch.
@@ -164,6 +169,11 @@ pub trait Workloads: Send + Sync + 'static {
         target: &Target,
         node_set: &str,
     ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Renews the cluster's certificates once for the operation `target.operation`:
+    /// a new CA (cross-signed by the old one), node certificates it signs,
+    /// and a trust bundle of both CAs, so no node or client is cut off while
+    /// nodes load the new files.
+    fn rotate_certificates(&self, target: &Target) -> impl Future<Output = StepResult<()>> + Send;
     /// Deletes the shared objects, and the volumes unless retained.
     fn delete_base(
         &self,

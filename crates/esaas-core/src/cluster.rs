@@ -76,6 +76,8 @@ text_enum!(
         ElasticsearchHealthy = "ElasticsearchHealthy",
         /// The platform repairs drift by itself (False: paused by an admin, or backing off).
         AutoRepair = "AutoRepair",
+        /// The node certificates are valid beyond the renewal window.
+        CertificatesValid = "CertificatesValid",
     }
 );
 
@@ -128,6 +130,10 @@ text_enum!(
         BackingOff = "BackingOff",
         /// The last automatic repair failed.
         RepairFailed = "RepairFailed",
+        /// The node certificates expire within the renewal window.
+        ExpiringSoon = "ExpiringSoon",
+        /// The node certificates have expired.
+        Expired = "Expired",
     }
 );
 
@@ -208,6 +214,10 @@ pub struct Cluster {
     /// After a delete that retains volumes: the claims kept (`{namespace}/{claim}`).
     #[serde(default)]
     pub retained_volumes: Vec<String>,
+    /// When the node certificate expires, as last seen (a rotation renews it
+    /// well before).
+    #[serde(default)]
+    pub certificate_expire_time: Option<DateTime<Utc>>,
 }
 
 impl Cluster {

@@ -19,6 +19,8 @@ text_enum!(
         Delete = "DELETE",
         /// Brings a cluster back to its spec after drift.
         Repair = "REPAIR",
+        /// Renews the cluster's CA and node certificates before they expire.
+        RotateCertificates = "ROTATE_CERTIFICATES",
     }
 );
 
@@ -90,6 +92,8 @@ text_enum!(
         Volumes = "volumes",
         /// Waiting for node groups to be gone.
         NodeGroupsGone = "node_groups_gone",
+        /// A new CA and node certificates written, old and new CA trusted.
+        Certificates = "certificates",
     }
 );
 
@@ -364,6 +368,7 @@ impl OperationKind {
                 HealthGate,
             ],
             OperationKind::Delete => &[ElasticsearchObjects, Volumes, NodeGroups, NodeGroupsGone],
+            OperationKind::RotateCertificates => &[Certificates, HealthGate],
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::cluster::Health;
 use crate::operation::{OperationKind, StageName};
@@ -28,6 +29,11 @@ pub enum Goal {
     Delete {
         /// What happens to the volumes.
         retention: VolumeRetention,
+    },
+    /// Renew the certificates once, for this operation, then be healthy.
+    RotateCertificates {
+        /// The operation the rotation is for (the Secret records it).
+        operation: Uuid,
     },
 }
 
@@ -149,6 +155,9 @@ pub struct Observed {
     pub workloads: BTreeMap<String, WorkloadObs>,
     /// Elasticsearch health, if Elasticsearch answered.
     pub health: Option<HealthObs>,
+    /// The operation that last rotated the cluster's certificates.
+    #[serde(default)]
+    pub certificates_rotated_by: Option<Uuid>,
 }
 
 /// One step. The executor maps each to one backend call (or a wait).
@@ -270,6 +279,9 @@ pub enum Step {
     },
     /// Wait until Elasticsearch reports green.
     WaitHealthy,
+    /// Renew the cluster's CA and node certificates (see
+    /// `backend::Workloads::rotate_certificates`).
+    RotateCertificates,
     /// Delete the StatefulSet of a node set that is no longer in the spec.
     DeleteWorkload {
         /// Node set.
@@ -315,6 +327,7 @@ impl Step {
             Step::ExcludeFromVoting { .. } | Step::ClearVotingExclusions => StageName::DrainNodes,
             Step::WaitPodsReady { .. } => StageName::PodsReady,
             Step::WaitHealthy => StageName::HealthGate,
+            Step::RotateCertificates => StageName::Certificates,
             Step::WaitNodeGroupGone { .. } => StageName::NodeGroupsGone,
             Step::DeleteBaseObjects { .. } => StageName::Volumes,
         }
@@ -341,6 +354,7 @@ impl Step {
             Step::ClearVotingExclusions => "clear_voting_exclusions",
             Step::WaitPodsReady { .. } => "wait_pods_ready",
             Step::WaitHealthy => "wait_healthy",
+            Step::RotateCertificates => "rotate_certificates",
             Step::DeleteWorkload { .. } => "delete_workload",
             Step::DeleteNodeGroup { .. } => "delete_node_group",
             Step::WaitNodeGroupGone { .. } => "wait_node_group_gone",
@@ -365,9 +379,10 @@ impl Step {
 }
 
 impl Goal {
-    /// What an operation of `kind` drives the cluster with `spec` to.
-    pub fn of(kind: OperationKind, spec: &ClusterSpec) -> Goal {
+    /// What operation `operation` of `kind` drives the cluster with `spec` to.
+    pub fn of(kind: OperationKind, spec: &ClusterSpec, operation: Uuid) -> Goal {
         match kind {
+            OperationKind::RotateCertificates => Goal::RotateCertificates { operation },
             OperationKind::Delete => Goal::Delete {
                 retention: spec.volume_retention,
             },
@@ -383,7 +398,7 @@ impl Goal {
     /// it; the executor then records the stage as passed at once.
     pub fn closing_stage(&self) -> Option<StageName> {
         match self {
-            Goal::Converge(_) => Some(StageName::HealthGate),
+            Goal::Converge(_) | Goal::RotateCertificates { .. } => Some(StageName::HealthGate),
             Goal::Delete { .. } => None,
         }
     }

@@ -171,6 +171,7 @@ impl Cluster {
             delete_time: None,
             storage_change_time: None,
             retained_volumes: Vec::new(),
+            certificate_expire_time: None,
         }
     }
 }

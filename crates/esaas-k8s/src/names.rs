@@ -19,7 +19,13 @@ pub mod secret_keys {
     pub const TLS_CERT: &str = "tls.crt";
     /// PEM private key of the node certificate.
     pub const TLS_KEY: &str = "tls.key";
+    /// PEM private key of the cluster's CA: signs the next certificates.
+    /// Never mounted into a pod (the Secret volume lists its files).
+    pub const CA_KEY: &str = "ca.key";
 }
+
+/// Annotation on the Secret: the operation that last rotated its certificates.
+pub const ROTATED_BY_ANNOTATION: &str = "esaas.io/certificates-rotated-by";
 
 /// Label keys.
 pub mod labels {

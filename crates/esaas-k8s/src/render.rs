@@ -153,6 +153,8 @@ pub struct Secrets {
     pub password: String,
     /// CA, node certificate and key.
     pub tls: TlsMaterial,
+    /// The operation that last rotated the certificates (an annotation).
+    pub rotated_by: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -268,15 +270,26 @@ pub fn namespace(t: &Target) -> Namespace {
 /// The Secret: the password and the PEM material under [`secret_keys`].
 pub fn secret(t: &Target, secrets: &Secrets) -> Secret {
     let entry = |k: &str, v: &str| (k.to_string(), ByteString(v.as_bytes().to_vec()));
+    let mut data = BTreeMap::from([
+        entry(secret_keys::PASSWORD, &secrets.password),
+        entry(secret_keys::CA_CERT, &secrets.tls.ca_cert_pem),
+        entry(secret_keys::TLS_CERT, &secrets.tls.cert_pem),
+        entry(secret_keys::TLS_KEY, &secrets.tls.key_pem),
+    ]);
+    if !secrets.tls.ca_key_pem.is_empty() {
+        data.extend([entry(secret_keys::CA_KEY, &secrets.tls.ca_key_pem)]);
+    }
+    let mut metadata = meta(t, names::secret(t), names::cluster_labels(t));
+    if let Some(op) = &secrets.rotated_by {
+        metadata.annotations = Some(BTreeMap::from([(
+            names::ROTATED_BY_ANNOTATION.to_string(),
+            op.clone(),
+        )]));
+    }
     Secret {
-        metadata: meta(t, names::secret(t), names::cluster_labels(t)),
+        metadata,
         type_: Some("Opaque".to_string()),
-        data: Some(BTreeMap::from([
-            entry(secret_keys::PASSWORD, &secrets.password),
-            entry(secret_keys::CA_CERT, &secrets.tls.ca_cert_pem),
-            entry(secret_keys::TLS_CERT, &secrets.tls.cert_pem),
-            entry(secret_keys::TLS_KEY, &secrets.tls.key_pem),
-        ])),
+        data: Some(data),
         ..Secret::default()
     }
 }
@@ -1004,7 +1017,9 @@ mod tests {
                 ca_cert_pem: "ca".into(),
                 cert_pem: "cert".into(),
                 key_pem: "key".into(),
+                ca_key_pem: "ca key".into(),
             },
+            rotated_by: None,
         }
     }
 
@@ -1251,7 +1266,15 @@ mod tests {
         let secret = secret(&t, &s);
         let data = secret.data.as_ref().expect("data");
         assert_eq!(data[secret_keys::PASSWORD].0, b"pw");
-        assert_eq!(data.len(), 4);
+        assert_eq!(
+            data.len(),
+            5,
+            "password, CA, CA key, node certificate and key"
+        );
+        assert!(
+            !format!("{s:?}").contains("ca key"),
+            "the CA key is not in Debug"
+        );
 
         let sts = stateful_set(&t, &catalog(), "data", 1).expect("renders");
         let certs = pod_spec(&sts)
@@ -1268,6 +1291,10 @@ mod tests {
             .map(|i| i.key.as_str())
             .collect();
         assert!(!keys.contains(&secret_keys::PASSWORD));
+        assert!(
+            !keys.contains(&secret_keys::CA_KEY),
+            "the CA key is never mounted"
+        );
         let pw = env_value(main_container(&sts), "ELASTIC_PASSWORD").expect("password env");
         assert!(pw.value.is_none());
     }

@@ -53,6 +53,8 @@ pub const ROLES: &str = "esaas.io/roles";
 pub struct KubeWorkloads {
     client: kube::Client,
     catalog: Catalog,
+    /// How long a node certificate it issues is valid.
+    cert_validity: time::Duration,
 }
 
 impl std::fmt::Debug for KubeWorkloads {
@@ -223,14 +225,31 @@ pub fn secrets_of(s: &Secret) -> Option<Secrets> {
             ca_cert_pem: secret_text(s, secret_keys::CA_CERT)?,
             cert_pem: secret_text(s, secret_keys::TLS_CERT)?,
             key_pem: secret_text(s, secret_keys::TLS_KEY)?,
+            ca_key_pem: secret_text(s, secret_keys::CA_KEY).unwrap_or_default(),
         },
+        rotated_by: s
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(names::ROTATED_BY_ANNOTATION))
+            .cloned(),
     })
 }
 
 impl KubeWorkloads {
     /// Uses `client` (from a kubeconfig, or in-cluster) and the size classes of `catalog`.
     pub fn new(client: kube::Client, catalog: Catalog) -> Self {
-        Self { client, catalog }
+        Self {
+            client,
+            catalog,
+            cert_validity: tls::NODE_CERT_VALIDITY,
+        }
+    }
+
+    /// Issues node certificates valid `validity` (default two years).
+    pub fn with_certificate_validity(mut self, validity: std::time::Duration) -> Self {
+        self.cert_validity = time::Duration::try_from(validity).unwrap_or(tls::NODE_CERT_VALIDITY);
+        self
     }
 
     fn ns_api<K>(&self, t: &Target) -> Api<K>
@@ -292,11 +311,12 @@ impl KubeWorkloads {
         {
             return Ok(existing);
         }
-        let tls =
-            tls::generate(t).map_err(|e| StepError::permanent("TLS_GENERATION", e.to_string()))?;
+        let tls = tls::generate_valid_for(t, self.cert_validity)
+            .map_err(|e| StepError::permanent("TLS_GENERATION", e.to_string()))?;
         Ok(Secrets {
             password: tls::random_password(),
             tls,
+            rotated_by: None,
         })
     }
 
@@ -458,7 +478,12 @@ impl Workloads for KubeWorkloads {
     async fn observe(&self, t: &Target) -> StepResult<WorkloadsObs> {
         let secret: Api<Secret> = self.ns_api(t);
         let service: Api<Service> = self.ns_api(t);
-        let base = self.get_opt(&secret, &names::secret(t)).await?.is_some()
+        let stored = self
+            .get_opt(&secret, &names::secret(t))
+            .await?
+            .as_ref()
+            .and_then(secrets_of);
+        let base = stored.is_some()
             && self
                 .get_opt(&service, &names::http_service(t))
                 .await?
@@ -505,7 +530,50 @@ impl Workloads for KubeWorkloads {
                 .collect(),
             workloads,
             endpoint: base.then(|| names::endpoint(t)),
+            certificate_not_after: stored
+                .as_ref()
+                .and_then(|s| tls::not_after(&s.tls.cert_pem)),
+            certificates_rotated_by: stored
+                .as_ref()
+                .and_then(|s| s.rotated_by.as_deref())
+                .and_then(|s| uuid::Uuid::parse_str(s).ok()),
         })
+    }
+
+    #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid, operation = %t.operation))]
+    async fn rotate_certificates(&self, t: &Target) -> StepResult<()> {
+        let api: Api<Secret> = self.ns_api(t);
+        let Some(stored) = self
+            .get_opt(&api, &names::secret(t))
+            .await?
+            .as_ref()
+            .and_then(secrets_of)
+        else {
+            return Err(StepError::retryable(
+                "SECRET_MISSING",
+                format!(
+                    "the Secret {} is missing or incomplete: a repair recreates it",
+                    names::secret(t)
+                ),
+            ));
+        };
+        let op = t.operation.to_string();
+        if stored.rotated_by.as_deref() == Some(op.as_str()) {
+            return Ok(());
+        }
+        let tls = tls::rotate(t, &stored.tls, self.cert_validity)
+            .map_err(|e| StepError::permanent("TLS_GENERATION", e.to_string()))?;
+        let secrets = Secrets {
+            password: stored.password,
+            tls,
+            rotated_by: Some(op),
+        };
+        // Nodes reload the mounted files in place (Elasticsearch watches its
+        // TLS files); the bundle trusts both CAs meanwhile.
+        self.apply(&api, &names::secret(t), &render::secret(t, &secrets))
+            .await?;
+        tracing::info!("certificates rotated: a new CA, cross-signed by the previous one");
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid))]

@@ -55,7 +55,10 @@ fn connect_to(config: &Config) -> anyhow::Result<Option<SocketAddr>> {
 pub async fn product_backends(config: &Config) -> anyhow::Result<Arc<ProductBackends>> {
     let kube = kube_client(config).await?;
     let node_groups = EksNodeGroups::new(config.eks.clone(), config.catalog.clone()).await;
-    let workloads = KubeWorkloads::new(kube.clone(), config.catalog.clone());
+    let workloads = KubeWorkloads::new(kube.clone(), config.catalog.clone())
+        .with_certificate_validity(Duration::from_secs(
+            config.certificates.node_validity_seconds,
+        ));
     let access = SecretAccess::new(kube, connect_to(config)?);
     let elasticsearch = EsClient::new(
         access,

@@ -99,6 +99,8 @@ pub struct Config {
     pub worker: WorkerSection,
     /// How live clusters are observed and repaired.
     pub observe: ObserveSection,
+    /// Node certificate lifetime and renewal.
+    pub certificates: CertificatesSection,
     /// Where workers make EKS node groups.
     pub eks: esaas_eks::EksConfig,
     /// How workers and the control plane reach Kubernetes.
@@ -159,6 +161,17 @@ pub struct WorkerSection {
     pub observe_capacity: i32,
 }
 
+/// `[certificates]`: the lifetime of the node certificates workers issue,
+/// and how long before expiry the platform renews them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatesSection {
+    /// How long a node certificate is valid.
+    pub node_validity_seconds: u64,
+    /// A rotation is queued this long before the node certificate expires.
+    pub renew_before_seconds: u64,
+}
+
 /// `[observe]`: how the control plane has live clusters observed, and when
 /// the platform repairs them.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -199,13 +212,17 @@ fn overlay(base: &mut toml::Table, top: toml::Table) {
 
 impl ObserveSection {
     /// The rules of `lifecycle::observe`.
-    pub fn rules(&self) -> esaas_core::lifecycle::observe::ObserveRules {
+    pub fn rules(
+        &self,
+        certificates: &CertificatesSection,
+    ) -> esaas_core::lifecycle::observe::ObserveRules {
         let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
         esaas_core::lifecycle::observe::ObserveRules {
             pods_unready_grace: secs(self.pods_unready_grace_seconds),
             repair_backoff_base: secs(self.repair_backoff_base_seconds),
             repair_backoff_max: secs(self.repair_backoff_max_seconds),
             repair_window: secs(self.repair_window_seconds),
+            certificate_renew_before: secs(certificates.renew_before_seconds),
         }
     }
 }
@@ -321,6 +338,12 @@ impl Config {
         }
         if o.deadline_seconds == 0 || o.deadline_seconds > o.interval_seconds.max(1) * 10 {
             bail!("observe.deadline_seconds: must be between 1 and 10 intervals");
+        }
+        let c = &self.certificates;
+        if c.node_validity_seconds < 60 || c.renew_before_seconds >= c.node_validity_seconds {
+            bail!(
+                "certificates.node_validity_seconds must be at least 60 and more than certificates.renew_before_seconds"
+            );
         }
         if o.repair_backoff_base_seconds > o.repair_backoff_max_seconds {
             bail!(

@@ -240,7 +240,7 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
             interval: Duration::from_secs(config.observe.interval_seconds.max(1)),
             jitter: config.observe.jitter,
             deadline: Duration::from_secs(config.observe.deadline_seconds.max(1)),
-            rules: config.observe.rules(),
+            rules: config.observe.rules(&config.certificates),
         },
     };
     let bootstrap = Some(config.bootstrap_admin_key.expose()).filter(|k| !k.is_empty());

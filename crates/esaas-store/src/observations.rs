@@ -136,15 +136,18 @@ impl Store {
     }
 }
 
-/// The cluster's automatic repairs within the window, and whether they are paused.
+/// The cluster's automatic repairs within the window, whether they are
+/// paused, and its newest certificate rotation.
 async fn repair_history(
     conn: &mut PgConnection,
     uid: Uuid,
     rules: &ObserveRules,
 ) -> Result<RepairHistory> {
     let row = sqlx::query(
-        "SELECT count(*) AS n, max(create_time) AS last FROM operations \
-         WHERE cluster_uid = $1 AND kind = 'REPAIR' AND create_time > now() - make_interval(secs => $2)",
+        "SELECT count(*) FILTER (WHERE kind = 'REPAIR' AND create_time > now() - make_interval(secs => $2)) AS n, \
+                max(create_time) FILTER (WHERE kind = 'REPAIR' AND create_time > now() - make_interval(secs => $2)) AS last, \
+                max(create_time) FILTER (WHERE kind = 'ROTATE_CERTIFICATES') AS last_rotation \
+         FROM operations WHERE cluster_uid = $1",
     )
     .bind(uid)
     .bind(rules.repair_window.num_seconds() as f64)
@@ -162,5 +165,6 @@ async fn repair_history(
         recent: u32::try_from(n).unwrap_or(u32::MAX),
         last: row.try_get("last").map_err(db_error)?,
         paused: paused.unwrap_or(false),
+        last_rotation: row.try_get("last_rotation").map_err(db_error)?,
     })
 }

@@ -16,7 +16,7 @@ use crate::error::db_error;
 
 pub(crate) const CLUSTER_COLUMNS: &str = "uid, tenant_id, cluster_id, spec, generation, observed_generation, state, health, \
      endpoint, conditions, message, current_operation, version, revision, create_time, update_time, delete_time, \
-     storage_change_time, retained_volumes";
+     storage_change_time, retained_volumes, certificate_expire_time";
 
 pub(crate) const OPERATION_COLUMNS: &str = "o.id, o.tenant_id, c.cluster_id, o.cluster_uid, o.kind, o.state, o.initiator_kind, \
      o.initiator, o.target_generation, o.stages, o.attempt_log, o.max_attempts, o.blocking_check, o.error, \
@@ -66,6 +66,7 @@ pub(crate) fn cluster(row: &PgRow) -> Result<Cluster> {
         delete_time: get(row, "delete_time")?,
         storage_change_time: get(row, "storage_change_time")?,
         retained_volumes: json(row, "retained_volumes")?,
+        certificate_expire_time: get(row, "certificate_expire_time")?,
     })
 }
 

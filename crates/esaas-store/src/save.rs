@@ -33,10 +33,10 @@ pub(crate) async fn save(conn: &mut PgConnection, changes: &ChangeSet) -> Result
     Ok(())
 }
 
-/// Every column of a cluster row, in the order of [`bind_cluster`]'s `$1` to `$21`.
+/// Every column of a cluster row, in the order of [`bind_cluster`]'s `$1` to `$22`.
 const CLUSTER_ROW: &str = "uid, tenant_id, cluster_id, spec, node_count, storage_gib, generation, \
      observed_generation, state, health, endpoint, conditions, message, current_operation, version, revision, \
-     create_time, update_time, delete_time, storage_change_time, retained_volumes";
+     create_time, update_time, delete_time, storage_change_time, retained_volumes, certificate_expire_time";
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
@@ -61,10 +61,11 @@ fn bind_cluster<'q>(q: PgQuery<'q>, c: &'q Cluster) -> Result<PgQuery<'q>> {
         .bind(c.update_time)
         .bind(c.delete_time)
         .bind(c.storage_change_time)
-        .bind(to_json(&c.retained_volumes)?))
+        .bind(to_json(&c.retained_volumes)?)
+        .bind(c.certificate_expire_time))
 }
 
-const CLUSTER_VALUES: &str = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)";
+const CLUSTER_VALUES: &str = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)";
 
 async fn insert_cluster(conn: &mut PgConnection, c: &Cluster) -> Result<()> {
     let sql = format!("INSERT INTO clusters ({CLUSTER_ROW}) VALUES {CLUSTER_VALUES}");

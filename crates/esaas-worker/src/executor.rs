@@ -123,7 +123,7 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     b: &Backends<N, W, E>,
     t: &Target,
     deleting: bool,
-) -> Result<(Observed, Option<String>, Vec<String>), StepError> {
+) -> Result<(Observed, Seen), StepError> {
     let (groups, loads, health) = tokio::join!(
         b.node_groups.observe(t),
         b.workloads.observe(t),
@@ -145,10 +145,21 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
             node_groups: groups,
             workloads: loads.workloads,
             health,
+            certificates_rotated_by: loads.certificates_rotated_by,
         },
-        loads.endpoint,
-        loads.claims,
+        Seen {
+            endpoint: loads.endpoint,
+            claims: loads.claims,
+            certificate_not_after: loads.certificate_not_after,
+        },
     ))
+}
+
+/// What an observation found besides what the planner looks at.
+struct Seen {
+    endpoint: Option<String>,
+    claims: Vec<String>,
+    certificate_not_after: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What a worker sees of a live cluster for the control plane's
@@ -172,7 +183,11 @@ pub async fn observe_facts<N: NodeGroups, W: Workloads, E: Elasticsearch>(
         workloads: loads
             .map_err(|_| late())
             .and_then(|r| r.map_err(err))
-            .map(|w| (w.base_objects, w.workloads)),
+            .map(|w| esaas_core::lifecycle::observe::WorkloadFacts {
+                base_objects: w.base_objects,
+                workloads: w.workloads,
+                certificate_not_after: w.certificate_not_after,
+            }),
         health: health.map_err(|_| late()).and_then(|r| r.map_err(err)),
     }
 }
@@ -225,6 +240,7 @@ async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
         Step::DeleteWorkload { node_set } => b.workloads.delete_node_set(t, node_set).await,
         Step::DeleteNodeGroup { node_set } => b.node_groups.delete(t, node_set).await,
         Step::DeleteBaseObjects { retention } => b.workloads.delete_base(t, *retention).await,
+        Step::RotateCertificates => b.workloads.rotate_certificates(t).await,
         Step::WaitNodeGroupActive { .. }
         | Step::WaitDrained { .. }
         | Step::WaitPodsReady { .. }
@@ -385,7 +401,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
     cancel: &CancellationToken,
     clock: &mut Option<StageClock>,
 ) -> Result<LeaseEvent, Stopped> {
-    let goal = Goal::of(job.kind, &job.target.spec);
+    let goal = Goal::of(job.kind, &job.target.spec, job.target.operation);
     let report =
         |event: LeaseEvent| async move { reporter.report(event).await.map_err(Stopped::LeaseLost) };
     let deleting = matches!(goal, Goal::Delete { .. });
@@ -398,7 +414,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
         let here = clock
             .as_ref()
             .map_or_else(tracing::Span::current, |c| c.span.clone());
-        let (observed, endpoint, claims) = match with_retries("observe", cancel, || {
+        let (observed, seen) = match with_retries("observe", cancel, || {
             observe(backends, &job.target, deleting)
                 .instrument(tracing::info_span!(parent: &here, "observe"))
         })
@@ -413,7 +429,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                 retention: VolumeRetention::Retain,
             } = goal
             {
-                report(LeaseEvent::Retained(claims)).await?;
+                report(LeaseEvent::Retained(seen.claims)).await?;
             }
             if let Some(s) = stage {
                 report(finished(s)).await?;
@@ -436,8 +452,9 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                 .await?;
             }
             return Ok(LeaseEvent::Succeeded {
-                endpoint,
+                endpoint: seen.endpoint,
                 health: observed.health.map(|h| h.status).unwrap_or(Health::Unknown),
+                certificate_not_after: seen.certificate_not_after,
             });
         };
         let this_stage = step.stage();

@@ -24,6 +24,8 @@ use crate::executor::Reporter;
 pub struct World {
     /// Namespace and shared objects exist.
     pub base: bool,
+    /// The operation that last rotated the certificates.
+    pub rotated_by: Option<uuid::Uuid>,
     /// Node groups by node set.
     pub node_groups: BTreeMap<String, NodeGroupObs>,
     /// StatefulSets by node set.
@@ -139,7 +141,15 @@ impl Workloads for Memory {
             claims,
             workloads,
             endpoint: w.base.then(|| format!("https://{}:9200", t.cluster_id)),
+            certificate_not_after: None,
+            certificates_rotated_by: w.rotated_by,
         })
+    }
+
+    async fn rotate_certificates(&self, t: &Target) -> StepResult<()> {
+        self.record("workloads.rotate_certificates", "", "")?
+            .rotated_by = Some(t.operation);
+        Ok(())
     }
 
     async fn apply_base(&self, _: &Target) -> StepResult<()> {

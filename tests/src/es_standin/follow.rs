@@ -204,6 +204,16 @@ impl Follower {
                 es.set_members(&host, f.nodes.clone());
                 self.known.insert(host, f);
             }
+            // New TLS files (a rotation): reloaded in place, as Elasticsearch does.
+            Some(k) if k.password == f.password => {
+                match es.reload_certificate(&host, &f.cert_pem, &f.key_pem) {
+                    Ok(()) => {
+                        es.set_members(&host, f.nodes.clone());
+                        self.known.insert(host, f);
+                    }
+                    Err(e) => tracing::warn!(%host, error = %e, "cannot reload the certificate"),
+                }
+            }
             _ => match es.register_members(
                 &host,
                 &f.password,

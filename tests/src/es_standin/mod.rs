@@ -288,6 +288,32 @@ impl EsStandin {
         Ok(())
     }
 
+    /// Serves a new certificate (chain) and key at `host`, keeping the
+    /// cluster's state and open connections: Elasticsearch reloads its TLS
+    /// files when they change on disk (the `xpack.security.*.ssl` resource
+    /// watcher, every 5 s by default), and new handshakes get the new chain.
+    pub fn reload_certificate(
+        &self,
+        host: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> anyhow::Result<()> {
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("certificate PEM: {e:?}"))?;
+        anyhow::ensure!(!certs.is_empty(), "no certificate in the PEM");
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("key PEM: {e:?}"))?;
+        let cert = Arc::new(CertifiedKey::from_der(certs, key, &provider())?);
+        let mut state = lock(&self.shared);
+        let cluster = state
+            .clusters
+            .get_mut(&host.to_ascii_lowercase())
+            .ok_or_else(|| anyhow::anyhow!("no cluster at {host}"))?;
+        cluster.cert = cert;
+        Ok(())
+    }
+
     /// Forgets the cluster at `host` and drops its connections.
     fn unregister(&self, host: &str) {
         if let Some(old) = lock(&self.shared)

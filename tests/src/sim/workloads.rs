@@ -521,7 +521,17 @@ impl Workloads for Sim {
                 .collect(),
             workloads,
             endpoint: base_objects.then(|| endpoint(target)),
+            // The simulator has no certificates; the Kubernetes stand-in does.
+            certificate_not_after: None,
+            certificates_rotated_by: None,
         })
+    }
+
+    async fn rotate_certificates(&self, _target: &Target) -> StepResult<()> {
+        Err(StepError::permanent(
+            "SIM_UNSUPPORTED",
+            "the simulated backends have no certificates to rotate",
+        ))
     }
 
     async fn apply_base(&self, target: &Target) -> StepResult<()> {

@@ -103,7 +103,10 @@ pub(super) fn settle(cluster: &mut Cluster, op: &Operation, now: DateTime<Utc>) 
                  finish it, or delete the cluster"
             )
         }
-        OperationKind::Update | OperationKind::Repair | OperationKind::Delete => {
+        OperationKind::Update
+        | OperationKind::Repair
+        | OperationKind::RotateCertificates
+        | OperationKind::Delete => {
             if cluster.state != ClusterState::Deleting {
                 cluster.state = match cluster.health {
                     Health::Green => ClusterState::Ready,

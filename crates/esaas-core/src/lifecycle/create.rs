@@ -68,6 +68,7 @@ pub fn create(
         delete_time: None,
         storage_change_time: None,
         retained_volumes: Vec::new(),
+        certificate_expire_time: None,
     };
     let operation = new_operation(&cluster, OperationKind::Create, &cmd.initiator, rules, ctx);
     cluster.current_operation = Some(operation.id);

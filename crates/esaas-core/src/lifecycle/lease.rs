@@ -45,6 +45,8 @@ pub enum LeaseEvent {
         endpoint: Option<String>,
         /// Health at the end.
         health: Health,
+        /// When the node certificate expires, as the worker last saw it.
+        certificate_not_after: Option<DateTime<Utc>>,
     },
     /// The attempt failed.
     Failed {
@@ -296,7 +298,10 @@ fn requeue_or_end(
     }
     if counts
         && spent >= u32::try_from(op.max_attempts).unwrap_or(0)
-        && op.kind == OperationKind::Repair
+        && matches!(
+            op.kind,
+            OperationKind::Repair | OperationKind::RotateCertificates
+        )
     {
         // A repair that fails leaves the cluster as it found it, DEGRADED,
         // saying why; the next observation decides whether to try again.
@@ -450,9 +455,25 @@ fn apply(state: &Leased, event: LeaseEvent, ctx: &Context) -> Applied {
             op.blocking_check = Some(check);
             event
         }
-        LeaseEvent::Succeeded { endpoint, health } => {
+        LeaseEvent::Succeeded {
+            endpoint,
+            health,
+            certificate_not_after,
+        } => {
+            if certificate_not_after.is_some() {
+                cluster.certificate_expire_time = certificate_not_after;
+            }
             succeed(&mut op, &mut cluster, endpoint, health, other_queued, now);
-            Some(format!("{name}: succeeded"))
+            if op.kind == OperationKind::RotateCertificates {
+                // Tenants learn of the new CA here and from GetClusterCredentials.
+                Some(format!(
+                    "{name}: succeeded: the node certificates are signed by a new CA; \
+                     GetClusterCredentials returns it with the previous one (both trusted until \
+                     the next rotation): add the new CA to your clients' trust stores"
+                ))
+            } else {
+                Some(format!("{name}: succeeded"))
+            }
         }
         LeaseEvent::Failed {
             retryable,

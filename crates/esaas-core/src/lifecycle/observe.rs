@@ -36,10 +36,22 @@ pub struct Facts {
     pub generation: i64,
     /// Node groups by node set.
     pub node_groups: Result<BTreeMap<String, NodeGroupObs>, String>,
-    /// Whether the namespace objects exist, and the workloads by node set.
-    pub workloads: Result<(bool, BTreeMap<String, WorkloadObs>), String>,
+    /// The Kubernetes side.
+    pub workloads: Result<WorkloadFacts, String>,
     /// Elasticsearch's health; `None` when it does not answer.
     pub health: Result<Option<HealthObs>, String>,
+}
+
+/// The Kubernetes side of [`Facts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadFacts {
+    /// Whether the namespace objects exist.
+    pub base_objects: bool,
+    /// Workloads by node set.
+    pub workloads: BTreeMap<String, WorkloadObs>,
+    /// When the node certificate in the cluster's Secret expires.
+    #[serde(default)]
+    pub certificate_not_after: Option<DateTime<Utc>>,
 }
 
 /// The timing of observation and repair.
@@ -53,7 +65,13 @@ pub struct ObserveRules {
     pub repair_backoff_max: Duration,
     /// How far back repairs count as one run.
     pub repair_window: Duration,
+    /// How long before the node certificate expires it is renewed.
+    pub certificate_renew_before: Duration,
 }
+
+/// The shortest time between two certificate rotations of a cluster (one
+/// that failed is not retried in a loop).
+pub const ROTATION_SPACING_MINUTES: i64 = 10;
 
 impl Default for ObserveRules {
     fn default() -> Self {
@@ -62,6 +80,7 @@ impl Default for ObserveRules {
             repair_backoff_base: Duration::minutes(1),
             repair_backoff_max: Duration::minutes(30),
             repair_window: Duration::hours(1),
+            certificate_renew_before: Duration::days(30),
         }
     }
 }
@@ -75,6 +94,8 @@ pub struct RepairHistory {
     pub last: Option<DateTime<Utc>>,
     /// Whether an admin paused automatic repair for the cluster.
     pub paused: bool,
+    /// When the newest certificate rotation was created.
+    pub last_rotation: Option<DateTime<Utc>>,
 }
 
 /// When the next repair may be queued: at once after none, then
@@ -205,7 +226,12 @@ fn failed(kind: ConditionType, e: &str, now: DateTime<Utc>) -> Condition {
 }
 
 /// The conditions `facts` imply for `cluster`'s spec.
-pub fn conditions(cluster: &Cluster, facts: &Facts, now: DateTime<Utc>) -> Vec<Condition> {
+pub fn conditions(
+    cluster: &Cluster,
+    facts: &Facts,
+    renew_before: Duration,
+    now: DateTime<Utc>,
+) -> Vec<Condition> {
     let spec = &cluster.spec;
     let groups = match &facts.node_groups {
         Err(e) => failed(ConditionType::NodeGroupsHealthy, e, now),
@@ -256,7 +282,11 @@ pub fn conditions(cluster: &Cluster, facts: &Facts, now: DateTime<Utc>) -> Vec<C
             failed(ConditionType::ObjectsInSync, e, now),
             failed(ConditionType::PodsReady, e, now),
         ),
-        Ok((base, loads)) => {
+        Ok(WorkloadFacts {
+            base_objects: base,
+            workloads: loads,
+            ..
+        }) => {
             let mut drift = Vec::new();
             let mut unready = Vec::new();
             if !base {
@@ -356,7 +386,50 @@ pub fn conditions(cluster: &Cluster, facts: &Facts, now: DateTime<Utc>) -> Vec<C
             }
         }
     };
-    vec![groups, objects, pods, es]
+    let mut out = vec![groups, objects, pods, es];
+    if let Ok(WorkloadFacts {
+        certificate_not_after: Some(at),
+        ..
+    }) = &facts.workloads
+    {
+        out.push(certificate_condition(*at, renew_before, now));
+    }
+    out
+}
+
+/// `CertificatesValid` for a node certificate that expires at `at`.
+pub fn certificate_condition(
+    at: DateTime<Utc>,
+    renew_before: Duration,
+    now: DateTime<Utc>,
+) -> Condition {
+    let when = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (status, reason, message) = if at <= now {
+        (
+            ConditionStatus::False,
+            ConditionReason::Expired,
+            format!("the node certificates expired at {when}"),
+        )
+    } else if at - now <= renew_before {
+        (
+            ConditionStatus::False,
+            ConditionReason::ExpiringSoon,
+            format!("the node certificates expire at {when}; the platform renews them"),
+        )
+    } else {
+        (
+            ConditionStatus::True,
+            ConditionReason::AsExpected,
+            format!("the node certificates are valid until {when}"),
+        )
+    };
+    cond(
+        ConditionType::CertificatesValid,
+        status,
+        reason,
+        message,
+        now,
+    )
 }
 
 fn is(c: &Condition, status: ConditionStatus) -> bool {
@@ -400,8 +473,13 @@ pub fn assess(
     }
     let now = ctx.now;
     let mut next = cluster.clone();
-    for c in conditions(cluster, facts, now) {
+    for c in conditions(cluster, facts, observe.certificate_renew_before, now) {
         set_condition(&mut next.conditions, c);
+    }
+    if let Ok(w) = &facts.workloads
+        && w.certificate_not_after.is_some()
+    {
+        next.certificate_expire_time = w.certificate_not_after;
     }
     let get = |kind: ConditionType, cs: &[Condition]| cs.iter().find(|c| c.kind == kind).cloned();
     let observed: Vec<Condition> = [
@@ -409,6 +487,7 @@ pub fn assess(
         ConditionType::ObjectsInSync,
         ConditionType::PodsReady,
         ConditionType::ElasticsearchHealthy,
+        ConditionType::CertificatesValid,
     ]
     .into_iter()
     .filter_map(|k| get(k, &next.conditions))
@@ -423,7 +502,17 @@ pub fn assess(
     );
     let problem = observed
         .iter()
-        .find(|c| c.kind != ConditionType::ElasticsearchHealthy && is(c, ConditionStatus::False))
+        .find(|c| {
+            !matches!(
+                c.kind,
+                ConditionType::ElasticsearchHealthy | ConditionType::CertificatesValid
+            ) && is(c, ConditionStatus::False)
+        })
+        .or_else(|| {
+            observed.iter().find(|c| {
+                c.kind == ConditionType::CertificatesValid && c.reason == ConditionReason::Expired
+            })
+        })
         .or_else(|| {
             observed
                 .iter()
@@ -497,8 +586,36 @@ pub fn assess(
         (None, _) => cluster.message.clone(),
     };
 
+    // Certificates due for renewal get a rotation, unless a repair goes
+    // first (the next observation then finds them still due). A pause of
+    // repair does not stop it: expired certificates would take the cluster down.
+    let rotation = repair.is_none()
+        && get(ConditionType::CertificatesValid, &next.conditions)
+            .is_some_and(|c| c.status == ConditionStatus::False)
+        && history
+            .last_rotation
+            .is_none_or(|t| t + Duration::minutes(ROTATION_SPACING_MINUTES) <= now);
+
     let mut changes = ChangeSet::default();
     let mut operation = None;
+    if rotation {
+        let initiator = Initiator {
+            kind: InitiatorKind::Platform,
+            principal: "platform/certificates".into(),
+        };
+        let op = new_operation(
+            &next,
+            OperationKind::RotateCertificates,
+            &initiator,
+            rules,
+            ctx,
+        );
+        next.current_operation = Some(op.id);
+        next.message =
+            "renewing the node certificates (a new CA; old and new trusted meanwhile)".into();
+        changes.insert_operation(&op);
+        operation = Some(op);
+    }
     if let Some(what) = &repair {
         let initiator = Initiator {
             kind: InitiatorKind::Platform,
@@ -520,6 +637,14 @@ pub fn assess(
         return None;
     }
     let summary = match (&operation, &problem) {
+        (Some(op), _) if op.kind == OperationKind::RotateCertificates => format!(
+            "{}: {}; {} queued by the platform",
+            next.state.as_str(),
+            get(ConditionType::CertificatesValid, &next.conditions)
+                .map(|c| c.message)
+                .unwrap_or_default(),
+            op.name()
+        ),
         (Some(op), _) => format!(
             "{}: {}; {} queued by the platform",
             next.state.as_str(),
@@ -661,10 +786,11 @@ mod tests {
                     message: String::new(),
                 },
             )])),
-            workloads: Ok((
-                true,
-                BTreeMap::from([("default".to_string(), workload(1, 1))]),
-            )),
+            workloads: Ok(WorkloadFacts {
+                base_objects: true,
+                workloads: BTreeMap::from([("default".to_string(), workload(1, 1))]),
+                certificate_not_after: None,
+            }),
             health: Ok(Some(health(Health::Green, ""))),
         }
     }
@@ -751,7 +877,7 @@ mod tests {
             (
                 "statefulset deleted",
                 |f| {
-                    if let Ok((_, w)) = &mut f.workloads {
+                    if let Ok(WorkloadFacts { workloads: w, .. }) = &mut f.workloads {
                         w.clear();
                     }
                     f.health = Ok(None);
@@ -764,7 +890,7 @@ mod tests {
             (
                 "scaled by hand",
                 |f| {
-                    if let Ok((_, w)) = &mut f.workloads {
+                    if let Ok(WorkloadFacts { workloads: w, .. }) = &mut f.workloads {
                         w.insert("default".into(), workload(3, 3));
                     }
                 },
@@ -776,7 +902,7 @@ mod tests {
             (
                 "template edited",
                 |f| {
-                    if let Ok((_, w)) = &mut f.workloads {
+                    if let Ok(WorkloadFacts { workloads: w, .. }) = &mut f.workloads {
                         w.insert(
                             "default".into(),
                             WorkloadObs {
@@ -794,8 +920,8 @@ mod tests {
             (
                 "base objects gone",
                 |f| {
-                    if let Ok((b, _)) = &mut f.workloads {
-                        *b = false;
+                    if let Ok(w) = &mut f.workloads {
+                        w.base_objects = false;
                     }
                 },
                 ClusterState::Degraded,
@@ -857,7 +983,7 @@ mod tests {
             (
                 "pods unready, inside the grace",
                 |f| {
-                    if let Ok((_, w)) = &mut f.workloads {
+                    if let Ok(WorkloadFacts { workloads: w, .. }) = &mut f.workloads {
                         w.insert("default".into(), workload(1, 0));
                     }
                 },
@@ -975,7 +1101,7 @@ mod tests {
     fn pods_stuck_unready_past_the_grace_are_repaired() {
         let base = settled();
         let mut f = healthy();
-        if let Ok((_, w)) = &mut f.workloads {
+        if let Ok(WorkloadFacts { workloads: w, .. }) = &mut f.workloads {
             w.insert("default".into(), workload(1, 0));
         }
         let first = assess(
@@ -1007,6 +1133,7 @@ mod tests {
             recent,
             last: Some(t0() + Duration::seconds(last_secs)),
             paused: false,
+            last_rotation: None,
         };
         assert_eq!(repair_not_before(&RepairHistory::default(), &r), None);
         for (recent, wait_min) in [(1, 1), (2, 2), (3, 4), (6, 30), (40, 30)] {
@@ -1018,7 +1145,10 @@ mod tests {
         }
         let base = settled();
         let mut gone = healthy();
-        gone.workloads = Ok((true, BTreeMap::new()));
+        gone.workloads = Ok(WorkloadFacts {
+            base_objects: true,
+            ..WorkloadFacts::default()
+        });
         // Three repairs did not hold, the last 30 s ago: wait until 4 minutes after it.
         let d = assess(&base, &gone, &h(3, 0), &r, &rules(), &ctx(30)).expect("degraded");
         assert!(d.answer.operation.is_none());
@@ -1057,6 +1187,84 @@ mod tests {
     }
 
     #[test]
+    fn certificates_are_renewed_before_they_expire() {
+        let r = ObserveRules::default();
+        let with_cert = |days: i64| {
+            let mut f = healthy();
+            if let Ok(w) = &mut f.workloads {
+                w.certificate_not_after = Some(t0() + Duration::days(days));
+            }
+            f
+        };
+        let base = settled();
+        // Far from expiry: recorded once, in the status.
+        let d = assess(
+            &base,
+            &with_cert(700),
+            &RepairHistory::default(),
+            &r,
+            &rules(),
+            &ctx(30),
+        )
+        .expect("recorded");
+        let c = d.answer.cluster;
+        assert_eq!(c.certificate_expire_time, Some(t0() + Duration::days(700)));
+        assert_eq!(
+            condition(&c, ConditionType::CertificatesValid).0,
+            ConditionStatus::True
+        );
+        assert!(d.answer.operation.is_none());
+        assert!(
+            assess(
+                &c,
+                &with_cert(700),
+                &RepairHistory::default(),
+                &r,
+                &rules(),
+                &ctx(60)
+            )
+            .is_none()
+        );
+        // Within 30 days: a platform rotation, the cluster still READY.
+        let d = assess(
+            &c,
+            &with_cert(20),
+            &RepairHistory::default(),
+            &r,
+            &rules(),
+            &ctx(90),
+        )
+        .expect("due");
+        let op = d.answer.operation.expect("a rotation");
+        assert_eq!(op.kind, OperationKind::RotateCertificates);
+        assert_eq!(op.initiator.principal, "platform/certificates");
+        assert_eq!(d.answer.cluster.state, ClusterState::Ready);
+        assert_eq!(
+            condition(&d.answer.cluster, ConditionType::CertificatesValid).1,
+            ConditionReason::ExpiringSoon
+        );
+        // One that ran 5 minutes ago is not repeated yet; expired is DEGRADED.
+        let recent = RepairHistory {
+            last_rotation: Some(t0() + Duration::seconds(90) - Duration::minutes(5)),
+            ..RepairHistory::default()
+        };
+        let d = assess(&c, &with_cert(-1), &recent, &r, &rules(), &ctx(90)).expect("expired");
+        assert!(d.answer.operation.is_none());
+        assert_eq!(d.answer.cluster.state, ClusterState::Degraded);
+        assert_eq!(
+            condition(&d.answer.cluster, ConditionType::CertificatesValid).1,
+            ConditionReason::Expired
+        );
+        // A pause of repair does not stop a rotation.
+        let paused = RepairHistory {
+            paused: true,
+            ..RepairHistory::default()
+        };
+        let d = assess(&c, &with_cert(20), &paused, &r, &rules(), &ctx(90)).expect("due");
+        assert!(d.answer.operation.is_some());
+    }
+
+    #[test]
     fn pausing_is_recorded_with_who_and_why() {
         let d = set_repair_paused(&settled(), true, "keys/ops", "investigating by hand", t0());
         let c = &d.answer;
@@ -1089,7 +1297,10 @@ mod tests {
         let mut newer = base.clone();
         newer.generation = 2;
         let mut f = healthy();
-        f.workloads = Ok((true, BTreeMap::new()));
+        f.workloads = Ok(WorkloadFacts {
+            base_objects: true,
+            ..WorkloadFacts::default()
+        });
         for c in [busy, deleting, failed, newer] {
             assert!(
                 assess(

@@ -75,7 +75,9 @@ pub fn retry(
     if cluster.state == ClusterState::Failed || was_cancelled {
         cluster.state = match op.kind {
             OperationKind::Create => ClusterState::Provisioning,
-            OperationKind::Update | OperationKind::Repair => ClusterState::Updating,
+            OperationKind::Update | OperationKind::Repair | OperationKind::RotateCertificates => {
+                ClusterState::Updating
+            }
             OperationKind::Delete => ClusterState::Deleting,
         };
     }

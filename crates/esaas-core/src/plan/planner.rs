@@ -15,6 +15,18 @@ pub(super) fn next_step(goal: &Goal, observed: &Observed) -> Option<Step> {
     match goal {
         Goal::Converge(spec) => converge(spec, observed),
         Goal::Delete { retention } => delete(*retention, observed),
+        Goal::RotateCertificates { operation } => rotate(*operation, observed),
+    }
+}
+
+/// Renew once (the Secret says which operation did last), then wait for green.
+fn rotate(operation: uuid::Uuid, observed: &Observed) -> Option<Step> {
+    if observed.certificates_rotated_by != Some(operation) {
+        return Some(Step::RotateCertificates);
+    }
+    match &observed.health {
+        Some(h) if h.status == Health::Green => None,
+        _ => Some(Step::WaitHealthy),
     }
 }
 

@@ -74,6 +74,7 @@ fn converged(spec: &ClusterSpec) -> Observed {
             })
             .collect(),
         health: green(),
+        certificates_rotated_by: None,
     }
 }
 
@@ -363,6 +364,7 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
     let spec_version = spec.version.as_str();
     match step {
         Step::ApplyBaseObjects => w.base_objects = true,
+        Step::RotateCertificates => {}
         Step::EnsureNodeGroup { node_set, size } => {
             let status = if w.node_groups.contains_key(node_set) {
                 NodeGroupStatus::Updating
@@ -687,6 +689,7 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
             voting_exclusions: voting.into_iter().map(|(ns, o)| node_key(ns, o)).collect(),
             yellow_from_versions: false,
         }),
+        certificates_rotated_by: None,
     })
 }
 
@@ -1089,4 +1092,28 @@ fn between_pods_yellow_is_enough_only_when_older_nodes_block_the_replicas() {
     h.status = Health::Yellow;
     h.yellow_from_versions = true;
     assert_eq!(next_step(&goal, &done), Some(Step::WaitHealthy));
+}
+
+#[test]
+fn a_rotation_renews_once_then_waits_for_green() {
+    let spec = ClusterSpec::test();
+    let op = uuid::Uuid::from_u128(7);
+    let goal = Goal::RotateCertificates { operation: op };
+    let mut w = converged(&spec);
+    assert_eq!(next_step(&goal, &w), Some(Step::RotateCertificates));
+    w.certificates_rotated_by = Some(uuid::Uuid::from_u128(6));
+    assert_eq!(
+        next_step(&goal, &w),
+        Some(Step::RotateCertificates),
+        "an earlier rotation is not this one"
+    );
+    w.certificates_rotated_by = Some(op);
+    w.health = None;
+    assert_eq!(next_step(&goal, &w), Some(Step::WaitHealthy));
+    w.health = green();
+    assert_eq!(next_step(&goal, &w), None);
+    assert_eq!(
+        Step::RotateCertificates.stage(),
+        crate::operation::StageName::Certificates
+    );
 }

@@ -77,6 +77,7 @@ pub fn cluster_to_pb(c: &Cluster) -> pb::Cluster {
                 .unwrap_or_default(),
             message: c.message.clone(),
             retained_volumes: c.retained_volumes.clone(),
+            certificate_expire_time: c.certificate_expire_time.and_then(super::ts),
         }),
         generation: c.generation,
         etag: c.etag(),

@@ -16,6 +16,7 @@ pub fn kind_to_pb(k: OperationKind) -> pb::OperationKind {
         OperationKind::Update => pb::OperationKind::Update,
         OperationKind::Delete => pb::OperationKind::Delete,
         OperationKind::Repair => pb::OperationKind::Repair,
+        OperationKind::RotateCertificates => pb::OperationKind::RotateCertificates,
     }
 }
 
@@ -26,6 +27,7 @@ pub fn kind_from_pb(k: i32, field: &str) -> Result<OperationKind> {
         Ok(pb::OperationKind::Update) => Ok(OperationKind::Update),
         Ok(pb::OperationKind::Delete) => Ok(OperationKind::Delete),
         Ok(pb::OperationKind::Repair) => Ok(OperationKind::Repair),
+        Ok(pb::OperationKind::RotateCertificates) => Ok(OperationKind::RotateCertificates),
         Ok(pb::OperationKind::Unspecified) | Err(_) => Err(Error::invalid(
             field,
             format!("{k} is not an operation kind"),

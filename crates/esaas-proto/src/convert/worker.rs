@@ -81,6 +81,9 @@ pub fn lease_event_from_pb(event: Option<pb::lease_report::Event>) -> Result<Lea
         Event::Succeeded(c) => LeaseEvent::Succeeded {
             endpoint: Some(c.endpoint).filter(|e| !e.is_empty()),
             health: health_from_pb(c.health),
+            certificate_not_after: c.certificate_expire_time.and_then(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            }),
         },
         Event::Failed(f) => LeaseEvent::Failed {
             retryable: f.retryable,
@@ -109,9 +112,14 @@ pub fn lease_event_to_pb(event: LeaseEvent) -> pb::lease_report::Event {
         }),
         LeaseEvent::Checkpoint(v) => Event::Checkpoint(json_to_struct(&v)),
         LeaseEvent::Blocking(s) => Event::BlockingCheck(s),
-        LeaseEvent::Succeeded { endpoint, health } => Event::Succeeded(pb::Completion {
+        LeaseEvent::Succeeded {
+            endpoint,
+            health,
+            certificate_not_after,
+        } => Event::Succeeded(pb::Completion {
             endpoint: endpoint.unwrap_or_default(),
             health: health_to_pb(health) as i32,
+            certificate_expire_time: certificate_not_after.and_then(super::ts),
         }),
         LeaseEvent::Failed {
             retryable,

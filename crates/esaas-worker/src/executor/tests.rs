@@ -78,7 +78,8 @@ async fn a_create_goes_through_its_stages_and_checkpoints_every_step() {
         last,
         LeaseEvent::Succeeded {
             endpoint: Some("https://logs:9200".into()),
-            health: Health::Green
+            health: Health::Green,
+            certificate_not_after: None,
         }
     );
     let reports = reporter.reports();

@@ -281,6 +281,7 @@ fn success_table() {
             LeaseEvent::Succeeded {
                 endpoint: endpoint.clone(),
                 health,
+                certificate_not_after: None,
             },
             &ctx(),
         )
@@ -643,6 +644,7 @@ fn success_after_the_next_generation_was_cancelled_says_so() {
         LeaseEvent::Succeeded {
             endpoint: None,
             health: Health::Green,
+            certificate_not_after: None,
         },
         &ctx(),
     )
