@@ -1468,8 +1468,32 @@ async fn drift_is_seen_and_repaired_and_a_red_index_recovers_by_itself() {
         "no operation for a red index"
     );
 
+    // A disk past the flood stage: DiskOk names the node, the cluster is DEGRADED, and no
+    // repair is queued (bigger volumes help, a repair does not); freed, READY again.
+    p.es.set_disk_percent(host, 96);
+    let full = wait_cluster_at(ch.clone(), &name, Duration::from_secs(10), |c| {
+        condition_of(c, "DiskOk").is_some_and(|d| d.1 == "FloodStage")
+    })
+    .await;
+    assert_eq!(state(&full), pb::ClusterState::Degraded as i32);
+    let (_, _, message) = condition_of(&full, "DiskOk").expect("condition");
+    assert!(
+        message.contains("logs-default-") && message.contains("96 %"),
+        "{message}"
+    );
+    p.es.set_disk_percent(host, 20);
+    let freed = wait_cluster_at(ch.clone(), &name, Duration::from_secs(10), |c| {
+        state(c) == pb::ClusterState::Ready as i32
+            && condition_of(c, "DiskOk").is_some_and(|d| d.1 == "AsExpected")
+    })
+    .await;
+    assert!(
+        repairs(&p, &key, &name).await.is_empty(),
+        "no operation for a full disk"
+    );
+
     // Idle and healthy: nothing is written (the revision stands still over 3 intervals).
-    let before = green.revision;
+    let before = freed.revision;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = ClusterServiceClient::new(ch.clone())
         .get_cluster(authed(&key, pb::GetClusterRequest { name: name.clone() }))
@@ -1831,5 +1855,93 @@ async fn expiring_certificates_are_rotated_without_cutting_off_any_client() {
     .await
     .unwrap_or(false);
     assert!(told, "no event names the new CA");
+    p.server.kill().await;
+}
+
+/// A worker killed while it observes, or in the middle of a repair, costs
+/// time and nothing else: the idle cluster's record does not move, the
+/// repair is finished by the next worker as one REPAIR operation, and no
+/// node group is made twice.
+#[tokio::test]
+async fn a_worker_killed_during_observation_or_repair_changes_only_the_timing() {
+    let p = platform_with(60, 0, &[("ESAAS_WORKERS", "0".into())], OBSERVE_FAST).await;
+    let worker_key = worker_key_on(p.channel().await).await;
+    let (mut first, _) = worker_process(&p, &worker_key, "first", &[]);
+    let key = p.tenant("search").await;
+    let name = p.create(&key, create_request("search", "logs", 3)).await;
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let get = || {
+        let (ch, key, name) = (p.channel(), key.clone(), name.clone());
+        async move {
+            ClusterServiceClient::new(ch.await)
+                .get_cluster(authed(&key, pb::GetClusterRequest { name }))
+                .await
+                .expect("get")
+                .into_inner()
+                .cluster
+                .expect("cluster")
+        }
+    };
+    // Observed every second; killed at some point of one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.start_kill().expect("SIGKILL");
+    let _ = first.wait().await;
+    let before = get().await;
+    let (mut second, _) = worker_process(&p, &worker_key, "second", &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = get().await;
+    assert_eq!(
+        after.revision, before.revision,
+        "nothing but the timing changed"
+    );
+    assert_eq!(state(&after), pb::ClusterState::Ready as i32);
+
+    // Killed while the repair runs: the next worker finishes it.
+    let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        kube::Api::namespaced(p.kube.client(), "esaas-search");
+    sts.delete("logs-default", &Default::default())
+        .await
+        .expect("kubectl delete");
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        if repairs(&p, &key, &name)
+            .await
+            .iter()
+            .any(|o| o.state == pb::OperationState::Running as i32)
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no repair ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.start_kill().expect("SIGKILL");
+    let _ = second.wait().await;
+    let (_third, _) = worker_process(&p, &worker_key, "third", &[]);
+    let repaired = wait_cluster_at(p.channel().await, &name, LONG, |c| {
+        state(c) == pb::ClusterState::Ready as i32
+            && c.status.as_ref().is_some_and(|s| {
+                s.current_operation.is_empty() && s.health == pb::ClusterHealth::Green as i32
+            })
+    })
+    .await;
+    let ops = repairs(&p, &key, &name).await;
+    assert_eq!(ops.len(), 1, "one repair: {ops:#?}");
+    assert_eq!(ops[0].state, pb::OperationState::Succeeded as i32);
+    assert!(
+        ops[0].attempts.len() >= 2,
+        "the killed attempt and the one that finished"
+    );
+    assert!(sts.get("logs-default").await.is_ok());
+    assert_eq!(
+        condition_of(&repaired, "ObjectsInSync").map(|c| c.1),
+        Some("AsExpected".to_string())
+    );
+    let zones = repaired.spec.expect("spec").zones;
+    let groups = p.node_groups("search-logs-").await;
+    assert_eq!(
+        groups.len(),
+        zones.len(),
+        "one node group per zone: {groups:?}"
+    );
     p.server.kill().await;
 }

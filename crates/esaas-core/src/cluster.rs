@@ -78,6 +78,8 @@ text_enum!(
         AutoRepair = "AutoRepair",
         /// The node certificates are valid beyond the renewal window.
         CertificatesValid = "CertificatesValid",
+        /// Every node's disk is below Elasticsearch's low watermark.
+        DiskOk = "DiskOk",
     }
 );
 
@@ -134,6 +136,12 @@ text_enum!(
         ExpiringSoon = "ExpiringSoon",
         /// The node certificates have expired.
         Expired = "Expired",
+        /// A node's disk is past the low watermark (85 %): no new shards go there.
+        LowWatermark = "LowWatermark",
+        /// A node's disk is past the high watermark (90 %): shards move away.
+        HighWatermark = "HighWatermark",
+        /// A node's disk is past the flood stage (95 %): its indices are read-only.
+        FloodStage = "FloodStage",
     }
 );
 

@@ -141,6 +141,9 @@ pub struct HealthObs {
     /// to a node older than its primary's). Never true when red.
     #[serde(default)]
     pub yellow_from_versions: bool,
+    /// Disk in use per node, percent (`_cat/allocation`).
+    #[serde(default)]
+    pub disk_percent: BTreeMap<String, u32>,
 }
 
 /// Everything the planner looks at.

@@ -63,6 +63,18 @@ pub const EXCLUDE_NAME: &str = "cluster.routing.allocation.exclude._name";
 pub const CAT_SHARDS: &str =
     "/_cat/shards?format=json&h=index,shard,prirep,state,node,unassigned.reason";
 
+/// The `_cat/allocation` columns the client reads: each node's disk use.
+pub const CAT_ALLOCATION: &str = "/_cat/allocation?format=json&h=node,disk.percent";
+
+/// One row of `_cat/allocation` (a row without a node is the unassigned shards').
+#[derive(Debug, Deserialize)]
+struct AllocationRow {
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default, rename = "disk.percent")]
+    disk_percent: Option<String>,
+}
+
 /// Clients kept at most (one per cluster); the cache starts over beyond.
 const MAX_CACHED_CLIENTS: usize = 512;
 
@@ -680,6 +692,14 @@ impl<A: EsAccess> EsClient<A> {
             Health::Unknown => format!("unknown health status {:?}", health.status),
             _ => not_green_reason(status, &health, &rows),
         };
+        // Disk use is for the status only: an answer without it is still an answer.
+        let disk_percent = match conn.get::<Vec<AllocationRow>>(CAT_ALLOCATION).await {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|r| Some((r.node?, r.disk_percent?.trim().parse().ok()?)))
+                .collect(),
+            Err(_) => BTreeMap::new(),
+        };
         Ok(HealthObs {
             status,
             reason,
@@ -687,6 +707,7 @@ impl<A: EsAccess> EsClient<A> {
             shutdowns: BTreeMap::new(),
             voting_exclusions: Default::default(),
             yellow_from_versions,
+            disk_percent,
         })
     }
 

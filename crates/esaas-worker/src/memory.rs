@@ -269,6 +269,7 @@ impl Elasticsearch for Memory {
             shutdowns: w.shutdowns.iter().map(|k| (k.clone(), true)).collect(),
             voting_exclusions: w.voting_exclusions.iter().cloned().collect(),
             yellow_from_versions: false,
+            disk_percent: Default::default(),
         }))
     }
 

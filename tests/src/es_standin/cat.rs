@@ -1,4 +1,4 @@
-//! `GET /_cat/shards` and `GET /_cat/nodes`, as JSON (`format=json`) with
+//! `GET /_cat/shards`, `GET /_cat/nodes` and `GET /_cat/allocation`, as JSON (`format=json`) with
 //! the columns named in `h`.
 //!
 //! Only the columns the product reads are modelled; Elasticsearch has many
@@ -52,6 +52,31 @@ fn canonical(col: &str) -> &str {
         other => other,
     }
 }
+
+/// The `_cat/allocation` columns modelled: the node and the percentage of
+/// its disk in use (`disk.percent`, an integer string as
+/// `RestAllocationAction` prints it).
+const ALLOCATION_COLUMNS: &[&str] = &["node", "disk.percent"];
+
+/// `GET /_cat/allocation`: one row per node.
+pub(super) fn allocation(c: &mut Cluster, call: &Call) -> Answer {
+    let rows = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let pct = c
+                .disk_percent
+                .get(n)
+                .copied()
+                .unwrap_or(DEFAULT_DISK_PERCENT);
+            vec![("node", json!(n)), ("disk.percent", json!(pct.to_string()))]
+        })
+        .collect();
+    cat(&call.path, rows, ALLOCATION_COLUMNS, &call.query)
+}
+
+/// How full a node's disk is until a test says otherwise.
+pub(super) const DEFAULT_DISK_PERCENT: u32 = 12;
 
 /// `GET /_cat/shards`.
 pub(super) fn shards(c: &mut Cluster, call: &Call) -> Answer {

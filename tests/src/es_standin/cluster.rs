@@ -53,6 +53,8 @@ pub(super) struct Cluster {
     pub(super) voting_exclusions: Vec<VotingExclusion>,
     /// Cancelled when the cluster is replaced or forgotten: its connections end.
     pub(super) conns: CancellationToken,
+    /// Disk in use per node, percent (`_cat/allocation`), where a test set it.
+    pub(super) disk_percent: HashMap<String, u32>,
 }
 
 /// A node id as Elasticsearch prints it: 22 URL-safe base64 characters.
@@ -144,6 +146,7 @@ impl Cluster {
             transient: BTreeMap::new(),
             drains: HashMap::new(),
             forced: None,
+            disk_percent: HashMap::new(),
             departures: Vec::new(),
             shutdowns: BTreeMap::new(),
             voting_exclusions: Vec::new(),

@@ -377,6 +377,13 @@ impl EsStandin {
         self.with_cluster(host, |c, _| c.forced = Some(Forced { status, unassigned }))
     }
 
+    /// Makes every node of `host` report `percent` of its disk in use.
+    pub fn set_disk_percent(&self, host: &str, percent: u32) {
+        self.with_cluster(host, |c, _| {
+            c.disk_percent = c.nodes.iter().map(|n| (n.clone(), percent)).collect();
+        })
+    }
+
     /// Back to the health the shards give.
     pub fn clear_forced_health(&self, host: &str) {
         self.with_cluster(host, |c, _| c.forced = None)

@@ -68,6 +68,12 @@ const ROUTES: &[Route] = &[
         endpoint: cat::shards,
     },
     Route {
+        path: "/_cat/allocation",
+        method: Method::GET,
+        params: &["format", "h"],
+        endpoint: cat::allocation,
+    },
+    Route {
         path: "/_cat/nodes",
         method: Method::GET,
         params: &["format", "h", "full_id"],

@@ -152,6 +152,7 @@ impl Sim {
             shutdowns,
             voting_exclusions,
             yellow_from_versions: false,
+            disk_percent: Default::default(),
         }))
     }
 

@@ -387,6 +387,13 @@ pub fn conditions(
         }
     };
     let mut out = vec![groups, objects, pods, es];
+    // Disk use, when Elasticsearch reported it (recorded at the first
+    // observation: an operation does not look at disks).
+    if let Ok(Some(h)) = &facts.health
+        && !h.disk_percent.is_empty()
+    {
+        out.push(disk_condition(&h.disk_percent, now));
+    }
     if let Ok(WorkloadFacts {
         certificate_not_after: Some(at),
         ..
@@ -395,6 +402,60 @@ pub fn conditions(
         out.push(certificate_condition(*at, renew_before, now));
     }
     out
+}
+
+/// Elasticsearch's default disk watermarks
+/// (`cluster.routing.allocation.disk.watermark.{low,high,flood_stage}`).
+pub const DISK_WATERMARKS: (u32, u32, u32) = (85, 90, 95);
+
+/// `DiskOk` from each node's disk use: the fullest node against
+/// Elasticsearch's watermarks. Past the flood stage the node's indices are
+/// read-only, so the cluster is DEGRADED; a repair cannot help, bigger
+/// volumes (`storage_gib`) can.
+pub fn disk_condition(disk: &BTreeMap<String, u32>, now: DateTime<Utc>) -> Condition {
+    let (low, high, flood) = DISK_WATERMARKS;
+    let Some((node, pct)) = disk.iter().max_by_key(|(_, p)| **p) else {
+        return cond(
+            ConditionType::DiskOk,
+            ConditionStatus::Unknown,
+            ConditionReason::ObservationFailed,
+            "no node reported its disk".into(),
+            now,
+        );
+    };
+    let grow = "grow the node set's storage_gib";
+    let (status, reason, message) = if *pct >= flood {
+        (
+            ConditionStatus::False,
+            ConditionReason::FloodStage,
+            format!(
+                "{node} uses {pct} % of its disk, past the flood stage ({flood} %): its indices are read-only; {grow}"
+            ),
+        )
+    } else if *pct >= high {
+        (
+            ConditionStatus::False,
+            ConditionReason::HighWatermark,
+            format!(
+                "{node} uses {pct} % of its disk, past the high watermark ({high} %): shards move off it; {grow}"
+            ),
+        )
+    } else if *pct >= low {
+        (
+            ConditionStatus::False,
+            ConditionReason::LowWatermark,
+            format!(
+                "{node} uses {pct} % of its disk, past the low watermark ({low} %): no new shards go there"
+            ),
+        )
+    } else {
+        (
+            ConditionStatus::True,
+            ConditionReason::AsExpected,
+            format!("the fullest disk ({node}) is at {pct} %"),
+        )
+    };
+    cond(ConditionType::DiskOk, status, reason, message, now)
 }
 
 /// `CertificatesValid` for a node certificate that expires at `at`.
@@ -488,6 +549,7 @@ pub fn assess(
         ConditionType::PodsReady,
         ConditionType::ElasticsearchHealthy,
         ConditionType::CertificatesValid,
+        ConditionType::DiskOk,
     ]
     .into_iter()
     .filter_map(|k| get(k, &next.conditions))
@@ -505,12 +567,15 @@ pub fn assess(
         .find(|c| {
             !matches!(
                 c.kind,
-                ConditionType::ElasticsearchHealthy | ConditionType::CertificatesValid
+                ConditionType::ElasticsearchHealthy
+                    | ConditionType::CertificatesValid
+                    | ConditionType::DiskOk
             ) && is(c, ConditionStatus::False)
         })
         .or_else(|| {
             observed.iter().find(|c| {
-                c.kind == ConditionType::CertificatesValid && c.reason == ConditionReason::Expired
+                (c.kind == ConditionType::CertificatesValid && c.reason == ConditionReason::Expired)
+                    || (c.kind == ConditionType::DiskOk && c.reason == ConditionReason::FloodStage)
             })
         })
         .or_else(|| {
@@ -770,6 +835,7 @@ mod tests {
             shutdowns: BTreeMap::new(),
             voting_exclusions: Default::default(),
             yellow_from_versions: false,
+            disk_percent: Default::default(),
         }
     }
 
@@ -1262,6 +1328,74 @@ mod tests {
         };
         let d = assess(&c, &with_cert(20), &paused, &r, &rules(), &ctx(90)).expect("due");
         assert!(d.answer.operation.is_some());
+    }
+
+    #[test]
+    fn full_disks_are_reported_by_watermark_and_the_flood_stage_degrades() {
+        let base = settled();
+        let cases = [
+            (
+                40,
+                ConditionStatus::True,
+                ConditionReason::AsExpected,
+                ClusterState::Ready,
+            ),
+            (
+                86,
+                ConditionStatus::False,
+                ConditionReason::LowWatermark,
+                ClusterState::Ready,
+            ),
+            (
+                91,
+                ConditionStatus::False,
+                ConditionReason::HighWatermark,
+                ClusterState::Ready,
+            ),
+            (
+                97,
+                ConditionStatus::False,
+                ConditionReason::FloodStage,
+                ClusterState::Degraded,
+            ),
+        ];
+        for (pct, status, reason, state) in cases {
+            let mut f = healthy();
+            let mut h = health(Health::Green, "");
+            h.disk_percent = BTreeMap::from([
+                ("logs-default-0".to_string(), 20),
+                ("logs-default-1".to_string(), pct),
+            ]);
+            f.health = Ok(Some(h));
+            let d = assess(
+                &base,
+                &f,
+                &RepairHistory::default(),
+                &ObserveRules::default(),
+                &rules(),
+                &ctx(30),
+            )
+            .expect("a change");
+            let c = &d.answer.cluster;
+            assert_eq!(
+                condition(c, ConditionType::DiskOk),
+                (status, reason),
+                "{pct} %"
+            );
+            assert_eq!(c.state, state, "{pct} %");
+            assert!(d.answer.operation.is_none(), "a repair does not free disk");
+            let msg = &c
+                .conditions
+                .iter()
+                .find(|x| x.kind == ConditionType::DiskOk)
+                .expect("c")
+                .message;
+            // The fullest node, and how full.
+            assert!(
+                msg.contains("logs-default-1") && msg.contains(&format!("{pct} %")),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -53,6 +53,7 @@ fn green() -> Option<HealthObs> {
         shutdowns: BTreeMap::new(),
         voting_exclusions: Default::default(),
         yellow_from_versions: false,
+        disk_percent: Default::default(),
     })
 }
 
@@ -386,6 +387,7 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
                 shutdowns: BTreeMap::new(),
                 voting_exclusions: Default::default(),
                 yellow_from_versions: false,
+                disk_percent: Default::default(),
             });
             h.shards_on_excluded.insert(node_key(node_set, *ordinal), 3);
         }
@@ -402,6 +404,7 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
                 shutdowns: BTreeMap::new(),
                 voting_exclusions: Default::default(),
                 yellow_from_versions: false,
+                disk_percent: Default::default(),
             });
             if let Some(n) = h.shards_on_excluded.get_mut(&node_key(node_set, *ordinal)) {
                 *n = n.saturating_sub(1);
@@ -538,6 +541,7 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
                 shutdowns: BTreeMap::new(),
                 voting_exclusions: Default::default(),
                 yellow_from_versions: false,
+                disk_percent: Default::default(),
             });
             h.status = Health::Green;
         }
@@ -688,6 +692,7 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
                 .collect(),
             voting_exclusions: voting.into_iter().map(|(ns, o)| node_key(ns, o)).collect(),
             yellow_from_versions: false,
+            disk_percent: Default::default(),
         }),
         certificates_rotated_by: None,
     })
