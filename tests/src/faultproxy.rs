@@ -77,6 +77,10 @@ pub struct Faults {
     /// At most this many faulted requests (throttle, 500, drop) in a row; the next one is
     /// forwarded untouched. With the SDK's retries set above it, every call completes.
     pub max_consecutive: Option<u32>,
+    /// Answer every DescribeNodegroup of a node group whose name contains this as EKS
+    /// describes a degraded one (moto cannot make one): status `DEGRADED` and a health
+    /// issue (`AsgInstanceLaunchFailures`, one of EKS's `NodegroupIssueCode`s).
+    pub degrade_node_groups: Option<String>,
 }
 
 impl Faults {
@@ -512,8 +516,17 @@ async fn handle(
         )),
         Outcome::Dropped => Err(DropConnection),
         Outcome::Forwarded | Outcome::DroppedAfterForward | Outcome::UpstreamError => {
+            let degrade = lock(&shared.dice).faults.degrade_node_groups.clone();
             match forward(&shared.upstream, &parts, &path_and_query, body).await {
                 Ok(_) if decision.outcome == Outcome::DroppedAfterForward => Err(DropConnection),
+                Ok(resp)
+                    if parts.method == hyper::Method::GET
+                        && degrade.as_deref().is_some_and(|d| {
+                            record.path.contains("/node-groups/") && record.path.contains(d)
+                        }) =>
+                {
+                    Ok(degraded(resp))
+                }
                 Ok(resp) => Ok(resp),
                 Err(e) => {
                     record.outcome = Outcome::UpstreamError;
@@ -531,6 +544,33 @@ async fn handle(
     shared.count(record.outcome);
     lock(&shared.log).push(record);
     result
+}
+
+/// A DescribeNodegroup answer rewritten to a degraded node group, in the shape
+/// of EKS's `Nodegroup` (`status`, `health.issues[].code/message/resourceIds`).
+fn degraded(resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let (mut head, body) = resp.into_parts();
+    let bytes = futures::executor::block_on(body.collect())
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(head, Full::new(bytes));
+    };
+    if let Some(ng) = v.get_mut("nodegroup") {
+        ng["status"] = serde_json::json!("DEGRADED");
+        ng["health"] = serde_json::json!({ "issues": [{
+            "code": "AsgInstanceLaunchFailures",
+            "message": "Could not launch On-Demand Instances. InsufficientInstanceCapacity (injected by the fault proxy)",
+            "resourceIds": ["eks-asg-faultproxy"],
+        }]});
+    }
+    let out = Bytes::from(v.to_string());
+    head.headers.remove(header::CONTENT_LENGTH);
+    head.headers.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from_str(&out.len().to_string()).unwrap_or(HeaderValue::from_static("0")),
+    );
+    Response::from_parts(head, Full::new(out))
 }
 
 /// An AWS restJson1 error answer.

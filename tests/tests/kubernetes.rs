@@ -44,7 +44,20 @@ async fn platform_with(
     more_env: &[(&'static str, String)],
     more_config: &str,
 ) -> Platform {
+    platform_at(gate_timeout_seconds, workers, more_env, more_config, None).await
+}
+
+/// [`platform_with`], its EKS calls sent to `eks_endpoint` (a fault proxy in
+/// front of moto) instead of moto itself.
+async fn platform_at(
+    gate_timeout_seconds: u64,
+    workers: u32,
+    more_env: &[(&'static str, String)],
+    more_config: &str,
+    eks_endpoint: Option<String>,
+) -> Platform {
     let moto = esaas_tests::moto::shared().await;
+    let eks_endpoint = eks_endpoint.unwrap_or_else(|| moto.endpoint.clone());
     let eks_cluster = format!("eks-{}", &Uuid::new_v4().simple().to_string()[..8]);
     // Long enough that a worker on a loaded machine sees the pods before they
     // are ready, so the stages it waits in are there to assert on.
@@ -74,7 +87,7 @@ async fn platform_with(
          [eks]\ncluster_name = \"{eks_cluster}\"\nendpoint_url = \"{}\"\ninitial_backoff_ms = 10\n\
          [kubernetes]\nkubeconfig = \"{}\"\n\
          [elasticsearch]\nconnect_to = \"{}\"\n",
-        moto.endpoint,
+        eks_endpoint,
         kubeconfig.display(),
         es.addr()
     ) + more_config;
@@ -1943,5 +1956,52 @@ async fn a_worker_killed_during_observation_or_repair_changes_only_the_timing() 
         zones.len(),
         "one node group per zone: {groups:?}"
     );
+    p.server.kill().await;
+}
+
+/// A node group EKS reports degraded (the fault proxy in front of moto answers
+/// DescribeNodegroup as EKS does for one) turns the cluster DEGRADED with
+/// EKS's health issue in `NodeGroupsHealthy`, queues no repair (re-applying
+/// cannot fix an instance that fails to launch), and READY returns when EKS
+/// reports the group healthy again.
+#[tokio::test]
+async fn a_node_group_eks_reports_degraded_is_shown_not_repaired() {
+    let moto = esaas_tests::moto::shared().await;
+    let proxy = esaas_tests::faultproxy::FaultProxy::start(
+        &moto.endpoint,
+        esaas_tests::faultproxy::Faults::none(),
+    )
+    .await;
+    let p = platform_at(60, 1, &[], OBSERVE_FAST, Some(proxy.endpoint())).await;
+    let key = p.tenant("search").await;
+    let name = p.create(&key, create_request("search", "logs", 3)).await;
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    proxy.set_faults(esaas_tests::faultproxy::Faults {
+        degrade_node_groups: Some("search-logs-default".into()),
+        ..esaas_tests::faultproxy::Faults::none()
+    });
+    let ch = p.channel().await;
+    let degraded = wait_cluster_at(ch.clone(), &name, Duration::from_secs(10), |c| {
+        state(c) == pb::ClusterState::Degraded as i32
+    })
+    .await;
+    let (status, reason, message) =
+        condition_of(&degraded, "NodeGroupsHealthy").expect("condition");
+    assert_eq!(
+        (status, reason.as_str()),
+        (pb::ConditionStatus::False as i32, "NodeGroupDegraded")
+    );
+    assert!(message.contains("AsgInstanceLaunchFailures"), "{message}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        repairs(&p, &key, &name).await.is_empty(),
+        "no repair for EKS's own fault"
+    );
+    proxy.set_faults(esaas_tests::faultproxy::Faults::none());
+    let _ = wait_cluster_at(ch.clone(), &name, Duration::from_secs(10), |c| {
+        state(c) == pb::ClusterState::Ready as i32
+            && condition_of(c, "NodeGroupsHealthy").is_some_and(|n| n.1 == "AsExpected")
+    })
+    .await;
     p.server.kill().await;
 }

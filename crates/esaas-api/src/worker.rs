@@ -30,6 +30,10 @@ use esaas_proto::convert::{
 /// How long after a notification of new work a worker stream claims it.
 const CLAIM_COALESCE: Duration = Duration::from_millis(20);
 
+/// Observation reports of one stream judged at once (each takes a read, and a
+/// transaction when it changes something).
+const JUDGES: usize = 4;
+
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -45,6 +49,9 @@ struct Session {
     observe_capacity: usize,
     /// Observations asked of the worker and not answered: cluster uid → deadline.
     observing: HashMap<Uuid, tokio::time::Instant>,
+    /// Observation reports being judged beside the stream, so that they never
+    /// hold up the acks of lease reports; at most [`JUDGES`] at once.
+    judges: std::sync::Arc<tokio::sync::Semaphore>,
     /// Counts this session in `esaas.workers.connected` while it lives.
     _connected: esaas_telemetry::metrics::Open,
 }
@@ -134,27 +141,37 @@ impl Session {
             tracing::warn!(worker = %self.worker.id, cluster_uid = %uid, "observation report does not parse; ignored");
             return;
         };
-        let settings = self.api.settings();
-        let ctx = esaas_core::lifecycle::Ctx {
-            now: esaas_core::now(),
-            operation_id: Uuid::now_v7(),
-            cluster_uid: uid,
-            traceparent: None,
+        // Past JUDGES in flight the stream waits here: back-pressure, not a queue.
+        let Ok(permit) = self.judges.clone().acquire_owned().await else {
+            return;
         };
-        match self
-            .api
-            .store()
-            .apply_observation(uid, &facts, &settings.observe.rules, &settings.rules, &ctx)
-            .await
-        {
-            Ok(Some(change)) => {
-                tracing::info!(cluster = %change.cluster.name(), state = change.cluster.state.as_str(), health = change.cluster.health.as_str(), repair = ?change.operation.as_ref().map(|o| o.name().to_string()), "observation changed the cluster");
+        let api = self.api.clone();
+        tokio::spawn(
+            async move {
+                let settings = api.settings();
+                let ctx = esaas_core::lifecycle::Ctx {
+                    now: esaas_core::now(),
+                    operation_id: Uuid::now_v7(),
+                    cluster_uid: uid,
+                    traceparent: None,
+                };
+                match api
+                    .store()
+                    .apply_observation(uid, &facts, &settings.observe.rules, &settings.rules, &ctx)
+                    .await
+                {
+                    Ok(Some(change)) => {
+                        tracing::info!(cluster = %change.cluster.name(), state = change.cluster.state.as_str(), health = change.cluster.health.as_str(), repair = ?change.operation.as_ref().map(|o| o.name().to_string()), "observation changed the cluster");
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(cluster_uid = %uid, error = %e, "applying an observation failed; the next one will tell");
+                    }
+                }
+                drop(permit);
             }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(cluster_uid = %uid, error = %e, "applying an observation failed; the next one will tell");
-            }
-        }
+            .instrument(tracing::Span::current()),
+        );
     }
 
     async fn handle(&mut self, msg: pb::ConnectRequest) -> Result<bool> {
@@ -162,7 +179,14 @@ impl Session {
         match msg.message {
             Some(Message::Observation(report)) => {
                 self.observed(report).await;
-                Ok(true)
+                // Half the slots free: ask for more now rather than at the next
+                // tick, so one stream keeps pace with a fleet larger than its
+                // capacity per tick.
+                if self.observing.len() * 2 <= self.observe_capacity {
+                    self.observe().await
+                } else {
+                    Ok(true)
+                }
             }
             Some(Message::Hello(_)) => {
                 Err(Error::invalid("hello", "may only be the first message"))
@@ -338,6 +362,7 @@ impl Api {
             held: HashMap::new(),
             observe_capacity: usize::try_from(hello.observe_capacity.clamp(0, 1000)).unwrap_or(0),
             observing: HashMap::new(),
+            judges: std::sync::Arc::new(tokio::sync::Semaphore::new(JUDGES)),
             _connected: esaas_telemetry::metrics::metrics().worker_connected(),
         };
         tokio::spawn(session.run(inbound).instrument(tracing::Span::current()));

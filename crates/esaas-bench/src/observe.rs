@@ -103,7 +103,7 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
             id: "observe-0".into(),
             capacity: BUILD_CAPACITY,
             delays: SimDelays::default(),
-            poll_ms: 200,
+            poll_ms: 100,
             sim_pool: 16,
             observe_capacity: plan.observe_capacity,
         },
