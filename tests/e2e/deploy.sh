@@ -163,8 +163,10 @@ check(api["spec"]["template"]["spec"]["containers"][0].get("args") == ["serve"]
       "esaas-api: esaas serve on 0.0.0.0:50051, no in-process workers, DATABASE_URL from esaas-database", ae)
 c = api["spec"]["template"]["spec"]["containers"][0]
 check(c.get("readinessProbe", {}).get("grpc", {}).get("port") == 50051
-      and c.get("livenessProbe", {}).get("grpc", {}).get("port") == 50051,
-      "esaas-api: gRPC readiness and liveness probes", c.get("readinessProbe"))
+      and c.get("livenessProbe", {}).get("grpc", {}).get("port") == 50051
+      and c.get("livenessProbe", {}).get("grpc", {}).get("service") == "esaas.liveness"
+      and not c.get("readinessProbe", {}).get("grpc", {}).get("service"),
+      "esaas-api: gRPC readiness (follows the database) and liveness (esaas.liveness, does not) probes", c.get("readinessProbe"))
 check(worker["spec"]["template"]["spec"]["containers"][0].get("args") == ["worker"]
       and we.get("ESAAS_CONTROL_PLANE_URL") == "http://esaas-api.esaas-system.svc:50051"
       and we.get("ESAAS_WORKER_KEY") == {"secretKeyRef": {"name": "esaas-worker-key", "key": "key"}}

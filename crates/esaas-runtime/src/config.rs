@@ -56,6 +56,8 @@ pub struct Config {
     pub database_url: Secret,
     /// Pool size per process.
     pub database_max_connections: u32,
+    /// PostgreSQL `statement_timeout` of the pool's sessions, ms (0: none).
+    pub database_statement_timeout_ms: u64,
     /// Migrate at start.
     pub migrate_on_start: bool,
     /// In-process workers.

@@ -50,6 +50,9 @@ impl Running {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let grace = self.grace;
         set_all(&self.health, ServingStatus::NotServing).await;
+        self.health
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::NotServing)
+            .await;
         let abort = self.task.abort_handle();
         let workers: Vec<_> = self.workers.iter().map(|w| w.abort_handle()).collect();
         match tokio::time::timeout(grace, self.stop()).await {
@@ -103,6 +106,12 @@ fn service_names() -> [&'static str; 4] {
     ]
 }
 
+/// The health service a liveness probe asks: SERVING from start to
+/// shutdown whatever the database does, so a database outage makes the
+/// process unready (no traffic) but never gets it restarted. The other
+/// names ("" and each API service) are readiness: they follow the database.
+pub const LIVENESS_SERVICE: &str = "esaas.liveness";
+
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     for name in service_names() {
@@ -110,7 +119,8 @@ async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Health follows the database: NOT_SERVING while it cannot be reached.
+/// Readiness follows the database: NOT_SERVING while it cannot be reached
+/// (liveness, [`LIVENESS_SERVICE`], does not).
 async fn watch_database(store: Store, reporter: HealthReporter) {
     let mut serving = true;
     loop {
@@ -215,9 +225,13 @@ pub async fn start_with_workers<N: NodeGroups, W: Workloads, E: Elasticsearch>(
 }
 
 async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Result<Running> {
-    let store = Store::connect(config.database_url()?, config.database_max_connections)
-        .await
-        .context("connecting to the database")?;
+    let store = Store::connect_with(
+        config.database_url()?,
+        config.database_max_connections,
+        Some(Duration::from_millis(config.database_statement_timeout_ms)),
+    )
+    .await
+    .context("connecting to the database")?;
     if config.migrate_on_start {
         store.migrate().await.context("applying migrations")?;
     }
@@ -250,6 +264,9 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
 
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::Serving).await;
+    reporter
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
     let reaper = tokio::spawn(reap_leases(
         store.clone(),
         config.lease(),

@@ -55,10 +55,26 @@ pub struct Store {
 impl Store {
     /// Connects a pool of at most `max_connections` to `url`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_with(url, max_connections, None).await
+    }
+
+    /// [`Store::connect`], every statement of the pool's sessions bounded
+    /// by `statement_timeout` (PostgreSQL's `statement_timeout`: a statement
+    /// that runs longer is cancelled and answered as an error, so a stuck
+    /// query ends one call instead of holding a connection for ever).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        statement_timeout: Option<Duration>,
+    ) -> Result<Self> {
+        let mut options: sqlx::postgres::PgConnectOptions = url.parse().map_err(db_error)?;
+        if let Some(t) = statement_timeout.filter(|t| !t.is_zero()) {
+            options = options.options([("statement_timeout", format!("{}ms", t.as_millis()))]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(db_error)?;
         Ok(Self { pool })
