@@ -525,7 +525,7 @@ async fn handle(
                             record.path.contains("/node-groups/") && record.path.contains(d)
                         }) =>
                 {
-                    Ok(degraded(resp))
+                    Ok(degraded(resp).await)
                 }
                 Ok(resp) => Ok(resp),
                 Err(e) => {
@@ -548,9 +548,11 @@ async fn handle(
 
 /// A DescribeNodegroup answer rewritten to a degraded node group, in the shape
 /// of EKS's `Nodegroup` (`status`, `health.issues[].code/message/resourceIds`).
-fn degraded(resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+async fn degraded(resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     let (mut head, body) = resp.into_parts();
-    let bytes = futures::executor::block_on(body.collect())
+    let bytes = body
+        .collect()
+        .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {

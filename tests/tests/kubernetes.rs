@@ -475,16 +475,9 @@ async fn create_scale_upgrade_and_delete_an_elasticsearch_cluster() {
             p.objects(kind, "logs")
         );
     }
-    let moto = esaas_tests::moto::shared().await;
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .endpoint_url(&moto.endpoint)
-        .load()
-        .await;
-    let groups = aws_sdk_eks::Client::new(&sdk)
+    let groups = p
+        .eks()
+        .await
         .list_nodegroups()
         .cluster_name(&p.eks_cluster)
         .send()
@@ -1403,6 +1396,16 @@ fn condition_of(c: &pb::Cluster, kind: &str) -> Option<(i32, String, String)> {
 
 /// The REPAIR operations of cluster `name`.
 async fn repairs(p: &Platform, key: &str, name: &str) -> Vec<pb::Operation> {
+    operations_of(p, key, name, pb::OperationKind::Repair).await
+}
+
+/// The operations of `kind` on cluster `name`, newest first.
+async fn operations_of(
+    p: &Platform,
+    key: &str,
+    name: &str,
+    kind: pb::OperationKind,
+) -> Vec<pb::Operation> {
     let mut ops =
         esaas_proto::v1::operation_service_client::OperationServiceClient::new(p.channel().await);
     ops.list_operations(authed(
@@ -1418,7 +1421,7 @@ async fn repairs(p: &Platform, key: &str, name: &str) -> Vec<pb::Operation> {
     .into_inner()
     .operations
     .into_iter()
-    .filter(|o| o.kind == pb::OperationKind::Repair as i32)
+    .filter(|o| o.kind == kind as i32)
     .collect()
 }
 
@@ -1758,27 +1761,13 @@ async fn expiring_certificates_are_rotated_without_cutting_off_any_client() {
     };
 
     // 15 s after creation the certificates are due: a rotation by the platform.
-    let mut ops =
-        esaas_proto::v1::operation_service_client::OperationServiceClient::new(p.channel().await);
     let deadline = tokio::time::Instant::now() + LONG;
     let rotation = loop {
-        let list = ops
-            .list_operations(authed(
-                &key,
-                pb::ListOperationsRequest {
-                    parent: "tenants/search".into(),
-                    cluster: name.clone(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("list")
-            .into_inner()
-            .operations;
-        if let Some(op) = list.into_iter().find(|o| {
-            o.kind == pb::OperationKind::RotateCertificates as i32
-                && o.state == pb::OperationState::Succeeded as i32
-        }) {
+        let rotations = operations_of(&p, &key, &name, pb::OperationKind::RotateCertificates).await;
+        if let Some(op) = rotations
+            .into_iter()
+            .find(|o| o.state == pb::OperationState::Succeeded as i32)
+        {
             break op;
         }
         assert!(

@@ -263,13 +263,7 @@ impl EsStandin {
         members: Vec<(String, String)>,
         indices: Vec<IndexDef>,
     ) -> anyhow::Result<()> {
-        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("certificate PEM: {e:?}"))?;
-        anyhow::ensure!(!certs.is_empty(), "no certificate in the PEM");
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| anyhow::anyhow!("key PEM: {e:?}"))?;
-        let cert = Arc::new(CertifiedKey::from_der(certs, key, &provider())?);
+        let cert = certified_key(cert_pem, key_pem)?;
         let host = host.to_ascii_lowercase();
         let indices = if indices.is_empty() {
             IndexDef::defaults()
@@ -298,13 +292,7 @@ impl EsStandin {
         cert_pem: &str,
         key_pem: &str,
     ) -> anyhow::Result<()> {
-        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("certificate PEM: {e:?}"))?;
-        anyhow::ensure!(!certs.is_empty(), "no certificate in the PEM");
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| anyhow::anyhow!("key PEM: {e:?}"))?;
-        let cert = Arc::new(CertifiedKey::from_der(certs, key, &provider())?);
+        let cert = certified_key(cert_pem, key_pem)?;
         let mut state = lock(&self.shared);
         let cluster = state
             .clusters
@@ -443,4 +431,15 @@ impl EsStandin {
     pub fn requests(&self) -> Vec<EsRequest> {
         lock(&self.shared).requests.clone()
     }
+}
+
+/// The certificate chain and key a cluster presents, from their PEM.
+fn certified_key(cert_pem: &str, key_pem: &str) -> anyhow::Result<Arc<CertifiedKey>> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("certificate PEM: {e:?}"))?;
+    anyhow::ensure!(!certs.is_empty(), "no certificate in the PEM");
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("key PEM: {e:?}"))?;
+    Ok(Arc::new(CertifiedKey::from_der(certs, key, &provider())?))
 }

@@ -296,57 +296,46 @@ fn requeue_or_end(
             op.name()
         );
     }
-    if counts
-        && spent >= u32::try_from(op.max_attempts).unwrap_or(0)
-        && matches!(
-            op.kind,
-            OperationKind::Repair | OperationKind::RotateCertificates
-        )
-    {
-        // A repair that fails leaves the cluster as it found it, DEGRADED,
-        // saying why; the next observation decides whether to try again.
-        op.state = OperationState::Failed;
-        op.end_time = Some(now);
-        cluster.current_operation = None;
-        cluster.state = ClusterState::Degraded;
-        cluster.message = format!("automatic repair failed: {}", error.message);
-        set_condition(
-            &mut cluster.conditions,
-            Condition {
-                kind: ConditionType::AutoRepair,
-                status: ConditionStatus::False,
-                reason: ConditionReason::RepairFailed,
-                message: cluster.message.clone(),
-                last_transition_time: now,
-            },
-        );
-        let msg = format!(
-            "{}: failed after {spent} failed attempts: {}: {}",
-            op.name(),
-            error.reason,
-            error.message
-        );
-        op.error = Some(error);
-        return msg;
-    }
     if counts && spent >= u32::try_from(op.max_attempts).unwrap_or(0) {
         op.state = OperationState::Failed;
         op.end_time = Some(now);
-        cluster.state = ClusterState::Failed;
-        cluster.message = format!(
-            "{} failed: {}",
-            op.kind.as_str().to_lowercase(),
-            error.message
-        );
-        set_condition(
-            &mut cluster.conditions,
-            ready_condition(
-                ConditionStatus::False,
-                ConditionReason::OperationFailed,
-                cluster.message.clone(),
-                now,
-            ),
-        );
+        if matches!(
+            op.kind,
+            OperationKind::Repair | OperationKind::RotateCertificates
+        ) {
+            // Platform maintenance that fails leaves the cluster as it found
+            // it, DEGRADED, saying why; the next observation decides whether
+            // to try again.
+            cluster.current_operation = None;
+            cluster.state = ClusterState::Degraded;
+            cluster.message = format!("automatic repair failed: {}", error.message);
+            set_condition(
+                &mut cluster.conditions,
+                Condition {
+                    kind: ConditionType::AutoRepair,
+                    status: ConditionStatus::False,
+                    reason: ConditionReason::RepairFailed,
+                    message: cluster.message.clone(),
+                    last_transition_time: now,
+                },
+            );
+        } else {
+            cluster.state = ClusterState::Failed;
+            cluster.message = format!(
+                "{} failed: {}",
+                op.kind.as_str().to_lowercase(),
+                error.message
+            );
+            set_condition(
+                &mut cluster.conditions,
+                ready_condition(
+                    ConditionStatus::False,
+                    ConditionReason::OperationFailed,
+                    cluster.message.clone(),
+                    now,
+                ),
+            );
+        }
         let msg = format!(
             "{}: failed after {spent} failed attempts: {}: {}",
             op.name(),

@@ -861,18 +861,22 @@ mod tests {
         }
     }
 
-    /// A cluster as the first observation of a healthy one leaves it.
-    fn settled() -> Cluster {
-        let c = Cluster::test();
-        let d = assess(
-            &c,
-            &healthy(),
+    /// [`assess`] with no repair history and the default rules, `after_secs` after t0.
+    fn judge(c: &Cluster, f: &Facts, after_secs: i64) -> Option<Decision<ClusterChange>> {
+        assess(
+            c,
+            f,
             &RepairHistory::default(),
             &ObserveRules::default(),
             &rules(),
-            &ctx(0),
+            &ctx(after_secs),
         )
-        .expect("the first observation sets the conditions");
+    }
+
+    /// A cluster as the first observation of a healthy one leaves it.
+    fn settled() -> Cluster {
+        let c = Cluster::test();
+        let d = judge(&c, &healthy(), 0).expect("the first observation sets the conditions");
         d.answer.cluster
     }
 
@@ -891,14 +895,7 @@ mod tests {
         for cond in settled_conditions(&c, Health::Green, t0()) {
             set_condition(&mut c.conditions, cond);
         }
-        let first = assess(
-            &c,
-            &healthy(),
-            &RepairHistory::default(),
-            &ObserveRules::default(),
-            &rules(),
-            &ctx(30),
-        );
+        let first = judge(&c, &healthy(), 30);
         assert!(first.is_none(), "{:?}", first.map(|d| d.changes.event));
     }
 
@@ -917,14 +914,7 @@ mod tests {
             assert_eq!(condition(&c, kind).0, ConditionStatus::True, "{kind:?}");
         }
         for later in [30, 60, 3600] {
-            let again = assess(
-                &c,
-                &healthy(),
-                &RepairHistory::default(),
-                &ObserveRules::default(),
-                &rules(),
-                &ctx(later),
-            );
+            let again = judge(&c, &healthy(), later);
             assert!(again.is_none(), "nothing changed after {later}s");
         }
     }
@@ -1073,15 +1063,7 @@ mod tests {
         for (what, fault, state, kind, reason, repairs) in cases {
             let mut f = healthy();
             fault(&mut f);
-            let d = assess(
-                &base,
-                &f,
-                &RepairHistory::default(),
-                &ObserveRules::default(),
-                &rules(),
-                &ctx(30),
-            )
-            .unwrap_or_else(|| panic!("{what}: a change"));
+            let d = judge(&base, &f, 30).unwrap_or_else(|| panic!("{what}: a change"));
             let c = &d.answer.cluster;
             assert_eq!(c.state, *state, "{what}");
             assert_eq!(condition(c, *kind).1, *reason, "{what}");
@@ -1098,32 +1080,11 @@ mod tests {
                     event.message
                 );
                 // While it runs, nothing is observed.
-                assert!(
-                    assess(
-                        c,
-                        &f,
-                        &RepairHistory::default(),
-                        &ObserveRules::default(),
-                        &rules(),
-                        &ctx(60)
-                    )
-                    .is_none()
-                );
+                assert!(judge(c, &f, 60).is_none());
             }
             // The same fault seen again changes nothing (no repair queued).
             if d.answer.operation.is_none() {
-                assert!(
-                    assess(
-                        c,
-                        &f,
-                        &RepairHistory::default(),
-                        &ObserveRules::default(),
-                        &rules(),
-                        &ctx(60)
-                    )
-                    .is_none(),
-                    "{what}: seen twice"
-                );
+                assert!(judge(c, &f, 60).is_none(), "{what}: seen twice");
             }
         }
     }
@@ -1136,27 +1097,11 @@ mod tests {
             Health::Red,
             "index logs-1: primary shard 0 unassigned",
         )));
-        let d = assess(
-            &base,
-            &red,
-            &RepairHistory::default(),
-            &ObserveRules::default(),
-            &rules(),
-            &ctx(30),
-        )
-        .expect("red");
+        let d = judge(&base, &red, 30).expect("red");
         let c = d.answer.cluster;
         assert_eq!(c.health, Health::Red);
         assert!(c.message.contains("logs-1"), "{}", c.message);
-        let d = assess(
-            &c,
-            &healthy(),
-            &RepairHistory::default(),
-            &ObserveRules::default(),
-            &rules(),
-            &ctx(60),
-        )
-        .expect("green");
+        let d = judge(&c, &healthy(), 60).expect("green");
         assert_eq!(d.answer.cluster.state, ClusterState::Ready);
         assert_eq!(d.answer.cluster.health, Health::Green);
         assert_eq!(d.answer.cluster.message, "healthy again");
@@ -1170,25 +1115,10 @@ mod tests {
         if let Ok(WorkloadFacts { workloads: w, .. }) = &mut f.workloads {
             w.insert("default".into(), workload(1, 0));
         }
-        let first = assess(
-            &base,
-            &f,
-            &RepairHistory::default(),
-            &ObserveRules::default(),
-            &rules(),
-            &ctx(30),
-        )
-        .expect("unready");
+        let first = judge(&base, &f, 30).expect("unready");
         assert!(first.answer.operation.is_none());
-        let late = assess(
-            &first.answer.cluster,
-            &f,
-            &RepairHistory::default(),
-            &ObserveRules::default(),
-            &rules(),
-            &ctx(30 + 301),
-        )
-        .expect("still unready past 5 minutes");
+        let late =
+            judge(&first.answer.cluster, &f, 30 + 301).expect("still unready past 5 minutes");
         assert!(late.answer.operation.is_some());
     }
 
@@ -1367,15 +1297,7 @@ mod tests {
                 ("logs-default-1".to_string(), pct),
             ]);
             f.health = Ok(Some(h));
-            let d = assess(
-                &base,
-                &f,
-                &RepairHistory::default(),
-                &ObserveRules::default(),
-                &rules(),
-                &ctx(30),
-            )
-            .expect("a change");
+            let d = judge(&base, &f, 30).expect("a change");
             let c = &d.answer.cluster;
             assert_eq!(
                 condition(c, ConditionType::DiskOk),
@@ -1436,17 +1358,7 @@ mod tests {
             ..WorkloadFacts::default()
         });
         for c in [busy, deleting, failed, newer] {
-            assert!(
-                assess(
-                    &c,
-                    &f,
-                    &RepairHistory::default(),
-                    &ObserveRules::default(),
-                    &rules(),
-                    &ctx(30)
-                )
-                .is_none()
-            );
+            assert!(judge(&c, &f, 30).is_none());
         }
     }
 }
