@@ -18,10 +18,17 @@ struct RawWorker {
     tx: mpsc::Sender<pb::ConnectRequest>,
     rx: Streaming<pb::ConnectResponse>,
     next_report: u64,
+    /// The session the control plane issued (its first message).
+    session: String,
 }
 
 impl RawWorker {
     async fn connect(app: &App, key: &str, id: &str, capacity: i32) -> Self {
+        Self::reconnect(app, key, id, capacity, "").await
+    }
+
+    /// Connects naming `previous` as the session whose work this worker stopped.
+    async fn reconnect(app: &App, key: &str, id: &str, capacity: i32, previous: &str) -> Self {
         let (tx, rx) = mpsc::channel(64);
         tx.send(pb::ConnectRequest {
             message: Some(pb::connect_request::Message::Hello(pb::WorkerHello {
@@ -29,6 +36,7 @@ impl RawWorker {
                 region: "test".into(),
                 capacity,
                 version: "test".into(),
+                previous_session_id: previous.into(),
                 ..Default::default()
             })),
         })
@@ -39,11 +47,30 @@ impl RawWorker {
             .await
             .expect("connect")
             .into_inner();
-        Self {
+        let mut w = Self {
             tx,
             rx,
             next_report: 1,
+            session: String::new(),
+        };
+        match w.next().await {
+            pb::connect_response::Message::SessionStarted(s) => w.session = s.session_id,
+            other => panic!("the first message is not the session: {other:?}"),
         }
+        w
+    }
+
+    async fn heartbeat(&self, leases: &[&pb::LeaseRef]) {
+        self.tx
+            .send(pb::ConnectRequest {
+                message: Some(pb::connect_request::Message::Heartbeat(
+                    pb::WorkerHeartbeat {
+                        leases: leases.iter().map(|l| (*l).clone()).collect(),
+                    },
+                )),
+            })
+            .await
+            .expect("heartbeat");
     }
 
     async fn next(&mut self) -> pb::connect_response::Message {
@@ -503,4 +530,196 @@ async fn the_first_message_must_be_hello_and_only_workers_connect() {
         violated_fields(&err),
         vec!["hello.worker_id", "hello.capacity"]
     );
+}
+
+/// Waits until the operation satisfies `done`.
+async fn wait_op(app: &App, name: &str, done: impl Fn(&pb::Operation) -> bool) -> pb::Operation {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let op = operation(app, name).await;
+        if done(&op) {
+            return op;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} is still {op:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn list_workers(app: &App) -> Vec<pb::Worker> {
+    app.admin()
+        .list_workers(authed(ADMIN_KEY, pb::ListWorkersRequest {}))
+        .await
+        .expect("list workers")
+        .into_inner()
+        .workers
+}
+
+/// Two processes that call themselves the same (every pod of a deploy that
+/// forgot to set its id): each stream is its own session, and neither its
+/// connecting nor its going away touches the other's lease.
+#[tokio::test]
+async fn two_sessions_with_one_worker_id_keep_their_own_leases() {
+    let app = spawn_app_with(|c| {
+        c.claim_interval_ms = 100;
+        c.retry_backoff_base_seconds = 0;
+    })
+    .await;
+    let key = worker_key(&app).await;
+    let t = app.tenant("search").await;
+    let first = app.create_cluster(&t.admin, "search", "one", 3).await;
+    let first_op = first.operation.expect("op").name;
+
+    let mut a = RawWorker::connect(&app, &key, "worker-1", 1).await;
+    let lease_a = a.assignment().await.lease.expect("lease");
+    assert_eq!(lease_a.operation, first_op);
+
+    // A second process under the same id connects: the first keeps its lease.
+    let mut b = RawWorker::connect(&app, &key, "worker-1", 1).await;
+    assert_ne!(a.session, b.session, "one session per stream");
+    let second = app.create_cluster(&t.admin, "search", "two", 3).await;
+    let second_op = second.operation.expect("op").name;
+    let lease_b = b.assignment().await.lease.expect("lease");
+    assert_eq!(lease_b.operation, second_op);
+    let ack = a
+        .report(
+            &lease_a,
+            pb::lease_report::Event::StageStarted("namespace".into()),
+        )
+        .await;
+    assert!(
+        ack.accepted,
+        "the first session still holds its lease: {}",
+        ack.reason
+    );
+
+    // Each session holds what it was given, and the list shows both.
+    let mut workers = list_workers(&app).await;
+    workers.sort_by(|x, y| x.session_id.cmp(&y.session_id));
+    let mut expected = vec![
+        (a.session.clone(), vec![first_op.clone()]),
+        (b.session.clone(), vec![second_op.clone()]),
+    ];
+    expected.sort();
+    assert_eq!(
+        workers
+            .iter()
+            .map(|w| (w.session_id.clone(), w.leases.clone()))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    assert!(workers.iter().all(|w| w.name == "workers/worker-1"));
+
+    // A report on the other session's lease is refused, even under the same id.
+    let foreign = b
+        .report(
+            &lease_a,
+            pb::lease_report::Event::StageStarted("namespace".into()),
+        )
+        .await;
+    assert!(!foreign.accepted);
+    assert!(
+        foreign.reason.contains("another session"),
+        "{}",
+        foreign.reason
+    );
+
+    // The second goes away: its lease goes back, the first's stays.
+    drop(b);
+    let requeued = wait_op(&app, &second_op, |op| {
+        op.state == pb::OperationState::Queued as i32
+    })
+    .await;
+    assert_eq!(requeued.attempts[0].outcome, "worker disconnected");
+    let held = operation(&app, &first_op).await;
+    assert_eq!(held.state, pb::OperationState::Running as i32);
+    assert_eq!(held.attempts.len(), 1, "{:?}", held.attempts);
+    let ok = a.report(&lease_a, succeeded()).await;
+    assert!(ok.accepted, "{}", ok.reason);
+}
+
+/// A worker whose stream broke reconnects before the control plane noticed
+/// the old stream is dead: the new hello names the old session, whose
+/// lease goes back at once and comes to the new session; when the old
+/// stream is finally seen closed, nothing of the new session's is released.
+#[tokio::test]
+async fn a_reconnect_overlapping_the_old_session_keeps_the_new_leases() {
+    let app = spawn_app_with(|c| {
+        c.claim_interval_ms = 100;
+        c.retry_backoff_base_seconds = 0;
+        c.retry_backoff_max_seconds = 0;
+    })
+    .await;
+    let key = worker_key(&app).await;
+    let t = app.tenant("search").await;
+    let op_name = app
+        .create_cluster(&t.admin, "search", "logs", 3)
+        .await
+        .operation
+        .expect("op")
+        .name;
+    let mut old = RawWorker::connect(&app, &key, "worker-1", 1).await;
+    let old_lease = old.assignment().await.lease.expect("lease");
+
+    // The old stream stays open (the control plane has not noticed yet).
+    let mut new = RawWorker::reconnect(&app, &key, "worker-1", 1, &old.session).await;
+    let new_lease = new
+        .assignment()
+        .await
+        .lease
+        .expect("the old lease, released at once");
+    assert_eq!(new_lease.operation, op_name);
+    assert!(new_lease.lease_token > old_lease.lease_token);
+    let op = operation(&app, &op_name).await;
+    assert_eq!(
+        op.attempts
+            .iter()
+            .map(|a| a.outcome.as_str())
+            .collect::<Vec<_>>(),
+        vec!["worker disconnected", ""]
+    );
+
+    // Now the old stream closes: the new session's lease stays.
+    drop(old);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    new.heartbeat(&[&new_lease]).await;
+    let ack = new
+        .report(
+            &new_lease,
+            pb::lease_report::Event::StageStarted("namespace".into()),
+        )
+        .await;
+    assert!(ack.accepted, "{}", ack.reason);
+    let op = operation(&app, &op_name).await;
+    assert_eq!(op.state, pb::OperationState::Running as i32);
+    assert_eq!(op.attempts.len(), 2, "{:?}", op.attempts);
+    let sessions: Vec<String> = list_workers(&app)
+        .await
+        .into_iter()
+        .map(|w| w.session_id)
+        .collect();
+    assert_eq!(sessions, vec![new.session.clone()]);
+
+    // A hello may only name a session as a UUID.
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(pb::ConnectRequest {
+        message: Some(pb::connect_request::Message::Hello(pb::WorkerHello {
+            worker_id: "worker-1".into(),
+            region: "test".into(),
+            capacity: 1,
+            version: "test".into(),
+            previous_session_id: "not-a-session".into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("hello");
+    let refused = WorkerServiceClient::new(app.channel())
+        .connect(authed(&key, ReceiverStream::new(rx)))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(violated_fields(&refused), vec!["hello.previous_session_id"]);
 }

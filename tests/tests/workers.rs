@@ -675,6 +675,16 @@ async fn sigterm_of_the_control_plane_mid_operation_exits_within_its_grace_and_t
             .await
             .expect("operation");
     assert_eq!((op_state.as_str(), owner), ("QUEUED", None));
+    // The control plane closed the stream: the attempt is not the
+    // operation's failure, and the next one may start at once.
+    let (outcome, due): (Option<String>, bool) = sqlx::query_as(
+        "SELECT attempt_log->0->'outcome'->>'kind', next_attempt_time <= now() FROM operations WHERE id = $1::uuid",
+    )
+    .bind(op_id)
+    .fetch_one(&pool)
+    .await
+    .expect("attempts");
+    assert_eq!((outcome.as_deref(), due), (Some("STREAM_CLOSED"), true));
 
     // A control plane on the same database; the worker reconnects to it
     // and completes the operation.

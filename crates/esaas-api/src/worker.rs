@@ -3,13 +3,18 @@
 //! up to its capacity (claimed with SKIP LOCKED), renews leases on
 //! heartbeats, answers every report with an ack (refused when the lease is
 //! no longer the worker's), and tells the worker to stop work that was
-//! superseded. When the stream ends, the worker's leases go back to the queue.
+//! superseded. Leases belong to the stream's session, which the control plane
+//! issues on connect: another stream under the same worker id never touches
+//! them. When the stream ends, the session's leases go back to the queue,
+//! without costing an attempt when the control plane was the one to close it.
+//! A database out of reach does not end the stream: heartbeats and claims
+//! wait for the next tick, and reports are answered "retry".
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use esaas_core::lifecycle::lease::LeaseEvent;
-use esaas_core::worker::WorkerInfo;
+use esaas_core::lifecycle::lease::{Closer, LeaseEvent};
+use esaas_core::worker::{WorkerInfo, WorkerSession};
 use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
 use esaas_store::{Change, Claimed};
@@ -42,6 +47,8 @@ type Out = mpsc::Sender<Result<pb::ConnectResponse, Status>>;
 struct Session {
     api: Api,
     worker: WorkerInfo,
+    /// Who holds this stream's leases.
+    holder: WorkerSession,
     out: Out,
     /// Leases assigned on this stream and not finished: operation → token.
     held: HashMap<Uuid, i64>,
@@ -73,7 +80,7 @@ impl Session {
         let claimed = self
             .api
             .store()
-            .claim(&self.worker.id, free, &settings)
+            .claim(&self.holder, free, &settings)
             .await?;
         for Claimed { operation, cluster } in claimed {
             let assignment = assignment_to_pb(&operation, &cluster, settings.ttl);
@@ -198,11 +205,20 @@ impl Session {
                     .iter()
                     .map(|l| lease_from_pb(Some(l), "lease"))
                     .collect::<Result<Vec<_>>>()?;
-                let lost = self
+                let lost = match self
                     .api
                     .store()
-                    .heartbeat(&self.worker.id, &leases, &self.api.settings().lease)
-                    .await?;
+                    .heartbeat(&self.holder, &leases, &self.api.settings().lease)
+                    .await
+                {
+                    Ok(lost) => lost,
+                    Err(e) if outage(&e) => {
+                        // Not renewed, not lost either: the next heartbeat tries again.
+                        tracing::warn!(worker = %self.worker.id, error = %e, "heartbeat not recorded");
+                        return Ok(true);
+                    }
+                    Err(e) => return Err(e),
+                };
                 for l in lost {
                     self.held.remove(&l.operation);
                     let c = pb::Cancellation {
@@ -230,17 +246,25 @@ impl Session {
                 {
                     esaas_telemetry::metrics::metrics().retry(reason, "attempt");
                 }
-                let outcome = self
+                let outcome = match self
                     .api
                     .store()
-                    .report(
-                        &self.worker.id,
-                        id,
-                        token,
-                        event,
-                        &self.api.settings().lease,
-                    )
-                    .await?;
+                    .report(&self.holder, id, token, event, &self.api.settings().lease)
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(e) if outage(&e) => {
+                        let ack = pb::ReportAck {
+                            lease: Some(lease_to_pb(id, token)),
+                            report_id: r.report_id,
+                            accepted: false,
+                            reason: e.to_string(),
+                            retry: true,
+                        };
+                        return Ok(self.send(pb::connect_response::Message::Ack(ack)).await);
+                    }
+                    Err(e) => return Err(e),
+                };
                 if last || outcome.is_err() {
                     self.held.remove(&id);
                 }
@@ -249,12 +273,24 @@ impl Session {
                     report_id: r.report_id,
                     accepted: outcome.is_ok(),
                     reason: outcome.err().map(|r| r.0).unwrap_or_default(),
+                    retry: false,
                 };
                 if !ack.accepted {
                     tracing::warn!(worker = %self.worker.id, operation = %id, token, reason = %ack.reason, "report refused");
                 }
                 Ok(self.send(pb::connect_response::Message::Ack(ack)).await)
             }
+        }
+    }
+
+    /// Claims and observation requests: an outage waits for the next tick.
+    fn tolerate(&self, step: Result<bool>, what: &str) -> Result<bool> {
+        match step {
+            Err(e) if outage(&e) => {
+                tracing::warn!(worker = %self.worker.id, error = %e, "{what} skipped; the next tick tries again");
+                Ok(true)
+            }
+            other => other,
         }
     }
 
@@ -265,6 +301,8 @@ impl Session {
         // they mark the session as having work to look for, and one claim
         // answers a burst, at most CLAIM_COALESCE after its first notification.
         let mut wake: Option<tokio::time::Instant> = None;
+        // Who ends the stream decides whether its leases cost an attempt.
+        let mut closer = Closer::Worker;
         loop {
             let wake_at = wake.unwrap_or_else(|| tokio::time::Instant::now() + CLAIM_COALESCE);
             let step = tokio::select! {
@@ -277,8 +315,11 @@ impl Session {
                     }
                 },
                 _ = tick.tick() => match self.assign().await {
-                    Ok(true) => self.observe().await,
-                    other => other,
+                    Ok(true) => {
+                        let observed = self.observe().await;
+                        self.tolerate(observed, "observation requests")
+                    }
+                    other => self.tolerate(other, "claiming work"),
                 },
                 change = feed.recv() => match change {
                     Ok(Change::Cluster { .. } | Change::Keys | Change::Tick) => Ok(true),
@@ -290,10 +331,14 @@ impl Session {
                 },
                 _ = tokio::time::sleep_until(wake_at), if wake.is_some() => {
                     wake = None;
-                    self.assign().await
+                    let assigned = self.assign().await;
+                    self.tolerate(assigned, "claiming work")
                 }
                 _ = self.out.closed() => break,
-                _ = self.api.inner.shutdown.cancelled() => break,
+                _ = self.api.inner.shutdown.cancelled() => {
+                    closer = Closer::ControlPlane;
+                    break;
+                }
             };
             match step {
                 Ok(true) => {}
@@ -305,25 +350,32 @@ impl Session {
             }
         }
         let store = self.api.store();
+        let session = self.holder.id;
         // Gone from the list first, then its leases back in the queue: whoever
         // sees a returned lease no longer sees its worker.
-        if let Err(e) = store.unregister_worker(&self.worker.id).await {
-            tracing::warn!(worker = %self.worker.id, error = %e, "unregistering worker failed");
+        if let Err(e) = store.unregister_worker(session).await {
+            tracing::warn!(worker = %self.worker.id, %session, error = %e, "unregistering worker failed");
         }
         match store
-            .release_worker(&self.worker.id, &self.api.settings().lease)
+            .release_session(session, None, closer, &self.api.settings().lease)
             .await
         {
             Ok(n) if n > 0 => {
-                tracing::warn!(worker = %self.worker.id, leases = n, "worker gone; its leases are back in the queue")
+                tracing::warn!(worker = %self.worker.id, %session, leases = n, ?closer, "stream ended; its leases are back in the queue")
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(worker = %self.worker.id, error = %e, "returning leases failed; they will expire")
             }
         }
-        tracing::info!(worker = %self.worker.id, "worker disconnected");
+        tracing::info!(worker = %self.worker.id, %session, "worker disconnected");
     }
+}
+
+/// The database is out of reach (or restarting): worth waiting out, never
+/// a reason to end a worker's stream.
+fn outage(e: &Error) -> bool {
+    matches!(e, Error::Unavailable { .. })
 }
 
 impl Api {
@@ -347,17 +399,45 @@ impl Api {
             _ => return Err(Error::invalid("hello", "the first message must be hello")),
         };
         let worker = hello_from_pb(&hello)?;
-        // A worker that comes back has stopped its old work: its old leases
-        // go back to the queue now rather than when they expire.
-        self.store()
-            .release_worker(&worker.id, &self.settings().lease)
-            .await?;
-        self.store().register_worker(&worker).await?;
-        tracing::info!(worker = %worker.id, capacity = worker.capacity, region = %worker.region, "worker connected");
+        let previous = match hello.previous_session_id.as_str() {
+            "" => None,
+            s => Some(Uuid::parse_str(s).map_err(|_| {
+                Error::invalid("hello.previous_session_id", "must be a session id (a UUID)")
+            })?),
+        };
+        // A worker that comes back has stopped its previous stream's work:
+        // those leases go back to the queue now rather than when they
+        // lapse. Only that session's, and only under the same worker id.
+        if let Some(previous) = previous {
+            self.store()
+                .release_session(
+                    previous,
+                    Some(&worker.id),
+                    Closer::Worker,
+                    &self.settings().lease,
+                )
+                .await?;
+        }
+        let holder = WorkerSession {
+            worker: worker.id.clone(),
+            id: Uuid::now_v7(),
+        };
+        self.store().register_worker(&worker, holder.id).await?;
+        tracing::info!(worker = %worker.id, session = %holder.id, capacity = worker.capacity, region = %worker.region, "worker connected");
         let (out, rx) = mpsc::channel(256);
+        let started = pb::ConnectResponse {
+            message: Some(pb::connect_response::Message::SessionStarted(
+                pb::SessionStarted {
+                    session_id: holder.id.to_string(),
+                },
+            )),
+        };
+        // The channel is new and empty: this cannot wait.
+        let _ = out.try_send(Ok(started));
         let session = Session {
             api: self.clone(),
             worker,
+            holder,
             out,
             held: HashMap::new(),
             observe_capacity: usize::try_from(hello.observe_capacity.clamp(0, 1000)).unwrap_or(0),

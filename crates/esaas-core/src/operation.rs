@@ -149,6 +149,8 @@ impl Stage {
 pub struct Lease {
     /// The worker.
     pub owner: String,
+    /// The worker's session that holds it (see [`crate::worker::WorkerSession`]).
+    pub session: Uuid,
     /// The fencing token.
     pub token: i64,
     /// When it lapses without a heartbeat.
@@ -179,14 +181,17 @@ pub enum AttemptOutcome {
     LeaseExpired,
     /// The worker's stream ended while it held the lease.
     WorkerDisconnected,
+    /// The control plane closed the worker's stream (its own shutdown, or its
+    /// database out of reach): not the operation's fault.
+    StreamClosed,
     /// Cancelled by request, or superseded by a later operation (a delete).
     Cancelled,
 }
 
 impl AttemptOutcome {
     /// Whether the attempt counts against the operation's budget: failures,
-    /// lapsed leases and lost workers do; hand-backs, stalls and
-    /// cancellations do not.
+    /// lapsed leases and lost workers do; hand-backs, streams the control
+    /// plane closed, stalls and cancellations do not.
     pub fn counts_against_budget(&self) -> bool {
         matches!(
             self,
@@ -206,6 +211,7 @@ impl std::fmt::Display for AttemptOutcome {
             AttemptOutcome::HandedBack => f.write_str("handed back"),
             AttemptOutcome::LeaseExpired => f.write_str("lease expired"),
             AttemptOutcome::WorkerDisconnected => f.write_str("worker disconnected"),
+            AttemptOutcome::StreamClosed => f.write_str("stream closed by the control plane"),
             AttemptOutcome::Cancelled => f.write_str("cancelled"),
         }
     }

@@ -50,11 +50,25 @@ impl WorkerInfo {
     }
 }
 
-/// A connected worker.
+/// One stream of a worker, as the control plane opened it. Leases belong to
+/// a session, not to the worker id: two processes that call themselves the
+/// same, or a reconnect that overlaps its old stream, never touch each
+/// other's leases.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkerSession {
+    /// The worker id it said in its hello (shown in attempts and events).
+    pub worker: String,
+    /// Issued by the control plane when the stream opened.
+    pub id: Uuid,
+}
+
+/// A connected worker: one entry per session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Worker {
     /// Its id.
     pub id: String,
+    /// The session of its stream.
+    pub session: Uuid,
     /// The region it provisions in.
     pub region: String,
     /// Operations it runs at once.

@@ -62,7 +62,7 @@ pub async fn run_worker(
             "ESAAS_WORKER_KEY is not set: create a ROLE_WORKER key with AdminService.CreateApiKey"
         );
     }
-    let id = id.unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    let id = id.unwrap_or_else(default_worker_id);
     let wc = config.worker_config(control_plane, key, id);
     let backends = backends::product_backends(config).await?;
     tracing::info!(worker = %wc.id, control_plane = %wc.control_plane, capacity = wc.capacity, "worker starting");
@@ -114,4 +114,28 @@ pub async fn eks_setup(config: &Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("creating EKS cluster {}: {e}", config.eks.cluster_name))?;
     tracing::info!(cluster = %config.eks.cluster_name, %endpoint, "EKS cluster ready");
     Ok(())
+}
+
+/// A worker id when none is given: the host name (a pod's name in
+/// Kubernetes) and the process id, so that two processes never share one by
+/// default. Leases are held by the stream's session whatever the id; the id
+/// is what attempts and events show.
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.')
+        .take(48)
+        .collect();
+    let host = host.trim_matches(|c| c == '-' || c == '.');
+    if host.is_empty() {
+        format!("worker-{}", std::process::id())
+    } else {
+        format!("{host}-{}", std::process::id())
+    }
 }

@@ -19,11 +19,14 @@ pub fn db_error(e: sqlx::Error) -> Error {
                 message: "a concurrent change conflicted; retry".into(),
                 retry_after: Duration::from_millis(100),
             },
-            // admin_shutdown, cannot_connect_now, too_many_connections
-            Some("57P01") | Some("57P03") | Some("53300") => Error::Unavailable {
-                message: "the database is restarting or busy".into(),
-                retry_after: Duration::from_secs(1),
-            },
+            // admin_shutdown, cannot_connect_now, too_many_connections, and
+            // class 08 (connection exceptions): a restart or an outage.
+            Some(code) if matches!(code, "57P01" | "57P03" | "53300") || code.starts_with("08") => {
+                Error::Unavailable {
+                    message: "the database is restarting or busy".into(),
+                    retry_after: Duration::from_secs(1),
+                }
+            }
             _ => Error::Internal(format!("database: {e}")),
         },
         _ => Error::Internal(format!("database: {e}")),

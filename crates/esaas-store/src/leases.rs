@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use esaas_core::cluster::Cluster;
 use esaas_core::lifecycle::Write;
-use esaas_core::lifecycle::lease::{self, Backoff, Context, LeaseEvent, Loss, LostLease, Refusal};
+use esaas_core::lifecycle::lease::{
+    self, Backoff, Closer, Context, LeaseEvent, Loss, LostLease, Refusal,
+};
 use esaas_core::operation::Operation;
+use esaas_core::worker::WorkerSession;
 use esaas_core::{Error, Result};
 use rand::Rng;
 use uuid::Uuid;
@@ -47,11 +50,11 @@ pub struct Claimed {
 }
 
 impl Store {
-    /// Leases up to `max` queued operations whose time has come to `worker`,
-    /// each on a cluster with no other operation running.
+    /// Leases up to `max` queued operations whose time has come to the
+    /// session `worker`, each on a cluster with no other operation running.
     pub async fn claim(
         &self,
-        worker: &str,
+        worker: &WorkerSession,
         max: i64,
         settings: &LeaseSettings,
     ) -> Result<Vec<Claimed>> {
@@ -81,7 +84,7 @@ impl Store {
 
     async fn claim_one(
         &self,
-        worker: &str,
+        worker: &WorkerSession,
         id: Uuid,
         settings: &LeaseSettings,
     ) -> Result<Option<Claimed>> {
@@ -116,11 +119,11 @@ impl Store {
         }
     }
 
-    /// Applies one report of `worker` on its lease `token` of `id`. A report on
-    /// a lease that expired or moved is refused and changes nothing.
+    /// Applies one report of the session `worker` on its lease `token` of
+    /// `id`. A report on a lease that expired or moved is refused and changes nothing.
     pub async fn report(
         &self,
-        worker: &str,
+        worker: &WorkerSession,
         id: Uuid,
         token: i64,
         event: LeaseEvent,
@@ -138,16 +141,16 @@ impl Store {
         .await
     }
 
-    /// Renews the leases a worker names; returns those it no longer holds
-    /// (expired, moved, or cancelled because a delete superseded them).
+    /// Renews the leases a worker session names; returns those it no longer
+    /// holds (expired, moved, or cancelled because a delete superseded them).
     pub async fn heartbeat(
         &self,
-        worker: &str,
+        worker: &WorkerSession,
         leases: &[(Uuid, i64)],
         settings: &LeaseSettings,
     ) -> Result<Vec<LostLease>> {
-        sqlx::query("UPDATE workers SET last_heartbeat_time = now() WHERE id = $1")
-            .bind(worker)
+        sqlx::query("UPDATE workers SET last_heartbeat_time = now() WHERE session = $1")
+            .bind(worker.id)
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
@@ -159,10 +162,10 @@ impl Store {
         let (ids, tokens): (Vec<Uuid>, Vec<i64>) = leases.iter().copied().unzip();
         let renewed: Vec<(Uuid, bool)> = sqlx::query_as(
             "UPDATE operations o SET lease_expire_time = $4 FROM unnest($2::uuid[], $3::bigint[]) AS l(id, token) \
-             WHERE o.id = l.id AND o.lease_token = l.token AND o.lease_owner = $1 AND o.state = 'RUNNING' \
+             WHERE o.id = l.id AND o.lease_token = l.token AND o.lease_session = $1 AND o.state = 'RUNNING' \
              AND o.lease_expire_time > now() RETURNING o.id, o.cancel_requested",
         )
-        .bind(worker)
+        .bind(worker.id)
         .bind(&ids)
         .bind(&tokens)
         .bind(expire)
@@ -190,12 +193,7 @@ impl Store {
     }
 
     /// Ends the attempt of a lease lost in the way `loss` says; whether it was.
-    async fn expire_lease(
-        &self,
-        id: Uuid,
-        loss: Loss<'_>,
-        settings: &LeaseSettings,
-    ) -> Result<bool> {
+    async fn expire_lease(&self, id: Uuid, loss: Loss, settings: &LeaseSettings) -> Result<bool> {
         self.transaction(async |tx| {
             let Some(state) = load::leased(tx, id, false).await? else {
                 return Ok(false);
@@ -208,19 +206,30 @@ impl Store {
         .await
     }
 
-    /// Returns every lease of `worker` to the queue (its stream ended).
-    pub async fn release_worker(&self, worker: &str, settings: &LeaseSettings) -> Result<usize> {
+    /// Returns every lease of the session to the queue (its stream ended;
+    /// `by` says who ended it), only those held under the worker id `owner`
+    /// when one is given. Leases of any other session, the same worker id's
+    /// included, stay as they are.
+    pub async fn release_session(
+        &self,
+        session: Uuid,
+        owner: Option<&str>,
+        by: Closer,
+        settings: &LeaseSettings,
+    ) -> Result<usize> {
         let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM operations WHERE lease_owner = $1 AND state = 'RUNNING'",
+            "SELECT id FROM operations WHERE lease_session = $1 AND state = 'RUNNING' \
+             AND ($2::text IS NULL OR lease_owner = $2)",
         )
-        .bind(worker)
+        .bind(session)
+        .bind(owner)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
         let mut n = 0;
         for id in ids {
             if self
-                .expire_lease(id, Loss::WorkerGone(worker), settings)
+                .expire_lease(id, Loss::SessionEnded { session, by }, settings)
                 .await?
             {
                 n += 1;

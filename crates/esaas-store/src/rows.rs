@@ -21,7 +21,7 @@ pub(crate) const CLUSTER_COLUMNS: &str = "uid, tenant_id, cluster_id, spec, gene
 pub(crate) const OPERATION_COLUMNS: &str = "o.id, o.tenant_id, c.cluster_id, o.cluster_uid, o.kind, o.state, o.initiator_kind, \
      o.initiator, o.target_generation, o.stages, o.attempt_log, o.max_attempts, o.blocking_check, o.error, \
      o.create_time, o.start_time, o.end_time, o.update_time, o.next_attempt_time, o.version, o.lease_owner, \
-     o.lease_token, o.lease_expire_time, o.checkpoint, o.cancel_requested, o.traceparent";
+     o.lease_session, o.lease_token, o.lease_expire_time, o.checkpoint, o.cancel_requested, o.traceparent";
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
     row: &'r PgRow,
@@ -104,6 +104,8 @@ pub(crate) fn operation(row: &PgRow) -> Result<Operation> {
         ) {
             (Some(owner), Some(expire_time)) => Some(Lease {
                 owner,
+                // A lease from before sessions: no session holds it.
+                session: get::<Option<uuid::Uuid>>(row, "lease_session")?.unwrap_or_default(),
                 token: get(row, "lease_token")?,
                 expire_time,
             }),

@@ -3,45 +3,46 @@
 use esaas_core::Result;
 use esaas_core::worker::{Worker, WorkerInfo};
 use sqlx::Row;
+use uuid::Uuid;
 
 use crate::Store;
 use crate::error::db_error;
 
 impl Store {
-    /// Records a connected worker.
-    pub async fn register_worker(&self, w: &WorkerInfo) -> Result<()> {
+    /// Records a connected worker's new session.
+    pub async fn register_worker(&self, w: &WorkerInfo, session: Uuid) -> Result<()> {
         sqlx::query(
-            "INSERT INTO workers (id, region, capacity, version, connect_time, last_heartbeat_time) \
-             VALUES ($1, $2, $3, $4, now(), now()) ON CONFLICT (id) DO UPDATE SET region = $2, capacity = $3, \
-             version = $4, connect_time = now(), last_heartbeat_time = now()",
+            "INSERT INTO workers (session, id, region, capacity, version, connect_time, last_heartbeat_time) \
+             VALUES ($5, $1, $2, $3, $4, now(), now())",
         )
         .bind(&w.id)
         .bind(&w.region)
         .bind(w.capacity)
         .bind(&w.version)
+        .bind(session)
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
         Ok(())
     }
 
-    /// Forgets a worker whose stream ended.
-    pub async fn unregister_worker(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM workers WHERE id = $1")
-            .bind(id)
+    /// Forgets a session whose stream ended.
+    pub async fn unregister_worker(&self, session: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM workers WHERE session = $1")
+            .bind(session)
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
         Ok(())
     }
 
-    /// Every connected worker with its current leases.
+    /// Every connected worker session with its current leases.
     pub async fn list_workers(&self) -> Result<Vec<Worker>> {
         let rows = sqlx::query(
-            "SELECT w.id, w.region, w.capacity, w.version, w.connect_time, w.last_heartbeat_time, \
+            "SELECT w.session, w.id, w.region, w.capacity, w.version, w.connect_time, w.last_heartbeat_time, \
              coalesce(array_agg(o.id ORDER BY o.id) FILTER (WHERE o.id IS NOT NULL), '{}') AS leases \
-             FROM workers w LEFT JOIN operations o ON o.lease_owner = w.id AND o.state IN ('RUNNING', 'STALLED') \
-             GROUP BY w.id ORDER BY w.id",
+             FROM workers w LEFT JOIN operations o ON o.lease_session = w.session AND o.state IN ('RUNNING', 'STALLED') \
+             GROUP BY w.session ORDER BY w.id, w.connect_time",
         )
         .fetch_all(&self.pool)
         .await
@@ -50,6 +51,7 @@ impl Store {
             .map(|r| {
                 Ok(Worker {
                     id: r.try_get("id").map_err(db_error)?,
+                    session: r.try_get("session").map_err(db_error)?,
                     region: r.try_get("region").map_err(db_error)?,
                     capacity: r.try_get("capacity").map_err(db_error)?,
                     version: r.try_get("version").map_err(db_error)?,

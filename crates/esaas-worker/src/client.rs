@@ -69,10 +69,46 @@ struct LeaseReporter {
     pending: Pending,
     next_id: Arc<AtomicU64>,
     ack_timeout: Duration,
+    /// How long a report answered "retry" (the control plane's database out
+    /// of reach) is sent again before the worker gives up on it.
+    retry_for: Duration,
+}
+
+/// How a report was not recorded.
+enum NotRecorded {
+    /// The control plane could not reach its database: send it again.
+    Retry(String),
+    /// Refused (or unanswered): the lease is not this worker's any more.
+    Refused(String),
 }
 
 impl Reporter for LeaseReporter {
     async fn report(&self, event: LeaseEvent) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.retry_for;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.send_once(event.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(NotRecorded::Refused(reason)) => return Err(reason),
+                Err(NotRecorded::Retry(reason))
+                    if tokio::time::Instant::now() + delay > deadline =>
+                {
+                    return Err(format!("not recorded in time: {reason}"));
+                }
+                Err(NotRecorded::Retry(reason)) => {
+                    tracing::warn!(operation = %self.lease.operation, %reason, "report not recorded; sending it again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+impl LeaseReporter {
+    /// Sends one report and waits for its ack.
+    async fn send_once(&self, event: LeaseEvent) -> Result<(), NotRecorded> {
+        let gone = || NotRecorded::Refused("the stream to the control plane is gone".into());
         let report_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().await.insert(report_id, tx);
@@ -85,15 +121,18 @@ impl Reporter for LeaseReporter {
         };
         if self.out.send(msg).await.is_err() {
             self.pending.lock().await.remove(&report_id);
-            return Err("the stream to the control plane is gone".into());
+            return Err(gone());
         }
         match tokio::time::timeout(self.ack_timeout, rx).await {
             Ok(Ok(ack)) if ack.accepted => Ok(()),
-            Ok(Ok(ack)) => Err(ack.reason),
-            Ok(Err(_)) => Err("the stream to the control plane is gone".into()),
+            Ok(Ok(ack)) if ack.retry => Err(NotRecorded::Retry(ack.reason)),
+            Ok(Ok(ack)) => Err(NotRecorded::Refused(ack.reason)),
+            Ok(Err(_)) => Err(gone()),
             Err(_) => {
                 self.pending.lock().await.remove(&report_id);
-                Err("no ack from the control plane in time".into())
+                Err(NotRecorded::Refused(
+                    "no ack from the control plane in time".into(),
+                ))
             }
         }
     }
@@ -143,8 +182,11 @@ pub async fn run<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(200);
+    // The session of the last stream: the next hello names it, so its
+    // leases (whose work stopped with it) go back to the queue at once.
+    let mut previous: Option<String> = None;
     loop {
-        match session(&config, &backends, &shutdown).await {
+        match session(&config, &backends, &shutdown, &mut previous).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::warn!(worker = %config.id, error = %format!("{e:#}"), "worker stream ended; reconnecting")
@@ -162,6 +204,7 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     config: &WorkerConfig,
     backends: &Arc<Backends<N, W, E>>,
     shutdown: &CancellationToken,
+    previous: &mut Option<String>,
 ) -> anyhow::Result<()> {
     // The SDK's connection: http:// or https:// (TLS), the key on every call.
     let control_plane = esaas_client::Client::builder(&config.control_plane)
@@ -178,6 +221,7 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
             capacity: config.capacity,
             version: env!("CARGO_PKG_VERSION").into(),
             observe_capacity: config.observe_capacity,
+            previous_session_id: previous.clone().unwrap_or_default(),
         })),
     })
     .await?;
@@ -207,6 +251,10 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
                     Err(s) => break Err(anyhow!("stream failed: {s}")),
                 };
                 match msg.message {
+                    Some(pb::connect_response::Message::SessionStarted(s)) => {
+                        tracing::info!(worker = %config.id, session = %s.session_id, "session started");
+                        *previous = Some(s.session_id);
+                    }
                     Some(pb::connect_response::Message::Assignment(a)) => {
                         if let Some(t) = a.lease_ttl.and_then(|d| Duration::try_from(d).ok())
                             && t != ttl
@@ -227,6 +275,7 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
                             pending: pending.clone(),
                             next_id: next_id.clone(),
                             ack_timeout: config.ack_timeout,
+                            retry_for: ttl,
                         };
                         // Not a child of `shutdown`: on shutdown the hand-back
                         // stops each lease itself, then gives it back. A task
@@ -367,6 +416,7 @@ async fn hand_back(
             pending: pending.clone(),
             next_id: next_id.clone(),
             ack_timeout: config.shutdown_grace,
+            retry_for: config.shutdown_grace,
         };
         async move {
             let _ = r.task.await;

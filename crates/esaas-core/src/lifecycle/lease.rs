@@ -18,6 +18,7 @@ use crate::operation::{
     Attempt, AttemptOutcome, Lease, Operation, OperationError, OperationKind, OperationState,
     Stage, StageName, StageState,
 };
+use crate::worker::WorkerSession;
 
 use super::ChangeSet;
 
@@ -128,11 +129,26 @@ pub struct Context {
 
 /// How a worker lost a lease without reporting its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Loss<'a> {
+pub enum Loss {
     /// No heartbeat renewed it in time (the reaper found it lapsed).
     Lapsed,
-    /// The stream of `worker` ended while it held the lease.
-    WorkerGone(&'a str),
+    /// The stream of the session ended while it held the lease.
+    SessionEnded {
+        /// The session.
+        session: Uuid,
+        /// Who ended it.
+        by: Closer,
+    },
+}
+
+/// Who ended a worker's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closer {
+    /// The worker went away, or its connection broke: the attempt counts.
+    Worker,
+    /// The control plane closed it (its shutdown, its database out of reach):
+    /// the lease goes back without costing an attempt.
+    ControlPlane,
 }
 
 /// What the operation and the cluster became, and the event that says so.
@@ -204,10 +220,10 @@ fn drop_queued_condition(cluster: &mut Cluster) {
         .retain(|c| c.kind != ConditionType::OperationQueued);
 }
 
-/// Checks that `worker` holds `op` under `token` now.
+/// Checks that `holder` holds `op` under `token` now.
 pub fn check_fence(
     op: &Operation,
-    worker: &str,
+    holder: &WorkerSession,
     token: i64,
     now: DateTime<Utc>,
 ) -> Result<(), Refusal> {
@@ -217,17 +233,26 @@ pub fn check_fence(
             op.state
         ))),
         None => Err(Refusal("the operation has no lease".into())),
-        Some(l) if l.owner != worker || l.token != token => Err(Refusal(
+        Some(l) if l.token != token => Err(Refusal(
             "the lease moved to another worker (a newer lease token exists)".into(),
+        )),
+        Some(l) if l.session != holder.id || l.owner != holder.worker => Err(Refusal(
+            "the lease belongs to another session of the worker".into(),
         )),
         Some(l) if l.expire_time <= now => Err(Refusal("the lease expired".into())),
         Some(_) => Ok(()),
     }
 }
 
-/// `worker` takes the operation for `ttl`, if it is queued and due; the
+/// `holder` takes the operation for `ttl`, if it is queued and due; the
 /// operation and the cluster show who runs what.
-pub fn claim(state: &Leased, worker: &str, ttl: Duration, now: DateTime<Utc>) -> Option<ChangeSet> {
+pub fn claim(
+    state: &Leased,
+    holder: &WorkerSession,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Option<ChangeSet> {
+    let worker = holder.worker.as_str();
     let (mut op, mut cluster) = (state.op.clone(), state.cluster.clone());
     if op.state != OperationState::Queued || op.next_attempt_time > now {
         return None;
@@ -235,6 +260,7 @@ pub fn claim(state: &Leased, worker: &str, ttl: Duration, now: DateTime<Utc>) ->
     op.lease_token += 1;
     op.lease = Some(Lease {
         owner: worker.to_string(),
+        session: holder.id,
         token: op.lease_token,
         expire_time: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30)),
     });
@@ -361,16 +387,16 @@ fn requeue_or_end(
     )
 }
 
-/// Applies a report of `worker` on its lease `token`; a report on a lease
+/// Applies a report of `holder` on its lease `token`; a report on a lease
 /// that expired or moved is refused and changes nothing.
 pub fn report(
     state: &Leased,
-    worker: &str,
+    holder: &WorkerSession,
     token: i64,
     event: LeaseEvent,
     ctx: &Context,
 ) -> Result<ChangeSet, Refusal> {
-    check_fence(&state.op, worker, token, ctx.now)?;
+    check_fence(&state.op, holder, token, ctx.now)?;
     Ok(apply(state, event, ctx).into_changes(ctx.now))
 }
 
@@ -632,12 +658,13 @@ fn succeed(
 }
 
 /// The worker lost the lease without reporting: the attempt counts as
-/// failed. `None` when the lease is not lost in that way (the reaper finds
-/// it renewed, or it belongs to another worker by now), so nothing changes.
-pub fn expire(state: &Leased, loss: Loss<'_>, ctx: &Context) -> Option<ChangeSet> {
+/// failed, unless the control plane closed the stream. `None` when the lease
+/// is not lost in that way (the reaper finds it renewed, or it belongs to
+/// another session by now), so nothing changes.
+pub fn expire(state: &Leased, loss: Loss, ctx: &Context) -> Option<ChangeSet> {
     let (mut op, mut cluster) = (state.op.clone(), state.cluster.clone());
     let lost = match (&op.lease, loss) {
-        (Some(l), Loss::WorkerGone(worker)) => l.owner == worker,
+        (Some(l), Loss::SessionEnded { session, .. }) => l.session == session,
         (Some(l), Loss::Lapsed) => l.expire_time <= ctx.now,
         (None, _) => false,
     };
@@ -646,9 +673,16 @@ pub fn expire(state: &Leased, loss: Loss<'_>, ctx: &Context) -> Option<ChangeSet
     }
     let outcome = match loss {
         Loss::Lapsed => AttemptOutcome::LeaseExpired,
-        Loss::WorkerGone(_) => AttemptOutcome::WorkerDisconnected,
+        Loss::SessionEnded {
+            by: Closer::Worker, ..
+        } => AttemptOutcome::WorkerDisconnected,
+        Loss::SessionEnded {
+            by: Closer::ControlPlane,
+            ..
+        } => AttemptOutcome::StreamClosed,
     };
     let why = outcome.to_string();
+    let counts = outcome.counts_against_budget();
     end_attempt(&mut op, ctx.now, outcome);
     let error = OperationError {
         code: Code::Unavailable,
@@ -658,7 +692,7 @@ pub fn expire(state: &Leased, loss: Loss<'_>, ctx: &Context) -> Option<ChangeSet
     let event = Some(requeue_or_end(
         &mut op,
         &mut cluster,
-        true,
+        counts,
         &why,
         error,
         state.other_queued,

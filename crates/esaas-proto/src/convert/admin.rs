@@ -90,5 +90,6 @@ pub fn worker_to_pb(w: &Worker) -> pb::Worker {
             .collect(),
         connect_time: ts(w.connect_time),
         last_heartbeat_time: ts(w.last_heartbeat_time),
+        session_id: w.session.to_string(),
     }
 }

@@ -10,6 +10,22 @@ use crate::test_support::t0;
 
 const WORKER: &str = "worker-1";
 
+/// The session of WORKER every test leases under.
+fn w1() -> WorkerSession {
+    WorkerSession {
+        worker: WORKER.into(),
+        id: Uuid::from_u128(1),
+    }
+}
+
+/// Another worker's session.
+fn w2() -> WorkerSession {
+    WorkerSession {
+        worker: "worker-2".into(),
+        id: Uuid::from_u128(2),
+    }
+}
+
 fn ctx() -> Context {
     Context {
         backoff: Backoff {
@@ -34,7 +50,7 @@ fn leased(max: i32) -> Leased {
             cluster,
             other_queued: None,
         },
-        WORKER,
+        &w1(),
         Duration::from_secs(30),
         t0(),
     )
@@ -94,7 +110,7 @@ fn a_claim_takes_only_a_queued_operation_whose_time_has_come() {
     assert_eq!(s.op.attempts[0].outcome, None);
     assert_eq!(s.cluster.current_operation, Some(s.op.id));
     // Already running: nothing to claim.
-    assert!(claim(&s, "worker-2", Duration::from_secs(30), t0()).is_none());
+    assert!(claim(&s, &w2(), Duration::from_secs(30), t0()).is_none());
     // Not due yet.
     let mut later = Operation::test(OperationKind::Create);
     later.next_attempt_time = t0() + chrono::Duration::seconds(5);
@@ -103,7 +119,7 @@ fn a_claim_takes_only_a_queued_operation_whose_time_has_come() {
         cluster: Cluster::test(),
         other_queued: None,
     };
-    assert!(claim(&state, WORKER, Duration::from_secs(30), t0()).is_none());
+    assert!(claim(&state, &w1(), Duration::from_secs(30), t0()).is_none());
 }
 
 #[test]
@@ -112,12 +128,22 @@ fn the_fence_refuses_whoever_does_not_hold_the_lease() {
     let now = ctx().now;
     // (case, worker, token, time, refused)
     let cases = [
-        ("holder", WORKER, 1, now, false),
-        ("other worker", "worker-2", 1, now, true),
-        ("old token", WORKER, 0, now, true),
+        ("holder", w1(), 1, now, false),
+        ("other worker", w2(), 1, now, true),
+        (
+            "another session of the same worker id",
+            WorkerSession {
+                id: Uuid::from_u128(3),
+                ..w1()
+            },
+            1,
+            now,
+            true,
+        ),
+        ("old token", w1(), 0, now, true),
         (
             "expired",
-            WORKER,
+            w1(),
             1,
             t0() + chrono::Duration::seconds(31),
             true,
@@ -125,13 +151,13 @@ fn the_fence_refuses_whoever_does_not_hold_the_lease() {
     ];
     for (case, worker, token, at, refused) in cases {
         let ctx = Context { now: at, ..ctx() };
-        let got = report(&s, worker, token, LeaseEvent::HandedBack, &ctx);
+        let got = report(&s, &worker, token, LeaseEvent::HandedBack, &ctx);
         assert_eq!(got.is_err(), refused, "{case}: {got:?}");
     }
     let mut done = s.clone();
     done.op.state = OperationState::Succeeded;
     assert_eq!(
-        report(&done, WORKER, 1, LeaseEvent::HandedBack, &ctx()).unwrap_err(),
+        report(&done, &w1(), 1, LeaseEvent::HandedBack, &ctx()).unwrap_err(),
         Refusal("the operation is SUCCEEDED, not running".into())
     );
 }
@@ -177,7 +203,7 @@ fn progress_reports_table() {
     ];
     for (case, event, want_event, want_message) in cases {
         let s = leased(3);
-        let changes = report(&s, WORKER, 1, event, &ctx()).unwrap();
+        let changes = report(&s, &w1(), 1, event, &ctx()).unwrap();
         let op = op_of(&changes);
         assert_eq!(op.state, OperationState::Running, "{case}");
         assert_eq!(op.version, s.op.version + 1, "{case}");
@@ -204,11 +230,11 @@ fn progress_reports_table() {
 #[test]
 fn a_repeated_blocking_check_is_not_news() {
     let s = leased(3);
-    let first = report(&s, WORKER, 1, LeaseEvent::Blocking("x".into()), &ctx()).unwrap();
+    let first = report(&s, &w1(), 1, LeaseEvent::Blocking("x".into()), &ctx()).unwrap();
     assert!(first.event.is_some());
     let again = report(
         &from(&first, None),
-        WORKER,
+        &w1(),
         1,
         LeaseEvent::Blocking("x".into()),
         &ctx(),
@@ -222,7 +248,7 @@ fn a_stage_outside_the_kinds_list_is_added() {
     let s = leased(3);
     let changes = report(
         &s,
-        WORKER,
+        &w1(),
         1,
         LeaseEvent::StageStarted(StageName::NodeGroupsGone),
         &ctx(),
@@ -276,7 +302,7 @@ fn success_table() {
         let endpoint = Some("https://x:9200".to_string());
         let changes = report(
             &s,
-            WORKER,
+            &w1(),
             1,
             LeaseEvent::Succeeded {
                 endpoint: endpoint.clone(),
@@ -323,7 +349,7 @@ fn failures_retry_with_backoff_until_the_budget_is_spent() {
         message: "slow down".into(),
     };
     let mut s = leased(2);
-    let first = report(&s, WORKER, 1, failed(), &ctx()).unwrap();
+    let first = report(&s, &w1(), 1, failed(), &ctx()).unwrap();
     let op = op_of(&first);
     assert_eq!(op.state, OperationState::Queued);
     assert_eq!(op.lease, None);
@@ -349,11 +375,11 @@ fn failures_retry_with_backoff_until_the_budget_is_spent() {
     );
 
     s = from(&first, None);
-    assert!(claim(&s, WORKER, Duration::from_secs(30), ctx().now).is_none());
+    assert!(claim(&s, &w1(), Duration::from_secs(30), ctx().now).is_none());
     let due = ctx().now + chrono::Duration::seconds(1);
-    let second_claim = claim(&s, WORKER, Duration::from_secs(30), due).unwrap();
+    let second_claim = claim(&s, &w1(), Duration::from_secs(30), due).unwrap();
     s = from(&second_claim, None);
-    let second = report(&s, WORKER, 2, failed(), &ctx()).unwrap();
+    let second = report(&s, &w1(), 2, failed(), &ctx()).unwrap();
     let (op, cluster) = (op_of(&second), cluster_of(&second));
     assert_eq!(op.state, OperationState::Failed);
     assert_eq!(
@@ -376,7 +402,7 @@ fn a_permanent_failure_spends_the_budget_at_once() {
     let s = leased(5);
     let changes = report(
         &s,
-        WORKER,
+        &w1(),
         1,
         LeaseEvent::Failed {
             retryable: false,
@@ -405,7 +431,7 @@ fn what_counts_against_the_budget_table() {
             Box::new(|s| {
                 report(
                     s,
-                    WORKER,
+                    &w1(),
                     1,
                     LeaseEvent::Failed {
                         retryable: true,
@@ -431,17 +457,27 @@ fn what_counts_against_the_budget_table() {
         ),
         (
             "worker gone",
-            Box::new(|s| expire(s, Loss::WorkerGone(WORKER), &ctx()).unwrap()),
+            Box::new(|s| {
+                expire(
+                    s,
+                    Loss::SessionEnded {
+                        session: w1().id,
+                        by: Closer::Worker,
+                    },
+                    &ctx(),
+                )
+                .unwrap()
+            }),
             true,
         ),
         (
             "handed back",
-            Box::new(|s| report(s, WORKER, 1, LeaseEvent::HandedBack, &ctx()).unwrap()),
+            Box::new(|s| report(s, &w1(), 1, LeaseEvent::HandedBack, &ctx()).unwrap()),
             false,
         ),
         (
             "stalled",
-            Box::new(|s| report(s, WORKER, 1, LeaseEvent::Stalled("gate".into()), &ctx()).unwrap()),
+            Box::new(|s| report(s, &w1(), 1, LeaseEvent::Stalled("gate".into()), &ctx()).unwrap()),
             false,
         ),
         (
@@ -473,15 +509,39 @@ fn losses_table() {
         ("lapsed", Loss::Lapsed, late, true),
         (
             "its worker went away",
-            Loss::WorkerGone(WORKER),
+            Loss::SessionEnded {
+                session: w1().id,
+                by: Closer::Worker,
+            },
             ctx(),
             true,
         ),
         (
             "another worker went away",
-            Loss::WorkerGone("worker-2"),
+            Loss::SessionEnded {
+                session: w2().id,
+                by: Closer::Worker,
+            },
             ctx(),
             false,
+        ),
+        (
+            "another session of the same worker id went away",
+            Loss::SessionEnded {
+                session: Uuid::from_u128(3),
+                by: Closer::Worker,
+            },
+            ctx(),
+            false,
+        ),
+        (
+            "the control plane closed its stream",
+            Loss::SessionEnded {
+                session: w1().id,
+                by: Closer::ControlPlane,
+            },
+            ctx(),
+            true,
         ),
     ];
     for (case, loss, at, ends) in cases {
@@ -499,14 +559,50 @@ fn losses_table() {
     }
     let mut queued = s.clone();
     queued.op.state = OperationState::Queued;
-    assert!(expire(&queued, Loss::WorkerGone(WORKER), &ctx()).is_none());
+    assert!(
+        expire(
+            &queued,
+            Loss::SessionEnded {
+                session: w1().id,
+                by: Closer::Worker
+            },
+            &ctx()
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn a_stream_the_control_plane_closed_costs_no_attempt() {
+    // (loss, counted failures after it, delay before the next attempt)
+    let cases = [
+        (Closer::Worker, 1, chrono::Duration::seconds(1)),
+        (Closer::ControlPlane, 0, chrono::Duration::zero()),
+    ];
+    for (by, failed, delay) in cases {
+        let s = leased(1);
+        let loss = Loss::SessionEnded {
+            session: w1().id,
+            by,
+        };
+        let changes = expire(&s, loss, &ctx()).expect("lost");
+        let op = op_of(&changes);
+        assert_eq!(failures(op), failed, "{by:?}");
+        if failed == 0 {
+            // With one attempt in the budget, only a free loss leaves it queued.
+            assert_eq!(op.state, OperationState::Queued, "{by:?}");
+            assert_eq!(op.next_attempt_time, ctx().now + delay, "{by:?}");
+        } else {
+            assert_eq!(op.state, OperationState::Failed, "{by:?}");
+        }
+    }
 }
 
 #[test]
 fn an_attempt_that_ends_with_a_change_queued_behind_it_is_superseded() {
     let mut s = leased(3);
     s.other_queued = Some(Uuid::from_u128(0x77));
-    let changes = report(&s, WORKER, 1, LeaseEvent::HandedBack, &ctx()).unwrap();
+    let changes = report(&s, &w1(), 1, LeaseEvent::HandedBack, &ctx()).unwrap();
     let (op, cluster) = (op_of(&changes), cluster_of(&changes));
     assert_eq!(op.state, OperationState::Cancelled);
     assert_eq!(cluster.current_operation, Some(Uuid::from_u128(0x77)));
@@ -525,7 +621,7 @@ fn a_stall_keeps_the_reason_and_frees_the_lease() {
     let s = leased(3);
     let changes = report(
         &s,
-        WORKER,
+        &w1(),
         1,
         LeaseEvent::Stalled("index logs-7 red".into()),
         &ctx(),
@@ -593,14 +689,24 @@ fn a_requested_cancel_settles_the_cluster_when_nothing_is_queued() {
         ),
         (
             "its worker went away",
-            Box::new(|s| expire(s, Loss::WorkerGone(WORKER), &ctx()).unwrap()),
+            Box::new(|s| {
+                expire(
+                    s,
+                    Loss::SessionEnded {
+                        session: w1().id,
+                        by: Closer::Worker,
+                    },
+                    &ctx(),
+                )
+                .unwrap()
+            }),
         ),
         (
             "it failed, retryably",
             Box::new(|s| {
                 report(
                     s,
-                    WORKER,
+                    &w1(),
                     1,
                     LeaseEvent::Failed {
                         retryable: true,
@@ -639,7 +745,7 @@ fn success_after_the_next_generation_was_cancelled_says_so() {
     s.op.target_generation = 1;
     let changes = report(
         &s,
-        WORKER,
+        &w1(),
         1,
         LeaseEvent::Succeeded {
             endpoint: None,
@@ -666,7 +772,7 @@ fn a_delete_that_keeps_volumes_lists_them_on_the_cluster() {
     let mut s = leased(3);
     s.op.kind = OperationKind::Delete;
     let names = vec!["esaas-t/data-1".to_string(), "esaas-t/data-2".to_string()];
-    let changes = report(&s, WORKER, 1, LeaseEvent::Retained(names.clone()), &ctx()).unwrap();
+    let changes = report(&s, &w1(), 1, LeaseEvent::Retained(names.clone()), &ctx()).unwrap();
     assert_eq!(cluster_of(&changes).retained_volumes, names);
     assert!(
         changes
@@ -678,7 +784,7 @@ fn a_delete_that_keeps_volumes_lists_them_on_the_cluster() {
     let again = from(&changes, None);
     let changes = report(
         &again,
-        WORKER,
+        &w1(),
         1,
         LeaseEvent::Retained(names.clone()),
         &ctx(),
@@ -686,6 +792,6 @@ fn a_delete_that_keeps_volumes_lists_them_on_the_cluster() {
     .unwrap();
     assert!(changes.event.is_none());
     let create = leased(3);
-    let changes = report(&create, WORKER, 1, LeaseEvent::Retained(names), &ctx()).unwrap();
+    let changes = report(&create, &w1(), 1, LeaseEvent::Retained(names), &ctx()).unwrap();
     assert!(changes.event.is_none());
 }
