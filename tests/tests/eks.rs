@@ -418,7 +418,7 @@ async fn a_cluster_reaches_ready_through_throttling_500s_delays_and_dropped_conn
             path_contains: Some("/clusters/".into()),
             // The SDK tries each call 3 times: at most 2 faults in a row lets every call finish.
             max_consecutive: Some(2),
-            degrade_node_groups: None,
+            ..Faults::none()
         },
     )
     .await;
