@@ -2,7 +2,9 @@
 //! perform it, report, repeat. The world is observed afresh before every
 //! step, so a repeated step (after a crash or a retry) finds its work done
 //! and moves on. Gates (waits) report what they wait for, and end the
-//! attempt as STALLED, naming the reason, when they do not open in time.
+//! attempt as STALLED, naming the reason, when they do not open in time. A
+//! step (or the observation before it) that outlasts its deadline ends the
+//! attempt as a retryable failure, naming the step and the last error.
 
 use std::future::Future;
 use std::time::Duration;
