@@ -14,7 +14,11 @@
 //!   upstream (the SDK sees an I/O error, which it retries as transient);
 //! - a dropped connection *after* forwarding: the upstream acted on the request, the client
 //!   never hears of it. This is the case that makes a retried create meet its own node
-//!   group (moto does not honour `clientRequestToken`).
+//!   group (moto does not honour `clientRequestToken`);
+//! - a held request: read, never forwarded, never answered, the connection kept open, as
+//!   an endpoint that hangs behaves (a load balancer whose target stopped responding).
+//!   Only the client's own deadlines end such a call; the SDK has none by default but the
+//!   3.1 s connect timeout, which a held request passes.
 //!
 //! Decisions come from a seeded [`StdRng`] (two numbers drawn per request, in arrival
 //! order), so a sequential run is reproducible; [`FaultProxy::set_faults`] swaps the
@@ -53,7 +57,7 @@ use tokio::task::{JoinHandle, JoinSet};
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the proxy does, at which rates. Probabilities are 0.0–1.0; `throttle`, `error_500`,
-/// `drop` and `drop_after_forward` are exclusive, taken in that order from one draw (if
+/// `drop`, `drop_after_forward` and `hold` are exclusive, taken in that order from one draw (if
 /// they add up to more than 1, the later ones get what is left). `delay` is drawn on its
 /// own and applies before whatever else happens.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -66,6 +70,8 @@ pub struct Faults {
     pub drop: f64,
     /// Forward, then close the connection instead of relaying the upstream's answer.
     pub drop_after_forward: f64,
+    /// Hold the request: never forward it, never answer, keep the connection open.
+    pub hold: f64,
     /// Sleep [`Faults::delay_ms`] before anything else.
     pub delay: f64,
     /// The delay, in milliseconds.
@@ -74,6 +80,8 @@ pub struct Faults {
     pub seed: u64,
     /// Only requests whose path contains this are subject to faults (all if `None`).
     pub path_contains: Option<String>,
+    /// Only requests of this method (`POST`: EKS's creates) are subject to faults (all if `None`).
+    pub method: Option<String>,
     /// At most this many faulted requests (throttle, 500, drop) in a row; the next one is
     /// forwarded untouched. With the SDK's retries set above it, every call completes.
     pub max_consecutive: Option<u32>,
@@ -103,13 +111,15 @@ pub enum Outcome {
     Dropped,
     /// Forwarded, then the connection was closed without relaying the answer.
     DroppedAfterForward,
+    /// Held: never forwarded, never answered (logged on arrival).
+    Held,
     /// The upstream could not be reached or failed; answered `502`.
     UpstreamError,
 }
 
-/// Counters since start (or [`FaultProxy::reset`]). Once no request is in flight,
-/// `seen == forwarded + throttled + errors_500 + dropped + dropped_after_forward +
-/// upstream_errors`; `delayed` counts requests that were delayed, whatever came next.
+/// Counters since start (or [`FaultProxy::reset`]). Once no request is in flight but the
+/// held ones, `seen == forwarded + throttled + errors_500 + dropped + dropped_after_forward +
+/// held + upstream_errors`; `delayed` counts requests that were delayed, whatever came next.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Requests received.
@@ -126,14 +136,16 @@ pub struct Stats {
     pub dropped: u64,
     /// Forwarded, then closed without a response.
     pub dropped_after_forward: u64,
+    /// Held without an answer.
+    pub held: u64,
     /// Upstream failures (answered 502).
     pub upstream_errors: u64,
 }
 
 impl Stats {
-    /// Requests the proxy failed on purpose (throttle, 500, both kinds of drop).
+    /// Requests the proxy failed on purpose (throttle, 500, both kinds of drop, held).
     pub fn faulted(&self) -> u64 {
-        self.throttled + self.errors_500 + self.dropped + self.dropped_after_forward
+        self.throttled + self.errors_500 + self.dropped + self.dropped_after_forward + self.held
     }
 
     /// Requests that reached the upstream.
@@ -203,6 +215,7 @@ struct Counters {
     delayed: AtomicU64,
     dropped: AtomicU64,
     dropped_after_forward: AtomicU64,
+    held: AtomicU64,
     upstream_errors: AtomicU64,
 }
 
@@ -311,6 +324,7 @@ impl FaultProxy {
             delayed: get(&c.delayed),
             dropped: get(&c.dropped),
             dropped_after_forward: get(&c.dropped_after_forward),
+            held: get(&c.held),
             upstream_errors: get(&c.upstream_errors),
         }
     }
@@ -347,6 +361,7 @@ impl FaultProxy {
             &c.delayed,
             &c.dropped,
             &c.dropped_after_forward,
+            &c.held,
             &c.upstream_errors,
         ] {
             a.store(0, Ordering::SeqCst);
@@ -388,7 +403,7 @@ struct Decision {
 }
 
 impl Shared {
-    fn decide(&self, path: &str) -> Decision {
+    fn decide(&self, method: &str, path: &str) -> Decision {
         let mut dice = lock(&self.dice);
         // Two draws per request whatever the configuration, so the sequence stays aligned.
         let fault: f64 = dice.rng.random();
@@ -397,6 +412,7 @@ impl Shared {
         if f.path_contains
             .as_deref()
             .is_some_and(|p| !path.contains(p))
+            || f.method.as_deref().is_some_and(|m| m != method)
         {
             return Decision {
                 outcome: Outcome::Forwarded,
@@ -411,6 +427,7 @@ impl Shared {
             (f.error_500, Outcome::Error500),
             (f.drop, Outcome::Dropped),
             (f.drop_after_forward, Outcome::DroppedAfterForward),
+            (f.hold, Outcome::Held),
         ] {
             edge += p.max(0.0);
             if fault < edge {
@@ -437,6 +454,7 @@ impl Shared {
             Outcome::Error500 => &c.errors_500,
             Outcome::Dropped => &c.dropped,
             Outcome::DroppedAfterForward => &c.dropped_after_forward,
+            Outcome::Held => &c.held,
             Outcome::UpstreamError => &c.upstream_errors,
         }
         .fetch_add(1, Ordering::SeqCst);
@@ -483,7 +501,7 @@ async fn handle(
         .map(|pq| pq.as_str())
         .unwrap_or("/")
         .to_string();
-    let decision = shared.decide(&path);
+    let decision = shared.decide(parts.method.as_str(), &path);
     let mut record = RequestRecord {
         seq,
         method: parts.method.to_string(),
@@ -515,6 +533,13 @@ async fn handle(
             "Internal failure (injected by the fault proxy)",
         )),
         Outcome::Dropped => Err(DropConnection),
+        Outcome::Held => {
+            // Logged now: it never completes. The connection stays open until the
+            // client gives up (or the proxy stops).
+            shared.count(Outcome::Held);
+            lock(&shared.log).push(record);
+            return std::future::pending().await;
+        }
         Outcome::Forwarded | Outcome::DroppedAfterForward | Outcome::UpstreamError => {
             let degrade = lock(&shared.dice).faults.degrade_node_groups.clone();
             match forward(&shared.upstream, &parts, &path_and_query, body).await {
@@ -966,6 +991,63 @@ mod tests {
                 seen: 8,
                 forwarded: 3,
                 throttled: 5,
+                ..Stats::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn holds_requests_of_one_method_without_answering_until_lifted() {
+        let up = upstream().await;
+        let proxy = FaultProxy::start(
+            &up.endpoint,
+            Faults {
+                hold: 1.0,
+                method: Some("POST".into()),
+                path_contains: Some("/node-groups".into()),
+                ..Faults::none()
+            },
+        )
+        .await;
+        let held = tokio::time::timeout(
+            Duration::from_secs(1),
+            call(&proxy, "POST", "/clusters/c/node-groups", "{}"),
+        )
+        .await;
+        assert!(held.is_err(), "no answer, not even a closed connection");
+        assert_eq!(
+            call(&proxy, "GET", "/clusters/c/node-groups", "")
+                .await
+                .unwrap()
+                .status,
+            200,
+            "another method passes"
+        );
+        assert_eq!(
+            up.hits.load(Ordering::SeqCst),
+            1,
+            "the held one never got there"
+        );
+        let log = proxy.requests();
+        assert_eq!(
+            (log[0].outcome, log[0].status, log[0].method.as_str()),
+            (Outcome::Held, None, "POST")
+        );
+        proxy.set_faults(Faults::none());
+        assert_eq!(
+            call(&proxy, "POST", "/clusters/c/node-groups", "{}")
+                .await
+                .unwrap()
+                .status,
+            200,
+            "lifted: forwarded again"
+        );
+        assert_eq!(
+            proxy.stats(),
+            Stats {
+                seen: 3,
+                forwarded: 2,
+                held: 1,
                 ..Stats::default()
             }
         );

@@ -418,7 +418,7 @@ async fn a_cluster_reaches_ready_through_throttling_500s_delays_and_dropped_conn
             path_contains: Some("/clusters/".into()),
             // The SDK tries each call 3 times: at most 2 faults in a row lets every call finish.
             max_consecutive: Some(2),
-            degrade_node_groups: None,
+            ..Faults::none()
         },
     )
     .await;
@@ -649,4 +649,50 @@ async fn a_permanent_aws_error_ends_the_operation_with_its_code_and_message() {
         error.message
     );
     running.shutdown().await.expect("shutdown");
+}
+
+/// An EKS endpoint that takes the request and never answers (the fault proxy
+/// holds it): each try ends at the attempt timeout, the SDK tries again, and
+/// the call ends at its own deadline with a retryable EKS_TIMEOUT saying so.
+#[tokio::test]
+async fn a_call_to_an_eks_that_never_answers_ends_at_its_deadline() {
+    let moto = esaas_tests::moto::shared().await;
+    let proxy = FaultProxy::start(&moto.endpoint, Faults::none()).await;
+    let (_, mut config) = fresh(&proxy.endpoint()).await;
+    config.attempt_timeout_seconds = 1;
+    config.timeout_seconds = 3;
+    let eks = adapter(&proxy.endpoint(), config).await;
+    proxy.set_faults(Faults {
+        hold: 1.0,
+        ..Faults::none()
+    });
+    let t = target("search", "logs", ClusterSpec::test());
+    let start = tokio::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), eks.observe(&t))
+        .await
+        .expect("the call ended by itself")
+        .expect_err("no answer");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(err.retryable, "{err}");
+    assert_eq!(err.reason, "EKS_TIMEOUT", "{err}");
+    assert!(
+        err.message
+            .starts_with("ListNodegroups: EKS did not answer in time")
+            && err.message.contains("3s"),
+        "{err}"
+    );
+    let held: Vec<Option<u32>> = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.outcome == Outcome::Held)
+        .map(|r| r.attempt)
+        .collect();
+    assert!(
+        held.len() >= 2 && held[..2] == [Some(1), Some(2)],
+        "the SDK tried again after the first try's timeout: {held:?}"
+    );
 }

@@ -37,7 +37,8 @@ async fn platform(gate_timeout_seconds: u64) -> Platform {
 }
 
 /// The platform with `workers` in-process workers, more environment for
-/// `esaas serve`, and more configuration (TOML) for every process.
+/// `esaas serve`, and more configuration (TOML) for every process, laid
+/// over the platform's own key by key (it may set keys of `[worker]` or `[eks]`).
 async fn platform_with(
     gate_timeout_seconds: u64,
     workers: u32,
@@ -90,7 +91,8 @@ async fn platform_at(
         eks_endpoint,
         kubeconfig.display(),
         es.addr()
-    ) + more_config;
+    );
+    let extra = overlay(&extra, more_config);
     let mut env = esaas_tests::moto::env_for(&moto.endpoint);
     env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_EKS");
     // The EKS cluster the configuration names, as `esaas eks-setup` makes it locally.
@@ -121,6 +123,21 @@ async fn platform_at(
         _db: db,
         _dir: dir,
     }
+}
+
+/// `top` (TOML) laid over `base` section by section, key by key.
+fn overlay(base: &str, top: &str) -> String {
+    let mut base: toml::Table = base.parse().expect("platform configuration");
+    let top: toml::Table = top.parse().expect("more configuration");
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(section)), toml::Value::Table(more)) => section.extend(more),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+    toml::to_string(&base).expect("configuration as TOML")
 }
 
 impl Platform {
@@ -1992,5 +2009,109 @@ async fn a_node_group_eks_reports_degraded_is_shown_not_repaired() {
             && condition_of(c, "NodeGroupsHealthy").is_some_and(|n| n.1 == "AsExpected")
     })
     .await;
+    p.server.kill().await;
+}
+
+/// Deadlines small enough for a test: 1 s per try of an EKS call, 3 s per
+/// call, 8 s per step (a step outlasts its calls, as the configuration demands).
+const DEADLINES_SMALL: &str = "[eks]\nattempt_timeout_seconds = 1\ntimeout_seconds = 3\n\
+     [kubernetes]\ntimeout_seconds = 5\n[elasticsearch]\ntimeout_seconds = 5\n\
+     [worker]\nstep_timeout_seconds = 8\n";
+
+/// A worker whose EKS endpoint takes CreateNodegroup and never answers (the
+/// fault proxy holds the connection) ends the create's first attempt at the
+/// step deadline, its heartbeats notwithstanding, with an error that names
+/// EKS, the call and its timeout; the attempt costs one of the budget, and
+/// once EKS answers again a later attempt brings the cluster to READY.
+#[tokio::test]
+async fn a_hung_eks_ends_the_attempt_within_its_deadline_and_a_later_one_finishes() {
+    use esaas_tests::faultproxy::{FaultProxy, Faults, Outcome};
+    let moto = esaas_tests::moto::shared().await;
+    let proxy = FaultProxy::start(&moto.endpoint, Faults::none()).await;
+    let p = platform_at(60, 1, &[], DEADLINES_SMALL, Some(proxy.endpoint())).await;
+    proxy.set_faults(Faults {
+        hold: 1.0,
+        method: Some("POST".into()),
+        path_contains: Some("/node-groups".into()),
+        ..Faults::none()
+    });
+    let key = p.tenant("search").await;
+    let created = ClusterServiceClient::new(p.channel().await)
+        .create_cluster(authed(&key, create_request("search", "logs", 3)))
+        .await
+        .expect("create")
+        .into_inner();
+    let name = created.cluster.expect("cluster").name;
+    let op_name = created.operation.expect("operation").name;
+    let mut ops =
+        esaas_proto::v1::operation_service_client::OperationServiceClient::new(p.channel().await);
+    let get = |ops: &mut esaas_proto::v1::operation_service_client::OperationServiceClient<_>| {
+        let req = authed(
+            &key,
+            pb::GetOperationRequest {
+                name: op_name.clone(),
+            },
+        );
+        let mut ops = ops.clone();
+        async move {
+            ops.get_operation(req)
+                .await
+                .expect("get operation")
+                .into_inner()
+                .operation
+                .expect("operation")
+        }
+    };
+    // Before deadlines existed, this attempt stayed RUNNING for as long as anyone waited.
+    let until = tokio::time::Instant::now() + Duration::from_secs(40);
+    let first = loop {
+        let op = get(&mut ops).await;
+        if let Some(a) = op.attempts.first()
+            && a.end_time.is_some()
+        {
+            break a.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the first attempt did not end: {op:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    proxy.set_faults(Faults::none());
+    let time = |t: Option<prost_types::Timestamp>| {
+        let t = t.expect("time");
+        Duration::new(t.seconds as u64, t.nanos as u32)
+    };
+    let took = time(first.end_time) - time(first.start_time);
+    eprintln!("first attempt: {took:?}: {}", first.outcome);
+    // The step deadline (8 s) plus the steps before it and the reports, on a busy machine.
+    assert!(
+        took >= Duration::from_secs(8) && took < Duration::from_secs(14),
+        "{took:?}"
+    );
+    for part in [
+        "failed: STEP_TIMEOUT: step EnsureNodeGroup",
+        "did not finish within 8 s (worker.step_timeout_seconds)",
+        "last error: EKS_TIMEOUT: CreateNodegroup: EKS did not answer in time",
+        "after 3s",
+    ] {
+        assert!(
+            first.outcome.contains(part),
+            "{part:?} in {}",
+            first.outcome
+        );
+    }
+    let held = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.outcome == Outcome::Held)
+        .count();
+    assert!(held >= 3, "CreateNodegroup was tried and held: {held}");
+
+    let ready = p.wait(&name, 1, pb::ClusterState::Ready).await;
+    assert!(ready.status.is_some());
+    let op = get(&mut ops).await;
+    assert_eq!(op.state, pb::OperationState::Succeeded as i32, "{op:#?}");
+    assert!(op.attempts.len() >= 2, "{:#?}", op.attempts);
     p.server.kill().await;
 }

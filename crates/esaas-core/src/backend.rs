@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,36 @@ impl StepError {
             reason: reason.into(),
             message: message.into(),
         }
+    }
+
+    /// `what` (a step, or the look before one) did not finish within `limit`.
+    /// Retryable: a dependency that hung may answer the next attempt, which
+    /// comes after the usual backoff; the hung attempt costs one attempt of
+    /// the budget like any failure, so a dependency that never answers ends
+    /// the operation FAILED instead of RUNNING for ever. `last` is the last
+    /// error a try of the step met before the deadline (often the call's own
+    /// timeout, which names the dependency), kept so the operation says why.
+    pub fn deadline_exceeded(what: &str, limit: Duration, last: Option<&StepError>) -> Self {
+        let mut message = format!(
+            "{what} did not finish within {} (worker.step_timeout_seconds)",
+            seconds(limit)
+        );
+        if let Some(e) = last {
+            message.push_str(&format!("; last error: {}: {}", e.reason, e.message));
+        }
+        Self::retryable(STEP_TIMEOUT, message)
+    }
+}
+
+/// The reason of a step that ran past its deadline.
+pub const STEP_TIMEOUT: &str = "STEP_TIMEOUT";
+
+/// `3 s`, `1.5 s`: how an operator reads a limit.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} s", d.as_secs_f64())
     }
 }
 
@@ -228,4 +259,36 @@ pub trait Elasticsearch: Send + Sync + 'static {
         &self,
         target: &Target,
     ) -> impl Future<Output = StepResult<()>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_past_its_deadline_is_retryable_and_says_which_step_how_long_and_why() {
+        let eks = StepError::retryable("EKS_TIMEOUT", "CreateNodegroup: no answer within 3 s");
+        let cases = [
+            (
+                "step ensure_node_group",
+                Duration::from_secs(8),
+                None,
+                "step ensure_node_group did not finish within 8 s (worker.step_timeout_seconds)",
+            ),
+            (
+                "the observation before a step",
+                Duration::from_millis(1500),
+                Some(&eks),
+                "the observation before a step did not finish within 1.5 s \
+                 (worker.step_timeout_seconds); last error: EKS_TIMEOUT: \
+                 CreateNodegroup: no answer within 3 s",
+            ),
+        ];
+        for (what, limit, last, message) in cases {
+            let e = StepError::deadline_exceeded(what, limit, last);
+            assert!(e.retryable, "{e}");
+            assert_eq!(e.reason, STEP_TIMEOUT);
+            assert_eq!(e.message, message);
+        }
+    }
 }

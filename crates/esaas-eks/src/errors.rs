@@ -21,7 +21,21 @@ where
     match &err {
         SdkError::ServiceError(_) => {}
         SdkError::TimeoutError(_) => {
-            return StepError::retryable("EKS_TIMEOUT", format!("{op}: timed out"));
+            // The source says which limit fired and after how long: "operation
+            // timeout (all attempts including retries) occurred after 3s".
+            let why = std::error::Error::source(&err)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "timed out".into());
+            return StepError::retryable(
+                "EKS_TIMEOUT",
+                format!("{op}: EKS did not answer in time: {why}"),
+            );
+        }
+        SdkError::DispatchFailure(e) if e.is_timeout() => {
+            return StepError::retryable(
+                "EKS_TIMEOUT",
+                format!("{op}: could not connect to EKS in time: {e:?}"),
+            );
         }
         SdkError::DispatchFailure(e) => {
             return StepError::retryable(

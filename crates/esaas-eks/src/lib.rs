@@ -86,6 +86,12 @@ pub struct EksConfig {
     pub max_attempts: u32,
     /// First retry delay of the SDK, milliseconds.
     pub initial_backoff_ms: u64,
+    /// Longest one API call may take, its retries by the SDK included (the
+    /// SDK's operation timeout), seconds.
+    pub timeout_seconds: u64,
+    /// Longest one try of an API call may wait for EKS's answer (the SDK's
+    /// operation attempt timeout, retried like a transient error), seconds.
+    pub attempt_timeout_seconds: u64,
     /// IAM role of the EKS cluster itself, used only by `esaas eks-setup`
     /// to create the cluster in an emulator for the local setup.
     #[serde(default)]
@@ -169,7 +175,17 @@ impl EksNodeGroups {
         let retry = aws_config::retry::RetryConfig::standard()
             .with_max_attempts(config.max_attempts.max(1))
             .with_initial_backoff(Duration::from_millis(config.initial_backoff_ms));
-        let mut builder = aws_sdk_eks::config::Builder::from(sdk).retry_config(retry);
+        // Without these the SDK waits for an answer for ever once connected
+        // (its only default is the 3.1 s connect timeout, which stays). An
+        // attempt that times out is retried as transient; the operation
+        // timeout bounds all attempts and their backoff together.
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_timeout(Duration::from_secs(config.timeout_seconds.max(1)))
+            .operation_attempt_timeout(Duration::from_secs(config.attempt_timeout_seconds.max(1)))
+            .build();
+        let mut builder = aws_sdk_eks::config::Builder::from(sdk)
+            .retry_config(retry)
+            .timeout_config(timeouts);
         if let Some(url) = &config.endpoint_url {
             builder = builder.endpoint_url(url);
         }
@@ -375,9 +391,11 @@ impl EksNodeGroups {
             Ok(names) => names,
             // A missing EKS cluster is permanent, but not every endpoint says
             // so on this call (an emulator answers a bare 500): ask directly.
+            // Not after a timeout: an endpoint that did not answer this call
+            // would only spend a second deadline on the next.
             Err(e) => {
                 let e = classify("ListNodegroups", e);
-                if e.retryable
+                if e.reason == "EKS_SERVER_ERROR"
                     && let Err(missing) = self
                         .client
                         .describe_cluster()

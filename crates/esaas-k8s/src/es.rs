@@ -417,7 +417,8 @@ fn not_green_reason(status: Health, h: &ClusterHealth, rows: &[ShardRow]) -> Str
 }
 
 /// The error chain as one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes, each once: `a: b: c`.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

@@ -4,8 +4,10 @@
 //! - `tls`: the cluster's CA and node certificate (rcgen).
 //! - `workloads`: `Workloads` with kube-rs server-side apply.
 //! - `es`: `Elasticsearch` over HTTPS with the cluster's CA.
+//! - `client`: the deadlines of the Kubernetes client.
 
 pub mod access;
+pub mod client;
 pub mod es;
 pub mod names;
 pub mod render;

@@ -76,7 +76,12 @@ pub fn kube_error(what: &str, e: kube::Error) -> StepError {
                 _ => StepError::permanent("KUBE_INVALID", text),
             }
         }
-        _ => StepError::retryable("KUBE_UNREACHABLE", format!("{what}: {e}")),
+        // The cause says what went wrong on the way ("operation timed out",
+        // "connection refused"); kube's own text ("client error (SendRequest)") does not.
+        _ => StepError::retryable(
+            "KUBE_UNREACHABLE",
+            format!("{what}: {}", crate::es::chain(&e)),
+        ),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::Config;
 /// The backends of a worker in production (and in the local setup).
 pub type ProductBackends = Backends<EksNodeGroups, KubeWorkloads, EsClient<SecretAccess>>;
 
-/// A Kubernetes client from `[kubernetes]`.
+/// A Kubernetes client from `[kubernetes]`, with its deadlines on every call.
 pub async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
     let path = config.kubernetes.kubeconfig.trim();
     let kc = if path.is_empty() {
@@ -38,7 +38,12 @@ pub async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
         .await
         .with_context(|| format!("using {path}"))?
     };
-    kube::Client::try_from(kc).context("building the Kubernetes client")
+    let deadlines = esaas_k8s::client::Deadlines {
+        connect: Duration::from_secs(config.kubernetes.connect_timeout_seconds.max(1)),
+        call: Duration::from_secs(config.kubernetes.timeout_seconds.max(1)),
+    };
+    kube::Client::try_from(esaas_k8s::client::with_deadlines(kc, deadlines))
+        .context("building the Kubernetes client")
 }
 
 fn connect_to(config: &Config) -> anyhow::Result<Option<SocketAddr>> {

@@ -131,6 +131,10 @@ pub struct TelemetrySection {
 pub struct KubernetesSection {
     /// A kubeconfig file; empty: KUBECONFIG, ~/.kube/config, in-cluster.
     pub kubeconfig: String,
+    /// Connect timeout of every API call, seconds.
+    pub connect_timeout_seconds: u64,
+    /// Read and write timeout of every API call, seconds.
+    pub timeout_seconds: u64,
 }
 
 /// The `[elasticsearch]` section.
@@ -153,6 +157,8 @@ pub struct WorkerSection {
     pub poll_interval_ms: u64,
     /// Gate timeout.
     pub gate_timeout_seconds: u64,
+    /// How long one step (or the observation before it) may take.
+    pub step_timeout_seconds: u64,
     /// Ack timeout.
     pub ack_timeout_seconds: u64,
     /// Shutdown grace.
@@ -383,6 +389,7 @@ impl Config {
         if self.max_concurrent_requests < 1 {
             bail!("max_concurrent_requests: must be at least 1");
         }
+        self.validate_deadlines()?;
         if self.max_attempts < 1 {
             bail!("max_attempts: must be at least 1");
         }
@@ -397,6 +404,55 @@ impl Config {
         self.default_quota
             .validate("default_quota")
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    }
+
+    /// Every call outside the process has a deadline, and a step outlasts
+    /// the calls it makes, so a hung call ends with its own error (which
+    /// names the dependency) before the step's deadline ends the attempt.
+    fn validate_deadlines(&self) -> anyhow::Result<()> {
+        let calls = [
+            ("eks.timeout_seconds", self.eks.timeout_seconds),
+            (
+                "eks.attempt_timeout_seconds",
+                self.eks.attempt_timeout_seconds,
+            ),
+            (
+                "kubernetes.timeout_seconds",
+                self.kubernetes.timeout_seconds,
+            ),
+            (
+                "kubernetes.connect_timeout_seconds",
+                self.kubernetes.connect_timeout_seconds,
+            ),
+            (
+                "elasticsearch.timeout_seconds",
+                self.elasticsearch.timeout_seconds,
+            ),
+            (
+                "worker.step_timeout_seconds",
+                self.worker.step_timeout_seconds,
+            ),
+        ];
+        for (key, value) in calls {
+            if value == 0 {
+                bail!("{key}: must be at least 1 (every call outside the process has a deadline)");
+            }
+        }
+        if self.eks.attempt_timeout_seconds > self.eks.timeout_seconds {
+            bail!(
+                "eks.attempt_timeout_seconds: must not exceed eks.timeout_seconds ({}), which bounds every try of a call",
+                self.eks.timeout_seconds
+            );
+        }
+        let step = self.worker.step_timeout_seconds;
+        for (key, value) in [calls[0], calls[2], calls[4]] {
+            if value > step {
+                bail!(
+                    "worker.step_timeout_seconds: {step} is shorter than {key} ({value}); a step must outlast the calls it makes"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -442,6 +498,7 @@ impl Config {
             exec: esaas_worker::ExecSettings {
                 poll: Duration::from_millis(w.poll_interval_ms.max(10)),
                 gate_timeout: Duration::from_secs(w.gate_timeout_seconds),
+                step_timeout: Duration::from_secs(w.step_timeout_seconds),
             },
             ack_timeout: Duration::from_secs(w.ack_timeout_seconds.max(1)),
             shutdown_grace: Duration::from_secs(w.shutdown_grace_seconds),
@@ -508,6 +565,63 @@ mod tests {
         for (extra, key) in bad {
             let err = load(extra).unwrap_or_default();
             assert!(err.starts_with(key), "{extra:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn every_deadline_is_set_and_a_step_outlasts_its_calls() {
+        let load = |extra: &str| {
+            let mut base: toml::Table = DEFAULTS.parse().unwrap();
+            overlay(&mut base, extra.parse().unwrap());
+            let c: Config = base.try_into().unwrap();
+            c.validate().map(|_| c).map_err(|e| e.to_string())
+        };
+        let c = load("").expect("defaults");
+        assert_eq!(
+            (
+                c.eks.attempt_timeout_seconds,
+                c.eks.timeout_seconds,
+                c.kubernetes.connect_timeout_seconds,
+                c.kubernetes.timeout_seconds,
+                c.elasticsearch.timeout_seconds,
+                c.worker_config(String::new(), String::new(), String::new())
+                    .exec
+                    .step_timeout,
+            ),
+            (20, 60, 10, 30, 10, Duration::from_secs(120))
+        );
+        let small = "[eks]\nattempt_timeout_seconds = 1\ntimeout_seconds = 3\n\
+                     [kubernetes]\ntimeout_seconds = 3\n[elasticsearch]\ntimeout_seconds = 3\n\
+                     [worker]\nstep_timeout_seconds = 8\n";
+        assert_eq!(load(small).err(), None);
+        for (extra, starts) in [
+            (
+                "[eks]\ntimeout_seconds = 0\n",
+                "eks.timeout_seconds: must be at least 1",
+            ),
+            (
+                "[kubernetes]\ntimeout_seconds = 0\n",
+                "kubernetes.timeout_seconds",
+            ),
+            (
+                "[worker]\nstep_timeout_seconds = 0\n",
+                "worker.step_timeout_seconds",
+            ),
+            (
+                "[eks]\nattempt_timeout_seconds = 61\n",
+                "eks.attempt_timeout_seconds",
+            ),
+            (
+                "[worker]\nstep_timeout_seconds = 59\n",
+                "worker.step_timeout_seconds: 59 is shorter than eks.timeout_seconds (60)",
+            ),
+            (
+                "[elasticsearch]\ntimeout_seconds = 200\n",
+                "worker.step_timeout_seconds: 120 is shorter than elasticsearch.timeout_seconds",
+            ),
+        ] {
+            let err = load(extra).err().unwrap_or_default();
+            assert!(err.starts_with(starts), "{extra:?}: {err:?}");
         }
     }
 

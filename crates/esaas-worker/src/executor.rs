@@ -2,7 +2,9 @@
 //! perform it, report, repeat. The world is observed afresh before every
 //! step, so a repeated step (after a crash or a retry) finds its work done
 //! and moves on. Gates (waits) report what they wait for, and end the
-//! attempt as STALLED, naming the reason, when they do not open in time.
+//! attempt as STALLED, naming the reason, when they do not open in time. A
+//! step (or the observation before it) that outlasts its deadline ends the
+//! attempt as a retryable failure, naming the step and the last error.
 
 use std::future::Future;
 use std::time::Duration;
@@ -35,6 +37,10 @@ pub struct ExecSettings {
     pub poll: Duration,
     /// How long one gate may stay closed before the operation stalls.
     pub gate_timeout: Duration,
+    /// How long one step may take, its retries included (and, apart, the
+    /// observation before it) before the attempt fails retryably. A gate is
+    /// not one step: each of its checks is an observation of its own.
+    pub step_timeout: Duration,
 }
 
 /// Tries of a backend call that fails with a retryable error (throttling,
@@ -43,9 +49,14 @@ const CALL_TRIES: u32 = 5;
 
 /// Runs `call` until it succeeds, fails permanently, or has failed
 /// retryably `CALL_TRIES` times, backing off 100 ms, 200 ms, 400 ms ...
-/// with jitter in between. Stops when `cancel` fires.
+/// with jitter in between, all within `deadline`: past it the tries end
+/// with `StepError::deadline_exceeded`, naming `what`, the deadline and the
+/// last error met. A call that hangs is dropped there, so a dependency
+/// that never answers costs one attempt, not the lease for ever. Stops when
+/// `cancel` fires.
 async fn with_retries<T, F, Fut>(
     what: &str,
+    deadline: Duration,
     cancel: &CancellationToken,
     mut call: F,
 ) -> Result<Result<T, StepError>, Stopped>
@@ -53,11 +64,26 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StepError>>,
 {
+    let until = Instant::now() + deadline;
+    let mut last: Option<StepError> = None;
+    let late = |last: &Option<StepError>| {
+        tracing::warn!(
+            call = what,
+            deadline_s = deadline.as_secs_f64(),
+            "step deadline passed"
+        );
+        Ok(Err(StepError::deadline_exceeded(
+            what,
+            deadline,
+            last.as_ref(),
+        )))
+    };
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
         let result = tokio::select! {
             r = call() => r,
+            _ = tokio::time::sleep_until(until) => return late(&last),
             _ = cancel.cancelled() => return Err(Stopped::Cancelled),
         };
         match result {
@@ -65,8 +91,10 @@ where
                 tracing::warn!(call = what, attempt, reason = %e.reason, error = %e.message, "retrying");
                 esaas_telemetry::metrics::metrics().retry(&e.reason, "step");
                 let jitter = delay.mul_f64(rand::random::<f64>());
+                last = Some(e);
                 tokio::select! {
                     _ = tokio::time::sleep(delay / 2 + jitter / 2) => {}
+                    _ = tokio::time::sleep_until(until) => return late(&last),
                     _ = cancel.cancelled() => return Err(Stopped::Cancelled),
                 }
                 delay *= 2;
@@ -414,10 +442,15 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
         let here = clock
             .as_ref()
             .map_or_else(tracing::Span::current, |c| c.span.clone());
-        let (observed, seen) = match with_retries("observe", cancel, || {
-            observe(backends, &job.target, deleting)
-                .instrument(tracing::info_span!(parent: &here, "observe"))
-        })
+        let (observed, seen) = match with_retries(
+            "the observation before the next step",
+            settings.step_timeout,
+            cancel,
+            || {
+                observe(backends, &job.target, deleting)
+                    .instrument(tracing::info_span!(parent: &here, "observe"))
+            },
+        )
         .await?
         {
             Ok(o) => o,
@@ -507,9 +540,12 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
         let step_span = tracing::info_span!(parent: &here, "step", otel.name = %format_args!("step {}", step.name()), step = ?step);
         step_span
             .in_scope(|| tracing::info!(operation = %job.target.operation, step = ?step, "step"));
-        if let Err(e) = with_retries(step.stage().as_str(), cancel, || {
-            perform(backends, &job.target, &step).instrument(step_span.clone())
-        })
+        if let Err(e) = with_retries(
+            &format!("step {step:?}"),
+            settings.step_timeout,
+            cancel,
+            || perform(backends, &job.target, &step).instrument(step_span.clone()),
+        )
         .await?
         {
             return Ok(failed(e));

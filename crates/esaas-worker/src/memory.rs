@@ -48,6 +48,9 @@ pub struct World {
     pub calls: Vec<String>,
     /// Errors the next calls of a name return, in order.
     pub faults: BTreeMap<&'static str, VecDeque<StepError>>,
+    /// How many of the next calls of a name never answer (a hung dependency),
+    /// once the errors queued for it in `faults` are spent.
+    pub hangs: BTreeMap<&'static str, usize>,
     /// A new node group starts in this status (ACTIVE unless set).
     pub new_group_status: Option<NodeGroupStatus>,
 }
@@ -67,6 +70,30 @@ impl Memory {
         let mut w = self.world();
         let q = w.faults.entry(call).or_default();
         q.extend(std::iter::repeat_n(error, n));
+    }
+
+    /// The next `n` calls named `call` never answer.
+    pub fn hang(&self, call: &'static str, n: usize) {
+        *self.world().hangs.entry(call).or_default() += n;
+    }
+
+    /// Never returns when `call` is to hang this time.
+    async fn maybe_hang(&self, call: &'static str) {
+        let hang = {
+            let mut w = self.world();
+            let failing = w.faults.get(call).is_some_and(|q| !q.is_empty());
+            match w.hangs.get_mut(call) {
+                _ if failing => false,
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if hang {
+            std::future::pending::<()>().await;
+        }
     }
 
     fn check(&self, call: &'static str) -> StepResult<MutexGuard<'_, World>> {
@@ -91,10 +118,12 @@ impl Memory {
 
 impl NodeGroups for Memory {
     async fn observe(&self, _: &Target) -> StepResult<BTreeMap<String, NodeGroupObs>> {
+        self.maybe_hang("nodegroup.observe").await;
         Ok(self.check("nodegroup.observe")?.node_groups.clone())
     }
 
     async fn ensure(&self, _: &Target, node_set: &str, size: i32) -> StepResult<()> {
+        self.maybe_hang("nodegroup.ensure").await;
         let mut w = self.record("nodegroup.ensure", node_set, size)?;
         let status = w.new_group_status.unwrap_or(NodeGroupStatus::Active);
         let g = w

@@ -8,7 +8,8 @@
 //! - `SIM_DATABASE_URL` (required); `SIM_STEP_DELAY_MS`, `SIM_NODE_GROUP_DELAY_MS`,
 //!   `SIM_PODS_READY_DELAY_MS`, `SIM_DRAIN_DELAY_MS` (default 0); `SIM_POOL_SIZE`
 //!   (connections of the simulator's pool, default 8);
-//! - `EXEC_POLL_MS` (default 50), `EXEC_GATE_TIMEOUT_MS` (default 30000);
+//! - `EXEC_POLL_MS` (default 50), `EXEC_GATE_TIMEOUT_MS` (default 30000),
+//!   `EXEC_STEP_TIMEOUT_MS` (default 120000, the product's default);
 //! - `RUST_LOG` (default `info`); logs go to stderr.
 //!
 //! SIGTERM or Ctrl-C hands the leases back and exits 0.
@@ -85,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         exec: ExecSettings {
             poll: millis("EXEC_POLL_MS", 50)?,
             gate_timeout: millis("EXEC_GATE_TIMEOUT_MS", 30_000)?,
+            step_timeout: millis("EXEC_STEP_TIMEOUT_MS", 120_000)?,
         },
         ack_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(10),

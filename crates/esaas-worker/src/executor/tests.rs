@@ -18,6 +18,7 @@ use crate::memory::{Memory, Recorder};
 const SETTINGS: ExecSettings = ExecSettings {
     poll: Duration::from_millis(500),
     gate_timeout: Duration::from_secs(60),
+    step_timeout: Duration::from_secs(30),
 };
 
 fn job(kind: OperationKind, nodes: i32) -> Job {
@@ -43,6 +44,17 @@ async fn run(world: &Memory, job: &Job, reporter: &Recorder) -> Result<LeaseEven
         &CancellationToken::new(),
     )
     .await
+}
+
+/// The end of an attempt that is to end by itself: a hung one fails the
+/// test after ten minutes (of paused time) instead of hanging it.
+async fn ended(
+    attempt: impl std::future::Future<Output = Result<LeaseEvent, Stopped>>,
+) -> LeaseEvent {
+    tokio::time::timeout(Duration::from_secs(600), attempt)
+        .await
+        .expect("the attempt ended by itself")
+        .expect("a final event")
 }
 
 /// The stages started, in order.
@@ -199,6 +211,98 @@ async fn a_step_that_keeps_failing_fails_the_attempt_retryably() {
             message: "Rate exceeded".into()
         }
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_that_hangs_fails_the_attempt_retryably_at_its_deadline_and_the_next_attempt_goes_on()
+ {
+    let world = Memory::default();
+    world.world().health = Some(Health::Green);
+    world.hang("nodegroup.ensure", 1);
+    let job = job(OperationKind::Create, 1);
+    let start = tokio::time::Instant::now();
+    let last = ended(run(&world, &job, &Recorder::default())).await;
+    let LeaseEvent::Failed {
+        retryable,
+        reason,
+        message,
+    } = &last
+    else {
+        panic!("{last:?}");
+    };
+    assert!(*retryable, "{last:?}");
+    assert_eq!(reason, esaas_core::backend::STEP_TIMEOUT);
+    assert!(
+        message.starts_with("step EnsureNodeGroup")
+            && message.contains("did not finish within 30 s"),
+        "{message}"
+    );
+    // Time is paused: the attempt ended at the deadline exactly, not later.
+    assert_eq!(start.elapsed(), SETTINGS.step_timeout);
+    // The next attempt finds the dependency answering again and finishes.
+    let next = run(&world, &job, &Recorder::default()).await.unwrap();
+    assert!(matches!(next, LeaseEvent::Succeeded { .. }), "{next:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_observation_fails_the_attempt_with_the_last_error_it_met() {
+    let world = Memory::default();
+    world.fail(
+        "nodegroup.observe",
+        1,
+        StepError::retryable("EKS_TIMEOUT", "ListNodegroups: no answer within 3 s"),
+    );
+    world.hang("nodegroup.observe", 1);
+    let last = ended(run(
+        &world,
+        &job(OperationKind::Create, 1),
+        &Recorder::default(),
+    ))
+    .await;
+    assert_eq!(
+        last,
+        LeaseEvent::Failed {
+            retryable: true,
+            reason: "STEP_TIMEOUT".into(),
+            message: "the observation before the next step did not finish within 30 s \
+                      (worker.step_timeout_seconds); last error: EKS_TIMEOUT: \
+                      ListNodegroups: no answer within 3 s"
+                .into(),
+        }
+    );
+    assert!(world.world().calls.is_empty(), "no step ran");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gate_open_after_many_step_deadlines_is_not_cut_by_them() {
+    let world = Memory::default();
+    world.world().new_group_status = Some(NodeGroupStatus::Creating);
+    world.world().health = Some(Health::Green);
+    let settings = ExecSettings {
+        step_timeout: Duration::from_secs(5),
+        ..SETTINGS
+    };
+    let job = job(OperationKind::Create, 1);
+    let task = {
+        let (world, job) = (world.clone(), job.clone());
+        tokio::spawn(async move {
+            execute(
+                &job,
+                &backends(&world),
+                &Recorder::default(),
+                settings,
+                &CancellationToken::new(),
+            )
+            .await
+        })
+    };
+    // Waiting is a sequence of checks, each far below the step deadline.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    if let Some(g) = world.world().node_groups.get_mut("default") {
+        g.status = NodeGroupStatus::Active;
+    }
+    let last = task.await.unwrap().unwrap();
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
 }
 
 #[tokio::test(start_paused = true)]
