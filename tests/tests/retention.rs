@@ -127,7 +127,7 @@ async fn a_watch_from_an_expired_revision_is_out_of_range_and_get_then_watch_car
     let server = ServerProcess::start_with(
         &db,
         free_port(),
-        "[retention]\nevents_seconds = 1\ninterval_ms = 100\n",
+        "[retention]\nevents_seconds = 3\ninterval_ms = 100\n",
     )
     .await;
     let ch = channel(server.addr).await;
@@ -151,7 +151,7 @@ async fn a_watch_from_an_expired_revision_is_out_of_range_and_get_then_watch_car
     assert_eq!(next_event(&mut stream).await.revision, 2);
     drop(stream);
 
-    // A second later every event but the newest has gone.
+    // Seconds later every event but the newest has gone.
     let pool = db.pool().await;
     let uid = sqlx::query_scalar::<_, Uuid>("SELECT uid FROM clusters")
         .fetch_one(&pool)
@@ -235,7 +235,7 @@ async fn a_request_id_is_new_again_once_its_record_expired() {
     let server = ServerProcess::start_with(
         &db,
         free_port(),
-        "[retention]\nidempotency_seconds = 1\ninterval_ms = 100\n",
+        "[retention]\nidempotency_seconds = 3\ninterval_ms = 100\n",
     )
     .await;
     let ch = channel(server.addr).await;
