@@ -69,6 +69,18 @@ pub fn to_status(err: Error) -> Status {
             details.set_retry_info(Some(*retry_after));
             Code::Unavailable
         }
+        Error::RevisionExpired { since, oldest, .. } => {
+            details.add_bad_request_violation(
+                "since_revision",
+                format!(
+                    "the events after {since} have expired; the oldest kept is {oldest}: \
+                     read the cluster and watch from its revision"
+                ),
+            );
+            metadata.insert("oldest_revision".to_string(), oldest.to_string());
+            metadata.insert("since_revision".to_string(), since.to_string());
+            Code::OutOfRange
+        }
         Error::Internal(message) => {
             tracing::error!(error = %message, "internal error");
             metadata.insert(
@@ -107,6 +119,28 @@ mod tests {
         assert_eq!(
             d.error_info().map(|e| e.reason.as_str()),
             Some("INVALID_ARGUMENT")
+        );
+    }
+
+    #[test]
+    fn an_expired_revision_names_the_oldest_kept() {
+        let status = to_status(Error::RevisionExpired {
+            name: "tenants/t/clusters/c".into(),
+            since: 3,
+            oldest: 30,
+        });
+        assert_eq!(status.code(), Code::OutOfRange);
+        let d = status.get_error_details();
+        let info = d.error_info().expect("error info");
+        assert_eq!(info.reason, "REVISION_EXPIRED");
+        assert_eq!(
+            info.metadata.get("oldest_revision").map(String::as_str),
+            Some("30")
+        );
+        assert!(
+            status.message().contains("GetCluster"),
+            "{}",
+            status.message()
         );
     }
 

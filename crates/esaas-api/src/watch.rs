@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 
 use esaas_core::cluster::ClusterState;
+use esaas_core::lifecycle::retention;
 use esaas_core::names::{ClusterName, OperationName};
 use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
@@ -68,6 +69,8 @@ async fn wait_for_change<T>(
 struct ClusterWatch {
     api: Api,
     uid: Uuid,
+    /// The cluster's name, for errors.
+    name: String,
     /// The newest revision sent.
     last: i64,
     rx: broadcast::Receiver<Wake>,
@@ -105,6 +108,12 @@ impl ClusterWatch {
                 };
                 self.read = events.len() as i64 == BATCH;
                 for event in events.iter() {
+                    // Events behind a slow watcher can expire while it reads.
+                    if let Err(e) = retention::continues(&self.name, self.last, event.revision) {
+                        self.done = true;
+                        self.pending.clear();
+                        return Some((Err(to_status(e)), self));
+                    }
                     self.last = event.revision;
                     self.pending.push_back(event.message.clone());
                     if event.tombstone {
@@ -157,20 +166,19 @@ impl Api {
         // The stream's first step reads the log after `from`, and it
         // subscribes before that read: nothing committed in between is missed.
         let rx = self.inner.watches.subscribe(cluster.uid);
-        if r.since_revision > cluster.revision {
-            return Err(Error::invalid(
-                "since_revision",
-                format!(
-                    "{} is ahead of the cluster's log, whose newest revision is {}",
-                    r.since_revision, cluster.revision
-                ),
-            ));
-        }
-        let from = if r.since_revision > 0 {
-            r.since_revision
-        } else {
-            cluster.revision
+        // Only a resume from the past needs to know what is still kept.
+        let oldest = match r.since_revision {
+            since if since > 0 && since < cluster.revision => {
+                self.store().oldest_revision(cluster.uid).await?
+            }
+            _ => None,
         };
+        let from = retention::resume_from(
+            &name.to_string(),
+            r.since_revision,
+            cluster.revision,
+            oldest,
+        )?;
         let first = pb::WatchClusterResponse {
             payload: Some(pb::watch_cluster_response::Payload::Cluster(cluster_to_pb(
                 &cluster,
@@ -182,6 +190,7 @@ impl Api {
         let watch = ClusterWatch {
             api: self.clone(),
             uid: cluster.uid,
+            name: name.to_string(),
             last: from,
             rx,
             pending: VecDeque::from([first]),

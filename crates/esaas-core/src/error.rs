@@ -126,6 +126,20 @@ pub enum Error {
         /// When to try again.
         retry_after: Duration,
     },
+    /// A watch asked for events after a revision whose successors have
+    /// expired: it cannot be told what it missed, and must resynchronise.
+    #[error(
+        "out of range: the events of {name} after revision {since} have expired; the oldest revision kept is {oldest}: \
+         read the cluster (GetCluster) and watch again from the revision it returns"
+    )]
+    RevisionExpired {
+        /// The cluster.
+        name: String,
+        /// The revision the watch asked to resume after.
+        since: i64,
+        /// The oldest revision still kept.
+        oldest: i64,
+    },
     /// A bug or an unexpected failure; the message is logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -168,6 +182,7 @@ impl Error {
             Error::RequestIdReused { .. } => "REQUEST_ID_REUSED",
             Error::RateLimited { .. } => "RATE_LIMITED",
             Error::Unavailable { .. } => "UNAVAILABLE",
+            Error::RevisionExpired { .. } => "REVISION_EXPIRED",
             Error::Internal(_) => "INTERNAL",
         }
     }

@@ -103,6 +103,8 @@ pub struct Config {
     pub observe: ObserveSection,
     /// Node certificate lifetime and renewal.
     pub certificates: CertificatesSection,
+    /// What is forgotten, and when.
+    pub retention: RetentionSection,
     /// Where workers make EKS node groups.
     pub eks: esaas_eks::EksConfig,
     /// How workers and the control plane reach Kubernetes.
@@ -199,6 +201,63 @@ pub struct ObserveSection {
     pub repair_backoff_max_seconds: u64,
     /// Repairs within this window count as one run.
     pub repair_window_seconds: u64,
+}
+
+/// `[retention]`: how long events, idempotency records, tombstones and
+/// attempt logs are kept, and how the sweep runs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Events, except each cluster's newest.
+    pub events_seconds: u64,
+    /// Answers of requests with a request id.
+    pub idempotency_seconds: u64,
+    /// Tombstones of DELETED clusters (unless they list retained volumes).
+    pub tombstones_seconds: u64,
+    /// Attempt logs of ended operations, beyond their last attempt.
+    pub attempt_logs_seconds: u64,
+    /// How often each control-plane process sweeps, ms (0: never).
+    pub interval_ms: u64,
+    /// Rows per statement.
+    pub batch_size: i64,
+}
+
+impl RetentionSection {
+    /// The periods of `lifecycle::retention`.
+    pub fn periods(&self) -> esaas_core::lifecycle::retention::Retention {
+        let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+        esaas_core::lifecycle::retention::Retention {
+            events: secs(self.events_seconds),
+            idempotency: secs(self.idempotency_seconds),
+            tombstones: secs(self.tombstones_seconds),
+            attempt_logs: secs(self.attempt_logs_seconds),
+        }
+    }
+
+    /// How often to sweep; `None`: never.
+    pub fn interval(&self) -> Option<Duration> {
+        (self.interval_ms > 0).then(|| Duration::from_millis(self.interval_ms))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (key, value) in [
+            ("events_seconds", self.events_seconds),
+            ("idempotency_seconds", self.idempotency_seconds),
+            ("tombstones_seconds", self.tombstones_seconds),
+            ("attempt_logs_seconds", self.attempt_logs_seconds),
+        ] {
+            if value == 0 {
+                bail!("retention.{key}: must be at least 1");
+            }
+        }
+        if !(1..=100_000).contains(&self.batch_size) {
+            bail!("retention.batch_size: must be between 1 and 100000");
+        }
+        if self.interval_ms > 0 && self.interval_ms < 10 {
+            bail!("retention.interval_ms: 0 (never) or at least 10");
+        }
+        Ok(())
+    }
 }
 
 fn overlay(base: &mut toml::Table, top: toml::Table) {
@@ -401,6 +460,7 @@ impl Config {
                 "bootstrap_admin_key (ESAAS_BOOTSTRAP_ADMIN_KEY): must be at least 16 characters"
             );
         }
+        self.retention.validate()?;
         self.default_quota
             .validate("default_quota")
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -561,6 +621,12 @@ mod tests {
             ),
             ("request_timeout_ms = 5\n", "request_timeout_ms"),
             ("max_concurrent_requests = 0\n", "max_concurrent_requests"),
+            (
+                "[retention]\nevents_seconds = 0\n",
+                "retention.events_seconds",
+            ),
+            ("[retention]\nbatch_size = 0\n", "retention.batch_size"),
+            ("[retention]\ninterval_ms = 5\n", "retention.interval_ms"),
         ];
         for (extra, key) in bad {
             let err = load(extra).unwrap_or_default();

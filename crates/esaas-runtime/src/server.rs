@@ -160,6 +160,40 @@ async fn reap_leases(store: Store, lease: esaas_store::LeaseSettings, every: Dur
     }
 }
 
+/// Sweeps what has expired (`[retention]`) every `every`. Every
+/// control-plane process runs one; the store lets one sweep at a time and
+/// the others skip their turn.
+async fn sweep_expired(
+    store: Store,
+    periods: esaas_core::lifecycle::retention::Retention,
+    every: Duration,
+    batch: i64,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let started = std::time::Instant::now();
+        match store
+            .sweep(&periods.cutoffs(esaas_core::now()), batch)
+            .await
+        {
+            Ok(Some(swept)) if !swept.is_empty() => tracing::info!(
+                events = swept.events,
+                idempotency_records = swept.idempotency,
+                attempt_logs = swept.attempt_logs,
+                tombstones = swept.tombstones,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "expired records removed"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "retention sweep failed; retrying at the next interval")
+            }
+        }
+    }
+}
+
 /// Samples the queue for the gauges of `esaas.operations`, `esaas.queue.*`.
 async fn sample_queue(store: Store, every: Duration) {
     let mut tick = tokio::time::interval(every);
@@ -279,6 +313,14 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
             Duration::from_millis(config.telemetry.queue_sample_interval_ms.max(100)),
         ))
     });
+    let sweeper = config.retention.interval().map(|every| {
+        tokio::spawn(sweep_expired(
+            store.clone(),
+            config.retention.periods(),
+            every,
+            config.retention.batch_size,
+        ))
+    });
     let health_task = tokio::spawn(watch_database(store, reporter.clone()));
 
     // Each reflection service adds its own descriptor; the other one's is
@@ -343,8 +385,8 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
             .context("serving");
         health_task.abort();
         reaper.abort();
-        if let Some(s) = sampler {
-            s.abort();
+        for task in sampler.into_iter().chain(sweeper) {
+            task.abort();
         }
         result
     });

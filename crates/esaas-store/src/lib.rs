@@ -22,6 +22,7 @@ mod leases;
 mod load;
 mod observations;
 mod operations;
+mod retention;
 mod rows;
 mod save;
 mod tenants;
@@ -33,6 +34,7 @@ pub use feed::{Change, ChangeFeed};
 pub use keys::{KeyFilter, KeyScope, NewApiKey};
 pub use leases::{Claimed, LeaseSettings, QueueStats};
 pub use operations::OperationFilter;
+pub use retention::Swept;
 pub use tx::{Idempotency, Mode, Outcome};
 
 use std::time::Duration;

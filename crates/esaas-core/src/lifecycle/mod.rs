@@ -12,12 +12,15 @@
 //! - [`lease`]: a worker claims an operation, reports on it under its
 //!   fencing token, and the attempt ends (success, failure retried with
 //!   backoff, stall, hand-back, lost lease, cancellation).
+//! - [`retention`]: which events, idempotency records, attempt logs and
+//!   tombstones have expired, and where a watch may resume.
 
 pub mod cancel;
 pub mod create;
 pub mod delete;
 pub mod lease;
 pub mod observe;
+pub mod retention;
 pub mod retry;
 pub mod update;
 

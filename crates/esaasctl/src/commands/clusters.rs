@@ -445,6 +445,14 @@ fn cluster_details(c: &v1::Cluster) -> String {
     out
 }
 
+/// Says on stderr that events expired before the watch could send them.
+fn resynced(after: i64, cluster: &esaas_client::v1::Cluster) {
+    eprintln!(
+        "the events after revision {after} have expired; resynced at revision {}",
+        cluster.revision
+    );
+}
+
 /// One line per event (a JSON object per line with `-o json`), until Ctrl-C.
 async fn watch(ctx: &Ctx, name: &str, since: i64) -> Result<(), Failure> {
     let mut stream = ctx.client.watch_cluster(name, since);
@@ -457,6 +465,18 @@ async fn watch(ctx: &Ctx, name: &str, since: i64) -> Result<(), Failure> {
         match (ctx.format, item) {
             (_, WatchItem::Resumed { revision }) => {
                 eprintln!("reconnected; resuming after revision {revision}");
+            }
+            (Format::Table, WatchItem::Resynced { after, cluster }) => {
+                resynced(after, &cluster);
+                let (state, health) = state_of(&cluster);
+                println!(
+                    "{:>4} {:<20} {state} {health} (generation {})",
+                    cluster.revision, "CURRENT", cluster.generation
+                );
+            }
+            (format, WatchItem::Resynced { after, cluster }) => {
+                resynced(after, &cluster);
+                print_line(format, &to_json("esaas.v1.Cluster", &cluster)?)?
             }
             (Format::Table, WatchItem::Cluster(c)) => {
                 let (state, health) = state_of(&c);
