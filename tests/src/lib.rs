@@ -8,6 +8,7 @@ pub mod grpc_faults;
 pub mod kube_standin;
 pub mod moto;
 pub mod otlp;
+pub mod pki;
 pub mod process;
 pub mod sim;
 
