@@ -124,6 +124,8 @@ async fn a_worker_and_clients_reach_a_tls_control_plane_and_a_new_certificate_ne
     assert!(status.success(), "eks-setup failed");
 
     let port = free_port();
+    let health_port = free_port();
+    let config = format!("health_listen_addr = \"127.0.0.1:{health_port}\"\n{config}");
     let serve_env: Vec<_> = env.iter().chain(&otel).cloned().collect();
     let server = ServerProcess::start_tls(&db, port, &config, &serve_env, &ca.pem).await;
     let pid = server.pid();
@@ -142,6 +144,33 @@ async fn a_worker_and_clients_reach_a_tls_control_plane_and_a_new_certificate_ne
             .is_err(),
     };
     assert!(refused, "a plaintext client was answered");
+    // Probes that cannot speak TLS ask the health-only listener.
+    let health = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{health_port}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("the health listener");
+    let serving = tonic_health::pb::health_client::HealthClient::new(health.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "esaas.liveness".into(),
+        })
+        .await
+        .expect("health over plaintext")
+        .into_inner()
+        .status;
+    assert_eq!(
+        serving,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let api_on_health = pb::admin_service_client::AdminServiceClient::new(health)
+        .list_tenants(authed(ADMIN_KEY, pb::ListTenantsRequest::default()))
+        .await
+        .expect_err("the API on the health listener");
+    assert_eq!(
+        api_on_health.code(),
+        tonic::Code::Unimplemented,
+        "{api_on_health:?}"
+    );
     // A client that does not trust the private CA (the system's roots) is refused too.
     let untrusting = esaas_client::Client::builder(format!("https://localhost:{port}"))
         .key(ADMIN_KEY)

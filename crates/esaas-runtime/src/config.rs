@@ -52,6 +52,9 @@ impl std::fmt::Debug for Secret {
 pub struct Config {
     /// gRPC listen address.
     pub listen_addr: SocketAddr,
+    /// A second, plaintext listener serving only `grpc.health.v1` (for
+    /// probes that cannot speak TLS); empty: none.
+    pub health_listen_addr: String,
     /// PostgreSQL URL (may hold a password).
     pub database_url: Secret,
     /// Pool size per process.
@@ -332,6 +335,10 @@ impl Config {
             otlp_ca_file: &self.telemetry.otlp_ca_file,
         })
         .map_err(anyhow::Error::msg)?;
+        let health = self.health_listen_addr.trim();
+        if !health.is_empty() && health.parse::<SocketAddr>().is_err() {
+            bail!("health_listen_addr: {health:?} is not an address (host:port)");
+        }
         if self.catalog.versions.is_empty() {
             bail!("catalog.versions: at least one version is required");
         }

@@ -320,6 +320,19 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         }
         _ => (None, format!("http://{}", loopback_of(addr))),
     };
+    // Health alone, plaintext, for probes that cannot speak TLS (the
+    // kubelet's gRPC probe): it carries no key and no tenant data.
+    let health_listener = match config.health_listen_addr.trim() {
+        "" => None,
+        at => Some(
+            TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding health_listen_addr {at}"))?,
+        ),
+    };
+    if let Some(l) = &health_listener {
+        tracing::info!(addr = %l.local_addr()?, "serving grpc.health.v1 alone, plaintext");
+    }
     let methods = Arc::new(
         Methods::from_descriptor_sets(&[
             esaas_proto::FILE_DESCRIPTOR_SET,
@@ -342,7 +355,7 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
             config.max_concurrent_requests,
         ))
         .layer(MessageSizeLayer)
-        .add_service(health)
+        .add_service(health.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(clusters)
@@ -359,6 +372,7 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
     let task = tokio::spawn(async move {
         let internal_router = router.clone();
         let internal_stop = stop.clone();
+        let health_stop = stop.clone();
         let public = async move {
             match tls {
                 Some(server_config) => {
@@ -388,7 +402,18 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
                 None => Ok(()),
             }
         };
-        let result = tokio::try_join!(public, internal)
+        let health_only = async move {
+            match health_listener {
+                Some(l) => {
+                    tonic::transport::Server::builder()
+                        .add_service(health)
+                        .serve_with_incoming_shutdown(tcp(l), health_stop.cancelled())
+                        .await
+                }
+                None => Ok(()),
+            }
+        };
+        let result = tokio::try_join!(public, internal, health_only)
             .map(|_| ())
             .context("serving");
         health_task.abort();
