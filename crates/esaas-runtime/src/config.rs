@@ -309,6 +309,9 @@ impl Config {
                 )
             })?;
         }
+        if let Some(v) = var("ESAAS_HEALTH_LISTEN_ADDR") {
+            self.health_listen_addr = v;
+        }
         if let Some(v) = var("ESAAS_TLS_CERT_FILE") {
             self.tls.cert_file = v;
         }
