@@ -18,6 +18,8 @@ use crate::v1::worker_service_client::WorkerServiceClient;
 pub const ADDR_ENV: &str = "ESAAS_ADDR";
 /// The environment variable [`Client::from_env`] reads the API key from.
 pub const KEY_ENV: &str = "ESAAS_KEY";
+/// The environment variable [`Client::from_env`] reads a PEM CA file's path from.
+pub const CA_CERT_ENV: &str = "ESAAS_CA_CERT";
 
 /// Adds `authorization: Bearer <key>` to every call (nothing without a key).
 ///
@@ -334,7 +336,9 @@ impl Client {
         Self::builder_from_env()?.connect().await
     }
 
-    /// A builder preset from `$ESAAS_ADDR` and `$ESAAS_KEY`, to adjust further.
+    /// A builder preset from `$ESAAS_ADDR`, `$ESAAS_KEY` and `$ESAAS_CA_CERT`
+    /// (the path of a PEM CA bundle, see [`ClientBuilder::ca_certificate_pem`]),
+    /// to adjust further.
     ///
     /// ```no_run
     /// # async fn run() -> esaas_client::Result<()> {
@@ -354,6 +358,15 @@ impl Client {
         let mut b = Self::builder(url);
         if let Ok(key) = std::env::var(KEY_ENV) {
             b = b.key(key);
+        }
+        if let Some(path) = std::env::var_os(CA_CERT_ENV).filter(|p| !p.is_empty()) {
+            let pem = std::fs::read_to_string(&path).map_err(|e| {
+                Error::Config(format!(
+                    "{CA_CERT_ENV}: reading {}: {e}",
+                    path.to_string_lossy()
+                ))
+            })?;
+            b = b.ca_certificate_pem(pem);
         }
         Ok(b)
     }
