@@ -9,6 +9,7 @@ pub mod kube_standin;
 pub mod moto;
 pub mod otlp;
 pub mod pgproxy;
+pub mod pki;
 pub mod process;
 pub mod sim;
 

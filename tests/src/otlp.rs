@@ -62,6 +62,7 @@ struct Store {
 #[derive(Debug, Clone)]
 pub struct Collector {
     addr: SocketAddr,
+    tls: bool,
     store: Arc<Mutex<Store>>,
     _server: Arc<AbortOnDrop>,
 }
@@ -190,12 +191,30 @@ impl MetricsService for Metrics {
 impl Collector {
     /// Starts a collector on a free local port.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts a collector that serves TLS with this pair (for `localhost`).
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        let identity = tonic::transport::Identity::from_pem(cert_pem, key_pem);
+        Self::start_with(Some(
+            tonic::transport::ServerTlsConfig::new().identity(identity),
+        ))
+        .await
+    }
+
+    async fn start_with(tls: Option<tonic::transport::ServerTlsConfig>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the collector");
         let addr = listener.local_addr().expect("collector address");
         let store = Arc::new(Mutex::new(Store::default()));
-        let router = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        let secure = tls.is_some();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).expect("collector TLS");
+        }
+        let router = server
             .add_service(TraceServiceServer::new(Traces(store.clone())))
             .add_service(MetricsServiceServer::new(Metrics(store.clone())));
         let task = tokio::spawn(async move {
@@ -205,6 +224,7 @@ impl Collector {
         });
         Self {
             addr,
+            tls: secure,
             store,
             _server: Arc::new(AbortOnDrop(task)),
         }
@@ -212,7 +232,10 @@ impl Collector {
 
     /// Its OTLP/gRPC endpoint, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            true => format!("https://localhost:{}", self.addr.port()),
+            false => format!("http://{}", self.addr),
+        }
     }
 
     /// Every span received so far.

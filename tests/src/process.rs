@@ -70,11 +70,42 @@ impl ServerProcess {
         env: &[(&str, String)],
     ) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let probe = Channel::from_shared(format!("http://{addr}")).expect("uri");
+        Self::spawn(db, addr, extra, env, probe).await
+    }
+
+    /// Like `start_with_env`, serving TLS (its `extra` configures `[tls]`):
+    /// health is asked over `https://localhost:{port}`, verified with `ca_pem`.
+    pub async fn start_tls(
+        db: &TestDb,
+        port: u16,
+        extra: &str,
+        env: &[(&str, String)],
+        ca_pem: &str,
+    ) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let probe = Channel::from_shared(format!("https://localhost:{port}"))
+            .expect("uri")
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem)),
+            )
+            .expect("TLS probe");
+        Self::spawn(db, addr, extra, env, probe).await
+    }
+
+    async fn spawn(
+        db: &TestDb,
+        addr: SocketAddr,
+        extra: &str,
+        env: &[(&str, String)],
+        probe: tonic::transport::Endpoint,
+    ) -> Self {
         let config = std::env::temp_dir().join(format!("esaas-test-{}.toml", addr.port()));
         std::fs::write(&config, format!("watch_poll_seconds = 300\n{extra}\n"))
             .expect("write config");
         let log = std::env::temp_dir().join(format!("esaas-serve-{}.log", addr.port()));
-        let child = tokio::process::Command::new(esaas_bin())
+        let mut child = tokio::process::Command::new(esaas_bin())
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -91,11 +122,7 @@ impl ServerProcess {
             .expect("spawn esaas serve");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(ch) = Channel::from_shared(format!("http://{addr}"))
-                .expect("uri")
-                .connect()
-                .await
-            {
+            if let Ok(ch) = probe.connect().await {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
                 if let Ok(r) = health
                     .check(tonic_health::pb::HealthCheckRequest {
@@ -108,12 +135,23 @@ impl ServerProcess {
                     return Self { addr, log, child };
                 }
             }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "esaas serve exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "esaas serve did not become healthy on {addr}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The process id, to tell a restarted server from the same one.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// SIGKILLs the process.

@@ -25,6 +25,8 @@ fn config_check_prints_the_effective_configuration_without_secrets() {
             ),
             ("ESAAS_BOOTSTRAP_ADMIN_KEY", "bootstrap-secret-0123456789"),
             ("ESAAS_LISTEN_ADDR", "0.0.0.0:6000"),
+            // Plaintext beyond loopback needs the declaration that a mesh encrypts it.
+            ("ESAAS_TLS_MODE", "mesh"),
         ],
     );
     assert!(

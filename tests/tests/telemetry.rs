@@ -19,6 +19,7 @@ async fn retries_and_lapsed_leases_are_counted() {
         service: "esaas-control-plane",
         json_logs: false,
         otlp_endpoint: Some(collector.endpoint()),
+        otlp_ca_pem: None,
     })
     .expect("telemetry");
     let app = spawn_app_with(|c| {

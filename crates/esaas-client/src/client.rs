@@ -18,6 +18,8 @@ use crate::v1::worker_service_client::WorkerServiceClient;
 pub const ADDR_ENV: &str = "ESAAS_ADDR";
 /// The environment variable [`Client::from_env`] reads the API key from.
 pub const KEY_ENV: &str = "ESAAS_KEY";
+/// The environment variable [`Client::from_env`] reads a PEM CA file's path from.
+pub const CA_CERT_ENV: &str = "ESAAS_CA_CERT";
 
 /// Adds `authorization: Bearer <key>` to every call (nothing without a key).
 ///
@@ -132,7 +134,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Trusts this PEM CA for `https://` (besides the system's roots).
+    /// Verifies an `https://` server with this PEM CA bundle instead of the
+    /// system's roots (as `curl --cacert` and `grpcurl -cacert` do), so a
+    /// private CA works in an image without a system bundle. A bundle with
+    /// no certificate is refused when connecting.
     ///
     /// ```
     /// let b = esaas_client::Client::builder("https://esaas.internal").ca_certificate_pem("-----BEGIN CERTIFICATE-----...");
@@ -183,10 +188,13 @@ impl ClientBuilder {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         if url.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new().with_native_roots();
-            if let Some(pem) = &self.ca_pem {
-                tls = tls.ca_certificate(Certificate::from_pem(pem));
-            }
+            let tls = match &self.ca_pem {
+                Some(pem) => {
+                    check_ca_bundle(pem)?;
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+                }
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
             endpoint = endpoint
                 .tls_config(tls)
                 .map_err(|e| Error::Config(format!("TLS: {e}")))?;
@@ -234,6 +242,21 @@ impl ClientBuilder {
             retry: self.retry,
             timeout: self.timeout,
         })
+    }
+}
+
+/// A CA bundle that holds no certificate would trust nothing, and every
+/// handshake would fail as "unknown issuer": say so up front instead.
+fn check_ca_bundle(pem: &str) -> Result<()> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut certs = CertificateDer::pem_slice_iter(pem.as_bytes());
+    match certs.next() {
+        Some(Ok(_)) if certs.all(|c| c.is_ok()) => Ok(()),
+        Some(_) => Err(Error::Config("the CA certificate is not valid PEM".into())),
+        None => Err(Error::Config(
+            "the CA certificate holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        )),
     }
 }
 
@@ -313,7 +336,9 @@ impl Client {
         Self::builder_from_env()?.connect().await
     }
 
-    /// A builder preset from `$ESAAS_ADDR` and `$ESAAS_KEY`, to adjust further.
+    /// A builder preset from `$ESAAS_ADDR`, `$ESAAS_KEY` and `$ESAAS_CA_CERT`
+    /// (the path of a PEM CA bundle, see [`ClientBuilder::ca_certificate_pem`]),
+    /// to adjust further.
     ///
     /// ```no_run
     /// # async fn run() -> esaas_client::Result<()> {
@@ -333,6 +358,15 @@ impl Client {
         let mut b = Self::builder(url);
         if let Ok(key) = std::env::var(KEY_ENV) {
             b = b.key(key);
+        }
+        if let Some(path) = std::env::var_os(CA_CERT_ENV).filter(|p| !p.is_empty()) {
+            let pem = std::fs::read_to_string(&path).map_err(|e| {
+                Error::Config(format!(
+                    "{CA_CERT_ENV}: reading {}: {e}",
+                    path.to_string_lossy()
+                ))
+            })?;
+            b = b.ca_certificate_pem(pem);
         }
         Ok(b)
     }
@@ -476,5 +510,27 @@ mod tests {
         }
         assert!(normalize_url("").is_err());
         assert!(normalize_url("ftp://x").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_ca_bundle_without_a_certificate_is_refused_before_any_handshake() {
+        let builder = |pem: &str| Client::builder("https://esaas.internal").ca_certificate_pem(pem);
+        for pem in [
+            "",
+            "not pem at all",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
+            match builder(pem).connect_lazy() {
+                Err(Error::Config(msg)) => assert!(msg.contains("CA certificate"), "{msg}"),
+                other => panic!("{pem:?}: {other:?}"),
+            }
+        }
+        // Plaintext ignores the bundle.
+        assert!(
+            Client::builder("http://127.0.0.1:1")
+                .ca_certificate_pem("")
+                .connect_lazy()
+                .is_ok()
+        );
     }
 }

@@ -52,6 +52,9 @@ impl std::fmt::Debug for Secret {
 pub struct Config {
     /// gRPC listen address.
     pub listen_addr: SocketAddr,
+    /// A second, plaintext listener serving only `grpc.health.v1` (for
+    /// probes that cannot speak TLS); empty: none.
+    pub health_listen_addr: String,
     /// PostgreSQL URL (may hold a password).
     pub database_url: Secret,
     /// Pool size per process.
@@ -74,6 +77,8 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     /// How long a valid API key is remembered, ms (0: looked up every call).
     pub auth_cache_ttl_ms: u64,
+    /// How the listener and the outgoing connections are protected.
+    pub tls: crate::tls::TlsSection,
     /// Logs, traces and metrics.
     pub telemetry: TelemetrySection,
     /// Requests per second per tenant (0: no limit).
@@ -123,6 +128,8 @@ pub struct TelemetrySection {
     pub log_format: String,
     /// OTLP/gRPC endpoint; empty: no export.
     pub otlp_endpoint: String,
+    /// PEM CA bundle that verifies an https:// endpoint; empty: the system's roots.
+    pub otlp_ca_file: String,
     /// Queue sampling interval, ms.
     pub queue_sample_interval_ms: u64,
 }
@@ -169,6 +176,10 @@ pub struct WorkerSection {
     pub region: String,
     /// Observations at once per worker, besides its operations.
     pub observe_capacity: i32,
+    /// `esaas worker`: the control plane's URL (`ESAAS_CONTROL_PLANE_URL`).
+    pub control_plane_url: String,
+    /// PEM CA bundle that verifies an https:// control plane; empty: the system's roots.
+    pub control_plane_ca_file: String,
 }
 
 /// `[certificates]`: the lifetime of the node certificates workers issue,
@@ -260,6 +271,15 @@ impl RetentionSection {
     }
 }
 
+fn ca_file(key: &str, path: &str) -> anyhow::Result<Option<String>> {
+    if path.trim().is_empty() {
+        return Ok(None);
+    }
+    crate::tls::files::ca_bundle(key, path)
+        .map(Some)
+        .map_err(anyhow::Error::msg)
+}
+
 fn overlay(base: &mut toml::Table, top: toml::Table) {
     for (k, v) in top {
         // A table keyed by data, not by settings: a file that names its zones'
@@ -337,6 +357,32 @@ impl Config {
         if let Some(v) = var("OTEL_EXPORTER_OTLP_ENDPOINT") {
             self.telemetry.otlp_endpoint = v;
         }
+        // The OpenTelemetry exporter specification's name for the CA file.
+        if let Some(v) = var("OTEL_EXPORTER_OTLP_CERTIFICATE") {
+            self.telemetry.otlp_ca_file = v;
+        }
+        if let Some(v) = var("ESAAS_CONTROL_PLANE_URL") {
+            self.worker.control_plane_url = v;
+        }
+        if let Some(v) = var("ESAAS_CONTROL_PLANE_CA_FILE") {
+            self.worker.control_plane_ca_file = v;
+        }
+        if let Some(v) = var("ESAAS_TLS_MODE") {
+            self.tls.mode = toml::Value::String(v.clone()).try_into().map_err(|_| {
+                anyhow::anyhow!(
+                    "tls.mode (ESAAS_TLS_MODE): must be \"off\", \"native\" or \"mesh\", got {v:?}"
+                )
+            })?;
+        }
+        if let Some(v) = var("ESAAS_HEALTH_LISTEN_ADDR") {
+            self.health_listen_addr = v;
+        }
+        if let Some(v) = var("ESAAS_TLS_CERT_FILE") {
+            self.tls.cert_file = v;
+        }
+        if let Some(v) = var("ESAAS_TLS_KEY_FILE") {
+            self.tls.key_file = v;
+        }
         if let Some(v) = var("ESAAS_WORKERS") {
             self.workers = v
                 .parse()
@@ -345,7 +391,22 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    /// Checks the configuration without reading any file (at load; again
+    /// after a command-line flag changed it). The error names the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        crate::tls::check(&crate::tls::Hops {
+            tls: &self.tls,
+            listen_addr: self.listen_addr,
+            control_plane_url: &self.worker.control_plane_url,
+            control_plane_ca_file: &self.worker.control_plane_ca_file,
+            otlp_endpoint: &self.telemetry.otlp_endpoint,
+            otlp_ca_file: &self.telemetry.otlp_ca_file,
+        })
+        .map_err(anyhow::Error::msg)?;
+        let health = self.health_listen_addr.trim();
+        if !health.is_empty() && health.parse::<SocketAddr>().is_err() {
+            bail!("health_listen_addr: {health:?} is not an address (host:port)");
+        }
         if self.catalog.versions.is_empty() {
             bail!("catalog.versions: at least one version is required");
         }
@@ -430,15 +491,6 @@ impl Config {
                 self.telemetry.log_format
             );
         }
-        let endpoint = &self.telemetry.otlp_endpoint;
-        if !(endpoint.is_empty()
-            || endpoint.starts_with("http://")
-            || endpoint.starts_with("https://"))
-        {
-            bail!(
-                "telemetry.otlp_endpoint (OTEL_EXPORTER_OTLP_ENDPOINT): must be an http:// or https:// URL, got {endpoint:?}"
-            );
-        }
         if self.request_timeout_ms < 100 {
             bail!("request_timeout_ms: must be at least 100");
         }
@@ -516,6 +568,38 @@ impl Config {
         Ok(())
     }
 
+    /// Reads and checks every file the configuration names (`esaas config
+    /// check`): the served pair, and the CA bundles.
+    pub fn check_files(&self) -> anyhow::Result<()> {
+        self.server_identity()?;
+        self.control_plane_ca()?;
+        self.otlp_ca()?;
+        Ok(())
+    }
+
+    /// The certificate and key `esaas serve` presents (`tls.mode = "native"`).
+    pub fn server_identity(&self) -> anyhow::Result<Option<crate::tls::files::Identity>> {
+        if self.tls.mode != crate::tls::Mode::Native {
+            return Ok(None);
+        }
+        crate::tls::files::identity(&self.tls.cert_file, &self.tls.key_file)
+            .map(Some)
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// The PEM CA bundle that verifies the control plane (`esaas worker`).
+    pub fn control_plane_ca(&self) -> anyhow::Result<Option<String>> {
+        ca_file(
+            "worker.control_plane_ca_file",
+            &self.worker.control_plane_ca_file,
+        )
+    }
+
+    /// The PEM CA bundle that verifies the OTLP collector.
+    pub fn otlp_ca(&self) -> anyhow::Result<Option<String>> {
+        ca_file("telemetry.otlp_ca_file", &self.telemetry.otlp_ca_file)
+    }
+
     /// The database URL, required by everything that touches the database.
     pub fn database_url(&self) -> anyhow::Result<&str> {
         match self.database_url.expose() {
@@ -550,6 +634,7 @@ impl Config {
         let w = &self.worker;
         esaas_worker::WorkerConfig {
             control_plane,
+            ca_pem: None,
             key,
             id,
             region: w.region.clone(),
@@ -570,12 +655,14 @@ impl Config {
         toml::to_string_pretty(self).context("printing the configuration")
     }
 
-    /// How this process logs and exports, as `service`.
+    /// How this process logs and exports, as `service` (without the OTLP CA
+    /// bundle, which [`crate::init_telemetry`] reads).
     pub fn telemetry(&self, service: &'static str) -> esaas_telemetry::Settings {
         esaas_telemetry::Settings {
             service,
             json_logs: self.telemetry.log_format == "json",
             otlp_endpoint: Some(self.telemetry.otlp_endpoint.clone()).filter(|e| !e.is_empty()),
+            otlp_ca_pem: None,
         }
     }
 
@@ -607,7 +694,7 @@ mod tests {
             c.validate().err().map(|e| e.to_string())
         };
         assert_eq!(
-            load("[telemetry]\nlog_format = \"json\"\notlp_endpoint = \"http://c:4317\"\n"),
+            load("[telemetry]\nlog_format = \"json\"\notlp_endpoint = \"https://c:4317\"\n"),
             None
         );
         let bad = [

@@ -5,6 +5,7 @@
 pub mod backends;
 pub mod config;
 pub mod server;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{Running, start, start_with_workers};
@@ -16,7 +17,9 @@ pub fn init_telemetry(
     config: &Config,
     service: &'static str,
 ) -> anyhow::Result<esaas_telemetry::Telemetry> {
-    esaas_telemetry::init(&config.telemetry(service))
+    let mut settings = config.telemetry(service);
+    settings.otlp_ca_pem = config.otlp_ca()?;
+    esaas_telemetry::init(&settings)
 }
 
 /// Applies pending migrations to the configured database.
@@ -48,22 +51,24 @@ pub async fn serve_until_signal(config: &Config) -> anyhow::Result<()> {
     }
 }
 
-/// `esaas worker`: connects to `control_plane` with `key` and drives EKS,
-/// Kubernetes and Elasticsearch as configured, until SIGTERM or Ctrl-C, then
-/// hands its leases back.
-pub async fn run_worker(
-    config: &Config,
-    control_plane: String,
-    key: String,
-    id: Option<String>,
-) -> anyhow::Result<()> {
+/// `esaas worker`: connects to `worker.control_plane_url` with `key` and
+/// drives EKS, Kubernetes and Elasticsearch as configured, until SIGTERM or
+/// Ctrl-C, then hands its leases back.
+pub async fn run_worker(config: &Config, key: String, id: Option<String>) -> anyhow::Result<()> {
     if key.is_empty() {
         anyhow::bail!(
             "ESAAS_WORKER_KEY is not set: create a ROLE_WORKER key with AdminService.CreateApiKey"
         );
     }
+    let control_plane = config.worker.control_plane_url.trim();
+    if control_plane.is_empty() {
+        anyhow::bail!(
+            "worker.control_plane_url (ESAAS_CONTROL_PLANE_URL, or --control-plane): required by esaas worker"
+        );
+    }
     let id = id.unwrap_or_else(default_worker_id);
-    let wc = config.worker_config(control_plane, key, id);
+    let mut wc = config.worker_config(control_plane.to_string(), key, id);
+    wc.ca_pem = config.control_plane_ca()?;
     let backends = backends::product_backends(config).await?;
     tracing::info!(worker = %wc.id, control_plane = %wc.control_plane, capacity = wc.capacity, "worker starting");
     let shutdown = tokio_util::sync::CancellationToken::new();

@@ -16,7 +16,6 @@ use esaas_proto::v1 as pb;
 use esaas_store::Store;
 use esaas_worker::Backends;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -31,7 +30,10 @@ use crate::Config;
 pub struct Running {
     /// The address it listens on (useful with port 0).
     pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Where the in-process workers connect: this address, or with native
+    /// TLS a plaintext listener of their own on loopback.
+    worker_url: String,
+    stop_serving: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
     workers: Vec<JoinHandle<anyhow::Result<()>>>,
     stop_workers: CancellationToken,
@@ -85,9 +87,7 @@ impl Running {
         // Streams end by themselves only when their clients go: end them,
         // or the server would wait for watchers forever.
         self.api.shutdown_streams();
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.stop_serving.cancel();
         (&mut self.task).await.context("server task")?
     }
 
@@ -245,7 +245,7 @@ pub async fn start_with_workers<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     let mut running = serve(config, Some(&key)).await?;
     for i in 0..config.workers {
         let wc = config.worker_config(
-            format!("http://{}", running.addr),
+            running.worker_url.clone(),
             key.clone(),
             format!("inproc-{}-{i}", running.addr.port()),
         );
@@ -338,11 +338,43 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         .build_v1alpha()
         .context("reflection v1alpha")?;
 
+    // Loaded before binding: a pair that does not load stops the start.
+    let identity = config.server_identity()?;
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;
     let addr = listener.local_addr()?;
-    let (tx, rx) = oneshot::channel::<()>();
+    let stop_serving = CancellationToken::new();
+    let tls = match identity {
+        Some(identity) => Some(native_tls(config, identity, stop_serving.clone())?),
+        None => None,
+    };
+    // In-process workers speak to their own process. With native TLS they
+    // get a plaintext listener on loopback: the certificate names the
+    // service, not 127.0.0.1, and their key never leaves the machine.
+    let (internal, worker_url) = match (&tls, internal_worker_key) {
+        (Some(_), Some(_)) => {
+            let l = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .await
+                .context("binding the in-process workers' loopback listener")?;
+            let url = format!("http://{}", l.local_addr()?);
+            (Some(l), url)
+        }
+        _ => (None, format!("http://{}", loopback_of(addr))),
+    };
+    // Health alone, plaintext, for probes that cannot speak TLS (the
+    // kubelet's gRPC probe): it carries no key and no tenant data.
+    let health_listener = match config.health_listen_addr.trim() {
+        "" => None,
+        at => Some(
+            TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding health_listen_addr {at}"))?,
+        ),
+    };
+    if let Some(l) = &health_listener {
+        tracing::info!(addr = %l.local_addr()?, "serving grpc.health.v1 alone, plaintext");
+    }
     let methods = Arc::new(
         Methods::from_descriptor_sets(&[
             esaas_proto::FILE_DESCRIPTOR_SET,
@@ -365,7 +397,7 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
             config.max_concurrent_requests,
         ))
         .layer(MessageSizeLayer)
-        .add_service(health)
+        .add_service(health.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(clusters)
@@ -375,13 +407,56 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
     // Without TCP_NODELAY a unary answer (headers, data and trailers are
     // separate writes) waits ~40 ms for the client's delayed ACK. tonic sets
     // it only on listeners it binds itself.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let tcp =
+        |l: TcpListener| tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+    let stop = stop_serving.clone();
+    let tls_mode = config.tls.mode.as_str();
     let task = tokio::spawn(async move {
-        let result = router
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = rx.await;
-            })
-            .await
+        let internal_router = router.clone();
+        let internal_stop = stop.clone();
+        let health_stop = stop.clone();
+        let public = async move {
+            match tls {
+                Some(server_config) => {
+                    let incoming = crate::tls::incoming::tls_incoming(
+                        tcp(listener),
+                        server_config,
+                        HANDSHAKE_TIMEOUT,
+                    );
+                    router
+                        .serve_with_incoming_shutdown(incoming, stop.cancelled())
+                        .await
+                }
+                None => {
+                    router
+                        .serve_with_incoming_shutdown(tcp(listener), stop.cancelled())
+                        .await
+                }
+            }
+        };
+        let internal = async move {
+            match internal {
+                Some(l) => {
+                    internal_router
+                        .serve_with_incoming_shutdown(tcp(l), internal_stop.cancelled())
+                        .await
+                }
+                None => Ok(()),
+            }
+        };
+        let health_only = async move {
+            match health_listener {
+                Some(l) => {
+                    tonic::transport::Server::builder()
+                        .add_service(health)
+                        .serve_with_incoming_shutdown(tcp(l), health_stop.cancelled())
+                        .await
+                }
+                None => Ok(()),
+            }
+        };
+        let result = tokio::try_join!(public, internal, health_only)
+            .map(|_| ())
             .context("serving");
         health_task.abort();
         reaper.abort();
@@ -390,10 +465,11 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         }
         result
     });
-    tracing::info!(%addr, "serving esaas.v1");
+    tracing::info!(%addr, tls = tls_mode, "serving esaas.v1");
     Ok(Running {
         addr,
-        shutdown: Some(tx),
+        worker_url,
+        stop_serving,
         task,
         workers: Vec::new(),
         stop_workers: CancellationToken::new(),
@@ -401,4 +477,47 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         health: reporter,
         grace: Duration::from_secs(config.shutdown_grace_seconds),
     })
+}
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The rustls configuration of the listener, and the task that swaps its
+/// certificate when the files change (until `stop`).
+fn native_tls(
+    config: &Config,
+    identity: crate::tls::files::Identity,
+    stop: CancellationToken,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let leaf = &identity.leaf;
+    tracing::info!(
+        subject = %leaf.subject,
+        sha256 = %leaf.sha256,
+        not_after = %leaf.not_after,
+        "serving TLS"
+    );
+    let resolver = Arc::new(crate::tls::reload::Resolver::new(identity.key));
+    let server_config =
+        crate::tls::incoming::server_config(resolver.clone()).context("the TLS configuration")?;
+    let reloader =
+        crate::tls::reload::Reloader::new(&config.tls.cert_file, &config.tls.key_file, resolver);
+    tokio::spawn(crate::tls::reload::watch(
+        reloader,
+        Duration::from_secs(config.tls.reload_interval_seconds.max(1)),
+        stop,
+    ));
+    Ok(server_config)
+}
+
+/// `addr`, or loopback when it is the unspecified address (`0.0.0.0`).
+fn loopback_of(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
 }

@@ -11,7 +11,8 @@ pub mod metrics;
 
 use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -28,8 +29,11 @@ pub struct Settings {
     pub service: &'static str,
     /// Log JSON lines instead of text.
     pub json_logs: bool,
-    /// OTLP/gRPC endpoint (e.g. `http://otel-collector:4317`); `None`: no export.
+    /// OTLP/gRPC endpoint (e.g. `https://otel-collector:4317`); `None`: no export.
     pub otlp_endpoint: Option<String>,
+    /// PEM CA bundle that verifies an `https://` endpoint instead of the
+    /// system's roots.
+    pub otlp_ca_pem: Option<String>,
 }
 
 /// Exporters to flush on exit; dropping it without [`Telemetry::shutdown`]
@@ -82,18 +86,27 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = resource(settings.service);
-    let spans = opentelemetry_otlp::SpanExporter::builder()
+    let tls = tls_config(endpoint, settings.otlp_ca_pem.as_deref());
+    let mut spans = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .with_endpoint(endpoint)
+        .with_endpoint(endpoint);
+    if let Some(tls) = &tls {
+        spans = spans.with_tls_config(tls.clone());
+    }
+    let spans = spans
         .build()
         .with_context(|| format!("OTLP span exporter for {endpoint}"))?;
     let tracer = SdkTracerProvider::builder()
         .with_batch_exporter(spans)
         .with_resource(resource.clone())
         .build();
-    let points = opentelemetry_otlp::MetricExporter::builder()
+    let mut points = opentelemetry_otlp::MetricExporter::builder()
         .with_tonic()
-        .with_endpoint(endpoint)
+        .with_endpoint(endpoint);
+    if let Some(tls) = tls {
+        points = points.with_tls_config(tls);
+    }
+    let points = points
         .build()
         .with_context(|| format!("OTLP metric exporter for {endpoint}"))?;
     let meter = SdkMeterProvider::builder()
@@ -118,6 +131,18 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
     Ok(Telemetry {
         tracer: Some(tracer),
         meter: Some(meter),
+    })
+}
+
+/// For `https://`: the CA bundle if one is given (and then only it, as
+/// `curl --cacert` does), else the system's roots.
+fn tls_config(endpoint: &str, ca_pem: Option<&str>) -> Option<ClientTlsConfig> {
+    if !endpoint.starts_with("https://") {
+        return None;
+    }
+    Some(match ca_pem {
+        Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+        None => ClientTlsConfig::new().with_native_roots(),
     })
 }
 

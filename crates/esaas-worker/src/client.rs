@@ -28,8 +28,11 @@ use crate::executor::{Backends, ExecSettings, Job, Reporter, Stopped, execute, o
 /// How a worker process connects and works.
 #[derive(Clone)]
 pub struct WorkerConfig {
-    /// `http://host:port` of the control plane.
+    /// `https://host[:port]` (or `http://` to loopback or in a mesh) of the control plane.
     pub control_plane: String,
+    /// A PEM CA bundle that verifies an `https://` control plane instead of
+    /// the system's roots.
+    pub ca_pem: Option<String>,
     /// A WORKER key.
     pub key: String,
     /// Stable id of this worker.
@@ -52,6 +55,7 @@ impl std::fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerConfig")
             .field("control_plane", &self.control_plane)
+            .field("private_ca", &self.ca_pem.is_some())
             .field("key", &"<redacted>")
             .field("id", &self.id)
             .field("capacity", &self.capacity)
@@ -207,9 +211,13 @@ async fn session<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     previous: &mut Option<String>,
 ) -> anyhow::Result<()> {
     // The SDK's connection: http:// or https:// (TLS), the key on every call.
-    let control_plane = esaas_client::Client::builder(&config.control_plane)
+    let mut builder = esaas_client::Client::builder(&config.control_plane)
         .key(&config.key)
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(pem) = &config.ca_pem {
+        builder = builder.ca_certificate_pem(pem.clone());
+    }
+    let control_plane = builder
         .connect()
         .await
         .context("connecting to the control plane")?;

@@ -34,9 +34,10 @@ enum Command {
     EksSetup,
     /// Run a worker that connects to a control plane (no database access).
     Worker {
-        /// URL of the control plane, e.g. http://esaas:50051.
-        #[arg(long, env = "ESAAS_CONTROL_PLANE_URL")]
-        control_plane: String,
+        /// URL of the control plane, e.g. https://esaas:50051 (default:
+        /// worker.control_plane_url, or ESAAS_CONTROL_PLANE_URL).
+        #[arg(long)]
+        control_plane: Option<String>,
         /// Stable id of this worker (default: host name and process id).
         #[arg(long, env = "ESAAS_WORKER_ID")]
         id: Option<String>,
@@ -57,8 +58,17 @@ async fn main() -> anyhow::Result<()> {
         action: ConfigAction::Check,
     } = cli.command
     {
+        config.check_files()?;
         print!("{}", config.to_redacted_toml()?);
         return Ok(());
+    }
+    if let Command::Worker {
+        control_plane: Some(url),
+        ..
+    } = &cli.command
+    {
+        config.worker.control_plane_url = url.clone();
+        config.validate()?;
     }
     let service = match cli.command {
         Command::Worker { .. } => "esaas-worker",
@@ -73,10 +83,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => esaas_runtime::migrate(&config).await,
         Command::Config { .. } => Ok(()),
         Command::EksSetup => esaas_runtime::eks_setup(&config).await,
-        Command::Worker { control_plane, id } => {
+        Command::Worker { id, .. } => {
             // The key comes from the environment only: never from argv, where `ps` shows it.
             let key = std::env::var("ESAAS_WORKER_KEY").unwrap_or_default();
-            esaas_runtime::run_worker(&config, control_plane, key, id).await
+            esaas_runtime::run_worker(&config, key, id).await
         }
     };
     // Export the last spans and metrics, whatever the outcome.

@@ -23,7 +23,7 @@ pub struct Cli {
     /// The API key (esk_...).
     #[arg(long, env = "ESAAS_KEY", global = true, hide_env_values = true)]
     pub key: Option<String>,
-    /// A PEM CA to trust for https:// besides the system's.
+    /// A PEM CA bundle that verifies https:// instead of the system's roots.
     #[arg(long, env = "ESAAS_CA_CERT", global = true)]
     pub ca_cert: Option<PathBuf>,
     /// The tenant of short cluster names (`logs` for `tenants/{tenant}/clusters/logs`).

@@ -75,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
 
     let config = WorkerConfig {
         control_plane: required("ESAAS_CONTROL_PLANE_URL")?,
+        ca_pem: None,
         key: required("ESAAS_WORKER_KEY")?,
         id: std::env::var("ESAAS_WORKER_ID")
             .ok()

@@ -146,6 +146,12 @@ class Client:
             raise ValueError("no address: pass addr or set ESAAS_ADDR (for example http://127.0.0.1:50051)")
         key = key if key is not None else os.environ.get("ESAAS_KEY", "")
         self.addr = addr
+        # A private CA, as esaasctl takes it: ESAAS_CA_CERT names a PEM file. Given, it
+        # replaces the system's roots for https://.
+        ca_file = os.environ.get("ESAAS_CA_CERT")
+        if root_certificates is None and ca_file:
+            with open(ca_file, "rb") as f:
+                root_certificates = f.read()
         self.root_certificates = root_certificates
         target, tls = _target(addr)
         if tls:
