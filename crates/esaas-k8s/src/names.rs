@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use esaas_core::backend::Target;
+use esaas_core::names::{STATEFUL_SET_HASH_LEN, uid_hash};
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "esaas";
@@ -93,9 +94,7 @@ pub fn network_policy(t: &Target) -> String {
 /// cluster uid's SHA-256, so claims (`{this}-{statefulset}-{ordinal}`) of two
 /// clusters that shared a name never collide.
 pub fn data_claim(t: &Target) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(t.uid.as_bytes());
-    format!("data-{}", &hex::encode(digest)[..12])
+    format!("data-{}", uid_hash(&t.uid, 12))
 }
 
 /// The claim of pod `ordinal`'s data volume: `{data_claim}-{statefulset}-{ordinal}`,
@@ -111,9 +110,18 @@ pub fn uid_selector(t: &Target) -> String {
     format!("{}={}", labels::CLUSTER_UID, t.uid)
 }
 
-/// The StatefulSet of a node set.
+/// The StatefulSet of a node set: `{cluster}-{node set}-{6 hex digits of the
+/// uid's SHA-256}`. Without the hash, cluster `a` node set `b-c` and cluster
+/// `a-b` node set `c` of one tenant would share a StatefulSet (and its pods);
+/// with it, so do no two clusters, nor two incarnations of one cluster name.
+/// At most 48 characters (`esaas_core::names`), within the 52 that leave room
+/// for the pods' revision label.
 pub fn stateful_set(t: &Target, node_set: &str) -> String {
-    format!("{}-{node_set}", t.cluster_id)
+    format!(
+        "{}-{node_set}-{}",
+        t.cluster_id,
+        uid_hash(&t.uid, STATEFUL_SET_HASH_LEN)
+    )
 }
 
 /// A pod, which is also its Elasticsearch node name.

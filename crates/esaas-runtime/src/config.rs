@@ -328,6 +328,9 @@ impl Config {
                 );
             }
         }
+        if let Some(problem) = self.eks.launch_template.as_ref().and_then(|t| t.problem()) {
+            bail!("eks.launch_template: {problem}");
+        }
         if !(1..=1000).contains(&self.worker.capacity) {
             bail!("worker.capacity: must be between 1 and 1000");
         }
@@ -504,6 +507,14 @@ mod tests {
             ),
             ("request_timeout_ms = 5\n", "request_timeout_ms"),
             ("max_concurrent_requests = 0\n", "max_concurrent_requests"),
+            (
+                "[eks.launch_template]\nid = \"lt-1\"\nname = \"esaas-nodes\"\n",
+                "eks.launch_template",
+            ),
+            (
+                "[eks.launch_template]\nversion = \"1\"\n",
+                "eks.launch_template",
+            ),
         ];
         for (extra, key) in bad {
             let err = load(extra).unwrap_or_default();
