@@ -461,13 +461,12 @@ async fn create_scale_upgrade_and_delete_an_elasticsearch_cluster() {
         sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
         0
     );
+    let sts_path = format!("/statefulsets/{}", p.stateful_set(&name, "default").await);
     let sts_writes = p
         .kube
         .requests()
         .iter()
-        .filter(|(method, path, _, _)| {
-            method == "PATCH" && path.ends_with("/statefulsets/logs-default")
-        })
+        .filter(|(method, path, _, _)| method == "PATCH" && path.ends_with(&sts_path))
         .count();
     assert_eq!(
         sts_writes, 6,
@@ -1967,7 +1966,7 @@ async fn a_worker_killed_during_observation_or_repair_changes_only_the_timing() 
         Some("AsExpected".to_string())
     );
     let zones = repaired.spec.expect("spec").zones;
-    let groups = p.node_groups("search-logs-").await;
+    let groups = p.node_groups("esaas-search-logs-").await;
     assert_eq!(
         groups.len(),
         zones.len(),
