@@ -110,6 +110,9 @@ for kind, name in [("Namespace", "esaas-system"), ("Service", "esaas-api"),
                    ("ServiceAccount", "esaas-api"), ("ServiceAccount", "esaas-worker"),
                    ("PodDisruptionBudget", "esaas-api"), ("PodDisruptionBudget", "esaas-worker"),
                    ("NetworkPolicy", "esaas-api"), ("NetworkPolicy", "esaas-worker"),
+                   ("NetworkPolicy", "esaas-migrate"), ("NetworkPolicy", "esaas-default-deny"),
+                   ("ValidatingAdmissionPolicy", "esaas-worker-confinement"),
+                   ("ValidatingAdmissionPolicyBinding", "esaas-worker-confinement"),
                    ("ClusterRole", "esaas-api"), ("ClusterRole", "esaas-worker"),
                    ("ClusterRoleBinding", "esaas-api"), ("ClusterRoleBinding", "esaas-worker"),
                    ("StorageClass", "esaas-gp3"), ("Deployment", "esaas-api"),
@@ -119,8 +122,12 @@ for kind, name in [("Namespace", "esaas-system"), ("Service", "esaas-api"),
 ns = get("Namespace", "esaas-system")
 check(ns.get("metadata", {}).get("labels", {}).get("esaas.io/platform") == "true",
       "namespace esaas-system has esaas.io/platform: \"true\"", ns.get("metadata"))
-namespaced = [d for d in docs if d["kind"] not in
-              ("Namespace", "StorageClass", "ClusterRole", "ClusterRoleBinding")]
+cluster_scoped = ("Namespace", "StorageClass", "ClusterRole", "ClusterRoleBinding",
+                  "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+namespaced = [d for d in docs if d["kind"] not in cluster_scoped]
+stray = [f'{d["kind"]}/{d["metadata"]["name"]}' for d in docs
+         if d["kind"] in cluster_scoped and "namespace" in d["metadata"]]
+check(not stray, "no cluster-scoped object carries a namespace", stray)
 wrong = [f'{d["kind"]}/{d["metadata"]["name"]}' for d in namespaced
          if d["metadata"].get("namespace") != "esaas-system"]
 check(not wrong, "every namespaced object is in esaas-system", wrong)
@@ -205,7 +212,32 @@ for name in ("esaas-api", "esaas-worker"):
     pdb = get("PodDisruptionBudget", name)
     check(pdb.get("spec", {}).get("maxUnavailable") == 1, f"PDB {name}: maxUnavailable 1", pdb.get("spec"))
 np = get("NetworkPolicy", "esaas-worker").get("spec", {})
-check(np.get("policyTypes") == ["Ingress"] and not np.get("ingress"), "NetworkPolicy esaas-worker: no ingress", np)
+check(np.get("policyTypes") == ["Ingress", "Egress"] and not np.get("ingress"), "NetworkPolicy esaas-worker: no ingress", np)
+deny = get("NetworkPolicy", "esaas-default-deny").get("spec", {})
+check(deny.get("podSelector") == {} and deny.get("policyTypes") == ["Ingress", "Egress"]
+      and not deny.get("ingress") and not deny.get("egress"),
+      "NetworkPolicy esaas-default-deny: nothing in or out unless another policy says so", deny)
+api_np = get("NetworkPolicy", "esaas-api").get("spec", {})
+peers = [p for r in api_np.get("ingress", []) for p in r.get("from", [])]
+check(peers and all(p.get("podSelector") or p.get("namespaceSelector", {}).get("matchLabels") for p in peers),
+      "NetworkPolicy esaas-api: admits named pods and labelled namespaces, not every namespace", peers)
+for name in ("esaas-api", "esaas-worker", "esaas-migrate"):
+    spec = get("NetworkPolicy", name).get("spec", {})
+    blocks = [p["ipBlock"] for r in spec.get("egress", []) for p in r.get("to", []) if "ipBlock" in p]
+    ok = "Egress" in spec.get("policyTypes", []) and all(
+        not b["cidr"].startswith("0.0.0.0/") or "169.254.0.0/16" in b.get("except", []) for b in blocks)
+    check(ok and all(r.get("ports") for r in spec.get("egress", [])),
+          f"NetworkPolicy {name}: egress by port only, never to the instance metadata endpoint", spec.get("egress"))
+
+vap = get("ValidatingAdmissionPolicy", "esaas-worker-confinement").get("spec", {})
+conds = [c.get("expression", "") for c in vap.get("matchConditions", [])]
+check(vap.get("failurePolicy") == "Fail"
+      and any("system:serviceaccount:esaas-system:esaas-worker" in c for c in conds)
+      and len(vap.get("validations", [])) >= 3,
+      "ValidatingAdmissionPolicy esaas-worker-confinement: fails closed, for the worker's ServiceAccount", vap)
+vb = get("ValidatingAdmissionPolicyBinding", "esaas-worker-confinement").get("spec", {})
+check(vb.get("policyName") == "esaas-worker-confinement" and vb.get("validationActions") == ["Deny"],
+      "ValidatingAdmissionPolicyBinding: Deny", vb)
 
 # RBAC: exactly these rules; no wildcards anywhere.
 def rules(name):
@@ -249,6 +281,36 @@ else
   echo "skip - esaas config check (no esaas binary with \`config\` at $ESAAS_BIN)"
 fi
 
+# --- The node groups' launch template ------------------------------------------------------
+lt=deploy/launch-template/esaas-nodes.cfn.yaml
+lt_checks=$("$PY" - "$lt" <<'PYEOF' 2>&1
+import base64, sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+problems = []
+res = doc.get("Resources", {})
+lts = [r for r in res.values() if r.get("Type") == "AWS::EC2::LaunchTemplate"]
+if len(lts) != 1:
+    problems.append(f"expected one AWS::EC2::LaunchTemplate, found {len(lts)}")
+else:
+    data = lts[0]["Properties"]["LaunchTemplateData"]
+    # EKS refuses an instance type in both places and a custom AMI beside amiType.
+    for banned in ("InstanceType", "ImageId", "IamInstanceProfile", "NetworkInterfaces"):
+        if banned in data:
+            problems.append(f"the template sets {banned}, which EKS refuses beside its own")
+    ud = data.get("UserData", {}).get("Fn::Base64", "")
+    if "vm.max_map_count=262144" not in ud or "Content-Type: multipart/mixed" not in ud:
+        problems.append("the user data is not a MIME multi-part document setting vm.max_map_count=262144")
+    if data.get("MetadataOptions", {}).get("HttpTokens") != "required":
+        problems.append("IMDSv2 (HttpTokens: required) is not enforced")
+print("\n".join(problems))
+PYEOF
+)
+if [ -z "$lt_checks" ]; then
+  pass "$lt: one launch template, user data sets vm.max_map_count, nothing EKS refuses, IMDSv2"
+else
+  fail "$lt" "$lt_checks"
+fi
+
 # --- The worker's IAM policy -----------------------------------------------------------------
 policy=deploy/iam/worker-policy.json
 if err=$(python3 -m json.tool "$policy" 2>&1 >/dev/null); then
@@ -256,7 +318,8 @@ if err=$(python3 -m json.tool "$policy" 2>&1 >/dev/null); then
 else
   fail "$policy is not valid JSON" "$err"
 fi
-want_actions="eks:CreateNodegroup
+want_actions="ec2:DescribeLaunchTemplateVersions
+eks:CreateNodegroup
 eks:DeleteNodegroup
 eks:DescribeCluster
 eks:DescribeNodegroup
@@ -291,20 +354,33 @@ for s in d["Statement"]:
     res = res if isinstance(res, list) else [res]
     if s.get("Effect") != "Allow" or "NotAction" in s or "NotResource" in s:
         problems.append(f"{s.get('Sid')}: only plain Allow statements")
-    if any(r in (None, "*") for r in res):
+    # EC2's Describe actions have no resource-level permissions: "*" is their only form.
+    if any(r in (None, "*") for r in res) and not all(a.startswith("ec2:Describe") for a in acts):
         problems.append(f"{s.get('Sid')}: Resource is not scoped: {res}")
+    cond = s.get("Condition", {})
+    if any(a in ("eks:CreateNodegroup", "eks:TagResource") for a in acts):
+        if cond.get("StringEquals", {}).get("aws:RequestTag/esaas.io/managed-by") != "esaas" \
+                or cond.get("Null", {}).get("aws:RequestTag/esaas.io/cluster-uid") != "false" \
+                or "aws:TagKeys" not in cond.get("ForAllValues:StringLike", {}):
+            problems.append(f"{s.get('Sid')}: creating or tagging needs the managed-by and cluster-uid request tags and a TagKeys limit")
+    if any(a in ("eks:TagResource", "eks:UpdateNodegroupConfig", "eks:DeleteNodegroup") for a in acts):
+        if not all(":nodegroup/EKS_CLUSTER_NAME/esaas-*/" in r for r in res):
+            problems.append(f"{s.get('Sid')}: node group actions must be limited to esaas-* node groups: {res}")
+    if any(a in ("eks:UpdateNodegroupConfig", "eks:DeleteNodegroup") for a in acts):
+        if cond.get("StringEquals", {}).get("aws:ResourceTag/esaas.io/managed-by") != "esaas":
+            problems.append(f"{s.get('Sid')}: changing a node group needs its managed-by tag")
     if "iam:PassRole" in acts:
         if s.get("Condition", {}).get("StringEquals", {}).get("iam:PassedToService") != "eks.amazonaws.com":
             problems.append("iam:PassRole lacks the condition iam:PassedToService = eks.amazonaws.com")
         if not all(r.startswith("arn:aws:iam::") and ":role/" in r for r in res):
             problems.append(f"iam:PassRole is not limited to a role ARN: {res}")
-    elif not all(r.startswith("arn:aws:eks:") for r in res):
+    elif all(a.startswith("eks:") for a in acts) and not all(r.startswith("arn:aws:eks:") for r in res):
         problems.append(f"{s.get('Sid')}: EKS actions on non-EKS resources {res}")
 print("\n".join(problems))
 PYEOF
 )
 if [ -z "$policy_checks" ]; then
-  pass "the IAM policy: Version 2012-10-17, every resource scoped by ARN, PassRole only to EKS"
+  pass "the IAM policy: Version 2012-10-17, resources scoped by ARN, tags required on create, node group changes only on esaas-* groups tagged managed-by, PassRole only to EKS"
 else
   fail "the IAM policy" "$policy_checks"
 fi

@@ -94,6 +94,12 @@ async fn group_size(eks: &EksNodeGroups, config: &EksConfig, name: &str) -> Opti
     out.nodegroup?.scaling_config?.desired_size
 }
 
+/// The name of `t`'s node group of `node_set` in zone `us-east-{suffix}`.
+fn group_name(t: &Target, node_set: &str, suffix: &str) -> String {
+    let zone = format!("us-east-{suffix}");
+    node_group_name(&t.uid, &t.tenant, &t.cluster_id, node_set, &zone)
+}
+
 fn target(tenant: &str, cluster: &str, spec: ClusterSpec) -> Target {
     Target {
         uid: Uuid::new_v4(),
@@ -123,14 +129,14 @@ async fn node_groups_are_made_as_the_spec_asks_and_read_back_from_the_emulator()
     // One group per node set and zone, sized to the pods of that zone
     // (pod n in zone n % 3); a zone without pods gets no group.
     for (name, size) in [
-        ("search-logs-masters-1a", Some(1)),
-        ("search-logs-masters-1b", Some(1)),
-        ("search-logs-masters-1c", Some(1)),
-        ("search-logs-data-1a", Some(1)),
-        ("search-logs-data-1b", Some(1)),
-        ("search-logs-data-1c", None),
+        (group_name(&t, "masters", "1a"), Some(1)),
+        (group_name(&t, "masters", "1b"), Some(1)),
+        (group_name(&t, "masters", "1c"), Some(1)),
+        (group_name(&t, "data", "1a"), Some(1)),
+        (group_name(&t, "data", "1b"), Some(1)),
+        (group_name(&t, "data", "1c"), None),
     ] {
-        assert_eq!(group_size(&eks, &config, name).await, size, "{name}");
+        assert_eq!(group_size(&eks, &config, &name).await, size, "{name}");
     }
     assert_eq!(
         observed["data"].instance_type, "r6i.2xlarge",
@@ -146,7 +152,7 @@ async fn node_groups_are_made_as_the_spec_asks_and_read_back_from_the_emulator()
         .client()
         .describe_nodegroup()
         .cluster_name(&config.cluster_name)
-        .nodegroup_name("search-logs-data-1b")
+        .nodegroup_name(group_name(&t, "data", "1b"))
         .send()
         .await
         .expect("describe")
@@ -221,21 +227,21 @@ async fn node_groups_are_made_as_the_spec_asks_and_read_back_from_the_emulator()
         4
     );
     for (name, size) in [
-        ("search-logs-data-1a", Some(2)),
-        ("search-logs-data-1b", Some(1)),
-        ("search-logs-data-1c", Some(1)),
+        (group_name(&t, "data", "1a"), Some(2)),
+        (group_name(&t, "data", "1b"), Some(1)),
+        (group_name(&t, "data", "1c"), Some(1)),
     ] {
-        assert_eq!(group_size(&eks, &config, name).await, size, "{name}");
+        assert_eq!(group_size(&eks, &config, &name).await, size, "{name}");
     }
     // Scale in to 2: pods 3 (zone a) and 2 (zone c) leave, and only their
     // zones' groups shrink; the emptied group stays, at 0 nodes.
     eks.ensure(&t, "data", 2).await.expect("scale in");
     for (name, size) in [
-        ("search-logs-data-1a", Some(1)),
-        ("search-logs-data-1b", Some(1)),
-        ("search-logs-data-1c", Some(0)),
+        (group_name(&t, "data", "1a"), Some(1)),
+        (group_name(&t, "data", "1b"), Some(1)),
+        (group_name(&t, "data", "1c"), Some(0)),
     ] {
-        assert_eq!(group_size(&eks, &config, name).await, size, "{name}");
+        assert_eq!(group_size(&eks, &config, &name).await, size, "{name}");
     }
     // Delete until gone.
     eks.delete(&t, "data").await.expect("delete");
@@ -292,13 +298,9 @@ async fn a_repeated_or_lost_create_makes_one_node_group() {
     names.sort();
     assert_eq!(
         names,
-        [
-            "search-logs-masters-1a",
-            "search-logs-masters-1b",
-            "search-logs-masters-1c"
-        ]
-        .map(String::from)
-        .to_vec()
+        ["us-east-1a", "us-east-1b", "us-east-1c"]
+            .map(|z| node_group_name(&t.uid, &t.tenant, &t.cluster_id, "masters", z))
+            .to_vec()
     );
 }
 
@@ -307,7 +309,7 @@ async fn a_same_named_group_that_esaas_does_not_own_is_refused() {
     let moto = esaas_tests::moto::shared().await;
     let (eks, config) = fresh(&moto.endpoint).await;
     let t = target("search", "logs", two_node_sets());
-    let name = node_group_name(&t.tenant, &t.cluster_id, "masters", "us-east-1a");
+    let name = node_group_name(&t.uid, &t.tenant, &t.cluster_id, "masters", "us-east-1a");
     eks.client()
         .create_nodegroup()
         .cluster_name(&config.cluster_name)
@@ -397,7 +399,12 @@ async fn create_nodegroup_sends_update_config_and_the_request_token() {
         body["clientRequestToken"],
         t.idempotency_key("nodegroup-data-us-east-1a")
     );
-    assert_eq!(body["nodegroupName"], "search-logs-data-1a");
+    assert_eq!(body["nodegroupName"], group_name(&t, "data", "1a"));
+    assert_eq!(
+        body["diskSize"], 50,
+        "no launch template: the configured root disk"
+    );
+    assert!(body.get("launchTemplate").is_none());
     assert_eq!(body["scalingConfig"]["desiredSize"], 1);
     assert_eq!(body["taints"][0]["effect"], "NO_SCHEDULE");
 }
@@ -502,11 +509,12 @@ async fn a_cluster_reaches_ready_through_throttling_500s_delays_and_dropped_conn
         eks_config(&moto.endpoint, &config.cluster_name),
     )
     .await;
+    let h = esaas_core::names::uid_hash(&created.uid.parse().expect("uid"), 8);
     assert_eq!(
         list(direct.clone(), config.cluster_name.clone()).await,
         vec![
-            format!("search-logs-data-{suffix}"),
-            format!("search-logs-default-{suffix}")
+            format!("esaas-search-logs-data-{suffix}-{h}"),
+            format!("esaas-search-logs-default-{suffix}-{h}")
         ],
         "one node group per node set in its one zone, no duplicates"
     );
@@ -695,4 +703,46 @@ async fn a_call_to_an_eks_that_never_answers_ends_at_its_deadline() {
         held.len() >= 2 && held[..2] == [Some(1), Some(2)],
         "the SDK tried again after the first try's timeout: {held:?}"
     );
+}
+
+#[tokio::test]
+async fn a_launch_template_replaces_the_disk_size() {
+    // moto, like EKS, refuses diskSize beside a launch template, so sending both fails here.
+    let moto = esaas_tests::moto::shared().await;
+    let proxy = FaultProxy::start(&moto.endpoint, Faults::none()).await;
+    let (_, mut config) = fresh(&proxy.endpoint()).await;
+    config.launch_template = Some(esaas_eks::LaunchTemplate {
+        id: None,
+        name: Some("esaas-nodes".into()),
+        version: Some("3".into()),
+    });
+    let eks = adapter(&proxy.endpoint(), config.clone()).await;
+    let t = target("search", "logs", two_node_sets());
+    eks.ensure(&t, "data", 1).await.expect("ensure");
+
+    let create = proxy
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path.ends_with("/node-groups"))
+        .expect("a CreateNodegroup request");
+    let body: serde_json::Value = serde_json::from_slice(&create.body).expect("json body");
+    assert_eq!(
+        body["launchTemplate"],
+        serde_json::json!({"name": "esaas-nodes", "version": "3"})
+    );
+    assert!(body.get("diskSize").is_none(), "{body}");
+    assert!(body.get("remoteAccess").is_none(), "{body}");
+    let ng = eks
+        .client()
+        .describe_nodegroup()
+        .cluster_name(&config.cluster_name)
+        .nodegroup_name(group_name(&t, "data", "1a"))
+        .send()
+        .await
+        .expect("describe")
+        .nodegroup
+        .expect("node group");
+    let lt = ng.launch_template().expect("the template, read back");
+    assert_eq!(lt.name(), Some("esaas-nodes"));
+    assert_eq!(lt.version(), Some("3"));
 }

@@ -208,6 +208,31 @@ impl Platform {
 }
 
 impl Platform {
+    /// The uid of the cluster `name`.
+    async fn uid(&self, name: &str) -> Uuid {
+        ClusterServiceClient::new(self.channel().await)
+            .get_cluster(authed(
+                ADMIN_KEY,
+                pb::GetClusterRequest { name: name.into() },
+            ))
+            .await
+            .expect("get")
+            .into_inner()
+            .cluster
+            .expect("cluster")
+            .uid
+            .parse()
+            .expect("a uuid")
+    }
+
+    /// The StatefulSet of `node_set` of the cluster `name`, as README names it:
+    /// `{cluster}-{node set}-{6 hex digits of the SHA-256 of its uid}`.
+    async fn stateful_set(&self, name: &str, node_set: &str) -> String {
+        let cluster = name.rsplit('/').next().unwrap_or_default();
+        let hash = esaas_core::names::uid_hash(&self.uid(name).await, 6);
+        format!("{cluster}-{node_set}-{hash}")
+    }
+
     /// An EKS client to moto, where this platform's node groups are.
     async fn eks(&self) -> aws_sdk_eks::Client {
         let moto = esaas_tests::moto::shared().await;
@@ -414,11 +439,12 @@ async fn create_scale_upgrade_and_delete_an_elasticsearch_cluster() {
     assert_eq!(p.objects("statefulsets", "logs")[0]["spec"]["replicas"], 4);
     let host = "logs-es-http.esaas-search.svc";
     let departures = p.es.departures(host);
+    let leaving = format!("{}-4", p.stateful_set(&name, "default").await);
     assert!(
         departures
             .iter()
-            .any(|(node, shards)| node == "logs-default-4" && *shards == 0),
-        "logs-default-4 left holding no shards: {departures:?}"
+            .any(|(node, shards)| *node == leaving && *shards == 0),
+        "{leaving} left holding no shards: {departures:?}"
     );
 
     // Back out to 5: the returning pod may hold shards again.
@@ -452,13 +478,12 @@ async fn create_scale_upgrade_and_delete_an_elasticsearch_cluster() {
         sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
         0
     );
+    let sts_path = format!("/statefulsets/{}", p.stateful_set(&name, "default").await);
     let sts_writes = p
         .kube
         .requests()
         .iter()
-        .filter(|(method, path, _, _)| {
-            method == "PATCH" && path.ends_with("/statefulsets/logs-default")
-        })
+        .filter(|(method, path, _, _)| method == "PATCH" && path.ends_with(&sts_path))
         .count();
     assert_eq!(
         sts_writes, 6,
@@ -1116,8 +1141,12 @@ async fn upgrades_take_supported_paths_and_move_masters_last() {
             .filter(|(method, path, _, _)| method == "PATCH" && path.contains("/statefulsets/"))
             .filter_map(|(_, path, _, _)| path.rsplit('/').next().map(str::to_string))
             .collect();
-        let last_data = order.iter().rposition(|s| s == "logs-data");
-        let first_master = order.iter().position(|s| s == "logs-masters");
+        let (data, masters) = (
+            p.stateful_set(&name, "data").await,
+            p.stateful_set(&name, "masters").await,
+        );
+        let last_data = order.iter().rposition(|s| *s == data);
+        let first_master = order.iter().position(|s| *s == masters);
         assert!(
             last_data.is_some() && first_master.is_some() && last_data < first_master,
             "{version}: {order:?}"
@@ -1183,12 +1212,13 @@ async fn masters_leave_out_of_the_voting_configuration() {
             .map(|r| format!("{} {}", r.method, r.path))
             .collect();
     assert_eq!(voting.len(), 3, "{voting:?}");
+    let sts = p.stateful_set(&name, "default").await;
     assert!(
-        voting[0].starts_with("POST") && voting[0].contains("logs-default-2"),
+        voting[0].starts_with("POST") && voting[0].contains(&format!("{sts}-2")),
         "{voting:?}"
     );
     assert!(
-        voting[1].starts_with("POST") && voting[1].contains("logs-default-1"),
+        voting[1].starts_with("POST") && voting[1].contains(&format!("{sts}-1")),
         "{voting:?}"
     );
     assert!(voting[2].starts_with("DELETE"), "{voting:?}");
@@ -1198,11 +1228,11 @@ async fn masters_leave_out_of_the_voting_configuration() {
     );
     // Each left holding no shards.
     let departures = p.es.departures("logs-es-http.esaas-search.svc");
-    for node in ["logs-default-2", "logs-default-1"] {
+    for node in [format!("{sts}-2"), format!("{sts}-1")] {
         assert!(
             departures
                 .iter()
-                .any(|(n, shards)| n == node && *shards == 0),
+                .any(|(n, shards)| *n == node && *shards == 0),
             "{node}: {departures:?}"
         );
     }
@@ -1356,11 +1386,12 @@ async fn every_pod_and_its_node_live_in_the_zone_of_its_volume() {
         assert_eq!(class, &format!("esaas-gp3-{}", zone_of(ordinal)), "{claim}");
     }
     // One node group per zone, in that zone's subnets, sized 2, 2, 1.
-    let groups = p.node_groups("search-zoned-default-").await;
+    let h = esaas_core::names::uid_hash(&p.uid(&name).await, 8);
+    let groups = p.node_groups("esaas-search-zoned-default-").await;
     assert_eq!(groups.len(), 3, "{groups:?}");
     for (i, zone) in zones.iter().enumerate() {
         let suffix = zone.rsplit('-').next().unwrap_or_default();
-        let (tag, subnets, size) = &groups[&format!("search-zoned-default-{suffix}")];
+        let (tag, subnets, size) = &groups[&format!("esaas-search-zoned-default-{suffix}-{h}")];
         assert_eq!(tag, zone);
         assert_eq!(
             subnets, &offered.eks.zone_subnets[zone],
@@ -1382,12 +1413,12 @@ async fn every_pod_and_its_node_live_in_the_zone_of_its_volume() {
         assert_eq!(&after[ordinal], was, "pod {ordinal} untouched, in its zone");
     }
     assert_eq!(claim_classes(), classes[..3].to_vec());
-    let groups = p.node_groups("search-zoned-default-").await;
+    let groups = p.node_groups("esaas-search-zoned-default-").await;
     let sizes: Vec<i32> = zones
         .iter()
         .map(|z| {
             groups[&format!(
-                "search-zoned-default-{}",
+                "esaas-search-zoned-default-{}-{h}",
                 z.rsplit('-').next().unwrap_or_default()
             )]
                 .2
@@ -1540,8 +1571,9 @@ async fn drift_is_seen_and_repaired_and_a_red_index_recovers_by_itself() {
     // The StatefulSet deleted behind the platform's back.
     let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> =
         kube::Api::namespaced(p.kube.client(), "esaas-search");
+    let sts_name = p.stateful_set(&name, "default").await;
     let deleted_at = tokio::time::Instant::now();
-    sts.delete("logs-default", &Default::default())
+    sts.delete(&sts_name, &Default::default())
         .await
         .expect("kubectl delete");
     let degraded = wait_cluster_at(ch.clone(), &name, Duration::from_secs(10), |c| {
@@ -1574,17 +1606,14 @@ async fn drift_is_seen_and_repaired_and_a_red_index_recovers_by_itself() {
     assert_eq!(first[0].state, pb::OperationState::Succeeded as i32);
     let initiator = first[0].initiator.as_ref().expect("initiator");
     assert_eq!(initiator.kind, pb::InitiatorKind::Platform as i32);
-    assert!(
-        sts.get("logs-default").await.is_ok(),
-        "the StatefulSet is back"
-    );
+    assert!(sts.get(&sts_name).await.is_ok(), "the StatefulSet is back");
     assert_eq!(
         condition_of(&repaired, "ObjectsInSync").map(|c| c.1),
         Some("AsExpected".to_string())
     );
 
     // Undone again at once: the next repair waits (8 s after the first) and says so.
-    sts.delete("logs-default", &Default::default())
+    sts.delete(&sts_name, &Default::default())
         .await
         .expect("kubectl delete");
     let backing_off = wait_cluster_at(ch.clone(), &name, Duration::from_secs(10), |c| {
@@ -1637,7 +1666,7 @@ async fn drift_is_seen_and_repaired_and_a_red_index_recovers_by_itself() {
         message.contains("investigating the node group by hand"),
         "{message}"
     );
-    sts.delete("logs-default", &Default::default())
+    sts.delete(&sts_name, &Default::default())
         .await
         .expect("kubectl delete");
     let _ = wait_cluster_at(ch.clone(), &name, Duration::from_secs(10), |c| {
@@ -1650,7 +1679,7 @@ async fn drift_is_seen_and_repaired_and_a_red_index_recovers_by_itself() {
         2,
         "no repair while paused"
     );
-    assert!(sts.get("logs-default").await.is_err(), "left as it is");
+    assert!(sts.get(&sts_name).await.is_err(), "left as it is");
     admin
         .set_auto_repair(authed(
             ADMIN_KEY,
@@ -1669,10 +1698,7 @@ async fn drift_is_seen_and_repaired_and_a_red_index_recovers_by_itself() {
                 .is_some_and(|s| s.current_operation.is_empty())
     })
     .await;
-    assert!(
-        sts.get("logs-default").await.is_ok(),
-        "repaired once resumed"
-    );
+    assert!(sts.get(&sts_name).await.is_ok(), "repaired once resumed");
     p.server.kill().await;
 }
 
@@ -1918,7 +1944,8 @@ async fn a_worker_killed_during_observation_or_repair_changes_only_the_timing() 
     // Killed while the repair runs: the next worker finishes it.
     let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> =
         kube::Api::namespaced(p.kube.client(), "esaas-search");
-    sts.delete("logs-default", &Default::default())
+    let sts_name = p.stateful_set(&name, "default").await;
+    sts.delete(&sts_name, &Default::default())
         .await
         .expect("kubectl delete");
     let deadline = tokio::time::Instant::now() + LONG;
@@ -1950,13 +1977,13 @@ async fn a_worker_killed_during_observation_or_repair_changes_only_the_timing() 
         ops[0].attempts.len() >= 2,
         "the killed attempt and the one that finished"
     );
-    assert!(sts.get("logs-default").await.is_ok());
+    assert!(sts.get(&sts_name).await.is_ok());
     assert_eq!(
         condition_of(&repaired, "ObjectsInSync").map(|c| c.1),
         Some("AsExpected".to_string())
     );
     let zones = repaired.spec.expect("spec").zones;
-    let groups = p.node_groups("search-logs-").await;
+    let groups = p.node_groups("esaas-search-logs-").await;
     assert_eq!(
         groups.len(),
         zones.len(),
@@ -2113,5 +2140,113 @@ async fn a_hung_eks_ends_the_attempt_within_its_deadline_and_a_later_one_finishe
     let op = get(&mut ops).await;
     assert_eq!(op.state, pb::OperationState::Succeeded as i32, "{op:#?}");
     assert!(op.attempts.len() >= 2, "{:#?}", op.attempts);
+    p.server.kill().await;
+}
+
+/// A cluster of one node whose one node set is `node_set`.
+fn one_node_set(tenant: &str, cluster: &str, node_set: &str) -> pb::CreateClusterRequest {
+    let mut req = create_request(tenant, cluster, 1);
+    if let Some(spec) = req.cluster.as_mut().and_then(|c| c.spec.as_mut()) {
+        spec.node_sets[0].name = node_set.into();
+    }
+    req
+}
+
+#[tokio::test]
+async fn ids_that_read_alike_get_node_groups_and_stateful_sets_of_their_own() {
+    let p = platform(60).await;
+    // Joined with '-', each pair reads the same: a-b-c-d and x/a-b-c.
+    let clusters = [
+        ("a-b", "c", "d"), // tenant a-b, cluster c, node set d
+        ("a", "b-c", "d"), // tenant a, cluster b-c, node set d
+        ("x", "a", "b-c"), // one tenant: cluster a, node set b-c ...
+        ("x", "a-b", "c"), // ... and cluster a-b, node set c
+    ];
+    let mut keys = std::collections::BTreeMap::new();
+    for tenant in ["a-b", "a", "x"] {
+        keys.insert(tenant, p.tenant(tenant).await);
+    }
+    let mut names = Vec::new();
+    for (tenant, cluster, node_set) in clusters {
+        let req = one_node_set(tenant, cluster, node_set);
+        names.push(p.create(&keys[tenant], req).await);
+    }
+    for name in &names {
+        let c = wait_cluster_at(p.channel().await, name, LONG, |c| {
+            state(c) == pb::ClusterState::Ready as i32
+                || state(c) == pb::ClusterState::Failed as i32
+        })
+        .await;
+        assert_eq!(
+            state(&c),
+            pb::ClusterState::Ready as i32,
+            "{name}: {:?}",
+            c.status
+        );
+    }
+
+    // EKS: one node group per cluster (one node, one zone), each tagged with
+    // its own cluster's uid, four names in all.
+    let groups = p.node_groups("esaas-").await;
+    assert_eq!(groups.len(), 4, "{groups:?}");
+    let eks = p.eks().await;
+    let mut owners = std::collections::BTreeSet::new();
+    for group in groups.keys() {
+        let ng = eks
+            .describe_nodegroup()
+            .cluster_name(&p.eks_cluster)
+            .nodegroup_name(group)
+            .send()
+            .await
+            .expect("describe")
+            .nodegroup
+            .expect("node group");
+        let uid = ng
+            .tags()
+            .and_then(|t| t.get("esaas.io/cluster-uid"))
+            .cloned();
+        owners.insert(uid.expect("an owner tag"));
+    }
+    let mut uids = std::collections::BTreeSet::new();
+    for name in &names {
+        uids.insert(p.uid(name).await.to_string());
+    }
+    assert_eq!(
+        owners, uids,
+        "each group belongs to one cluster, each cluster has one"
+    );
+
+    // Kubernetes: tenant x's namespace holds two StatefulSets with one ready pod each,
+    // each selecting its own cluster's pods.
+    let in_x: Vec<serde_json::Value> = p
+        .kube
+        .objects("statefulsets")
+        .into_iter()
+        .filter(|o| o["metadata"]["namespace"] == "esaas-x")
+        .collect();
+    let mut sts_names: Vec<String> = in_x
+        .iter()
+        .map(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    sts_names.sort();
+    let mut want = vec![
+        p.stateful_set(&names[2], "b-c").await,
+        p.stateful_set(&names[3], "c").await,
+    ];
+    want.sort();
+    assert_eq!(sts_names, want);
+    for sts in &in_x {
+        assert_eq!(sts["status"]["readyReplicas"], 1, "{sts}");
+        let selector = &sts["spec"]["selector"]["matchLabels"];
+        assert_eq!(
+            selector["esaas.io/cluster"], sts["metadata"]["labels"]["esaas.io/cluster"],
+            "{sts}"
+        );
+    }
     p.server.kill().await;
 }

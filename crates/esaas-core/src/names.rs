@@ -2,9 +2,16 @@
 //!
 //! Ids are RFC 1123 labels that also start with a letter (so Service names
 //! derived from them are valid DNS-1035 labels), with length limits chosen so
-//! that every derived name fits: the EKS node group `{tenant}-{cluster}-{node set}`
-//! (≤ 62 of 63), the StatefulSet `{cluster}-{node set}` (≤ 41 of the 52 that
-//! leave room for the pod's revision label), and the namespace `esaas-{tenant}`.
+//! that every derived name fits: the StatefulSet `{cluster}-{node set}-{uid hash}`
+//! (≤ 48 of the 52 that leave room for the pod's revision label), the
+//! namespace `esaas-{tenant}`, and the EKS node group (readable start, then
+//! a hash, at most 63).
+//!
+//! Ids may contain `-`, so joining two of them is ambiguous (cluster `a`, node
+//! set `b-c` and cluster `a-b`, node set `c` both read `a-b-c`): a name that
+//! joins ids from more than one level ends in a short hash of the cluster's
+//! uid ([`uid_hash`]), which tells two clusters (or two incarnations of one
+//! name) apart.
 
 use std::fmt;
 
@@ -19,10 +26,22 @@ pub const CLUSTER_ID_MAX: usize = 24;
 /// Longest node set name.
 pub const NODE_SET_NAME_MAX: usize = 16;
 
-// The EKS node group `{tenant}-{cluster}-{node set}` fits EKS's 63 characters.
-const _: () = assert!(TENANT_ID_MAX + CLUSTER_ID_MAX + NODE_SET_NAME_MAX + 2 <= 63);
-// The StatefulSet `{cluster}-{node set}` leaves room for the pod's revision label (52).
-const _: () = assert!(CLUSTER_ID_MAX + NODE_SET_NAME_MAX < 52);
+/// Hex digits of [`uid_hash`] in a StatefulSet's name.
+pub const STATEFUL_SET_HASH_LEN: usize = 6;
+
+// The StatefulSet `{cluster}-{node set}-{hash}` leaves room for the pod's
+// revision label (`{name}-{10 characters}` ≤ 63, so a name ≤ 52).
+const _: () = assert!(CLUSTER_ID_MAX + NODE_SET_NAME_MAX + STATEFUL_SET_HASH_LEN + 2 <= 52);
+
+/// The first `len` hex digits of the SHA-256 of a cluster uid (at most 64):
+/// the suffix that keeps names derived from ids apart across clusters,
+/// tenants and incarnations of a cluster name.
+pub fn uid_hash(uid: &Uuid, len: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hex = hex::encode(Sha256::digest(uid.as_bytes()));
+    hex.truncate(len);
+    hex
+}
 
 fn check_label(field: &str, value: &str, max: usize) -> Result<()> {
     let bad_char = value
@@ -298,6 +317,16 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn uid_hashes_are_stable_hex_prefixes() {
+        let uid = Uuid::from_u128(7);
+        let full = uid_hash(&uid, 64);
+        assert_eq!(full.len(), 64);
+        assert!(full.starts_with(&uid_hash(&uid, 6)));
+        assert_eq!(uid_hash(&uid, 6).len(), 6);
+        assert_ne!(uid_hash(&uid, 8), uid_hash(&Uuid::from_u128(8), 8));
     }
 
     #[test]

@@ -23,8 +23,8 @@ use tracing::Instrument;
 
 use aws_sdk_eks::Client;
 use aws_sdk_eks::types::{
-    AmiTypes, CapacityTypes, Nodegroup, NodegroupScalingConfig, NodegroupStatus,
-    NodegroupUpdateConfig, Taint, TaintEffect,
+    AmiTypes, CapacityTypes, LaunchTemplateSpecification, Nodegroup, NodegroupScalingConfig,
+    NodegroupStatus, NodegroupUpdateConfig, Taint, TaintEffect,
 };
 use esaas_core::backend::{NodeGroups, StepError, StepResult, Target};
 use esaas_core::catalog::Catalog;
@@ -33,7 +33,7 @@ use esaas_core::plan::{NodeGroupObs, NodeGroupStatus as Status};
 use serde::{Deserialize, Serialize};
 
 pub use errors::classify;
-pub use names::{cluster_prefix, node_group_name};
+pub use names::{NAME_PREFIX, cluster_prefix, node_group_name};
 
 /// Tag keys of a node group. Its nodes' labels and taint are
 /// `esaas_core::placement`'s, which the pods select and tolerate.
@@ -74,7 +74,13 @@ pub struct EksConfig {
     /// `ON_DEMAND` or `SPOT`.
     pub capacity_type: String,
     /// Root volume of each node, GiB (the data lives on separate EBS volumes).
+    /// Not sent when a launch template is: the template sets the disk then.
     pub disk_size_gib: i32,
+    /// The EC2 launch template of every node group (`deploy/launch-template/`):
+    /// its user data sets `vm.max_map_count`, which Elasticsearch needs and
+    /// its pods, running under Pod Security `restricted`, cannot set.
+    #[serde(default)]
+    pub launch_template: Option<LaunchTemplate>,
     /// Extra tags on every node group (cost allocation).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -96,6 +102,49 @@ pub struct EksConfig {
     /// to create the cluster in an emulator for the local setup.
     #[serde(default)]
     pub setup_cluster_role_arn: Option<String>,
+}
+
+/// An EC2 launch template, by id or by name (exactly one), and a version.
+///
+/// EKS refuses a template that names an instance type when the request does
+/// (esaas sends the size class's), one with a custom AMI when the request
+/// names an AMI type, and `diskSize` or `remoteAccess` beside any template:
+/// the template must carry user data and (optionally) block devices only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchTemplate {
+    /// The template's id (`lt-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The template's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The version (a number, `$Latest` or `$Default`); unset: the default version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl LaunchTemplate {
+    /// Why the template cannot be sent to EKS, if it cannot.
+    pub fn problem(&self) -> Option<&'static str> {
+        let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        match (given(&self.id), given(&self.name)) {
+            (true, true) => Some("set id or name, not both (EKS takes one)"),
+            (false, false) => Some("set its id or its name"),
+            _ if self.version.as_deref().is_some_and(|v| v.trim().is_empty()) => {
+                Some("version is empty; leave it out for the template's default version")
+            }
+            _ => None,
+        }
+    }
+
+    fn to_sdk(&self) -> LaunchTemplateSpecification {
+        LaunchTemplateSpecification::builder()
+            .set_id(self.id.clone())
+            .set_name(self.name.clone())
+            .set_version(self.version.clone())
+            .build()
+    }
 }
 
 /// EKS managed node groups.
@@ -327,7 +376,7 @@ impl EksNodeGroups {
         tags.insert(keys::CLUSTER_UID.into(), target.uid.to_string());
         tags.insert(keys::MANAGED_BY.into(), "esaas".into());
         tags.insert(keys::ZONE.into(), zone.into());
-        let request = self
+        let mut request = self
             .client
             .create_nodegroup()
             .cluster_name(&self.config.cluster_name)
@@ -337,7 +386,6 @@ impl EksNodeGroups {
             .instance_types(&class.instance_type)
             .ami_type(AmiTypes::from(self.config.ami_type.as_str()))
             .capacity_type(CapacityTypes::from(self.config.capacity_type.as_str()))
-            .disk_size(self.config.disk_size_gib)
             .node_role(&self.config.node_role_arn)
             .set_labels(Some(
                 placement::node_labels(target, node_set)
@@ -348,6 +396,11 @@ impl EksNodeGroups {
             .set_tags(Some(tags))
             .update_config(NodegroupUpdateConfig::builder().max_unavailable(1).build())
             .client_request_token(target.idempotency_key(&format!("nodegroup-{node_set}-{zone}")));
+        // EKS refuses diskSize beside a launch template (the template sets the disk).
+        request = match &self.config.launch_template {
+            Some(template) => request.launch_template(template.to_sdk()),
+            None => request.disk_size(self.config.disk_size_gib),
+        };
         match request
             .send()
             .instrument(call_span("CreateNodegroup"))
@@ -435,7 +488,13 @@ impl EksNodeGroups {
         zone: &str,
         size: i32,
     ) -> StepResult<()> {
-        let name = node_group_name(&target.tenant, &target.cluster_id, node_set, zone);
+        let name = node_group_name(
+            &target.uid,
+            &target.tenant,
+            &target.cluster_id,
+            node_set,
+            zone,
+        );
         let Some(existing) = self.describe(&name).await? else {
             if size == 0 {
                 return Ok(());

@@ -274,17 +274,11 @@ fn split_names(v: &str) -> Vec<String> {
     out
 }
 
-/// `(node set, ordinal)` of a node name `{cluster}-{node set}-{ordinal}` of
-/// `t`'s cluster (node sets that have left the spec included); `None` for
-/// any other name.
+/// `(node set, ordinal)` of a node name (a pod's, [`names::pod`]) of `t`'s
+/// cluster (node sets that have left the spec included); `None` for any
+/// other name, an earlier cluster's of the same name included.
 pub fn parse_node_name(t: &Target, name: &str) -> Option<(String, i32)> {
-    let rest = name.strip_prefix(&format!("{}-", t.cluster_id))?;
-    let (node_set, ordinal) = rest.rsplit_once('-')?;
-    if node_set.is_empty() || ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let ordinal: i32 = ordinal.parse().ok()?;
-    (names::pod(t, node_set, ordinal) == name).then(|| (node_set.to_string(), ordinal))
+    names::parse_pod(t, name)
 }
 
 /// Whether `t`'s spec keeps the pod named `name` (its node set is in the

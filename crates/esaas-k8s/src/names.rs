@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use esaas_core::backend::Target;
+use esaas_core::names::{STATEFUL_SET_HASH_LEN, uid_hash};
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "esaas";
@@ -93,9 +94,7 @@ pub fn network_policy(t: &Target) -> String {
 /// cluster uid's SHA-256, so claims (`{this}-{statefulset}-{ordinal}`) of two
 /// clusters that shared a name never collide.
 pub fn data_claim(t: &Target) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(t.uid.as_bytes());
-    format!("data-{}", &hex::encode(digest)[..12])
+    format!("data-{}", uid_hash(&t.uid, 12))
 }
 
 /// The claim of pod `ordinal`'s data volume: `{data_claim}-{statefulset}-{ordinal}`,
@@ -111,14 +110,38 @@ pub fn uid_selector(t: &Target) -> String {
     format!("{}={}", labels::CLUSTER_UID, t.uid)
 }
 
-/// The StatefulSet of a node set.
+/// The StatefulSet of a node set: `{cluster}-{node set}-{6 hex digits of the
+/// uid's SHA-256}`. Without the hash, cluster `a` node set `b-c` and cluster
+/// `a-b` node set `c` of one tenant would share a StatefulSet (and its pods);
+/// with it, so do no two clusters, nor two incarnations of one cluster name.
+/// At most 48 characters (`esaas_core::names`), within the 52 that leave room
+/// for the pods' revision label.
 pub fn stateful_set(t: &Target, node_set: &str) -> String {
-    format!("{}-{node_set}", t.cluster_id)
+    format!(
+        "{}-{node_set}-{}",
+        t.cluster_id,
+        uid_hash(&t.uid, STATEFUL_SET_HASH_LEN)
+    )
 }
 
 /// A pod, which is also its Elasticsearch node name.
 pub fn pod(t: &Target, node_set: &str, ordinal: i32) -> String {
     format!("{}-{ordinal}", stateful_set(t, node_set))
+}
+
+/// `(node set, ordinal)` of the pod `name` of `t`'s cluster
+/// (`{cluster}-{node set}-{uid hash}-{ordinal}`), whatever node sets the spec
+/// names now; `None` for any other name.
+pub fn parse_pod(t: &Target, name: &str) -> Option<(String, i32)> {
+    let rest = name.strip_prefix(&format!("{}-", t.cluster_id))?;
+    let (set_and_hash, ordinal) = rest.rsplit_once('-')?;
+    let hash = format!("-{}", uid_hash(&t.uid, STATEFUL_SET_HASH_LEN));
+    let node_set = set_and_hash.strip_suffix(&hash)?;
+    if node_set.is_empty() || ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ordinal: i32 = ordinal.parse().ok()?;
+    (pod(t, node_set, ordinal) == name).then(|| (node_set.to_string(), ordinal))
 }
 
 /// DNS name of the client Service inside Kubernetes.
@@ -158,4 +181,39 @@ pub fn cluster_selector(t: &Target) -> String {
         labels::CLUSTER,
         t.cluster_id
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use esaas_core::names::{ClusterId, TenantId};
+    use esaas_core::spec::ClusterSpec;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn target(cluster: &str, uid: u128) -> Target {
+        Target {
+            uid: Uuid::from_u128(uid),
+            tenant: TenantId::parse("t", "x").expect("tenant"),
+            cluster_id: ClusterId::parse("c", cluster).expect("cluster"),
+            spec: ClusterSpec::test(),
+            generation: 1,
+            operation: Uuid::from_u128(9),
+        }
+    }
+
+    #[test]
+    fn clusters_whose_ids_read_alike_get_their_own_pods() {
+        let (a, ab) = (target("a", 1), target("a-b", 2));
+        assert_ne!(stateful_set(&a, "b-c"), stateful_set(&ab, "c"));
+        let pod_a = pod(&a, "b-c", 3);
+        assert_eq!(parse_pod(&a, &pod_a), Some(("b-c".to_string(), 3)));
+        assert_eq!(parse_pod(&ab, &pod_a), None, "not the other cluster's");
+        assert_eq!(
+            parse_pod(&target("a", 3), &pod_a),
+            None,
+            "nor a later one's"
+        );
+        assert!(stateful_set(&target(&"c".repeat(24), 1), &"n".repeat(16)).len() <= 52);
+    }
 }

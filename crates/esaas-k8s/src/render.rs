@@ -26,10 +26,14 @@
 //! - Network. Pods of the cluster accept 9300 only from pods of the same
 //!   cluster; 9200 from any pod of the tenant's namespace, from namespaces
 //!   labelled [`ACCESS_LABEL`]` = {tenant}` (a tenant's applications in
-//!   namespaces of their own) and from namespaces labelled
-//!   [`PLATFORM_LABEL`]` = "true"` (the esaas workers, which check health and
-//!   drain nodes over 9200); nothing else (the kubelet's probes come from the
-//!   node, which network policies always admit). Egress is not restricted.
+//!   namespaces of their own) and from the esaas workers' pods
+//!   ([`WORKER_POD_LABELS`] in namespaces labelled [`PLATFORM_LABEL`]` =
+//!   "true"), which check health and drain nodes over 9200; nothing else
+//!   (the kubelet's probes come from the node, which network policies always
+//!   admit). They send only DNS to kube-dns, 9300 to pods of the same cluster,
+//!   and HTTPS (443, snapshot repositories such as S3) anywhere but the
+//!   link-local range, so never to the instance metadata endpoint
+//!   (169.254.169.254, fd00:ec2::254) and its node credentials.
 //! - Bootstrap. `cluster.initial_master_nodes` is only for the very first
 //!   start of a cluster: [`base`] / [`config_map`] take `bootstrap`, and the
 //!   workload backend passes `false` once the cluster has formed
@@ -60,9 +64,12 @@
 //!   `topology.kubernetes.io/zone` label, which Kubernetes copies from the
 //!   node at binding (`PodTopologyLabelsAdmission`, on by default from 1.35);
 //!   with more than one zone, shard allocation is zone-aware.
-//! - `vm.max_map_count`. A privileged init container raises it to 262144 when
-//!   the node has less (so the tenant Namespace allows privileged pods); the
-//!   Elasticsearch container itself runs as user 1000, without privileges.
+//! - Pod Security. The tenant Namespace enforces the `restricted` Pod
+//!   Security Standard, and the pods meet it: user 1000, non-root, no
+//!   privilege escalation, every capability dropped, seccomp `RuntimeDefault`.
+//!   `vm.max_map_count` (at least [`MAX_MAP_COUNT`]) is a node setting no such
+//!   pod can change: the node groups' launch template sets it
+//!   (`eks.launch_template`, `deploy/launch-template/`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -80,14 +87,14 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
     EnvVarSource, KeyToPath, Namespace, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Toleration,
-    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
+    Toleration, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::core::v1::{TopologySelectorLabelRequirement, TopologySelectorTerm};
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttributesClass};
@@ -138,6 +145,18 @@ pub const ACCESS_LABEL: &str = "esaas.io/access";
 /// Namespace label of the esaas platform (`"true"`), whose workers reach
 /// every cluster's 9200.
 pub const PLATFORM_LABEL: &str = "esaas.io/platform";
+/// Labels of the esaas workers' pods (`deploy/base/worker.yaml`): of the
+/// platform's namespace, only these reach a cluster's 9200.
+pub const WORKER_POD_LABELS: [(&str, &str); 1] = [("app.kubernetes.io/name", "esaas-worker")];
+/// The Pod Security Standard every tenant namespace enforces.
+pub const POD_SECURITY_LEVEL: &str = "restricted";
+/// What pods of a cluster may send HTTPS to: anywhere but the link-local
+/// ranges, where the instance metadata service (and its node role
+/// credentials) answers, on IPv4 and on IPv6.
+pub const HTTPS_EGRESS: [(&str, &str); 2] = [
+    ("0.0.0.0/0", "169.254.0.0/16"),
+    ("::/0", "fd00:ec2::254/128"),
+];
 /// Hash of the node set's `elasticsearch.yml` (without the bootstrap list) on
 /// the pod template, so a change of the file rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "esaas.io/config-sha256";
@@ -246,20 +265,27 @@ fn selector(labels: BTreeMap<String, String>) -> LabelSelector {
     }
 }
 
-/// The tenant's Namespace: labelled managed-by and tenant (it is shared by
-/// the tenant's clusters), and allowed privileged pods (the init container
-/// that sets `vm.max_map_count`).
+/// The tenant's Namespace: labelled managed-by (what `deploy/`'s admission
+/// policy confines the worker's writes to) and tenant (it is shared by the
+/// tenant's clusters), enforcing, auditing and warning at the `restricted`
+/// Pod Security level, of the API server's version.
 pub fn namespace(t: &Target) -> Namespace {
+    let pss = |mode: &str, value: &str| {
+        (
+            format!("pod-security.kubernetes.io/{mode}"),
+            value.to_string(),
+        )
+    };
     Namespace {
         metadata: ObjectMeta {
             name: Some(names::namespace(t)),
             labels: Some(BTreeMap::from([
                 (labels::MANAGED_BY.to_string(), "esaas".to_string()),
                 (labels::TENANT.to_string(), t.tenant.to_string()),
-                (
-                    "pod-security.kubernetes.io/enforce".to_string(),
-                    "privileged".to_string(),
-                ),
+                pss("enforce", POD_SECURITY_LEVEL),
+                pss("enforce-version", "latest"),
+                pss("audit", POD_SECURITY_LEVEL),
+                pss("warn", POD_SECURITY_LEVEL),
             ])),
             ..ObjectMeta::default()
         },
@@ -503,21 +529,53 @@ fn namespaces_labelled(key: &str, value: &str) -> NetworkPolicyPeer {
 
 /// Ingress to the cluster's pods: 9300 from the cluster's own pods; 9200
 /// from the tenant's namespace, from namespaces labelled
-/// `esaas.io/access: {tenant}` and from the platform's (`esaas.io/platform:
-/// "true"`); nothing else.
+/// `esaas.io/access: {tenant}` and from the esaas workers' pods; nothing
+/// else. Egress: DNS to kube-dns, 9300 to the cluster's own pods, HTTPS
+/// anywhere but link-local (the instance metadata endpoint); nothing else.
 pub fn network_policy(t: &Target) -> NetworkPolicy {
+    let own_pods = || NetworkPolicyPeer {
+        pod_selector: Some(selector(names::cluster_labels(t))),
+        ..NetworkPolicyPeer::default()
+    };
+    let workers = NetworkPolicyPeer {
+        pod_selector: Some(selector(
+            WORKER_POD_LABELS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )),
+        ..namespaces_labelled(PLATFORM_LABEL, "true")
+    };
+    let kube_dns = NetworkPolicyPeer {
+        pod_selector: Some(selector(BTreeMap::from([(
+            "k8s-app".to_string(),
+            "kube-dns".to_string(),
+        )]))),
+        ..namespaces_labelled("kubernetes.io/metadata.name", "kube-system")
+    };
+    let dns_port = |protocol: &str| NetworkPolicyPort {
+        protocol: Some(protocol.to_string()),
+        ..policy_port(53)
+    };
+    let https = HTTPS_EGRESS
+        .iter()
+        .map(|(cidr, except)| NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: cidr.to_string(),
+                except: Some(vec![except.to_string()]),
+            }),
+            ..NetworkPolicyPeer::default()
+        })
+        .collect();
     NetworkPolicy {
         metadata: meta(t, names::network_policy(t), names::cluster_labels(t)),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(selector(names::cluster_labels(t))),
-            policy_types: Some(vec!["Ingress".to_string()]),
+            policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
             ingress: Some(vec![
                 NetworkPolicyIngressRule {
                     ports: Some(vec![policy_port(TRANSPORT_PORT)]),
-                    from: Some(vec![NetworkPolicyPeer {
-                        pod_selector: Some(selector(names::cluster_labels(t))),
-                        ..NetworkPolicyPeer::default()
-                    }]),
+                    from: Some(vec![own_pods()]),
                 },
                 NetworkPolicyIngressRule {
                     ports: Some(vec![policy_port(HTTP_PORT)]),
@@ -528,11 +586,24 @@ pub fn network_policy(t: &Target) -> NetworkPolicy {
                             ..NetworkPolicyPeer::default()
                         },
                         namespaces_labelled(ACCESS_LABEL, t.tenant.as_str()),
-                        namespaces_labelled(PLATFORM_LABEL, "true"),
+                        workers,
                     ]),
                 },
             ]),
-            ..NetworkPolicySpec::default()
+            egress: Some(vec![
+                NetworkPolicyEgressRule {
+                    ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
+                    to: Some(vec![kube_dns]),
+                },
+                NetworkPolicyEgressRule {
+                    ports: Some(vec![policy_port(TRANSPORT_PORT)]),
+                    to: Some(vec![own_pods()]),
+                },
+                NetworkPolicyEgressRule {
+                    ports: Some(vec![policy_port(443)]),
+                    to: Some(https),
+                },
+            ]),
         }),
     }
 }
@@ -730,26 +801,6 @@ pub fn stateful_set(
     let pod_labels = names::node_set_labels(t, node_set);
     let config_hash = hex::encode(Sha256::digest(elasticsearch_yml(t, ns, false).as_bytes()));
 
-    let init = Container {
-        name: "sysctl".to_string(),
-        image: Some(image(&t.spec.version)),
-        command: Some(vec![
-            "sh".to_string(),
-            "-c".to_string(),
-            format!(
-                "if [ \"$(sysctl -n vm.max_map_count)\" -lt {MAX_MAP_COUNT} ]; \
-                 then sysctl -w vm.max_map_count={MAX_MAP_COUNT}; fi"
-            ),
-        ]),
-        resources: Some(resources("100m".into(), "64Mi".into())),
-        security_context: Some(SecurityContext {
-            privileged: Some(true),
-            run_as_user: Some(0),
-            ..SecurityContext::default()
-        }),
-        ..Container::default()
-    };
-
     let main = Container {
         name: CONTAINER.to_string(),
         image: Some(image(&t.spec.version)),
@@ -823,14 +874,21 @@ pub fn stateful_set(
 
     let dedicated = placement::dedicated_taint(t);
     let pod = PodSpec {
-        init_containers: Some(vec![init]),
         containers: vec![main],
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
+        // The `restricted` Pod Security Standard, at the pod's level.
         security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(ES_UID),
+            run_as_group: Some(ES_UID),
             fs_group: Some(ES_UID),
             fs_group_change_policy: Some("OnRootMismatch".to_string()),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                ..SeccompProfile::default()
+            }),
             ..PodSecurityContext::default()
         }),
         // The labels and the taint of the node set's own node group.
@@ -1185,18 +1243,93 @@ mod tests {
     }
 
     #[test]
+    fn pods_meet_the_restricted_pod_security_standard() {
+        let t = target("small", 1);
+        let labels = namespace(&t).metadata.labels.expect("labels");
+        assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+        let sts = stateful_set(&t, &catalog(), "data", 2).expect("renders");
+        let pod = pod_spec(&sts);
+        assert!(
+            pod.init_containers.is_none(),
+            "vm.max_map_count is the node's"
+        );
+        let psc = pod.security_context.as_ref().expect("pod security context");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        for c in &pod.containers {
+            let sc = c.security_context.as_ref().expect("security context");
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_ne!(sc.privileged, Some(true), "{}", c.name);
+            assert_ne!(sc.run_as_user.or(psc.run_as_user), Some(0), "{}", c.name);
+            let caps = sc.capabilities.as_ref().expect("capabilities");
+            assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+            assert!(caps.add.is_none(), "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn the_network_policy_limits_egress_and_admits_only_the_workers() {
+        let t = target("small", 1);
+        let spec = network_policy(&t).spec.expect("spec");
+        assert_eq!(
+            spec.policy_types.as_deref(),
+            Some(&["Ingress".to_string(), "Egress".to_string()][..])
+        );
+        let egress = spec.egress.expect("egress");
+        let ports: Vec<Vec<i32>> = egress
+            .iter()
+            .map(|r| {
+                r.ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| match p.port {
+                        Some(IntOrString::Int(n)) => Some(n),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(ports, [vec![53, 53], vec![TRANSPORT_PORT], vec![443]]);
+        let blocks: Vec<&IPBlock> = egress[2]
+            .to
+            .iter()
+            .flatten()
+            .filter_map(|p| p.ip_block.as_ref())
+            .collect();
+        assert_eq!(blocks.len(), 2);
+        assert!(blocks.iter().any(|b| b.cidr == "0.0.0.0/0"
+            && b.except.as_deref() == Some(&["169.254.0.0/16".to_string()][..])));
+        let platform = &spec.ingress.expect("ingress")[1]
+            .from
+            .clone()
+            .expect("from")[2];
+        assert_eq!(
+            platform
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.as_ref())
+                .map(|l| l["app.kubernetes.io/name"].as_str()),
+            Some("esaas-worker"),
+            "of the platform's namespace, only the workers"
+        );
+    }
+
+    #[test]
     fn initial_masters_only_on_bootstrap() {
         let t = target("small", 1);
-        assert_eq!(
-            initial_master_nodes(&t),
-            vec!["logs-master-0", "logs-master-1", "logs-master-2"]
-        );
+        let h = esaas_core::names::uid_hash(&t.uid, 6);
+        let masters: Vec<String> = (0..3).map(|i| format!("logs-master-{h}-{i}")).collect();
+        assert_eq!(initial_master_nodes(&t), masters);
         let with = config_map(&t, true);
         let without = config_map_without_bootstrap(&t);
         let data = |cm: &ConfigMap, key: &str| cm.data.as_ref().expect("data")[key].clone();
-        assert!(data(&with, "master.yml").contains(
-            r#"cluster.initial_master_nodes: ["logs-master-0", "logs-master-1", "logs-master-2"]"#
-        ));
+        assert!(data(&with, "master.yml").contains(&format!(
+            "cluster.initial_master_nodes: [\"{}\", \"{}\", \"{}\"]",
+            masters[0], masters[1], masters[2]
+        )));
         assert!(data(&with, "data.yml").contains("cluster.initial_master_nodes"));
         assert!(!data(&without, "master.yml").contains("initial_master_nodes"));
         assert!(data(&with, "master.yml").contains(r#"node.roles: ["master"]"#));

@@ -901,10 +901,7 @@ mod tests {
                 let body = req.into_body().collect_bytes().await.expect("body");
                 let pvc: serde_json::Value = serde_json::from_slice(&body).expect("json");
                 let name = pvc["metadata"]["name"].as_str().unwrap_or_default();
-                assert!(
-                    name.ends_with(&format!("-logs-default-{ordinal}")),
-                    "{name}"
-                );
+                assert_eq!(name, names::data_volume(&target(), "default", ordinal));
                 assert_eq!(pvc["spec"]["storageClassName"], "esaas-gp3-us-east-1a");
                 assert_eq!(
                     pvc["metadata"]["annotations"]["esaas.io/zone"],
@@ -936,7 +933,10 @@ mod tests {
             assert_eq!(req.method(), Method::PATCH);
             assert_eq!(
                 req.uri().path(),
-                "/apis/apps/v1/namespaces/esaas-search/statefulsets/logs-default"
+                format!(
+                    "/apis/apps/v1/namespaces/esaas-search/statefulsets/{}",
+                    names::stateful_set(&target(), "default")
+                )
             );
             let query = req.uri().query().unwrap_or_default().to_string();
             assert!(query.contains("fieldManager=esaas"), "{query}");

@@ -454,6 +454,9 @@ impl Config {
                 );
             }
         }
+        if let Some(problem) = self.eks.launch_template.as_ref().and_then(|t| t.problem()) {
+            bail!("eks.launch_template: {problem}");
+        }
         if !(1..=1000).contains(&self.worker.capacity) {
             bail!("worker.capacity: must be between 1 and 1000");
         }
@@ -714,6 +717,14 @@ mod tests {
             ),
             ("[retention]\nbatch_size = 0\n", "retention.batch_size"),
             ("[retention]\ninterval_ms = 5\n", "retention.interval_ms"),
+            (
+                "[eks.launch_template]\nid = \"lt-1\"\nname = \"esaas-nodes\"\n",
+                "eks.launch_template",
+            ),
+            (
+                "[eks.launch_template]\nversion = \"1\"\n",
+                "eks.launch_template",
+            ),
         ];
         for (extra, key) in bad {
             let err = load(extra).unwrap_or_default();

@@ -135,6 +135,7 @@ mod defaults;
 mod delete;
 mod errors;
 mod patch;
+mod pod_security;
 mod pods;
 mod resources;
 mod routing;
@@ -223,6 +224,9 @@ struct State {
     next_pod_ip: u32,
     next_service_ip: u32,
     server_address: String,
+    /// Why the StatefulSet controller could not create a StatefulSet's pods (Pod
+    /// Security admission), by its namespace and name; the latest refusal.
+    refused_pods: BTreeMap<(String, String), String>,
 }
 
 struct Shared {
@@ -323,6 +327,17 @@ impl KubeStandin {
         drop(s);
         self.shared.notify(rv);
         out
+    }
+
+    /// The StatefulSets whose pods Pod Security admission refused, as
+    /// `(namespace, name, why)`: the event a real controller records (`FailedCreate`).
+    pub fn refused_pods(&self) -> Vec<(String, String, String)> {
+        let mut s = self.shared.lock();
+        s.tick();
+        s.refused_pods
+            .iter()
+            .map(|((ns, name), why)| (ns.clone(), name.clone(), why.clone()))
+            .collect()
     }
 
     /// One stored object (`namespace` is ignored for cluster-scoped kinds).

@@ -14,8 +14,9 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::State;
+use super::pod_security;
 use super::pods::{claim_name, claim_templates, pod_json, pod_name, pod_ready, revision_name};
-use super::resources::{PDB, POD, PVC, SC, STS};
+use super::resources::{NS, PDB, POD, PVC, SC, STS};
 use super::select::selector_reqs;
 use super::util::{labels_of, now_ts, str_at};
 use super::validate::quantity;
@@ -325,6 +326,25 @@ impl State {
             == Some(&json!("Delete"));
         let template = spec.get("template").cloned().unwrap_or(json!({}));
         let update_rev = revision_name(name, &template);
+        // Pod Security admission refuses every pod of a violating template: the
+        // controller creates none (and retries on the next change).
+        let level =
+            pod_security::enforced_level(self.objects.get(&(NS, String::new(), ns.to_string())))
+                .to_string();
+        let refused = pod_security::violations(&level, template.get("spec").unwrap_or(&json!({})));
+        let admitted = refused.is_empty();
+        if admitted {
+            self.refused_pods
+                .remove(&(ns.to_string(), name.to_string()));
+        } else {
+            self.refused_pods.insert(
+                (ns.to_string(), name.to_string()),
+                format!(
+                    "violates PodSecurity \"{level}:latest\": {}",
+                    refused.join(", ")
+                ),
+            );
+        }
         let mut current_rev = sts
             .pointer("/status/currentRevision")
             .and_then(Value::as_str)
@@ -366,7 +386,7 @@ impl State {
             }
         }
         // Scale up: all at once (Parallel) or one at a time once the previous ones are ready.
-        for ord in wanted.clone() {
+        for ord in wanted.clone().filter(|_| admitted) {
             if let Some(p) = sim.pods.get(&ord) {
                 if !parallel && !p.ready {
                     break;
@@ -388,7 +408,7 @@ impl State {
             }
         }
         // Rolling update: one pod at a time, highest ordinal first, while all are ready.
-        if !on_delete {
+        if !on_delete && admitted {
             loop {
                 let all_ready =
                     sim.pods.len() as i64 == replicas && sim.pods.values().all(|p| p.ready);

@@ -29,6 +29,7 @@ impl State {
             next_pod_ip: 0,
             next_service_ip: 10,
             server_address,
+            refused_pods: BTreeMap::new(),
         };
         let opts = WriteOpts {
             manager: "kube-apiserver".into(),

@@ -249,7 +249,7 @@ async fn exclude_filters_match_names_with_wildcards_ips_and_ids() {
     let f = fixture(3, Duration::ZERO).await;
     let node = |i| names::pod(&f.t, "data-hot", i);
     for (attr, value, drained) in [
-        ("_name", json!("*-hot-2"), 2),
+        ("_name", json!("*-hot-*-2"), 2),
         ("_ip", json!("10.0.0.2"), 1),
         ("_host", json!(["10.0.0.1"]), 0),
         (

@@ -327,3 +327,61 @@ async fn ordered_ready_on_delete_and_disruption_budget() {
     .await;
     assert_eq!(code, 405, "pods are the controller's");
 }
+
+#[tokio::test]
+async fn a_restricted_namespace_gets_no_pods_of_a_template_that_violates_it() {
+    let s = KubeStandin::start(Duration::from_millis(10)).await;
+    let client = s.client();
+    let ns: Namespace = typed(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": { "name": "r", "labels": { "pod-security.kubernetes.io/enforce": "restricted" } },
+    }));
+    Api::<Namespace>::all(client.clone())
+        .patch("r", &ssa(), &Patch::Apply(&ns))
+        .await
+        .expect("apply namespace");
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), "r");
+    // The template has no security context at all: admitted as an object, its pods are not.
+    sts.patch(
+        "es-data",
+        &ssa(),
+        &Patch::Apply(statefulset("es-data", 2, "elasticsearch:8.17.10")),
+    )
+    .await
+    .expect("a StatefulSet is admitted");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "r");
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let refused = s.refused_pods();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].2.contains("restricted"), "{refused:?}");
+    assert!(
+        refused[0].2.contains("allowPrivilegeEscalation"),
+        "{refused:?}"
+    );
+
+    // Made compliant, it gets its pods.
+    let mut fixed = statefulset("es-data", 2, "elasticsearch:8.17.10");
+    let pod = fixed.spec.template.spec.as_mut().expect("pod spec");
+    pod.security_context = Some(typed(json!({
+        "runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"},
+    })));
+    pod.containers[0].security_context = Some(typed(json!({
+        "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+    })));
+    sts.patch("es-data", &ssa(), &Patch::Apply(fixed))
+        .await
+        .expect("apply");
+    eventually(Duration::from_secs(10), async || {
+        let st = sts.get("es-data").await.unwrap().status.unwrap();
+        (st.ready_replicas == Some(2)).then_some(())
+    })
+    .await;
+    assert!(s.refused_pods().is_empty());
+}
