@@ -8,8 +8,13 @@
 //! every other process when its `NOTIFY` arrives (milliseconds); the time to
 //! live bounds the worst case, a process whose change feed is down. Unknown
 //! keys are never cached.
+//!
+//! Streams outlive the call that opened them, so revocation reaches them
+//! too: each process keeps the names of the keys revoked since it started
+//! (read again on every revocation notice, and every cache time to live),
+//! and every stream of a revoked key ends with UNAUTHENTICATED.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +22,7 @@ use esaas_core::auth::Principal;
 use esaas_core::{Error, Result};
 use esaas_store::{Change, Store};
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tonic::metadata::MetadataMap;
 
 /// Keys cached at most; past that the cache starts over.
@@ -62,6 +67,26 @@ pub struct Authenticator {
     bootstrap_digest: Option<[u8; 32]>,
     internal_worker_digest: Option<[u8; 32]>,
     cache: Arc<KeyCache>,
+    /// The names of the keys revoked while this process runs.
+    revoked: watch::Sender<Arc<HashSet<String>>>,
+    /// When this process started following revocations.
+    started: chrono::DateTime<chrono::Utc>,
+}
+
+/// Tells a stream when its key is revoked.
+#[derive(Debug, Clone)]
+pub struct Revocations {
+    rx: watch::Receiver<Arc<HashSet<String>>>,
+}
+
+impl Revocations {
+    /// Resolves once `key` (a principal's key name) is revoked; never, for
+    /// the bootstrap and in-process keys, which cannot be.
+    pub async fn revoked(&mut self, key: &str) {
+        if self.rx.wait_for(|keys| keys.contains(key)).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -91,6 +116,17 @@ impl Authenticator {
                 ttl: cache_ttl,
                 entries: Mutex::default(),
             }),
+            revoked: watch::channel(Arc::default()).0,
+            // A key revoked just before the start is caught too: a stream
+            // opened with it on a stale cache elsewhere cannot be open here.
+            started: esaas_core::now() - chrono::Duration::minutes(1),
+        }
+    }
+
+    /// Ends streams when their key is revoked.
+    pub fn revocations(&self) -> Revocations {
+        Revocations {
+            rx: self.revoked.subscribe(),
         }
     }
 
@@ -99,23 +135,50 @@ impl Authenticator {
         self.cache.clear();
     }
 
-    /// Forgets cached keys whenever a key is revoked in any process, or
-    /// notifications may have been missed.
+    /// Forgets cached keys, and reads the revoked ones again, whenever a
+    /// key is revoked in any process or notifications may have been missed;
+    /// reads the revoked keys every cache time to live (at least 1 s) too,
+    /// so a process whose change feed is down still ends revoked streams
+    /// within that time.
     pub fn follow(&self, mut changes: broadcast::Receiver<Change>) {
         let cache = Arc::downgrade(&self.cache);
+        let (store, revoked, started) = (self.store.clone(), self.revoked.clone(), self.started);
+        let every = self
+            .cache
+            .ttl
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
         tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let forget = match changes.recv().await {
-                    Ok(Change::Keys | Change::Resync) => true,
-                    Ok(_) => false,
-                    Err(broadcast::error::RecvError::Lagged(_)) => true,
-                    Err(broadcast::error::RecvError::Closed) => return,
+                let forget = tokio::select! {
+                    change = changes.recv() => match change {
+                        Ok(Change::Keys | Change::Resync) => true,
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tick.tick() => false,
                 };
                 if forget {
                     match cache.upgrade() {
                         Some(c) => c.clear(),
                         None => return,
                     }
+                }
+                match store.revoked_since(started).await {
+                    Ok(keys) => {
+                        let keys: HashSet<String> = keys.into_iter().collect();
+                        revoked.send_if_modified(|now| {
+                            let changed = **now != keys;
+                            if changed {
+                                *now = Arc::new(keys);
+                            }
+                            changed
+                        });
+                    }
+                    // Kept as it is; the next notice or tick reads again.
+                    Err(e) => tracing::warn!(error = %e, "reading revoked keys failed"),
                 }
             }
         });

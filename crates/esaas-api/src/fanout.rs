@@ -1,9 +1,12 @@
-//! Shared reads of a cluster's event log. When a cluster changes, every
+//! Shared reads of what watchers send. When a cluster changes, every
 //! watcher of it wakes wanting the same events (those after the revision
 //! they last sent). One read per `(cluster, revision)` per process serves
 //! them all: the first watcher starts it, the others wait for its answer,
-//! and each sends the same encoded events. The database stays the only
-//! source of what is sent; only the number of identical queries changes.
+//! and each sends the same encoded events. Operations likewise: one read
+//! per operation, and at the safety tick one statement for the versions of
+//! every watched operation, so only those that changed are read. The
+//! database stays the only source of what is sent; only the number of
+//! identical queries changes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,12 +36,74 @@ pub(crate) struct Sendable {
 /// The answer to one read: the events after a revision, in order.
 pub(crate) type Batch = Arc<Vec<Sendable>>;
 
-type Read = Shared<BoxFuture<'static, Result<Batch, Status>>>;
+type Read<V> = Shared<BoxFuture<'static, Result<V, Status>>>;
 
-/// Reads in flight, by cluster and revision.
+/// Reads in flight by key: one read answers every caller that asks while it runs.
+#[derive(Debug)]
+struct SharedReads<K, V> {
+    inflight: Arc<Mutex<HashMap<K, Read<V>>>>,
+}
+
+impl<K, V> Default for SharedReads<K, V> {
+    fn default() -> Self {
+        Self {
+            inflight: Arc::default(),
+        }
+    }
+}
+
+impl<K, V> SharedReads<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The answer of `read` for `key`, read once however many callers ask
+    /// at the same time. The read runs in a task of its own, so it finishes
+    /// (and leaves the table) even when every caller has gone.
+    async fn get(
+        &self,
+        key: K,
+        read: impl FnOnce() -> BoxFuture<'static, Result<V, Status>>,
+    ) -> Result<V, Status> {
+        let shared = {
+            let mut inflight = self
+                .inflight
+                .lock()
+                .map_err(|_| Status::internal("internal error"))?;
+            match inflight.get(&key) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let table = self.inflight.clone();
+                    let (done, fut) = (key.clone(), read());
+                    let task = tokio::spawn(async move {
+                        let result = fut.await;
+                        if let Ok(mut map) = table.lock() {
+                            map.remove(&done);
+                        }
+                        result
+                    });
+                    let shared = task
+                        .map(|joined| {
+                            joined.unwrap_or_else(|e| {
+                                tracing::error!(error = %e, "a shared read failed");
+                                Err(Status::internal("internal error"))
+                            })
+                        })
+                        .boxed()
+                        .shared();
+                    inflight.insert(key, shared.clone());
+                    shared
+                }
+            }
+        };
+        shared.await
+    }
+}
+
+/// Reads of cluster event logs in flight, by cluster and revision.
 #[derive(Debug, Default)]
 pub(crate) struct EventReads {
-    inflight: Arc<Mutex<HashMap<(Uuid, i64), Read>>>,
+    reads: SharedReads<(Uuid, i64), Batch>,
 }
 
 impl EventReads {
@@ -51,34 +116,15 @@ impl EventReads {
         after: i64,
         limit: i64,
     ) -> Result<Batch, Status> {
-        let read = {
-            let mut inflight = self
-                .inflight
-                .lock()
-                .map_err(|_| Status::internal("internal error"))?;
-            match inflight.get(&(uid, after)) {
-                Some(read) => read.clone(),
-                None => {
-                    let read = self.start(store.clone(), uid, after, limit);
-                    inflight.insert((uid, after), read.clone());
-                    read
-                }
-            }
-        };
-        read.await
-    }
-
-    /// Runs the read in a task of its own, so it finishes (and leaves the
-    /// table) even when every caller has gone.
-    fn start(&self, store: Store, uid: Uuid, after: i64, limit: i64) -> Read {
-        let inflight = self.inflight.clone();
-        let task = tokio::spawn(async move {
-            let result = store
-                .events_after(uid, after, limit)
-                .await
-                .map_err(to_status)
-                .map(|events| {
-                    Arc::new(
+        let store = store.clone();
+        self.reads
+            .get((uid, after), move || {
+                async move {
+                    let events = store
+                        .events_after(uid, after, limit)
+                        .await
+                        .map_err(to_status)?;
+                    Ok(Arc::new(
                         events
                             .iter()
                             .map(|e| Sendable {
@@ -91,21 +137,124 @@ impl EventReads {
                                 },
                             })
                             .collect::<Vec<_>>(),
-                    )
-                });
-            if let Ok(mut map) = inflight.lock() {
-                map.remove(&(uid, after));
-            }
-            result
-        });
-        task.map(|joined| {
-            joined.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "reading cluster events failed");
-                Err(Status::internal("internal error"))
+                    ))
+                }
+                .boxed()
             })
-        })
-        .boxed()
-        .shared()
+            .await
+    }
+}
+
+/// The watchers of each operation: woken by its own changes, and at the
+/// safety tick only when its version moved (one statement for all).
+#[derive(Debug, Clone)]
+pub(crate) struct OperationHub {
+    store: Store,
+    operations: Arc<Mutex<HashMap<Uuid, tokio::sync::broadcast::Sender<Wake>>>>,
+    reads: Arc<SharedReads<Uuid, Arc<esaas_core::operation::Operation>>>,
+}
+
+impl OperationHub {
+    /// Starts routing `changes` to the watchers of each operation.
+    pub(crate) fn start(
+        store: Store,
+        changes: tokio::sync::broadcast::Receiver<esaas_store::Change>,
+    ) -> Self {
+        let hub = Self {
+            store,
+            operations: Arc::default(),
+            reads: Arc::default(),
+        };
+        tokio::spawn(hub.clone().route(changes));
+        hub
+    }
+
+    /// The wakes of operation `id` from now on.
+    pub(crate) fn subscribe(&self, id: Uuid) -> tokio::sync::broadcast::Receiver<Wake> {
+        match self.operations.lock() {
+            Ok(mut ops) => ops
+                .entry(id)
+                .or_insert_with(|| tokio::sync::broadcast::channel(WAKES).0)
+                .subscribe(),
+            Err(_) => tokio::sync::broadcast::channel(1).1,
+        }
+    }
+
+    /// Operation `id`, read once however many of its watchers ask at once.
+    pub(crate) async fn read(
+        &self,
+        id: Uuid,
+    ) -> Result<Arc<esaas_core::operation::Operation>, Status> {
+        let store = self.store.clone();
+        self.reads
+            .get(id, move || {
+                async move {
+                    store
+                        .get_operation(id)
+                        .await
+                        .map(Arc::new)
+                        .map_err(to_status)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn route(self, mut changes: tokio::sync::broadcast::Receiver<esaas_store::Change>) {
+        use esaas_store::Change;
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let change = changes.recv().await;
+            let watched: Vec<Uuid> = {
+                let Ok(mut ops) = self.operations.lock() else {
+                    return;
+                };
+                match change {
+                    Ok(Change::Operation { id }) => {
+                        if let Some(tx) = ops.get(&id)
+                            && tx.send(Wake::Read).is_err()
+                        {
+                            ops.remove(&id);
+                        }
+                        continue;
+                    }
+                    Ok(Change::Resync | Change::Tick) | Err(RecvError::Lagged(_)) => {
+                        // Operations nobody watches any more leave the table here.
+                        ops.retain(|_, tx| tx.receiver_count() > 0);
+                        ops.keys().copied().collect()
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Closed) => return,
+                }
+            };
+            if watched.is_empty() {
+                continue;
+            }
+            // Beside the routing, so a slow statement never holds up a change.
+            let hub = self.clone();
+            tokio::spawn(async move { hub.recheck(watched).await });
+        }
+    }
+
+    /// One statement for the versions of `ids`: each watcher learns its
+    /// operation's version and reads only when it moved. When the statement
+    /// fails, every watcher reads (the safety net must not depend on it).
+    async fn recheck(&self, ids: Vec<Uuid>) {
+        let versions: HashMap<Uuid, i64> = match self.store.operation_versions(&ids).await {
+            Ok(v) => v.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "re-checking watched operations failed");
+                HashMap::new()
+            }
+        };
+        let Ok(ops) = self.operations.lock() else {
+            return;
+        };
+        for id in ids {
+            if let Some(tx) = ops.get(&id) {
+                let _ = tx.send(versions.get(&id).map_or(Wake::Read, |v| Wake::Revision(*v)));
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod page;
 pub mod rate;
 pub mod rpc;
 pub mod size_limit;
+mod streams;
 mod watch;
 mod worker;
 
@@ -90,6 +91,9 @@ pub struct Settings {
     pub auth_cache_ttl: Duration,
     /// How live clusters are observed and repaired.
     pub observe: ObserveSettings,
+    /// Watch streams one tenant (or one key without a tenant) may hold open
+    /// at once in this process.
+    pub max_watch_streams_per_tenant: usize,
 }
 
 /// The observation schedule and the repair rules.
@@ -136,6 +140,10 @@ struct Inner {
     events: fanout::EventReads,
     /// Notifications routed to the watchers of each cluster.
     watches: fanout::WatchHub,
+    /// Notifications and shared reads for the watchers of each operation.
+    operations: fanout::OperationHub,
+    /// Open watch streams per tenant.
+    streams: streams::StreamCaps,
 }
 
 /// A response to a mutating call. A `validate_only` answer drops what points
@@ -173,6 +181,8 @@ impl Api {
         let feed = ChangeFeed::start(&store, settings.watch_poll);
         auth.follow(feed.subscribe());
         let watches = fanout::WatchHub::start(feed.subscribe());
+        let operations = fanout::OperationHub::start(store.clone(), feed.subscribe());
+        let streams = streams::StreamCaps::new(settings.max_watch_streams_per_tenant);
         let limiter = rate::Limiter::new(settings.rate);
         Self {
             inner: Arc::new(Inner {
@@ -184,6 +194,8 @@ impl Api {
                 limiter,
                 events: fanout::EventReads::default(),
                 watches,
+                operations,
+                streams,
             }),
         }
     }

@@ -308,24 +308,62 @@ impl http_body::Body for Metered {
     }
 }
 
-/// Deadlines and load shedding of unary calls.
+/// Deadlines and load shedding of unary calls, and a cap on the streams
+/// that need no API key (health Watch, reflection), which no tenant's cap
+/// can count.
 #[derive(Debug, Clone)]
 pub struct GuardLayer {
     methods: Arc<Methods>,
     deadline: Duration,
     permits: Arc<Semaphore>,
     limit: usize,
+    open_streams: Arc<Semaphore>,
+    stream_limit: usize,
 }
 
 impl GuardLayer {
-    /// Unary calls get `deadline` each, and at most `limit` run at once.
-    pub fn new(methods: Arc<Methods>, deadline: Duration, limit: usize) -> Self {
+    /// Unary calls get `deadline` each, and at most `limit` run at once; at
+    /// most `stream_limit` unauthenticated streams are open at once.
+    pub fn new(
+        methods: Arc<Methods>,
+        deadline: Duration,
+        limit: usize,
+        stream_limit: usize,
+    ) -> Self {
         Self {
             methods,
             deadline,
             permits: Arc::new(Semaphore::new(limit)),
             limit,
+            open_streams: Arc::new(Semaphore::new(stream_limit)),
+            stream_limit,
         }
+    }
+}
+
+/// A response body that holds a permit until the stream ends (or the client goes).
+struct Permitted {
+    inner: Body,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Permitted {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -375,10 +413,43 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let exempt = match self.layer.methods.get(req.uri().path()) {
-            Some(m) => m.streaming || m.service == "grpc.health.v1.Health",
-            None => false,
+        let (exempt, keyless_stream) = match self.layer.methods.get(req.uri().path()) {
+            Some(m) => (
+                m.streaming || m.service == "grpc.health.v1.Health",
+                m.streaming
+                    && (m.service == "grpc.health.v1.Health"
+                        || m.service.starts_with("grpc.reflection.")),
+            ),
+            None => (false, false),
         };
+        if keyless_stream {
+            let Ok(permit) = self.layer.open_streams.clone().try_acquire_owned() else {
+                let limit = self.layer.stream_limit;
+                tracing::warn!(
+                    limit,
+                    path = req.uri().path(),
+                    "too many unauthenticated streams: refused"
+                );
+                return Box::pin(std::future::ready(Ok(status_response(
+                    Code::ResourceExhausted,
+                    format!(
+                        "the server holds its limit of {limit} open health and reflection streams; use a unary Check, or retry later"
+                    ),
+                    "TOO_MANY_STREAMS",
+                    Some(Duration::from_secs(1)),
+                ))));
+            };
+            let fut = self.inner.call(req);
+            return Box::pin(async move {
+                let res = fut.await?;
+                Ok(res.map(|inner| {
+                    Body::new(Permitted {
+                        inner,
+                        _permit: permit,
+                    })
+                }))
+            });
+        }
         if exempt {
             return Box::pin(self.inner.call(req));
         }

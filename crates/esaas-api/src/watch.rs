@@ -3,65 +3,54 @@
 //! (or a periodic safety re-read), reads again what it has not sent yet. The
 //! database is the only source of what is sent, so a stream never skips or
 //! repeats an event, whichever server process made the change.
+//!
+//! Every stream holds one of its tenant's slots (`max_watch_streams_per_tenant`
+//! in this process) while it is open, and ends with UNAUTHENTICATED once the
+//! key that opened it is revoked. Streams are polled by the connection that
+//! sends them: no task and no channel of their own.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use esaas_core::cluster::ClusterState;
 use esaas_core::lifecycle::retention;
 use esaas_core::names::{ClusterName, OperationName};
 use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
-use esaas_store::Change;
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 use tonic::{Request, Status};
 use uuid::Uuid;
 
 use crate::Api;
+use crate::auth::Revocations;
 use crate::error::to_status;
 use crate::fanout::Wake;
+use crate::streams::Slot;
 use esaas_proto::convert::{cluster_to_pb, operation_to_pb};
 
-type Sender<T> = mpsc::Sender<Result<T, Status>>;
 /// A server stream.
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Events read from the database per query.
 const BATCH: i64 = 256;
-/// Messages buffered per stream before the stream's reader waits for the client.
-const BUFFER: usize = 64;
+const SHUTTING_DOWN: &str =
+    "the server is shutting down; reconnect and resume from the last revision you saw";
 
-/// Waits until a change relevant to `wanted` arrives, the process-wide
-/// safety tick (every `watch_poll_seconds`: all streams re-read together, so
-/// their reads are shared), or the client goes away (returns false then).
-async fn wait_for_change<T>(
-    rx: &mut broadcast::Receiver<Change>,
-    tx: &Sender<T>,
-    shutdown: &tokio_util::sync::CancellationToken,
-    wanted: impl Fn(&Change) -> bool,
-) -> bool {
-    loop {
-        tokio::select! {
-            _ = tx.closed() => return false,
-            _ = shutdown.cancelled() => {
-                let _ = tx
-                    .send(Err(Status::unavailable(
-                        "the server is shutting down; reconnect and resume from the last revision you saw",
-                    )))
-                    .await;
-                return false;
-            }
-            msg = rx.recv() => match msg {
-                Ok(Change::Resync | Change::Tick) => return true,
-                Ok(change) if wanted(&change) => return true,
-                Ok(_) => {}
-                // Missed notifications: read again to be safe.
-                Err(broadcast::error::RecvError::Lagged(_)) => return true,
-                Err(broadcast::error::RecvError::Closed) => return true,
-            },
-        }
+/// What every stream holds while it is open: its tenant's slot, and the
+/// revocation of the key that opened it.
+struct Held {
+    _slot: Slot,
+    key: String,
+    revocations: Revocations,
+    _open: esaas_telemetry::metrics::Open,
+}
+
+impl Held {
+    async fn revoked(&mut self) -> Status {
+        self.revocations.revoked(&self.key).await;
+        Status::unauthenticated("the API key of this stream was revoked")
     }
 }
 
@@ -79,7 +68,7 @@ struct ClusterWatch {
     read: bool,
     /// Nothing more will come: end after `pending`.
     done: bool,
-    _open: esaas_telemetry::metrics::Open,
+    held: Held,
 }
 
 type WatchItem = Result<pb::WatchClusterResponse, Status>;
@@ -128,9 +117,11 @@ impl ClusterWatch {
             tokio::select! {
                 _ = self.api.inner.shutdown.cancelled() => {
                     self.done = true;
-                    return Some((Err(Status::unavailable(
-                        "the server is shutting down; reconnect and resume from the last revision you saw",
-                    )), self));
+                    return Some((Err(Status::unavailable(SHUTTING_DOWN)), self));
+                }
+                status = self.held.revoked() => {
+                    self.done = true;
+                    return Some((Err(status), self));
                 }
                 msg = self.rx.recv() => {
                     self.read = match msg {
@@ -159,6 +150,7 @@ impl Api {
         let name = ClusterName::parse("name", &r.name)?;
         tracing::Span::current().record("cluster", name.to_string());
         principal.can_read(&name.tenant, "Cluster", &name.to_string())?;
+        let held = self.hold(&principal)?;
         if r.since_revision < 0 {
             return Err(Error::invalid("since_revision", "must not be negative"));
         }
@@ -196,9 +188,19 @@ impl Api {
             pending: VecDeque::from([first]),
             read: !deleted,
             done: deleted,
-            _open: esaas_telemetry::metrics::metrics().watch_opened(),
+            held,
         };
         Ok(Box::pin(futures::stream::unfold(watch, ClusterWatch::next)))
+    }
+
+    /// A slot for a new stream of `principal`, and its key's revocation.
+    fn hold(&self, principal: &esaas_core::auth::Principal) -> Result<Held> {
+        Ok(Held {
+            _slot: self.inner.streams.open(principal)?,
+            key: principal.key.clone(),
+            revocations: self.inner.auth.revocations(),
+            _open: esaas_telemetry::metrics::metrics().watch_opened(),
+        })
     }
 
     pub(crate) async fn watch_operation_impl(
@@ -207,54 +209,97 @@ impl Api {
     ) -> Result<BoxStream<pb::WatchOperationResponse>> {
         let principal = self.principal(&req).await?;
         let name = OperationName::parse("name", &req.get_ref().name)?;
-        let rx = self.inner.feed.subscribe();
+        // Subscribed before the first read: nothing committed after it is missed.
+        let rx = self.inner.operations.subscribe(name.0);
         let op = self.store().get_operation(name.0).await?;
         principal.can_read(&op.tenant, "Operation", &name.to_string())?;
-        let (tx, out) = mpsc::channel(BUFFER);
-        let api = self.clone();
-        let open = esaas_telemetry::metrics::metrics().watch_opened();
-        tokio::spawn(async move {
-            let _open = open;
-            api.pump_operation(op, rx, tx).await
-        });
-        Ok(Box::pin(ReceiverStream::new(out)))
+        let held = self.hold(&principal)?;
+        let watch = OperationWatch {
+            api: self.clone(),
+            id: op.id,
+            sent: 0,
+            rx,
+            op: Some(Arc::new(op)),
+            read: false,
+            done: false,
+            held,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            watch,
+            OperationWatch::next,
+        )))
     }
+}
 
-    async fn pump_operation(
-        &self,
-        mut op: esaas_core::operation::Operation,
-        mut rx: broadcast::Receiver<Change>,
-        tx: Sender<pb::WatchOperationResponse>,
-    ) {
-        let id = op.id;
-        let mut sent = 0;
+/// One WatchOperation stream: the operation each time its version moves,
+/// until it is done.
+struct OperationWatch {
+    api: Api,
+    id: Uuid,
+    /// The newest version sent.
+    sent: i64,
+    rx: broadcast::Receiver<Wake>,
+    /// Read and not yet looked at.
+    op: Option<Arc<esaas_core::operation::Operation>>,
+    /// The operation must be read again.
+    read: bool,
+    /// Nothing more will come.
+    done: bool,
+    held: Held,
+}
+
+type OperationItem = Result<pb::WatchOperationResponse, Status>;
+
+impl OperationWatch {
+    async fn next(mut self) -> Option<(OperationItem, Self)> {
         loop {
-            if op.version > sent {
-                sent = op.version;
-                let msg = pb::WatchOperationResponse {
-                    operation: Some(operation_to_pb(&op)),
-                };
-                if tx.send(Ok(msg)).await.is_err() || op.state.is_done() {
-                    return;
+            if self.done {
+                return None;
+            }
+            if let Some(op) = self.op.take() {
+                if op.version > self.sent {
+                    self.sent = op.version;
+                    self.done = op.state.is_done();
+                    let msg = pb::WatchOperationResponse {
+                        operation: Some(operation_to_pb(&op)),
+                    };
+                    return Some((Ok(msg), self));
+                }
+                continue;
+            }
+            if self.read {
+                self.read = false;
+                match self.api.inner.operations.read(self.id).await {
+                    Ok(op) => self.op = Some(op),
+                    Err(status) => {
+                        self.done = true;
+                        return Some((Err(status), self));
+                    }
+                }
+                continue;
+            }
+            let sent = self.sent;
+            tokio::select! {
+                _ = self.api.inner.shutdown.cancelled() => {
+                    self.done = true;
+                    return Some((Err(Status::unavailable(SHUTTING_DOWN)), self));
+                }
+                status = self.held.revoked() => {
+                    self.done = true;
+                    return Some((Err(status), self));
+                }
+                msg = self.rx.recv() => {
+                    self.read = match msg {
+                        Ok(Wake::Read) => true,
+                        Ok(Wake::Revision(version)) => version > sent,
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            self.done = true;
+                            false
+                        }
+                    };
                 }
             }
-            if !wait_for_change(
-                &mut rx,
-                &tx,
-                &self.inner.shutdown,
-                |c| matches!(c, Change::Operation { id: i } if *i == id),
-            )
-            .await
-            {
-                return;
-            }
-            op = match self.store().get_operation(id).await {
-                Ok(op) => op,
-                Err(e) => {
-                    let _ = tx.send(Err(to_status(e))).await;
-                    return;
-                }
-            };
         }
     }
 }

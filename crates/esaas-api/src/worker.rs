@@ -49,6 +49,9 @@ struct Session {
     worker: WorkerInfo,
     /// Who holds this stream's leases.
     holder: WorkerSession,
+    /// The key that opened the stream, and when it is revoked.
+    key: String,
+    revocations: crate::auth::Revocations,
     out: Out,
     /// Leases assigned on this stream and not finished: operation → token.
     held: HashMap<Uuid, i64>,
@@ -339,6 +342,16 @@ impl Session {
                     closer = Closer::ControlPlane;
                     break;
                 }
+                _ = self.revocations.revoked(&self.key) => {
+                    // Its leases go back at no cost: the work was not at fault.
+                    tracing::warn!(worker = %self.worker.id, session = %self.holder.id, "the worker's key was revoked; ending its stream");
+                    let _ = self
+                        .out
+                        .send(Err(Status::unauthenticated("the API key of this stream was revoked")))
+                        .await;
+                    closer = Closer::ControlPlane;
+                    break;
+                }
             };
             match step {
                 Ok(true) => {}
@@ -383,7 +396,8 @@ impl Api {
         &self,
         req: Request<Streaming<pb::ConnectRequest>>,
     ) -> Result<BoxStream<pb::ConnectResponse>> {
-        self.principal(&req).await?.require_worker()?;
+        let principal = self.principal(&req).await?;
+        principal.require_worker()?;
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -438,6 +452,8 @@ impl Api {
             api: self.clone(),
             worker,
             holder,
+            key: principal.key.clone(),
+            revocations: self.inner.auth.revocations(),
             out,
             held: HashMap::new(),
             observe_capacity: usize::try_from(hello.observe_capacity.clamp(0, 1000)).unwrap_or(0),

@@ -73,6 +73,12 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Unary calls in flight per process before shedding.
     pub max_concurrent_requests: usize,
+    /// Watch streams one tenant may hold open at once per process.
+    pub max_watch_streams_per_tenant: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams_per_connection: u32,
+    /// Streams without an API key (health Watch, reflection) open at once per process.
+    pub max_unauthenticated_streams: usize,
     /// How long a stopping server may take.
     pub shutdown_grace_seconds: u64,
     /// How long a valid API key is remembered, ms (0: looked up every call).
@@ -500,6 +506,24 @@ impl Config {
         if self.auth_cache_ttl_ms > 60_000 {
             bail!("auth_cache_ttl_ms: at most 60000 (a revoked key must stop working soon)");
         }
+        for (key, value) in [
+            (
+                "max_watch_streams_per_tenant",
+                self.max_watch_streams_per_tenant,
+            ),
+            (
+                "max_concurrent_streams_per_connection",
+                self.max_concurrent_streams_per_connection as usize,
+            ),
+            (
+                "max_unauthenticated_streams",
+                self.max_unauthenticated_streams,
+            ),
+        ] {
+            if value < 1 {
+                bail!("{key}: must be at least 1 (a stream limit of 0 refuses every stream)");
+            }
+        }
         if self.max_concurrent_requests < 1 {
             bail!("max_concurrent_requests: must be at least 1");
         }
@@ -711,6 +735,10 @@ mod tests {
             ),
             ("request_timeout_ms = 5\n", "request_timeout_ms"),
             ("max_concurrent_requests = 0\n", "max_concurrent_requests"),
+            (
+                "max_watch_streams_per_tenant = 0\n",
+                "max_watch_streams_per_tenant",
+            ),
             (
                 "[retention]\nevents_seconds = 0\n",
                 "retention.events_seconds",

@@ -290,6 +290,7 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
             deadline: Duration::from_secs(config.observe.deadline_seconds.max(1)),
             rules: config.observe.rules(&config.certificates),
         },
+        max_watch_streams_per_tenant: config.max_watch_streams_per_tenant,
     };
     let bootstrap = Some(config.bootstrap_admin_key.expose()).filter(|k| !k.is_empty());
     let api = Api::new(store.clone(), bootstrap, internal_worker_key, settings);
@@ -388,6 +389,8 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         // Notice dead peers, so watch streams of vanished clients end.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Streams one connection may hold; tonic sets no limit of its own.
+        .max_concurrent_streams(Some(config.max_concurrent_streams_per_connection))
         // Outermost first: every call is traced and counted, including
         // those the guard sheds or times out.
         .layer(TelemetryLayer::new(methods.clone()))
@@ -395,6 +398,7 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
             methods,
             Duration::from_millis(config.request_timeout_ms),
             config.max_concurrent_requests,
+            config.max_unauthenticated_streams,
         ))
         .layer(MessageSizeLayer)
         .add_service(health.clone())

@@ -186,4 +186,19 @@ impl Store {
             key: key.name.to_string(),
         }))
     }
+
+    /// The names of the keys revoked at or after `since` (what a process
+    /// that started then must end the streams of).
+    pub async fn revoked_since(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Vec<String>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE revoke_time >= $1"
+        )))
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| api_key(row).map(|k| k.name.to_string()))
+            .collect()
+    }
 }

@@ -97,4 +97,14 @@ impl Store {
         save(conn, &decision.changes).await?;
         Ok(decision.answer)
     }
+
+    /// The versions of the operations `ids` that exist, in one statement
+    /// (what the watchers of a process re-check at each safety tick).
+    pub async fn operation_versions(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>> {
+        sqlx::query_as("SELECT id, version FROM operations WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)
+    }
 }
