@@ -359,7 +359,7 @@ async fn permanent_errors_carry_the_aws_code_and_message() {
     let t = target("search", "logs", two_node_sets());
     let err = eks.ensure(&t, "masters", 3).await.expect_err("no cluster");
     assert!(!err.retryable);
-    assert_eq!(err.reason, "EKS_NOT_FOUND");
+    assert_eq!(err.reason, "EKS_CLUSTER_NOT_FOUND");
     assert!(
         err.message.contains("ResourceNotFoundException"),
         "{}",
@@ -615,7 +615,8 @@ async fn a_permanent_aws_error_ends_the_operation_with_its_code_and_message() {
         .expect("create")
         .into_inner();
     let op_name = created.operation.expect("op").name;
-    let mut ops = esaas_proto::v1::operation_service_client::OperationServiceClient::new(ch);
+    let mut ops =
+        esaas_proto::v1::operation_service_client::OperationServiceClient::new(ch.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let op = loop {
         let op = ops
@@ -655,6 +656,44 @@ async fn a_permanent_aws_error_ends_the_operation_with_its_code_and_message() {
             .contains("No cluster found for name: missing-cluster"),
         "{}",
         error.message
+    );
+
+    // The owner deletes the failed cluster. The EKS cluster is gone, and with
+    // it everything the cluster had: the delete completes.
+    let name = created.cluster.expect("cluster").name;
+    esaas_proto::v1::cluster_service_client::ClusterServiceClient::new(ch.clone())
+        .delete_cluster(authed(
+            ADMIN_KEY,
+            pb::DeleteClusterRequest {
+                name: name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("delete");
+    wait_cluster_at(ch.clone(), &name, Duration::from_secs(30), |c| {
+        state(c) == pb::ClusterState::Deleted as i32
+    })
+    .await;
+    // Retrying the old create cannot bring the deleted cluster back.
+    let refused = esaas_proto::v1::admin_service_client::AdminServiceClient::new(ch)
+        .retry_operation(authed(
+            ADMIN_KEY,
+            pb::RetryOperationRequest {
+                name: op_name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("delete was asked"),
+        "{refused:?}"
     );
     running.shutdown().await.expect("shutdown");
 }

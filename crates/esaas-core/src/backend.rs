@@ -64,7 +64,20 @@ pub struct StepError {
     pub message: String,
 }
 
+/// The reason of an error saying the platform's EKS cluster itself does not
+/// exist (not one of its node groups).
+pub const PLATFORM_CLUSTER_GONE: &str = "EKS_CLUSTER_NOT_FOUND";
+
 impl StepError {
+    /// Whether this error, met observing the node groups of a cluster being
+    /// deleted, means there is nothing left to delete: the platform's EKS
+    /// cluster is gone, and with it every node group and Kubernetes object
+    /// the cluster had. Anything else (a create meeting it, a timeout) is an
+    /// error like any other.
+    pub fn means_nothing_left(&self, deleting: bool) -> bool {
+        deleting && self.reason == PLATFORM_CLUSTER_GONE
+    }
+
     /// A failure another attempt may fix.
     pub fn retryable(reason: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
@@ -289,6 +302,28 @@ mod tests {
             assert!(e.retryable, "{e}");
             assert_eq!(e.reason, STEP_TIMEOUT);
             assert_eq!(e.message, message);
+        }
+    }
+}
+
+#[cfg(test)]
+mod nothing_left_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_delete_meeting_a_gone_platform_cluster_has_nothing_left() {
+        // (case, error, deleting, nothing left)
+        let gone = StepError::permanent(PLATFORM_CLUSTER_GONE, "No cluster found for name: x");
+        let group_gone = StepError::permanent("EKS_NOT_FOUND", "No node group found");
+        let timeout = StepError::retryable("EKS_TIMEOUT", "no answer");
+        let cases = [
+            ("delete, cluster gone", &gone, true, true),
+            ("create, cluster gone", &gone, false, false),
+            ("delete, one node group gone", &group_gone, true, false),
+            ("delete, EKS not answering", &timeout, true, false),
+        ];
+        for (case, e, deleting, want) in cases {
+            assert_eq!(e.means_nothing_left(deleting), want, "{case}");
         }
     }
 }

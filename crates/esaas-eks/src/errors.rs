@@ -65,6 +65,11 @@ where
         | "InternalFailure"
         | "InternalServerError" => StepError::retryable("EKS_SERVER_ERROR", text),
         "ResourceInUseException" => StepError::retryable("EKS_RESOURCE_IN_USE", text),
+        // EKS says which is missing: "No cluster found for name: …" is the
+        // platform's cluster itself; anything else is a node group.
+        "ResourceNotFoundException" if message.contains("No cluster found") => {
+            StepError::permanent(esaas_core::backend::PLATFORM_CLUSTER_GONE, text)
+        }
         "ResourceNotFoundException" => StepError::permanent("EKS_NOT_FOUND", text),
         "AccessDeniedException" | "UnauthorizedException" | "UnrecognizedClientException" => {
             StepError::permanent("EKS_ACCESS_DENIED", text)

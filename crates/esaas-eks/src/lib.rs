@@ -26,7 +26,7 @@ use aws_sdk_eks::types::{
     AmiTypes, CapacityTypes, LaunchTemplateSpecification, Nodegroup, NodegroupScalingConfig,
     NodegroupStatus, NodegroupUpdateConfig, Taint, TaintEffect,
 };
-use esaas_core::backend::{NodeGroups, StepError, StepResult, Target};
+use esaas_core::backend::{NodeGroups, PLATFORM_CLUSTER_GONE, StepError, StepResult, Target};
 use esaas_core::catalog::Catalog;
 use esaas_core::placement;
 use esaas_core::plan::{NodeGroupObs, NodeGroupStatus as Status};
@@ -264,7 +264,7 @@ impl EksNodeGroups {
             Ok(out) => Ok(out.nodegroup().cloned()),
             Err(e) => {
                 let e = classify("DescribeNodegroup", e);
-                if e.reason == "EKS_NOT_FOUND" && !e.message.contains("No cluster found") {
+                if e.reason == "EKS_NOT_FOUND" {
                     Ok(None)
                 } else {
                     Err(e)
@@ -288,7 +288,7 @@ impl EksNodeGroups {
             Ok(_) => return Ok(()),
             Err(e) => {
                 let e = classify("DescribeCluster", e);
-                if e.reason != "EKS_NOT_FOUND" {
+                if !matches!(e.reason.as_str(), "EKS_NOT_FOUND" | PLATFORM_CLUSTER_GONE) {
                     return Err(e);
                 }
             }
@@ -458,8 +458,12 @@ impl EksNodeGroups {
                         .await
                 {
                     let missing = classify("DescribeCluster", missing);
-                    if missing.reason == "EKS_NOT_FOUND" {
-                        return Err(missing);
+                    if matches!(
+                        missing.reason.as_str(),
+                        "EKS_NOT_FOUND" | PLATFORM_CLUSTER_GONE
+                    ) {
+                        // Whatever DescribeCluster's wording, it was the cluster.
+                        return Err(StepError::permanent(PLATFORM_CLUSTER_GONE, missing.message));
                     }
                 }
                 return Err(e);
@@ -633,7 +637,8 @@ impl NodeGroups for EksNodeGroups {
                 Ok(_) => tracing::info!(nodegroup = %name, "node group deleting"),
                 Err(e) => {
                     let e = classify("DeleteNodegroup", e);
-                    if e.reason != "EKS_NOT_FOUND" {
+                    // Gone already, alone or with the whole cluster: done.
+                    if !matches!(e.reason.as_str(), "EKS_NOT_FOUND" | PLATFORM_CLUSTER_GONE) {
                         return Err(e);
                     }
                 }

@@ -157,6 +157,21 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
         b.workloads.observe(t),
         b.elasticsearch.health(t)
     );
+    // The platform's EKS cluster gone: everything the cluster had went with
+    // it (Kubernetes included), so a delete finds nothing left and completes.
+    if let Err(e) = &groups
+        && e.means_nothing_left(deleting)
+    {
+        tracing::warn!(reason = %e.reason, message = %e.message, "the EKS cluster is gone: nothing left to delete");
+        return Ok((
+            Observed::default(),
+            Seen {
+                endpoint: None,
+                claims: Vec::new(),
+                certificate_not_after: None,
+            },
+        ));
+    }
     let (groups, loads) = (groups?, loads?);
     // A delete needs no answer from Elasticsearch: one that cannot be
     // reached, or refuses the credentials, must not keep a cluster alive.

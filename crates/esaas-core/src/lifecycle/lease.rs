@@ -257,6 +257,11 @@ pub fn claim(
     if op.state != OperationState::Queued || op.next_attempt_time > now {
         return None;
     }
+    // Nothing but a delete ever runs on a deleted cluster (a delete cancels
+    // what was queued; this holds even if something slipped past).
+    if cluster.state == ClusterState::Deleted && op.kind != OperationKind::Delete {
+        return None;
+    }
     op.lease_token += 1;
     op.lease = Some(Lease {
         owner: worker.to_string(),

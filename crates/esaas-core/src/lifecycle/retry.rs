@@ -45,16 +45,18 @@ pub fn retry(
             ));
         }
     }
-    if op.kind != OperationKind::Delete
-        && matches!(
+    // A delete once asked for stands, even when it failed (the cluster is
+    // FAILED then, with its delete time kept): nothing else runs again.
+    let delete_asked = cluster.delete_time.is_some()
+        || matches!(
             cluster.state,
             ClusterState::Deleting | ClusterState::Deleted
-        )
-    {
+        );
+    if op.kind != OperationKind::Delete && delete_asked {
         return Err(Error::precondition(
             subject,
             format!(
-                "the cluster is {}: only its delete may run, not a {}",
+                "the cluster's delete was asked for (it is {}): only its delete may run, not a {}",
                 cluster.state,
                 op.kind.as_str().to_lowercase()
             ),

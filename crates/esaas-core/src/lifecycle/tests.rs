@@ -823,6 +823,41 @@ fn retry_table() {
     }
 }
 
+#[test]
+fn after_a_failed_delete_only_the_delete_may_run_again() {
+    // The delete failed: the cluster is FAILED, and its delete time stays.
+    for (kind, allowed) in [
+        (OperationKind::Create, false),
+        (OperationKind::Update, false),
+        (OperationKind::Delete, true),
+    ] {
+        let op = Operation::test(kind).with_state(OperationState::Failed);
+        let mut cluster = Cluster::test();
+        cluster.state = ClusterState::Failed;
+        cluster.delete_time = Some(t0());
+        cluster.current_operation = Some(op.id);
+        let state = Leased {
+            op,
+            cluster,
+            other_queued: None,
+        };
+        let got = retry(
+            &state,
+            &crate::operation::Initiator::test(),
+            &rules(),
+            &ctx(),
+        );
+        match got {
+            Ok(_) => assert!(allowed, "{kind:?} revived a cluster whose delete was asked"),
+            Err(Error::FailedPrecondition(v)) => {
+                assert!(!allowed, "{kind:?}: {v:?}");
+                assert!(v[0].description.contains("delete was asked"), "{v:?}");
+            }
+            Err(e) => panic!("{kind:?}: {e:?}"),
+        }
+    }
+}
+
 // ---- cancel ----
 
 /// What a cancel must leave: the operation's state and flag, the cluster's

@@ -123,6 +123,25 @@ fn a_claim_takes_only_a_queued_operation_whose_time_has_come() {
 }
 
 #[test]
+fn nothing_but_a_delete_is_claimed_on_a_deleted_cluster() {
+    for (kind, claimed) in [
+        (OperationKind::Update, false),
+        (OperationKind::Repair, false),
+        (OperationKind::Delete, true),
+    ] {
+        let mut cluster = Cluster::test();
+        cluster.state = ClusterState::Deleted;
+        let state = Leased {
+            op: Operation::test(kind),
+            cluster,
+            other_queued: None,
+        };
+        let got = claim(&state, &w1(), Duration::from_secs(30), t0());
+        assert_eq!(got.is_some(), claimed, "{kind:?}");
+    }
+}
+
+#[test]
 fn the_fence_refuses_whoever_does_not_hold_the_lease() {
     let s = leased(3);
     let now = ctx().now;
