@@ -44,7 +44,8 @@ while IFS= read -r line; do
     *) echo "       $line" ;;
   esac
 done < <(cd "$E2E_TMP" && PYTHONPATH=$site "$python" "$E2E_ROOT/tests/sdk/python/test_sdk.py" \
-  --addr "$ADDR" --admin-key "$ADMIN_KEY" --expect-from "$site" --wheel "$wheel" 2>&1 || echo "EXIT: $?")
+  --addr "$ADDR" --admin-key "$ADMIN_KEY" --expect-from "$site" --wheel "$wheel" \
+  --database-url "$E2E_DATABASE_URL" 2>&1 || echo "EXIT: $?")
 
 if [ "$client_rc" != 0 ] && [ "$E2E_FAILED" = 0 ]; then
   fail "test_sdk.py exited with status $client_rc without a failed check"

@@ -82,6 +82,23 @@ def run(args, check: Checks) -> None:
     events = (item.event for item in team.watch_cluster(cluster.name, since_revision=1) if item.event)
     revisions = [next(events).revision for _ in range(3)]
     check.eq("watch_cluster from a revision: the events after it, in order", [2, 3, 4], revisions)
+    if args.database_url:
+        # The retention sweep removes the oldest events (as it would after events_seconds):
+        # a watch from revision 1 is OUT_OF_RANGE, and the package starts again from now.
+        import subprocess
+
+        subprocess.run(
+            ["psql", "-w", "-X", "-q", "-v", "ON_ERROR_STOP=1", args.database_url, "-c",
+             f"DELETE FROM cluster_events WHERE cluster_uid = '{cluster.uid}' AND revision <= 3"],
+            check=True,
+        )
+        again = next(iter(team.watch_cluster(cluster.name, since_revision=1)))
+        now_rev = again.cluster.revision if again.cluster else 0
+        check.ok(
+            "watch_cluster from an expired revision: resynced from the cluster as it is now",
+            again.resynced_after == 1 and now_rev >= cluster.revision,
+            f"resynced_after={again.resynced_after!r}, revision {now_rev} (was {cluster.revision})",
+        )
 
     # Paging over every page.
     import uuid
@@ -147,6 +164,7 @@ def main() -> int:
     parser.add_argument("--admin-key", required=True, help="a platform-admin API key")
     parser.add_argument("--expect-from", help="the directory the esaas package must be imported from")
     parser.add_argument("--wheel", help="the wheel that was installed, to check what it holds")
+    parser.add_argument("--database-url", help="the server's database, to expire events as the retention sweep does")
     args = parser.parse_args()
     check = Checks()
     try:

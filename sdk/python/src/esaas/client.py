@@ -102,11 +102,15 @@ def resumable(err: EsaasError) -> bool:
 @dataclass
 class WatchItem:
     """One item of ``Client.watch_cluster``: the first ``cluster``, then each ``event``;
-    ``resumed_after`` is set (and nothing else) when the watch reconnected after that revision."""
+    ``resumed_after`` is set (and nothing else) when the watch reconnected after that revision;
+    ``resynced_after`` is set, with the ``cluster`` as it is now, when the events after that
+    revision had expired (OUT_OF_RANGE): the watch started again from the cluster's current
+    revision, and the events in between are not delivered."""
 
     cluster: Optional[cluster_pb2.Cluster] = None
     event: Optional[cluster_pb2.ClusterEvent] = None
     resumed_after: Optional[int] = None
+    resynced_after: Optional[int] = None
 
 
 def _target(addr: str):
@@ -251,9 +255,12 @@ class Client:
     def watch_cluster(self, name: str, since_revision: int = 0) -> Iterator[WatchItem]:
         """The cluster now, then every event after ``since_revision``; after a dropped
         connection it reopens from the last revision delivered (a ``resumed_after`` item
-        says so), so no event is missed or repeated."""
+        says so), so no event is missed or repeated. When the events after that revision
+        have expired (retention), it starts again from the cluster as it is now and says
+        so with a ``resynced_after`` item."""
         last = since_revision if since_revision > 0 else None
         resumed = False
+        resynced: Optional[int] = None
         delays = self.retry.delays(self.retry.max_reconnects)
         while True:
             req = cluster_pb2.WatchClusterRequest(name=name, since_revision=last or 0)
@@ -261,7 +268,11 @@ class Client:
                 for msg in self.clusters.WatchCluster(req, metadata=self.metadata):
                     delays = self.retry.delays(self.retry.max_reconnects)
                     if msg.WhichOneof("payload") == "cluster":
-                        if resumed:
+                        if resynced is not None:
+                            last = msg.cluster.revision
+                            yield WatchItem(cluster=msg.cluster, resynced_after=resynced)
+                            resynced = None
+                        elif resumed:
                             yield WatchItem(resumed_after=last or 0)
                         else:
                             if last is None:
@@ -273,6 +284,10 @@ class Client:
                 err = EsaasError(_Ended())
             except grpc.RpcError as e:
                 err = EsaasError(e)
+            if err.code == grpc.StatusCode.OUT_OF_RANGE and err.reason == "REVISION_EXPIRED":
+                # Get, then watch from its revision: one call with since_revision 0.
+                resynced, last, resumed = last or 0, None, False
+                continue
             delay = next(delays, None) if resumable(err) else None
             if delay is None:
                 raise err
