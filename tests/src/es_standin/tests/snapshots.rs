@@ -321,3 +321,85 @@ async fn documents_survive_a_snapshot_in_s3_and_a_restore_into_another_cluster()
         "[r:snap-1] is missing",
     );
 }
+
+/// Through the product's client: the repository a cluster gets, a snapshot
+/// taken twice by a retried step, and a restore into another cluster from the
+/// source's path registered read-only.
+#[tokio::test]
+async fn the_products_client_snapshots_and_restores_into_another_cluster() {
+    use esaas_core::snapshots::{own_repository, source_repository};
+    let f = fixture_s3().await;
+    let (_, bucket) = bucket().await;
+    let own = own_repository(&bucket, &f.t.tenant, f.t.uid);
+    let missing = own_repository("no-such-bucket-here", &f.t.tenant, f.t.uid);
+    let e = f
+        .client
+        .register_repository(&f.t, &missing)
+        .await
+        .expect_err("no bucket");
+    assert!(
+        e.message.contains("repository_verification_exception"),
+        "{e:?}"
+    );
+    f.client
+        .register_repository(&f.t, &own)
+        .await
+        .expect("register");
+    f.es.write_docs(&f.host, "orders", 25);
+    let taken = f
+        .client
+        .create_snapshot(&f.t, &own.name, "manual-20260101-000000")
+        .await
+        .expect("snapshot");
+    assert_eq!(taken.state, "SUCCESS");
+    assert!(taken.indices.contains(&"orders".to_string()), "{taken:?}");
+    let again = f
+        .client
+        .create_snapshot(&f.t, &own.name, "manual-20260101-000000")
+        .await
+        .expect("a retry finds the snapshot");
+    assert_eq!(again.name, taken.name);
+    let listed = f
+        .client
+        .list_snapshots(&f.t, &own.name)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+
+    let other = fixture_s3().await;
+    let source = source_repository(&bucket, &f.t.tenant, f.t.uid);
+    other
+        .client
+        .register_repository(&other.t, &source)
+        .await
+        .expect("register the source");
+    let restored = other
+        .client
+        .restore_snapshot(&other.t, &source.name, &taken.name, &["orders".to_string()])
+        .await
+        .expect("restore");
+    assert_eq!(restored, ["orders"]);
+    assert_eq!(other.es.doc_counts(&other.host).get("orders"), Some(&25));
+    // Restoring again over the open index: Elasticsearch's refusal, retryable (a 500).
+    let e = other
+        .client
+        .restore_snapshot(&other.t, &source.name, &taken.name, &["orders".to_string()])
+        .await
+        .expect_err("open index");
+    assert!(e.message.contains("snapshot_restore_exception"), "{e:?}");
+    f.client
+        .delete_snapshot(&f.t, &own.name, &taken.name)
+        .await
+        .expect("delete");
+    f.client
+        .delete_snapshot(&f.t, &own.name, &taken.name)
+        .await
+        .expect("gone already is done");
+    assert!(
+        f.client
+            .list_snapshots(&f.t, &own.name)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
