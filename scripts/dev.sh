@@ -130,7 +130,8 @@ if [ -z "${ESAAS_CONFIG:-}" ]; then
       --kubeconfig .dev/kubeconfig </dev/null >.dev/kube-standin.log 2>&1 &
     kube_pid=$!
     ES_STANDIN_LISTEN_ADDR=127.0.0.1:$es_port ES_STANDIN_KUBE_URL=http://127.0.0.1:$kube_port \
-      ES_STANDIN_DRAIN_DELAY_MS=3000 "$CARGO_TARGET_DIR/debug/esaas-es-standin" </dev/null >.dev/es-standin.log 2>&1 &
+      ES_STANDIN_DRAIN_DELAY_MS=3000 ES_STANDIN_S3_ENDPOINT="$AWS_ENDPOINT_URL_EKS" \
+      "$CARGO_TARGET_DIR/debug/esaas-es-standin" </dev/null >.dev/es-standin.log 2>&1 &
     es_pid=$!
     trap 'kill "$kube_pid" "$es_pid" 2>/dev/null; wait; exit 0' TERM HUP
     read -r _ || true

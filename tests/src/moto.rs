@@ -12,6 +12,16 @@
 //! instance in a `static` safe: statics are never dropped, but no `moto_server` outlives
 //! its test process.
 //!
+//! # What moto (5.2) does with S3, found by trying
+//!
+//! Path-style requests (`PUT /{bucket}/{key}`) on the same port. An object call with no
+//! `Authorization` header is anonymous: a read of a private object is `403` with an empty
+//! body, so callers send one with an `.../s3/aws4_request` scope (the signature is not
+//! checked) and `x-amz-content-sha256: UNSIGNED-PAYLOAD`. A body sent as a form
+//! (`application/x-www-form-urlencoded`) is swallowed: send `application/octet-stream`. A
+//! bucket that does not exist is `404` `<Code>NoSuchBucket</Code>`, a key `404`
+//! `<Code>NoSuchKey</Code>`.
+//!
 //! # What moto (5.2) does with EKS, found by trying
 //!
 //! Requests are routed by the credential scope in the `Authorization` header (`.../eks/

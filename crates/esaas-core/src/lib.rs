@@ -53,6 +53,7 @@ pub mod names;
 pub mod operation;
 pub mod placement;
 pub mod plan;
+pub mod snapshots;
 pub mod spec;
 pub mod tenant;
 #[cfg(any(test, feature = "test-support"))]

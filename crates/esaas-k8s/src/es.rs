@@ -19,7 +19,8 @@
 //!
 //! Node shutdowns (`restart` around a pod's restart) and voting
 //! configuration exclusions are inherent calls of [`EsClient`], in
-//! `es_shutdown.rs`.
+//! `es_shutdown.rs`; snapshot repositories, snapshots and restores in
+//! `es_snapshots.rs`.
 //!
 //! Fail closed: no endpoint, a refused connection, a timeout, a TLS failure
 //! (a certificate not signed by the cluster's CA) or a 5xx is `Ok(None)`
@@ -48,6 +49,11 @@ use crate::names;
 // Node shutdowns and voting exclusions: more calls on `EsClient`.
 #[path = "es_shutdown.rs"]
 mod shutdown;
+
+// Snapshot repositories, snapshots and restores: more calls on `EsClient`.
+#[path = "es_snapshots.rs"]
+mod snapshots;
+pub use snapshots::SnapshotInfo;
 
 // Whether a yellow cluster is so only because of a rolling upgrade.
 #[path = "es_versions.rs"]

@@ -105,7 +105,7 @@ impl Conn {
 
     /// [`Conn::send`], with every answer but a 2xx (and the statuses in
     /// `also_ok`) an error in the module's terms.
-    async fn expect(
+    pub(super) async fn expect(
         &self,
         method: Method,
         path: &str,

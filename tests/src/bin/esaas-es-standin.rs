@@ -10,6 +10,9 @@
 //!   fine); without it, the usual kubeconfig inference (`KUBECONFIG`, ...);
 //! - `ES_STANDIN_DRAIN_DELAY_MS` (default 3000): how long an excluded node
 //!   takes to hand over its shards;
+//! - `ES_STANDIN_S3_ENDPOINT`: the S3 endpoint (`http://host:port`, moto)
+//!   where `s3` snapshot repositories keep their objects; without it, an
+//!   `s3` repository fails verification as an unreachable S3 would;
 //! - `RUST_LOG` (default `info`); logs go to stderr.
 //!
 //! Prints `listening on {addr}` on stdout once it accepts connections.
@@ -81,6 +84,11 @@ async fn main() -> anyhow::Result<()> {
             .context("no ES_STANDIN_KUBE_URL and no kubeconfig")?,
     };
     let es = EsStandin::start_on(listen, drain_delay).await?;
+    if let Ok(s3) = std::env::var("ES_STANDIN_S3_ENDPOINT")
+        && !s3.trim().is_empty()
+    {
+        es.set_s3_endpoint(s3.trim());
+    }
     let follower = es.follow(client);
     println!("listening on {}", es.addr());
     tracing::info!(addr = %es.addr(), ?drain_delay, "Elasticsearch stand-in serving");

@@ -55,6 +55,12 @@ pub(super) struct Cluster {
     pub(super) conns: CancellationToken,
     /// Disk in use per node, percent (`_cat/allocation`), where a test set it.
     pub(super) disk_percent: HashMap<String, u32>,
+    /// The ids of the documents in each index (`_count` counts them).
+    pub(super) docs: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Snapshot repositories registered (`PUT /_snapshot/{repo}`), by name.
+    pub(super) repos: BTreeMap<String, super::repository::Repo>,
+    /// Where its `s3` repositories store their objects (`s3.client.default.endpoint`).
+    pub(super) s3: Option<super::s3::S3>,
 }
 
 /// A node id as Elasticsearch prints it: 22 URL-safe base64 characters.
@@ -151,7 +157,28 @@ impl Cluster {
             shutdowns: BTreeMap::new(),
             voting_exclusions: Vec::new(),
             conns: CancellationToken::new(),
+            docs: BTreeMap::new(),
+            repos: BTreeMap::new(),
+            s3: None,
         }
+    }
+
+    /// Adds index `def` (its primaries unassigned, allocation places them).
+    pub(super) fn add_index(&mut self, def: IndexDef) {
+        let now = Instant::now();
+        self.copies
+            .extend((0..def.primaries).map(|shard| ShardCopy {
+                index: def.name.clone(),
+                shard,
+                primary: true,
+                node: None,
+                unassigned: Some(("INDEX_CREATED", now, None)),
+            }));
+        self.indices.push(def);
+    }
+
+    pub(super) fn has_index(&self, name: &str) -> bool {
+        self.indices.iter().any(|i| i.name == name)
     }
 
     /// The nodes an exclude filter matches.

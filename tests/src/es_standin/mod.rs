@@ -17,7 +17,13 @@
 //! configuration exclusions (`POST`, `DELETE
 //! /_cluster/voting_config_exclusions`) and where they show,
 //! `GET /_cluster/state/metadata` filtered to
-//! `metadata.cluster_coordination`. Every request needs `elastic`'s basic auth:
+//! `metadata.cluster_coordination`; documents (`PUT /{index}/_doc/{id}`,
+//! `POST /{index}/_doc`, `GET /{index}/_count`: a count per index, so a test
+//! can prove data survives a snapshot and a restore); `s3` snapshot
+//! repositories (`PUT`, `GET /_snapshot/{repo}`, `POST .../_verify`) and
+//! snapshots (`PUT|POST|GET|DELETE /_snapshot/{repo}/{snap}`, `POST
+//! .../_restore`), whose data are real objects in the S3 bucket
+//! ([`EsStandin::set_s3_endpoint`], moto). Every request needs `elastic`'s basic auth:
 //! 401 with `WWW-Authenticate` otherwise. A cluster with no nodes answers 503
 //! (`master_not_discovered_exception`).
 //!
@@ -70,6 +76,8 @@
 //!   (which nodes the settings exclude): the model;
 //! - one file per endpoint group: `health`, `settings` (with the settings it
 //!   knows in `known_settings`), `cat`, `shutdown`, `voting`;
+//! - `docs`: documents and their count; `repository`, `snapshot` and `s3`:
+//!   snapshot repositories, snapshots and restores, and the S3 calls they make;
 //! - `follow`: registering clusters from a Kubernetes API it watches.
 
 mod allocation;
@@ -77,14 +85,18 @@ mod answer;
 mod auth;
 mod cat;
 mod cluster;
+mod docs;
 mod filters;
 mod follow;
 mod health;
 mod known_settings;
+mod repository;
 mod routes;
+mod s3;
 mod server;
 mod settings;
 mod shutdown;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod voting;
@@ -162,6 +174,8 @@ impl Drop for Shared {
 
 struct State {
     drain_delay: Duration,
+    /// The S3 endpoint every cluster's `s3` repositories use.
+    s3_endpoint: Option<String>,
     clusters: HashMap<String, Cluster>,
     requests: Vec<EsRequest>,
 }
@@ -208,6 +222,7 @@ impl EsStandin {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 drain_delay,
+                s3_endpoint: None,
                 clusters: HashMap::new(),
                 requests: Vec::new(),
             }),
@@ -225,6 +240,54 @@ impl EsStandin {
     /// Stops listening and drops every connection (clones included).
     pub fn stop(&self) {
         self.shared.stop.cancel();
+    }
+
+    /// The S3 endpoint (`http://host:port`, moto in server mode) where every
+    /// cluster's `s3` snapshot repositories keep their objects, as
+    /// `s3.client.default.endpoint` says in `elasticsearch.yml`. Without one,
+    /// registering an `s3` repository fails as an unreachable S3 would.
+    pub fn set_s3_endpoint(&self, endpoint: &str) {
+        let mut state = lock(&self.shared);
+        state.s3_endpoint = Some(endpoint.to_string());
+        for c in state.clusters.values_mut() {
+            c.s3 = Some(s3::S3::new(endpoint));
+        }
+    }
+
+    /// Writes `count` documents into `index` (created on first write, one
+    /// primary and one replica), as `POST /{index}/_doc` would.
+    pub fn write_docs(&self, host: &str, index: &str, count: usize) {
+        self.with_cluster(host, |c, delay| {
+            if !c.has_index(index) {
+                c.add_index(IndexDef::new(index, 1, 1));
+            }
+            let ids = c.docs.entry(index.to_string()).or_default();
+            for _ in 0..count {
+                ids.insert(uuid::Uuid::new_v4().simple().to_string());
+            }
+            c.reconcile(Instant::now(), delay);
+        })
+    }
+
+    /// The documents in each index of the cluster at `host` (0 for an index without any).
+    pub fn doc_counts(&self, host: &str) -> std::collections::BTreeMap<String, usize> {
+        self.with_cluster(host, |c, _| {
+            c.indices
+                .iter()
+                .map(|i| (i.name.clone(), c.docs.get(&i.name).map_or(0, |d| d.len())))
+                .collect()
+        })
+    }
+
+    /// The snapshot repositories registered on the cluster at `host`:
+    /// (name, bucket, base path, read-only).
+    pub fn repositories(&self, host: &str) -> Vec<(String, String, String, bool)> {
+        self.with_cluster(host, |c, _| {
+            c.repos
+                .iter()
+                .map(|(n, r)| (n.clone(), r.bucket.clone(), r.base_path.clone(), r.readonly))
+                .collect()
+        })
     }
 
     /// Sets the drain delay for what happens from now on.
@@ -275,6 +338,7 @@ impl EsStandin {
         let mut state = lock(&self.shared);
         let delay = state.drain_delay;
         let mut cluster = Cluster::new(name, password.into(), cert, members, indices);
+        cluster.s3 = state.s3_endpoint.as_deref().map(s3::S3::new);
         cluster.reconcile(Instant::now(), delay);
         if let Some(old) = state.clusters.insert(host, cluster) {
             old.conns.cancel();

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::answer::{Answer, es_error, json_answer};
 use super::auth::authorized;
 use super::cluster::Cluster;
-use super::{cat, health, settings, shutdown, voting};
+use super::{cat, docs, health, repository, settings, shutdown, snapshot, voting};
 
 /// One request, as the endpoints read it.
 pub(super) struct Call {
@@ -127,6 +127,81 @@ const ROUTES: &[Route] = &[
         method: Method::GET,
         params: &["filter_path", "master_timeout"],
         endpoint: voting::state_metadata,
+    },
+    // RestIndexAction (`op_type`, `refresh`... are not modelled).
+    Route {
+        path: "/{index}/_doc/{id}",
+        method: Method::PUT,
+        params: &[],
+        endpoint: docs::index,
+    },
+    Route {
+        path: "/{index}/_doc",
+        method: Method::POST,
+        params: &[],
+        endpoint: docs::index,
+    },
+    // RestCountAction, without a query.
+    Route {
+        path: "/{index}/_count",
+        method: Method::GET,
+        params: &[],
+        endpoint: docs::count,
+    },
+    // RestPutRepositoryAction.
+    Route {
+        path: "/_snapshot/{repo}",
+        method: Method::PUT,
+        params: &["verify", "master_timeout", "timeout"],
+        endpoint: repository::put,
+    },
+    // RestGetRepositoriesAction.
+    Route {
+        path: "/_snapshot/{repo}",
+        method: Method::GET,
+        params: &["master_timeout", "local"],
+        endpoint: repository::get,
+    },
+    // RestVerifyRepositoryAction.
+    Route {
+        path: "/_snapshot/{repo}/_verify",
+        method: Method::POST,
+        params: &["master_timeout", "timeout"],
+        endpoint: repository::verify,
+    },
+    // RestCreateSnapshotAction: PUT and POST alike.
+    Route {
+        path: "/_snapshot/{repo}/{snapshot}",
+        method: Method::PUT,
+        params: &["wait_for_completion", "master_timeout"],
+        endpoint: snapshot::create,
+    },
+    Route {
+        path: "/_snapshot/{repo}/{snapshot}",
+        method: Method::POST,
+        params: &["wait_for_completion", "master_timeout"],
+        endpoint: snapshot::create,
+    },
+    // RestGetSnapshotsAction (sorting and paging are not modelled).
+    Route {
+        path: "/_snapshot/{repo}/{snapshot}",
+        method: Method::GET,
+        params: &["ignore_unavailable", "master_timeout", "verbose"],
+        endpoint: snapshot::get,
+    },
+    // RestDeleteSnapshotAction.
+    Route {
+        path: "/_snapshot/{repo}/{snapshot}",
+        method: Method::DELETE,
+        params: &["master_timeout", "wait_for_completion"],
+        endpoint: snapshot::delete,
+    },
+    // RestRestoreSnapshotAction.
+    Route {
+        path: "/_snapshot/{repo}/{snapshot}/_restore",
+        method: Method::POST,
+        params: &["wait_for_completion", "master_timeout"],
+        endpoint: snapshot::restore,
     },
 ];
 

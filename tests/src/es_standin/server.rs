@@ -126,7 +126,7 @@ pub(super) async fn handle<B: hyper::body::Body>(
             .and_then(|h: &HeaderValue| h.to_str().ok())
             .map(String::from)
     };
-    let call = Call {
+    let call = Arc::new(Call {
         method: parts.method.clone(),
         path: parts.uri.path().to_string(),
         query: parse_query(parts.uri.query()),
@@ -138,7 +138,7 @@ pub(super) async fn handle<B: hyper::body::Body>(
             .map(|b| b.to_bytes())
             .unwrap_or_default(),
         started: Instant::now(),
-    };
+    });
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -155,31 +155,53 @@ pub(super) async fn handle<B: hyper::body::Body>(
             );
         };
         let stop = shared.stop.clone();
-        {
-            let mut state = lock(&shared);
-            let delay = state.drain_delay;
-            let answer = match state.clusters.get_mut(&host) {
-                // Forgotten while the connection was open (it is being dropped).
-                None => es_error(
-                    StatusCode::NOT_FOUND,
-                    "resource_not_found_exception",
-                    &format!("no cluster at {host}"),
-                ),
-                Some(c) => {
-                    c.reconcile(Instant::now(), delay);
-                    let answer = answer(c, &call);
-                    c.reconcile(Instant::now(), delay);
-                    answer
+        // Endpoints answer under the lock and may block on S3 (snapshot
+        // repositories): on tokio's blocking pool, never on a runtime thread.
+        let answered = {
+            let (shared, call, host, path_and_query) = (
+                shared.clone(),
+                call.clone(),
+                host.clone(),
+                path_and_query.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let mut state = lock(&shared);
+                let delay = state.drain_delay;
+                let answer = match state.clusters.get_mut(&host) {
+                    // Forgotten while the connection was open (it is being dropped).
+                    None => es_error(
+                        StatusCode::NOT_FOUND,
+                        "resource_not_found_exception",
+                        &format!("no cluster at {host}"),
+                    ),
+                    Some(c) => {
+                        c.reconcile(Instant::now(), delay);
+                        let answer = answer(c, &call);
+                        c.reconcile(Instant::now(), delay);
+                        answer
+                    }
+                };
+                if answer.0 != PENDING {
+                    state.requests.push(EsRequest {
+                        method: call.method.to_string(),
+                        host: host.clone(),
+                        path: path_and_query.clone(),
+                        status: answer.0.as_u16(),
+                    });
                 }
-            };
-            if answer.0 != PENDING {
-                state.requests.push(EsRequest {
-                    method: call.method.to_string(),
-                    host: host.clone(),
-                    path: path_and_query.clone(),
-                    status: answer.0.as_u16(),
-                });
-                break answer;
+                answer
+            })
+            .await
+        };
+        match answered {
+            Ok(answer) if answer.0 != PENDING => break answer,
+            Ok(_) => {}
+            Err(_) => {
+                break es_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "exception",
+                    "the endpoint panicked",
+                );
             }
         }
         drop(shared);

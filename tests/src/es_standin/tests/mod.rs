@@ -1,10 +1,12 @@
 //! Tests of the stand-in: through the product's own client (`client`), and
 //! on the wire, where what the client does not check is (`wire`); node
-//! shutdowns and voting exclusions both ways (`day2`).
+//! shutdowns and voting exclusions both ways (`day2`); snapshots and
+//! restores through moto's S3 (`snapshots`).
 
 mod client;
 mod day2;
 mod follow_load;
+mod snapshots;
 mod versions;
 mod wire;
 

@@ -1,0 +1,197 @@
+//! Snapshot repositories, snapshots and restores: more calls on `EsClient`.
+//!
+//! - [`EsClient::register_repository`]: `PUT /_snapshot/{repo}` (type `s3`,
+//!   bucket and base path; Elasticsearch verifies a writable one). No keys:
+//!   the `repository-s3` plugin takes the pod's web identity (IRSA)
+//!   credentials.
+//! - [`EsClient::create_snapshot`]: `PUT /_snapshot/{repo}/{snap}?wait_for_completion=true`;
+//!   a name that exists is the snapshot a previous attempt of the same step
+//!   took, so a retry finds it rather than failing.
+//! - [`EsClient::list_snapshots`]: `GET /_snapshot/{repo}/_all`.
+//! - [`EsClient::delete_snapshot`]: `DELETE /_snapshot/{repo}/{snap}` (gone already is done).
+//! - [`EsClient::restore_snapshot`]: `POST /_snapshot/{repo}/{snap}/_restore?wait_for_completion=true`.
+//!
+//! Errors as in `es_shutdown.rs`: 5xx retryable (`ES_UNAVAILABLE`, with
+//! Elasticsearch's reason, such as a repository S3 refuses), any other 4xx
+//! permanent (`ES_REFUSED`).
+
+use esaas_core::backend::{StepError, StepResult, Target};
+use esaas_core::snapshots::Repository;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{EsAccess, EsClient, Fail, unreachable_is_error};
+
+/// A snapshot as Elasticsearch reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SnapshotInfo {
+    /// Its name.
+    #[serde(rename = "snapshot")]
+    pub name: String,
+    /// `SUCCESS`, `PARTIAL`, `FAILED`, `IN_PROGRESS`.
+    #[serde(default)]
+    pub state: String,
+    /// The indices in it.
+    #[serde(default)]
+    pub indices: Vec<String>,
+    /// When it started, ms since the epoch.
+    #[serde(default)]
+    pub start_time_in_millis: i64,
+    /// When it ended, ms since the epoch (0 while running).
+    #[serde(default)]
+    pub end_time_in_millis: i64,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    snapshot: SnapshotInfo,
+}
+
+#[derive(Deserialize)]
+struct Listed {
+    #[serde(default)]
+    snapshots: Vec<SnapshotInfo>,
+}
+
+fn bad_response(what: &str, e: serde_json::Error) -> StepError {
+    StepError::retryable("ES_BAD_RESPONSE", format!("{what}: {e}"))
+}
+
+fn step(what: &str, f: Fail) -> StepError {
+    unreachable_is_error(what, f)
+}
+
+impl<A: EsAccess> EsClient<A> {
+    /// Registers (or updates) `repo` in the cluster.
+    pub async fn register_repository(&self, t: &Target, repo: &Repository) -> StepResult<()> {
+        let what = "register the snapshot repository";
+        let conn = self.connect_for_write(t, what).await?;
+        let mut settings = json!({ "bucket": repo.bucket, "base_path": repo.base_path });
+        if repo.readonly {
+            settings["readonly"] = json!(true);
+        }
+        let body = json!({ "type": "s3", "settings": settings });
+        conn.expect(
+            Method::PUT,
+            &format!("/_snapshot/{}", repo.name),
+            Some(&body),
+            &[],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|f| step(what, f))
+    }
+
+    /// Takes snapshot `name` of every index into `repo` and waits for it.
+    /// If `name` exists (a retry of the step that took it), that snapshot is answered.
+    pub async fn create_snapshot(
+        &self,
+        t: &Target,
+        repo: &str,
+        name: &str,
+    ) -> StepResult<SnapshotInfo> {
+        let what = "create a snapshot";
+        let conn = self.connect_for_write(t, what).await?;
+        let path = format!("/_snapshot/{repo}/{name}?wait_for_completion=true");
+        let (status, text) = conn
+            .expect(Method::PUT, &path, None, &[StatusCode::BAD_REQUEST])
+            .await
+            .map_err(|f| step(what, f))?;
+        if status == StatusCode::BAD_REQUEST {
+            let exists = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| {
+                    Some(
+                        v["error"]["type"].as_str()? == "invalid_snapshot_name_exception"
+                            && v["error"]["reason"].as_str()?.contains("already exists"),
+                    )
+                })
+                .unwrap_or(false);
+            if !exists {
+                return Err(StepError::permanent(
+                    "ES_REFUSED",
+                    format!("PUT {path}: HTTP 400 {}", super::es_error_text(&text)),
+                ));
+            }
+            return self
+                .list_snapshots(t, repo)
+                .await?
+                .into_iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| {
+                    StepError::retryable("ES_SNAPSHOT", format!("snapshot {name} not listed"))
+                });
+        }
+        serde_json::from_str::<Created>(&text)
+            .map(|c| c.snapshot)
+            .map_err(|e| bad_response(what, e))
+    }
+
+    /// Every snapshot in `repo`, oldest first.
+    pub async fn list_snapshots(&self, t: &Target, repo: &str) -> StepResult<Vec<SnapshotInfo>> {
+        let what = "list snapshots";
+        let conn = self.connect_for_write(t, what).await?;
+        let (_, text) = conn
+            .expect(Method::GET, &format!("/_snapshot/{repo}/_all"), None, &[])
+            .await
+            .map_err(|f| step(what, f))?;
+        let mut list = serde_json::from_str::<Listed>(&text)
+            .map_err(|e| bad_response(what, e))?
+            .snapshots;
+        list.sort_by_key(|s| s.start_time_in_millis);
+        Ok(list)
+    }
+
+    /// Deletes snapshot `name` from `repo`; one that is gone already is done.
+    pub async fn delete_snapshot(&self, t: &Target, repo: &str, name: &str) -> StepResult<()> {
+        let what = "delete a snapshot";
+        let conn = self.connect_for_write(t, what).await?;
+        conn.expect(
+            Method::DELETE,
+            &format!("/_snapshot/{repo}/{name}"),
+            None,
+            &[StatusCode::NOT_FOUND],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|f| step(what, f))
+    }
+
+    /// Restores `indices` (every index when empty) of snapshot `name` in
+    /// `repo`, and waits for it; answers the indices restored.
+    pub async fn restore_snapshot(
+        &self,
+        t: &Target,
+        repo: &str,
+        name: &str,
+        indices: &[String],
+    ) -> StepResult<Vec<String>> {
+        let what = "restore a snapshot";
+        let conn = self.connect_for_write(t, what).await?;
+        let body = if indices.is_empty() {
+            json!({})
+        } else {
+            json!({ "indices": indices.join(",") })
+        };
+        let (_, text) = conn
+            .expect(
+                Method::POST,
+                &format!("/_snapshot/{repo}/{name}/_restore?wait_for_completion=true"),
+                Some(&body),
+                &[],
+            )
+            .await
+            .map_err(|f| step(what, f))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| bad_response(what, e))?;
+        Ok(v["snapshot"]["indices"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
