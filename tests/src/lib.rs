@@ -472,6 +472,7 @@ pub fn spec(nodes: i32) -> pb::ClusterSpec {
         zone_count: 0,
         zones: Vec::new(),
         volume_retention: 0,
+        deletion_protection: false,
     }
 }
 

@@ -71,6 +71,7 @@ fn spec(version: &str, zones: i32, node_sets: Vec<NodeSet>) -> ClusterSpec {
         zone_count: zones,
         zones: Vec::new(),
         volume_retention: VolumeRetention::Delete,
+        deletion_protection: false,
     }
     .with_defaults()
 }

@@ -315,6 +315,7 @@ cluster_change_response!(
 impl DryRun for pb::CreateTenantResponse {}
 impl DryRun for pb::UpdateTenantQuotaResponse {}
 impl DryRun for pb::RetryOperationResponse {}
+impl DryRun for pb::OverrideGateResponse {}
 impl DryRun for pb::CancelOperationResponse {}
 impl DryRun for pb::CreateApiKeyResponse {}
 

@@ -1,5 +1,7 @@
 //! `esaas.v1.OperationService`.
 
+use esaas_core::error::Violations;
+use esaas_core::lifecycle::override_gate::parse_justification;
 use esaas_core::names::{ClusterName, OperationName, TenantScope, parse_request_id};
 use esaas_core::{Error, Result};
 use esaas_proto::v1 as pb;
@@ -110,8 +112,59 @@ impl Api {
     }
 }
 
+impl Api {
+    /// The owning tenant's admins and platform admins may override a gate
+    /// (as they may retry or cancel); viewers are PERMISSION_DENIED.
+    async fn override_gate_impl(
+        &self,
+        req: Request<pb::OverrideGateRequest>,
+    ) -> Result<pb::OverrideGateResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let mut v = Violations::default();
+        let name = v.absorb(OperationName::parse("name", &r.name))?;
+        let justification = v.absorb(parse_justification("justification", &r.justification))?;
+        let request_id = v
+            .absorb(parse_request_id("request_id", &r.request_id))?
+            .flatten();
+        v.finish()?;
+        let (Some(name), Some(justification)) = (name, justification) else {
+            return Err(Error::Internal("validated fields missing".into()));
+        };
+        let op = self.store().get_operation(name.0).await?;
+        principal.can_write(&op.tenant, "Operation", &name.to_string())?;
+        let initiator = principal.initiator();
+        let ctx = command_ctx();
+        let hash = request_hash(&r, |m| m.request_id.clear());
+        self.mutate(
+            Call {
+                method: "OverrideGate",
+                scope: format!("tenants/{}", op.tenant),
+                request_id,
+                request_hash: hash,
+                validate_only: false,
+            },
+            async |conn| Store::override_gate(conn, name.0, &initiator, &justification, &ctx).await,
+            |op| pb::OverrideGateResponse {
+                operation: Some(operation_to_pb(op)),
+            },
+        )
+        .await
+    }
+}
+
 #[tonic::async_trait]
 impl pb::operation_service_server::OperationService for Api {
+    async fn override_gate(
+        &self,
+        req: Request<pb::OverrideGateRequest>,
+    ) -> ApiResult<pb::OverrideGateResponse> {
+        self.override_gate_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
     async fn get_operation(
         &self,
         req: Request<pb::GetOperationRequest>,

@@ -202,4 +202,34 @@ impl Client {
             .await?;
         Ok(resp.operation.unwrap_or_default())
     }
+
+    /// Lets the gate a STALLED operation waits at pass once, with a
+    /// justification for the cluster's event log; safe to retry. The
+    /// operation is queued again; watch it to see it pass the gate.
+    ///
+    /// ```no_run
+    /// # async fn run(client: esaas_client::Client) -> esaas_client::Result<()> {
+    /// let op = client
+    ///     .override_gate("operations/0193...", "yellow while logs-7 restores")
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn override_gate(&self, name: &str, justification: &str) -> Result<v1::Operation> {
+        let mut req = v1::OverrideGateRequest {
+            name: name.into(),
+            justification: justification.into(),
+            request_id: String::new(),
+        };
+        ensure_request_id(&mut req.request_id);
+        let resp = self
+            .retry
+            .run(|| {
+                let mut c = self.operation_service();
+                let r = self.request(req.clone());
+                async move { c.override_gate(r).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        Ok(resp.operation.unwrap_or_default())
+    }
 }

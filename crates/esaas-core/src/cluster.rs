@@ -283,15 +283,18 @@ pub enum SpecField {
     ZoneCount,
     /// `spec.volume_retention`.
     VolumeRetention,
+    /// `spec.deletion_protection`.
+    DeletionProtection,
 }
 
 impl SpecField {
     /// Every field; what the mask `spec` means.
-    pub const ALL: [SpecField; 4] = [
+    pub const ALL: [SpecField; 5] = [
         SpecField::Version,
         SpecField::NodeSets,
         SpecField::ZoneCount,
         SpecField::VolumeRetention,
+        SpecField::DeletionProtection,
     ];
 
     /// Parses one update-mask path.
@@ -302,6 +305,7 @@ impl SpecField {
             "spec.node_sets" => &[SpecField::NodeSets],
             "spec.zone_count" => &[SpecField::ZoneCount],
             "spec.volume_retention" => &[SpecField::VolumeRetention],
+            "spec.deletion_protection" => &[SpecField::DeletionProtection],
             _ => return None,
         })
     }
@@ -317,6 +321,9 @@ impl ClusterSpec {
                 SpecField::NodeSets => out.node_sets = patch.node_sets.clone(),
                 SpecField::ZoneCount => out.zone_count = patch.zone_count,
                 SpecField::VolumeRetention => out.volume_retention = patch.volume_retention,
+                SpecField::DeletionProtection => {
+                    out.deletion_protection = patch.deletion_protection;
+                }
             }
         }
         out

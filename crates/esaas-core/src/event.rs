@@ -19,6 +19,8 @@ text_enum!(
         StatusChanged = "STATUS_CHANGED",
         /// An operation progressed.
         OperationProgress = "OPERATION_PROGRESS",
+        /// A stalled gate was let pass by a person, with a justification.
+        GateOverridden = "GATE_OVERRIDDEN",
     }
 );
 

@@ -294,6 +294,25 @@ pub struct Operation {
     pub cancel_requested: bool,
     /// W3C trace context of the call that queued it.
     pub traceparent: Option<String>,
+    /// A stalled gate its next attempt lets pass once (`OverrideGate`);
+    /// cleared when that gate's stage finishes, or the operation ends.
+    #[serde(default)]
+    pub gate_override: Option<GateOverride>,
+}
+
+/// An audited override of the gate a STALLED operation waited at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateOverride {
+    /// The stage the gate waits in (each wait belongs to one stage).
+    pub stage: StageName,
+    /// What the gate waited for when the operation stalled.
+    pub check: String,
+    /// The key that let it pass (its resource name, or `bootstrap`).
+    pub principal: String,
+    /// Why, as the caller said.
+    pub justification: String,
+    /// When it was granted.
+    pub create_time: DateTime<Utc>,
 }
 
 impl Operation {

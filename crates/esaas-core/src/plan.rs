@@ -413,7 +413,12 @@ pub fn next_step(goal: &Goal, observed: &Observed) -> Option<Step> {
     planner::next_step(goal, observed)
 }
 
+mod gate;
 mod planner;
+
+pub use gate::{
+    Overridden, Planned, next_step_overriding, stage_can_be_overridden, with_gate_open,
+};
 
 #[cfg(test)]
 mod tests;

@@ -38,6 +38,11 @@ pub struct ClusterSpec {
     pub zones: Vec<String>,
     /// What happens to volumes on delete.
     pub volume_retention: VolumeRetention,
+    /// While set, `DeleteCluster` is refused ([`crate::lifecycle::delete`]).
+    /// A guard on the API, not a shape of the cluster: changing only this
+    /// needs no operation ([`ClusterSpec::differs_only_in_protection`]).
+    #[serde(default)]
+    pub deletion_protection: bool,
 }
 
 /// A group of identical nodes.
@@ -130,6 +135,16 @@ impl ClusterSpec {
             ns.roles.dedup();
         }
         self
+    }
+
+    /// Whether `other` differs from this spec in `deletion_protection`
+    /// alone, so that nothing in the cluster has to change.
+    pub fn differs_only_in_protection(&self, other: &ClusterSpec) -> bool {
+        self.deletion_protection != other.deletion_protection
+            && ClusterSpec {
+                deletion_protection: other.deletion_protection,
+                ..self.clone()
+            } == *other
     }
 
     /// Total nodes.

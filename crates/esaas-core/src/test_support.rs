@@ -23,6 +23,7 @@ impl ClusterSpec {
             zone_count: 1,
             zones: Vec::new(),
             volume_retention: VolumeRetention::Delete,
+            deletion_protection: false,
         }
         .with_defaults()
     }
@@ -205,6 +206,7 @@ impl Operation {
             checkpoint: None,
             cancel_requested: false,
             traceparent: None,
+            gate_override: None,
         }
     }
 

@@ -1,8 +1,10 @@
-//! Operations: what tenants read about them, retrying and cancelling one.
+//! Operations: what tenants read about them, retrying, cancelling one and
+//! overriding its stalled gate.
 
 use chrono::{DateTime, Utc};
 use esaas_core::Result;
 use esaas_core::lifecycle::cancel::cancel;
+use esaas_core::lifecycle::override_gate::override_gate;
 use esaas_core::lifecycle::retry::retry;
 use esaas_core::lifecycle::{Ctx, Rules};
 use esaas_core::names::{ClusterName, TenantId};
@@ -94,6 +96,22 @@ impl Store {
             .await?
             .ok_or_else(|| operation_not_found(id))?;
         let decision = cancel(&state, by, now)?;
+        save(conn, &decision.changes).await?;
+        Ok(decision.answer)
+    }
+
+    /// Lets a STALLED operation's gate pass once (see `lifecycle::override_gate`).
+    pub async fn override_gate(
+        conn: &mut PgConnection,
+        id: Uuid,
+        by: &Initiator,
+        justification: &str,
+        ctx: &Ctx,
+    ) -> Result<Operation> {
+        let state = load::leased(conn, id, false)
+            .await?
+            .ok_or_else(|| operation_not_found(id))?;
+        let decision = override_gate(&state, by, justification, ctx)?;
         save(conn, &decision.changes).await?;
         Ok(decision.answer)
     }

@@ -21,7 +21,7 @@ pub(crate) const CLUSTER_COLUMNS: &str = "uid, tenant_id, cluster_id, spec, gene
 pub(crate) const OPERATION_COLUMNS: &str = "o.id, o.tenant_id, c.cluster_id, o.cluster_uid, o.kind, o.state, o.initiator_kind, \
      o.initiator, o.target_generation, o.stages, o.attempt_log, o.max_attempts, o.blocking_check, o.error, \
      o.create_time, o.start_time, o.end_time, o.update_time, o.next_attempt_time, o.version, o.lease_owner, \
-     o.lease_session, o.lease_token, o.lease_expire_time, o.checkpoint, o.cancel_requested, o.traceparent";
+     o.lease_session, o.lease_token, o.lease_expire_time, o.checkpoint, o.cancel_requested, o.traceparent, o.gate_override";
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
     row: &'r PgRow,
@@ -33,6 +33,13 @@ fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
 fn json<T: DeserializeOwned>(row: &PgRow, col: &str) -> Result<T> {
     let v: serde_json::Value = get(row, col)?;
     serde_json::from_value(v).map_err(|e| Error::Internal(format!("column {col}: {e}")))
+}
+
+fn json_or_null<T: DeserializeOwned>(row: &PgRow, col: &str) -> Result<Option<T>> {
+    let v: Option<serde_json::Value> = get(row, col)?;
+    v.map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| Error::Internal(format!("column {col}: {e}")))
 }
 
 fn parsed<T>(row: &PgRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
@@ -115,6 +122,7 @@ pub(crate) fn operation(row: &PgRow) -> Result<Operation> {
         checkpoint: get(row, "checkpoint")?,
         cancel_requested: get(row, "cancel_requested")?,
         traceparent: get(row, "traceparent")?,
+        gate_override: json_or_null(row, "gate_override")?,
     })
 }
 

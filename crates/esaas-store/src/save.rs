@@ -153,7 +153,8 @@ async fn update_operation(conn: &mut PgConnection, op: &Operation) -> Result<()>
         "UPDATE operations SET state = $2, target_generation = $3, stages = $4, attempt_log = $5, \
          attempts = $6, max_attempts = $7, next_attempt_time = $8, blocking_check = $9, error = $10, \
          start_time = $11, end_time = $12, update_time = $13, version = $14, lease_owner = $15, lease_token = $16, \
-         lease_expire_time = $17, checkpoint = $18, cancel_requested = $19, lease_session = $20 WHERE id = $1",
+         lease_expire_time = $17, checkpoint = $18, cancel_requested = $19, lease_session = $20, \
+         gate_override = $21 WHERE id = $1",
     )
     .bind(op.id)
     .bind(op.state.as_str())
@@ -175,6 +176,7 @@ async fn update_operation(conn: &mut PgConnection, op: &Operation) -> Result<()>
     .bind(&op.checkpoint)
     .bind(op.cancel_requested)
     .bind(op.lease.as_ref().map(|l| l.session))
+    .bind(op.gate_override.as_ref().map(to_json).transpose()?)
     .execute(&mut *conn)
     .await
     .map_err(|e| operation_error(op, e))?;

@@ -150,6 +150,7 @@ fn job_of(a: &pb::Assignment) -> esaas_core::Result<(Uuid, i64, Job, usize)> {
         Job {
             target: assigned.target,
             kind: assigned.kind,
+            gate_override: assigned.gate_override,
         },
         assigned.previous_attempts,
     ))

@@ -3,8 +3,11 @@
 //! step, so a repeated step (after a crash or a retry) finds its work done
 //! and moves on. Gates (waits) report what they wait for, and end the
 //! attempt as STALLED, naming the reason, when they do not open in time. A
-//! step (or the observation before it) that outlasts its deadline ends the
-//! attempt as a retryable failure, naming the step and the last error.
+//! gate someone overrode (`OverrideGate`) is passed once, as
+//! [`esaas_core::plan::next_step_overriding`] decides, and its stage ends
+//! saying who let it pass and why. A step (or the observation before it)
+//! that outlasts its deadline ends the attempt as a retryable failure,
+//! naming the step and the last error.
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,8 +15,8 @@ use std::time::Duration;
 use esaas_core::backend::{Elasticsearch, NodeGroups, StepError, Target, Workloads};
 use esaas_core::cluster::Health;
 use esaas_core::lifecycle::lease::LeaseEvent;
-use esaas_core::operation::{OperationKind, StageName};
-use esaas_core::plan::{Goal, NodeGroupStatus, Observed, Step, next_step};
+use esaas_core::operation::{GateOverride, OperationKind, StageName};
+use esaas_core::plan::{Goal, NodeGroupStatus, Observed, Overridden, Step, next_step_overriding};
 use esaas_core::spec::VolumeRetention;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -129,6 +132,8 @@ pub struct Job {
     pub target: Target,
     /// What to do.
     pub kind: OperationKind,
+    /// The stalled gate this attempt lets pass once.
+    pub gate_override: Option<GateOverride>,
 }
 
 fn finished(stage: StageName) -> LeaseEvent {
@@ -450,6 +455,17 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
     let deleting = matches!(goal, Goal::Delete { .. });
     let mut stage: Option<StageName> = None;
     let mut waiting: Option<(Step, Instant)> = None;
+    let mut gate = job.gate_override.as_ref().map(|g| Overridden::of(g.stage));
+    // What the overridden gate's stage says when it ends, once it opened.
+    let mut passed: Option<(StageName, String)> = None;
+    let stage_end = |s: StageName, passed: &Option<(StageName, String)>| match passed {
+        Some((p, message)) if *p == s => LeaseEvent::StageFinished {
+            name: s,
+            skipped: false,
+            message: message.clone(),
+        },
+        _ => finished(s),
+    };
     loop {
         if cancel.is_cancelled() {
             return Err(Stopped::Cancelled);
@@ -471,7 +487,35 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
             Ok(o) => o,
             Err(e) => return Ok(failed(e)),
         };
-        let Some(step) = next_step(&goal, &observed) else {
+        let planned = next_step_overriding(&goal, &observed, &mut gate);
+        if let (Some(opened), Some(g)) = (&planned.opened, &job.gate_override) {
+            let gate_stage = opened.stage();
+            if passed.is_none() {
+                tracing::warn!(operation = %job.target.operation, stage = %gate_stage, by = %g.principal, "gate passed by override");
+            }
+            passed = Some((
+                gate_stage,
+                format!(
+                    "passed by the gate override of {}: {} (it waited for: {})",
+                    g.principal, g.justification, g.check
+                ),
+            ));
+            if stage != Some(gate_stage) {
+                if let Some(s) = stage {
+                    report(stage_end(s, &passed)).await?;
+                    if let Some(c) = clock.take() {
+                        c.end("succeeded");
+                    }
+                }
+                report(LeaseEvent::StageStarted(gate_stage)).await?;
+                stage = Some(gate_stage);
+                *clock = Some(StageClock::start(gate_stage));
+            }
+            if waiting.take().is_some() {
+                report(LeaseEvent::Blocking(String::new())).await?;
+            }
+        }
+        let Some(step) = planned.step else {
             // A delete that kept the volumes says which, for the tombstone.
             if let Goal::Delete {
                 retention: VolumeRetention::Retain,
@@ -480,7 +524,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                 report(LeaseEvent::Retained(seen.claims)).await?;
             }
             if let Some(s) = stage {
-                report(finished(s)).await?;
+                report(stage_end(s, &passed)).await?;
                 if let Some(c) = clock.take() {
                     c.end("succeeded");
                 }
@@ -508,7 +552,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
         let this_stage = step.stage();
         if stage != Some(this_stage) {
             if let Some(s) = stage {
-                report(finished(s)).await?;
+                report(stage_end(s, &passed)).await?;
                 if let Some(c) = clock.take() {
                     c.end("succeeded");
                 }

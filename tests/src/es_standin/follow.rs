@@ -53,6 +53,7 @@ fn target_of(tenant: &str, cluster: &str) -> Option<esaas_core::backend::Target>
             zone_count: 1,
             zones: Vec::new(),
             volume_retention: esaas_core::spec::VolumeRetention::Delete,
+            deletion_protection: false,
         },
         generation: 0,
         operation: uuid::Uuid::nil(),

@@ -30,6 +30,7 @@ fn target(count: i32) -> Target {
             zone_count: 1,
             zones: Vec::new(),
             volume_retention: VolumeRetention::Delete,
+            deletion_protection: false,
         },
         generation: 1,
         operation: Uuid::new_v4(),

@@ -1,8 +1,10 @@
 //! `DeleteCluster`: the cluster goes DELETING with its delete operation
 //! queued; a queued change is cancelled, a running one is asked to stop.
+//! A cluster whose spec sets `deletion_protection` is not deleted: the
+//! caller is told to clear it first (a dry run says the same).
 
 use crate::cluster::{ClusterState, Disruption};
-use crate::error::Result;
+use crate::error::{Error, PreconditionViolation, Result};
 use crate::event::EventKind;
 use crate::names::ClusterName;
 use crate::operation::{Initiator, OperationKind, OperationState};
@@ -22,8 +24,12 @@ pub struct DeleteCluster {
     pub initiator: Initiator,
 }
 
+/// The stable type of the violation a protected cluster's delete gets.
+pub const DELETION_PROTECTION: &str = "DELETION_PROTECTION";
+
 /// Deletes `state.cluster`. Deleting a cluster that is already DELETING
-/// changes nothing and answers its delete operation.
+/// changes nothing and answers its delete operation; a protected one is
+/// FAILED_PRECONDITION.
 pub fn delete(
     cmd: &DeleteCluster,
     state: &LiveCluster,
@@ -45,6 +51,16 @@ pub fn delete(
             operation: newest,
             disruption: Disruption::Destructive,
         }));
+    }
+    if cluster.spec.deletion_protection {
+        return Err(Error::FailedPrecondition(vec![PreconditionViolation {
+            kind: DELETION_PROTECTION.into(),
+            subject: cmd.name.to_string(),
+            description: "the cluster has deletion protection: clear spec.deletion_protection \
+                          first (UpdateCluster with the update mask spec.deletion_protection), \
+                          then delete it"
+                .into(),
+        }]));
     }
     let mut changes = ChangeSet::default();
     if let Some(mut queued) = active.queued.clone() {

@@ -443,9 +443,15 @@ fn apply(state: &Leased, event: LeaseEvent, ctx: &Context) -> Applied {
                 s.message = message;
             }
             op.blocking_check = None;
+            // The overridden gate has passed: the override is spent.
+            let overridden = op
+                .gate_override
+                .take_if(|g| g.stage == stage)
+                .map(|g| format!(", passed by the gate override of {}", g.principal));
             Some(format!(
-                "{name}: stage {stage} {}",
-                if skipped { "skipped" } else { "finished" }
+                "{name}: stage {stage} {}{}",
+                if skipped { "skipped" } else { "finished" },
+                overridden.unwrap_or_default()
             ))
         }
         LeaseEvent::Checkpoint(value) => {
@@ -591,6 +597,7 @@ fn succeed(
     op.lease = None;
     op.blocking_check = None;
     op.error = None;
+    op.gate_override = None;
     for s in op
         .stages
         .iter_mut()

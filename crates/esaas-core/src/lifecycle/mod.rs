@@ -7,8 +7,9 @@
 //! the caller passes the time, the new ids and the jitter in a [`Ctx`], so
 //! every rule is tested by table without a database.
 //!
-//! - [`create`], [`update`], [`delete`], [`retry`], [`cancel`]: the commands
-//!   of `ClusterService`, `AdminService` and `OperationService`.
+//! - [`create`], [`update`], [`delete`], [`retry`], [`cancel`],
+//!   [`override_gate`]: the commands of `ClusterService`, `AdminService` and
+//!   `OperationService`.
 //! - [`lease`]: a worker claims an operation, reports on it under its
 //!   fencing token, and the attempt ends (success, failure retried with
 //!   backoff, stall, hand-back, lost lease, cancellation).
@@ -20,6 +21,7 @@ pub mod create;
 pub mod delete;
 pub mod lease;
 pub mod observe;
+pub mod override_gate;
 pub mod retention;
 pub mod retry;
 pub mod update;
@@ -236,6 +238,7 @@ fn new_operation(
         checkpoint: None,
         cancel_requested: false,
         traceparent: ctx.traceparent.clone(),
+        gate_override: None,
     }
 }
 

@@ -401,6 +401,7 @@ fn update_queues_folds_or_waits_table() {
         name: &'static str,
         queued: bool,
         running: bool,
+        stalled: bool,
         before: ClusterState,
         after: ClusterState,
         inserts: usize,
@@ -412,6 +413,7 @@ fn update_queues_folds_or_waits_table() {
             name: "idle ready cluster: a new update, current",
             queued: false,
             running: false,
+            stalled: false,
             before: ClusterState::Ready,
             after: ClusterState::Updating,
             inserts: 1,
@@ -422,6 +424,7 @@ fn update_queues_folds_or_waits_table() {
             name: "failed cluster: a new update",
             queued: false,
             running: false,
+            stalled: false,
             before: ClusterState::Failed,
             after: ClusterState::Updating,
             inserts: 1,
@@ -432,6 +435,7 @@ fn update_queues_folds_or_waits_table() {
             name: "provisioning with a queued create: folds into it",
             queued: true,
             running: false,
+            stalled: false,
             before: ClusterState::Provisioning,
             after: ClusterState::Provisioning,
             inserts: 0,
@@ -442,11 +446,34 @@ fn update_queues_folds_or_waits_table() {
             name: "running create: a new update waits behind it",
             queued: false,
             running: true,
+            stalled: false,
             before: ClusterState::Provisioning,
             after: ClusterState::Provisioning,
             inserts: 1,
             updates: 0,
             current_is_new: false,
+        },
+        Case {
+            name: "stalled update: superseded (cancelled), the new update is current",
+            queued: false,
+            running: true,
+            stalled: true,
+            before: ClusterState::Updating,
+            after: ClusterState::Updating,
+            inserts: 1,
+            updates: 1,
+            current_is_new: true,
+        },
+        Case {
+            name: "stalled update with one queued behind: superseded, the queued one carries on",
+            queued: true,
+            running: true,
+            stalled: true,
+            before: ClusterState::Updating,
+            after: ClusterState::Updating,
+            inserts: 0,
+            updates: 2,
+            current_is_new: true,
         },
     ];
     for c in cases {
@@ -454,10 +481,23 @@ fn update_queues_folds_or_waits_table() {
         state.cluster.state = c.before;
         let running = Operation::test(OperationKind::Create)
             .with_id(0x30)
-            .with_state(OperationState::Running);
+            .with_state(if c.stalled {
+                OperationState::Stalled
+            } else {
+                OperationState::Running
+            });
         if c.running {
             state.cluster.current_operation = Some(running.id);
             state.active.running = Some(running.clone());
+        }
+        if c.stalled {
+            state.cluster.conditions.push(Condition {
+                kind: ConditionType::Stalled,
+                status: crate::cluster::ConditionStatus::True,
+                reason: crate::cluster::ConditionReason::GateTimedOut,
+                message: "waiting for green".into(),
+                last_transition_time: t0(),
+            });
         }
         let queued = Operation::test(OperationKind::Create).with_id(0x31);
         if c.queued {
@@ -485,6 +525,25 @@ fn update_queues_folds_or_waits_table() {
         }
         let current = if c.current_is_new { op.id } else { running.id };
         assert_eq!(cluster.current_operation, Some(current), "{}", c.name);
+        let superseded = updated_ops(&d.changes)
+            .into_iter()
+            .find(|o| o.id == running.id)
+            .map(|o| (o.state, o.end_time));
+        assert_eq!(
+            superseded,
+            c.stalled
+                .then_some((OperationState::Cancelled, Some(ctx().now))),
+            "{}",
+            c.name
+        );
+        assert!(
+            !cluster
+                .conditions
+                .iter()
+                .any(|k| k.kind == ConditionType::Stalled),
+            "{}",
+            c.name
+        );
         let event = d.changes.event.as_ref().unwrap();
         assert_eq!(event.kind, EventKind::SpecUpdated, "{}", c.name);
         assert_eq!(event.revision, state.cluster.revision + 1, "{}", c.name);
@@ -494,6 +553,85 @@ fn update_queues_folds_or_waits_table() {
             c.name,
             event.message
         );
+        assert_eq!(
+            event.message.contains("supersedes operations/"),
+            c.stalled,
+            "{}: {}",
+            c.name,
+            event.message
+        );
+    }
+}
+
+#[test]
+fn deletion_protection_alone_changes_the_spec_without_an_operation() {
+    // (case, protected before, fields, change, an operation is queued)
+    type Change = fn(&mut ClusterSpec);
+    let cases: [(&str, bool, &[SpecField], Change, bool); 4] = [
+        (
+            "turn on",
+            false,
+            &[SpecField::DeletionProtection],
+            |s| s.deletion_protection = true,
+            false,
+        ),
+        (
+            "turn off",
+            true,
+            &[SpecField::DeletionProtection],
+            |s| s.deletion_protection = false,
+            false,
+        ),
+        (
+            "with another change: one update carries both",
+            false,
+            &[SpecField::DeletionProtection, SpecField::NodeSets],
+            |s| {
+                s.deletion_protection = true;
+                s.node_sets[0].count = 3;
+            },
+            true,
+        ),
+        (
+            "the whole spec, protection only",
+            false,
+            &SpecField::ALL,
+            |s| s.deletion_protection = true,
+            false,
+        ),
+    ];
+    for (case, before, fields, change, queues) in cases {
+        let mut state = live(Cluster::test());
+        state.cluster.spec.deletion_protection = before;
+        let mut cmd = update_cmd(fields, change);
+        cmd.patch.zones = state.cluster.spec.zones.clone();
+        let d = update(&cmd, &state, &rules(), &ctx()).unwrap();
+        let cluster = &d.answer.cluster;
+        assert_eq!(cluster.spec.deletion_protection, !before, "{case}");
+        assert_eq!(d.answer.operation.is_some(), queues, "{case}");
+        assert_eq!(d.changes.operations.is_empty(), !queues, "{case}");
+        let generation = state.cluster.generation + i64::from(queues);
+        assert_eq!(cluster.generation, generation, "{case}");
+        assert_eq!(
+            cluster.state,
+            if queues {
+                ClusterState::Updating
+            } else {
+                ClusterState::Ready
+            },
+            "{case}"
+        );
+        let event = d.changes.event.as_ref().unwrap();
+        assert_eq!(event.kind, EventKind::SpecUpdated, "{case}");
+        assert_eq!(event.revision, state.cluster.revision + 1, "{case}");
+        if !queues {
+            assert_eq!(d.answer.disruption, Disruption::None, "{case}");
+            assert!(
+                event.message.contains("no operation needed"),
+                "{case}: {}",
+                event.message
+            );
+        }
     }
 }
 
@@ -587,6 +725,44 @@ fn delete_table() {
             Some(EventKind::DeleteRequested),
             "{case}"
         );
+    }
+}
+
+#[test]
+fn a_protected_cluster_refuses_delete_naming_the_flag() {
+    // (case, protected, cluster state, refused)
+    let cases = [
+        ("protected and ready", true, ClusterState::Ready, true),
+        ("protected and failed", true, ClusterState::Failed, true),
+        (
+            "protected while an update runs",
+            true,
+            ClusterState::Updating,
+            true,
+        ),
+        ("unprotected", false, ClusterState::Ready, false),
+    ];
+    for (case, protected, before, refused) in cases {
+        let mut state = live(Cluster::test());
+        state.cluster.state = before;
+        state.cluster.spec.deletion_protection = protected;
+        match delete(&delete_cmd(), &state, &rules(), &ctx()) {
+            Err(Error::FailedPrecondition(v)) => {
+                assert!(refused, "{case}");
+                assert_eq!(v.len(), 1, "{case}");
+                assert_eq!(v[0].kind, super::delete::DELETION_PROTECTION, "{case}");
+                assert_eq!(v[0].subject, state.cluster.name().to_string(), "{case}");
+                assert!(
+                    v[0].description.contains("spec.deletion_protection"),
+                    "{case}"
+                );
+            }
+            Ok(d) => {
+                assert!(!refused, "{case}");
+                assert_eq!(d.answer.cluster.state, ClusterState::Deleting, "{case}");
+            }
+            Err(other) => panic!("{case}: {other:?}"),
+        }
     }
 }
 

@@ -1,14 +1,19 @@
 //! `UpdateCluster`: a new spec generation, queued as an update or folded into
 //! the operation already queued for the cluster (level-triggered: the queued
-//! operation drives the cluster to the latest generation).
+//! operation drives the cluster to the latest generation). A STALLED
+//! operation waits for a person, not for time: a new generation supersedes
+//! it (it ends CANCELLED) instead of queueing behind it. A change of
+//! `deletion_protection` alone needs nothing built: it is in force once
+//! written, with no operation and no new generation.
 
 use crate::cluster::{
-    ClusterState, Disruption, SpecField, classify_change, storage_cooldown, volume_change,
+    ClusterState, ConditionType, Disruption, SpecField, classify_change, storage_cooldown,
+    volume_change,
 };
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::names::ClusterName;
-use crate::operation::{Initiator, OperationKind};
+use crate::operation::{Initiator, OperationKind, OperationState};
 use crate::spec::ClusterSpec;
 use crate::tenant::check_quota;
 
@@ -73,6 +78,9 @@ pub fn update(
             disruption: Disruption::None,
         }));
     }
+    if cluster.spec.differs_only_in_protection(&spec) {
+        return Ok(protect(cmd, state, spec, ctx));
+    }
     let tenant = &state.tenant;
     let mut without = tenant.usage;
     without.clusters -= 1;
@@ -86,6 +94,19 @@ pub fn update(
     cluster.spec = spec;
     cluster.generation += 1;
     let mut changes = ChangeSet::default();
+    let superseded = match state.active.running.clone() {
+        Some(mut stalled) if stalled.state == OperationState::Stalled => {
+            stalled.state = OperationState::Cancelled;
+            stalled.end_time = Some(ctx.now);
+            stalled.lease = None;
+            changes.update_operation(&mut stalled, ctx.now);
+            cluster
+                .conditions
+                .retain(|c| c.kind != ConditionType::Stalled);
+            Some(stalled)
+        }
+        _ => None,
+    };
     let operation = match state.active.queued.clone() {
         Some(mut queued) => {
             queued.target_generation = cluster.generation;
@@ -100,7 +121,7 @@ pub fn update(
     };
     // A running operation stays the cluster's current one; it hands over
     // to the queued one when it ends.
-    if state.active.running.is_none() {
+    if state.active.running.is_none() || superseded.is_some() {
         cluster.current_operation = Some(operation.id);
         show_queued(&mut cluster, &operation, ctx.now);
     }
@@ -110,13 +131,23 @@ pub fn update(
     ) {
         cluster.state = ClusterState::Updating;
     }
-    let message = format!(
+    let mut message = format!(
         "spec generation {} by {} ({:?} change); carried by {}",
         cluster.generation,
         cmd.initiator.principal,
         disruption,
         operation.name()
     );
+    if let Some(stalled) = &superseded {
+        message.push_str(&format!(
+            "; it supersedes {}, which was STALLED ({}) and is cancelled",
+            stalled.name(),
+            stalled
+                .blocking_check
+                .as_deref()
+                .unwrap_or("a gate did not open in time")
+        ));
+    }
     changes.record(
         &mut cluster,
         false,
@@ -133,4 +164,41 @@ pub fn update(
             disruption,
         },
     })
+}
+
+/// Writes a spec that differs only in `deletion_protection`: nothing in the
+/// cluster changes, so no operation is queued and the generation stays (it
+/// counts what the platform has to build, and `observed_generation` would
+/// otherwise lag behind a change with nothing to observe).
+fn protect(
+    cmd: &UpdateCluster,
+    state: &LiveCluster,
+    spec: ClusterSpec,
+    ctx: &Ctx,
+) -> Decision<ClusterChange> {
+    let mut cluster = state.cluster.clone();
+    let on = spec.deletion_protection;
+    cluster.spec = spec;
+    let mut changes = ChangeSet::default();
+    let message = format!(
+        "deletion protection turned {} by {}; no operation needed",
+        if on { "on" } else { "off" },
+        cmd.initiator.principal
+    );
+    changes.record(
+        &mut cluster,
+        false,
+        EventKind::SpecUpdated,
+        message,
+        None,
+        ctx.now,
+    );
+    Decision {
+        changes,
+        answer: ClusterChange {
+            cluster,
+            operation: None,
+            disruption: Disruption::None,
+        },
+    }
 }

@@ -110,6 +110,7 @@ pub fn event_to_pb(e: &ClusterEvent) -> pb::ClusterEvent {
             EventKind::DeleteRequested => pb::ClusterEventType::DeleteRequested,
             EventKind::StatusChanged => pb::ClusterEventType::StatusChanged,
             EventKind::OperationProgress => pb::ClusterEventType::OperationProgress,
+            EventKind::GateOverridden => pb::ClusterEventType::GateOverridden,
         } as i32,
         message: e.message.clone(),
         operation: e

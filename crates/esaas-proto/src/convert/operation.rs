@@ -1,9 +1,10 @@
 //! Operations.
 
 use esaas_core::Result;
-use esaas_core::error::{Code, Error};
+use esaas_core::error::{Code, Error, shown};
 use esaas_core::operation::{
-    Attempt, InitiatorKind, Operation, OperationKind, OperationState, Stage, StageState,
+    Attempt, GateOverride, InitiatorKind, Operation, OperationKind, OperationState, Stage,
+    StageName, StageState,
 };
 
 use super::{ots, ts};
@@ -120,5 +121,41 @@ pub fn operation_to_pb(o: &Operation) -> pb::Operation {
         next_attempt_time: ts(o.next_attempt_time),
         message: o.summary(),
         cancel_requested: o.cancel_requested,
+        gate_override: o.gate_override.as_ref().map(gate_override_to_pb),
     }
+}
+
+/// The wire form of a gate override.
+pub fn gate_override_to_pb(g: &GateOverride) -> pb::GateOverride {
+    pb::GateOverride {
+        stage: g.stage.as_str().to_string(),
+        check: g.check.clone(),
+        principal: g.principal.clone(),
+        justification: g.justification.clone(),
+        create_time: ts(g.create_time),
+    }
+}
+
+/// Parses a gate override an assignment carries (the worker needs its
+/// stage, and who and why for the stage's message); `field` is its path.
+pub fn gate_override_from_pb(g: &pb::GateOverride, field: &str) -> Result<GateOverride> {
+    let stage = StageName::parse(&g.stage).ok_or_else(|| {
+        Error::invalid(
+            format!("{field}.stage"),
+            format!("{} is not a stage", shown(&g.stage)),
+        )
+    })?;
+    Ok(GateOverride {
+        stage,
+        check: g.check.clone(),
+        principal: g.principal.clone(),
+        justification: g.justification.clone(),
+        create_time: g
+            .create_time
+            .as_ref()
+            .and_then(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            })
+            .unwrap_or_default(),
+    })
 }

@@ -77,6 +77,7 @@ pub fn spec_from_pb(spec: &pb::ClusterSpec, prefix: &str) -> Result<ClusterSpec>
         // keeps the cluster's own, so a caller cannot set them.
         zones: spec.zones.iter().take(MAX_REPEATED).cloned().collect(),
         volume_retention,
+        deletion_protection: spec.deletion_protection,
     })
 }
 
@@ -99,7 +100,7 @@ pub fn update_mask_from_pb(
                     None => v.add(
                         format!("update_mask.paths[{i}]"),
                         format!(
-                            "{} cannot be updated; use spec, spec.version, spec.node_sets, spec.zone_count or spec.volume_retention",
+                            "{} cannot be updated; use spec, spec.version, spec.node_sets, spec.zone_count, spec.volume_retention or spec.deletion_protection",
                             shown(path)
                         ),
                     ),
@@ -120,6 +121,10 @@ pub fn update_mask_from_pb(
                 }
                 if s.volume_retention != 0 {
                     fields.push(SpecField::VolumeRetention);
+                }
+                // Only `true` can be implied; clearing it needs the mask.
+                if s.deletion_protection {
+                    fields.push(SpecField::DeletionProtection);
                 }
             }
             if fields.is_empty() {
@@ -167,6 +172,7 @@ pub fn spec_to_pb(spec: &ClusterSpec) -> pb::ClusterSpec {
             VolumeRetention::Delete => pb::VolumeRetention::Delete,
             VolumeRetention::Retain => pb::VolumeRetention::Retain,
         } as i32,
+        deletion_protection: spec.deletion_protection,
     }
 }
 
@@ -178,6 +184,14 @@ mod tests {
     fn spec_round_trips() {
         let spec = ClusterSpec::test().with_nodes(3);
         assert_eq!(spec_from_pb(&spec_to_pb(&spec), "s").unwrap(), spec);
+        let protected = ClusterSpec {
+            deletion_protection: true,
+            ..spec
+        };
+        assert_eq!(
+            spec_from_pb(&spec_to_pb(&protected), "s").unwrap(),
+            protected
+        );
     }
 
     #[test]

@@ -7,13 +7,13 @@ use esaas_core::cluster::Cluster;
 use esaas_core::error::Error;
 use esaas_core::lifecycle::lease::LeaseEvent;
 use esaas_core::names::{ClusterName, OperationName};
-use esaas_core::operation::{Operation, OperationKind, StageName};
+use esaas_core::operation::{GateOverride, Operation, OperationKind, StageName};
 use esaas_core::worker::WorkerInfo;
 use uuid::Uuid;
 
 use super::{
-    cluster_to_pb, health_from_pb, health_to_pb, json_to_struct, kind_from_pb, operation_to_pb,
-    spec_from_pb, struct_to_json,
+    cluster_to_pb, gate_override_from_pb, health_from_pb, health_to_pb, json_to_struct,
+    kind_from_pb, operation_to_pb, spec_from_pb, struct_to_json,
 };
 use crate::v1 as pb;
 
@@ -167,6 +167,8 @@ pub struct Assigned {
     pub kind: OperationKind,
     /// Attempts before this one.
     pub previous_attempts: usize,
+    /// The stalled gate this attempt lets pass once (`OverrideGate`).
+    pub gate_override: Option<GateOverride>,
 }
 
 /// Parses an assignment.
@@ -203,6 +205,11 @@ pub fn assignment_from_pb(a: &pb::Assignment) -> Result<Assigned> {
         },
         kind: kind_from_pb(op.kind, "assignment.operation.kind")?,
         previous_attempts: op.attempts.len(),
+        gate_override: op
+            .gate_override
+            .as_ref()
+            .map(|g| gate_override_from_pb(g, "assignment.operation.gate_override"))
+            .transpose()?,
     })
 }
 

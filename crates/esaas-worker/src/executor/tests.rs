@@ -24,7 +24,11 @@ const SETTINGS: ExecSettings = ExecSettings {
 fn job(kind: OperationKind, nodes: i32) -> Job {
     let mut target: Target = esaas_core::test_support::target("team", "logs");
     target.spec = target.spec.with_nodes(nodes);
-    Job { target, kind }
+    Job {
+        target,
+        kind,
+        gate_override: None,
+    }
 }
 
 fn backends(world: &Memory) -> Backends<Memory, Memory, Memory> {
@@ -344,6 +348,60 @@ async fn a_gate_that_stays_closed_stalls_naming_why() {
         waited >= SETTINGS.gate_timeout && waited < SETTINGS.gate_timeout + SETTINGS.poll * 2,
         "{waited:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overridden_gate_passes_once_saying_who_and_why() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Yellow);
+    let reporter = Recorder::default();
+    let mut overridden = job(OperationKind::Create, 1);
+    overridden.gate_override = Some(esaas_core::operation::GateOverride {
+        stage: StageName::HealthGate,
+        check: "waiting for green: health is YELLOW".into(),
+        principal: "tenants/team/apiKeys/k1".into(),
+        justification: "replicas come back after the restore".into(),
+        create_time: esaas_core::test_support::t0(),
+    });
+    let start = tokio::time::Instant::now();
+    let last = ended(run(&world, &overridden, &reporter)).await;
+    assert!(
+        matches!(
+            last,
+            LeaseEvent::Succeeded {
+                health: Health::Yellow,
+                ..
+            }
+        ),
+        "{last:?}"
+    );
+    assert!(start.elapsed() < SETTINGS.gate_timeout, "it did not wait");
+    let reports = reporter.reports();
+    let gate_ends: Vec<&String> = reports
+        .iter()
+        .filter_map(|e| match e {
+            LeaseEvent::StageFinished {
+                name: StageName::HealthGate,
+                message,
+                ..
+            } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gate_ends.len(), 1, "{reports:?}");
+    for part in ["tenants/team/apiKeys/k1", "after the restore", "YELLOW"] {
+        assert!(gate_ends[0].contains(part), "{part}: {}", gate_ends[0]);
+    }
+    // Without the override the same world stalls (see above); another
+    // stage's override leaves the health gate closed.
+    let mut other = overridden.clone();
+    if let Some(g) = other.gate_override.as_mut() {
+        g.stage = StageName::PodsReady;
+    }
+    let world = Memory::default();
+    world.world().health = Some(Health::Yellow);
+    let last = ended(run(&world, &other, &Recorder::default())).await;
+    assert!(matches!(last, LeaseEvent::Stalled(_)), "{last:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -814,3 +814,161 @@ fn a_delete_that_keeps_volumes_lists_them_on_the_cluster() {
     let changes = report(&create, &w1(), 1, LeaseEvent::Retained(names), &ctx()).unwrap();
     assert!(changes.event.is_none());
 }
+
+/// `leased(3)` stalled at the health gate: the attempt started the stage,
+/// then the gate timed out.
+fn stalled_at_health_gate() -> Leased {
+    let s = leased(3);
+    let started = report(
+        &s,
+        &w1(),
+        1,
+        LeaseEvent::StageStarted(StageName::HealthGate),
+        &ctx(),
+    )
+    .unwrap();
+    let stalled = report(
+        &from(&started, None),
+        &w1(),
+        1,
+        LeaseEvent::Stalled("waiting for green: health is YELLOW: index logs-7".into()),
+        &ctx(),
+    )
+    .unwrap();
+    from(&stalled, None)
+}
+
+fn command_ctx() -> crate::lifecycle::Ctx {
+    crate::lifecycle::Ctx {
+        now: ctx().now,
+        operation_id: Uuid::from_u128(0x99),
+        cluster_uid: Uuid::nil(),
+        traceparent: None,
+    }
+}
+
+#[test]
+fn an_override_requeues_a_stalled_operation_and_is_spent_when_its_gate_passes() {
+    use crate::lifecycle::override_gate::override_gate;
+    use crate::operation::Initiator;
+    let by = Initiator::test();
+    let d = override_gate(
+        &stalled_at_health_gate(),
+        &by,
+        "yellow is expected while logs-7 restores",
+        &command_ctx(),
+    )
+    .unwrap();
+    let op = &d.answer;
+    assert_eq!(op.state, OperationState::Queued);
+    assert_eq!(op.blocking_check, None);
+    let granted = op.gate_override.as_ref().expect("override recorded");
+    assert_eq!(granted.stage, StageName::HealthGate);
+    assert!(granted.check.contains("logs-7"));
+    assert_eq!(granted.principal, by.principal);
+    let event = d.changes.event.as_ref().expect("event");
+    assert_eq!(event.kind, EventKind::GateOverridden);
+    for part in [by.principal.as_str(), "health_gate", "logs-7", "restores"] {
+        assert!(event.message.contains(part), "{part}: {}", event.message);
+    }
+    let cluster = cluster_of(&d.changes);
+    assert!(
+        !cluster
+            .conditions
+            .iter()
+            .any(|c| c.kind == ConditionType::Stalled)
+    );
+
+    // The next attempt carries it until the gate's stage finishes.
+    let claimed = claim(
+        &from(&d.changes, None),
+        &w1(),
+        Duration::from_secs(30),
+        ctx().now,
+    )
+    .expect("claimable");
+    assert!(op_of(&claimed).gate_override.is_some());
+    let s = from(&claimed, None);
+    let token = op_of(&claimed).lease_token;
+    let other = report(
+        &s,
+        &w1(),
+        token,
+        LeaseEvent::StageFinished {
+            name: StageName::PodsReady,
+            skipped: false,
+            message: String::new(),
+        },
+        &ctx(),
+    )
+    .unwrap();
+    assert!(op_of(&other).gate_override.is_some(), "another stage");
+    let passed = report(
+        &from(&other, None),
+        &w1(),
+        token,
+        LeaseEvent::StageFinished {
+            name: StageName::HealthGate,
+            skipped: false,
+            message: String::new(),
+        },
+        &ctx(),
+    )
+    .unwrap();
+    assert_eq!(op_of(&passed).gate_override, None);
+    let event = passed.event.as_ref().expect("event");
+    assert!(event.message.contains("passed by the gate override of"));
+}
+
+#[test]
+fn override_refusals_table() {
+    use crate::lifecycle::override_gate::{override_gate, parse_justification};
+    use crate::operation::Initiator;
+    let stalled = stalled_at_health_gate();
+    let mut running = stalled.clone();
+    running.op.state = OperationState::Running;
+    let mut succeeded = stalled.clone();
+    succeeded.op.state = OperationState::Succeeded;
+    let mut draining = stalled.clone();
+    for s in &mut draining.op.stages {
+        if s.state == StageState::Running {
+            s.name = StageName::DrainNodes;
+        }
+    }
+    let mut no_stage = stalled.clone();
+    for s in &mut no_stage.op.stages {
+        s.state = StageState::Pending;
+    }
+    // (case, state, the refusal says)
+    let cases = [
+        ("running", &running, "this one is RUNNING"),
+        ("ended", &succeeded, "this one is SUCCEEDED"),
+        (
+            "the drain gate",
+            &draining,
+            "drain_nodes gate cannot be overridden",
+        ),
+        ("no stage", &no_stage, "no gate to override"),
+    ];
+    for (case, state, says) in cases {
+        match override_gate(state, &Initiator::test(), "why", &command_ctx()) {
+            Err(crate::Error::FailedPrecondition(v)) => {
+                assert_eq!(v[0].subject, state.op.name().to_string(), "{case}");
+                assert!(
+                    v[0].description.contains(says),
+                    "{case}: {}",
+                    v[0].description
+                );
+            }
+            other => panic!("{case}: {other:?}"),
+        }
+    }
+    assert_eq!(parse_justification("j", "  ok  ").unwrap(), "ok");
+    for bad in ["", "   ", &"x".repeat(513)] {
+        assert!(
+            matches!(parse_justification("j", bad), Err(crate::Error::InvalidArgument(v)) if v[0].field == "j"),
+            "{bad:?}"
+        );
+    }
+    assert!(parse_justification("j", &"é".repeat(512)).is_ok());
+}
