@@ -283,15 +283,21 @@ pub enum SpecField {
     ZoneCount,
     /// `spec.volume_retention`.
     VolumeRetention,
+    /// `spec.maintenance_window`.
+    MaintenanceWindow,
+    /// `spec.change_freezes`.
+    ChangeFreezes,
 }
 
 impl SpecField {
     /// Every field; what the mask `spec` means.
-    pub const ALL: [SpecField; 4] = [
+    pub const ALL: [SpecField; 6] = [
         SpecField::Version,
         SpecField::NodeSets,
         SpecField::ZoneCount,
         SpecField::VolumeRetention,
+        SpecField::MaintenanceWindow,
+        SpecField::ChangeFreezes,
     ];
 
     /// Parses one update-mask path.
@@ -302,6 +308,8 @@ impl SpecField {
             "spec.node_sets" => &[SpecField::NodeSets],
             "spec.zone_count" => &[SpecField::ZoneCount],
             "spec.volume_retention" => &[SpecField::VolumeRetention],
+            "spec.maintenance_window" => &[SpecField::MaintenanceWindow],
+            "spec.change_freezes" => &[SpecField::ChangeFreezes],
             _ => return None,
         })
     }
@@ -317,6 +325,8 @@ impl ClusterSpec {
                 SpecField::NodeSets => out.node_sets = patch.node_sets.clone(),
                 SpecField::ZoneCount => out.zone_count = patch.zone_count,
                 SpecField::VolumeRetention => out.volume_retention = patch.volume_retention,
+                SpecField::MaintenanceWindow => out.maintenance_window = patch.maintenance_window,
+                SpecField::ChangeFreezes => out.change_freezes = patch.change_freezes.clone(),
             }
         }
         out

@@ -23,6 +23,8 @@ impl ClusterSpec {
             zone_count: 1,
             zones: Vec::new(),
             volume_retention: VolumeRetention::Delete,
+            maintenance_window: None,
+            change_freezes: Vec::new(),
         }
         .with_defaults()
     }
@@ -199,6 +201,7 @@ impl Operation {
             end_time: None,
             update_time: t0(),
             next_attempt_time: t0(),
+            not_before: None,
             version: 1,
             lease: None,
             lease_token: 0,

@@ -8,7 +8,7 @@ use crate::cluster::{
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::names::ClusterName;
-use crate::operation::{Initiator, OperationKind};
+use crate::operation::{Initiator, InitiatorKind, OperationKind, OperationState};
 use crate::spec::ClusterSpec;
 use crate::tenant::check_quota;
 
@@ -73,6 +73,9 @@ pub fn update(
             disruption: Disruption::None,
         }));
     }
+    if spec.same_workload(&cluster.spec) {
+        return Ok(maintenance_only(cluster, spec, state, cmd, ctx));
+    }
     let tenant = &state.tenant;
     let mut without = tenant.usage;
     without.clusters -= 1;
@@ -87,8 +90,29 @@ pub fn update(
     cluster.generation += 1;
     let mut changes = ChangeSet::default();
     let operation = match state.active.queued.clone() {
+        // A rotation renews certificates and applies no spec: one that has
+        // not started gives way (the next observation queues it again).
+        Some(mut queued)
+            if queued.kind == OperationKind::RotateCertificates && queued.attempts.is_empty() =>
+        {
+            queued.state = OperationState::Cancelled;
+            queued.end_time = Some(ctx.now);
+            changes.update_operation(&mut queued, ctx.now);
+            let op = new_operation(&cluster, OperationKind::Update, &cmd.initiator, rules, ctx);
+            changes.insert_operation(&op);
+            op
+        }
         Some(mut queued) => {
             queued.target_generation = cluster.generation;
+            // The tenant's change runs at once, taking along planned work
+            // the platform had scheduled for the window.
+            if queued.initiator.kind == InitiatorKind::Platform
+                && queued.not_before.is_some()
+                && queued.attempts.is_empty()
+            {
+                queued.not_before = None;
+                queued.next_attempt_time = ctx.now;
+            }
             changes.update_operation(&mut queued, ctx.now);
             queued
         }
@@ -133,4 +157,38 @@ pub fn update(
             disruption,
         },
     })
+}
+
+/// A change of only the maintenance window or the change freezes: recorded
+/// with an event, but no new generation and no operation, since nothing on
+/// the cluster changes. Work already scheduled keeps its time
+/// (`RescheduleOperation` moves it).
+fn maintenance_only(
+    mut cluster: crate::cluster::Cluster,
+    spec: ClusterSpec,
+    state: &LiveCluster,
+    cmd: &UpdateCluster,
+    ctx: &Ctx,
+) -> Decision<ClusterChange> {
+    cluster.spec = spec;
+    let mut changes = ChangeSet::default();
+    changes.record(
+        &mut cluster,
+        false,
+        EventKind::SpecUpdated,
+        format!(
+            "maintenance window or change freezes changed by {}; no operation (nothing on the cluster changes)",
+            cmd.initiator.principal
+        ),
+        None,
+        ctx.now,
+    );
+    Decision {
+        changes,
+        answer: ClusterChange {
+            operation: state.current.clone(),
+            cluster,
+            disruption: Disruption::None,
+        },
+    }
 }
