@@ -472,6 +472,8 @@ pub fn spec(nodes: i32) -> pb::ClusterSpec {
         zone_count: 0,
         zones: Vec::new(),
         volume_retention: 0,
+        maintenance_window: None,
+        change_freezes: Vec::new(),
     }
 }
 

@@ -71,6 +71,8 @@ fn spec(version: &str, zones: i32, node_sets: Vec<NodeSet>) -> ClusterSpec {
         zone_count: zones,
         zones: Vec::new(),
         volume_retention: VolumeRetention::Delete,
+        maintenance_window: None,
+        change_freezes: Vec::new(),
     }
     .with_defaults()
 }

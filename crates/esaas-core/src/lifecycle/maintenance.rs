@@ -339,6 +339,7 @@ mod tests {
     fn earliest_start_by_table() {
         let sat2 = window(Weekday::Sat, 2, 0, 4);
         let sun23 = window(Weekday::Sun, 23, 0, 3); // runs into Monday
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(
             &str,
             &str,

@@ -1248,6 +1248,7 @@ fn reschedule_table() {
         op
     };
     // (case, operation, where to, Ok(not_before) or Err(word of the refusal))
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(
         &str,
         Operation,

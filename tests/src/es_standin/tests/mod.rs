@@ -65,6 +65,8 @@ pub(super) fn target(cluster: &str, count: i32) -> Target {
             zone_count: 1,
             zones: Vec::new(),
             volume_retention: VolumeRetention::Delete,
+            maintenance_window: None,
+            change_freezes: Vec::new(),
         },
         generation: 1,
         operation: Uuid::new_v4(),
