@@ -207,7 +207,8 @@ pub enum RescheduleTo {
 }
 
 /// Moves `state.op`, queued and not started, to start no sooner than `to`;
-/// `default_window` is the platform's. A running or ended operation, one
+/// `default_window` is the platform's. The time is checked first (bad input
+/// is INVALID_ARGUMENT whatever the operation's state). A running or ended operation, one
 /// that has made attempts, or a delete is FAILED_PRECONDITION; a time more
 /// than [`RESCHEDULE_PAST_SLACK`] ago or [`MAX_RESCHEDULE_AHEAD`] ahead is
 /// INVALID_ARGUMENT on `field`. Recorded in the cluster's event log.
@@ -221,26 +222,6 @@ pub fn reschedule(
 ) -> Result<Decision<Operation>> {
     let (mut op, mut cluster) = (state.op.clone(), state.cluster.clone());
     let subject = op.name().to_string();
-    if op.state != OperationState::Queued || !op.attempts.is_empty() {
-        return Err(Error::precondition(
-            subject,
-            format!(
-                "only a queued operation that has not started can be rescheduled; this one is {}{}",
-                op.state,
-                if op.state == OperationState::Queued {
-                    " after an attempt (it waits for its retry)"
-                } else {
-                    ""
-                }
-            ),
-        ));
-    }
-    if op.kind == OperationKind::Delete {
-        return Err(Error::precondition(
-            subject,
-            "a deletion cannot be rescheduled: once asked for, it stands",
-        ));
-    }
     let slot = match to {
         RescheduleTo::Now => Slot {
             at: now,
@@ -275,6 +256,26 @@ pub fn reschedule(
             why: Why::Open,
         },
     };
+    if op.state != OperationState::Queued || !op.attempts.is_empty() {
+        return Err(Error::precondition(
+            subject,
+            format!(
+                "only a queued operation that has not started can be rescheduled; this one is {}{}",
+                op.state,
+                if op.state == OperationState::Queued {
+                    " after an attempt (it waits for its retry)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    if op.kind == OperationKind::Delete {
+        return Err(Error::precondition(
+            subject,
+            "a deletion cannot be rescheduled: once asked for, it stands",
+        ));
+    }
     op.not_before = Some(slot.at);
     op.next_attempt_time = slot.at;
     let when = if slot.at <= now {
