@@ -473,6 +473,8 @@ pub fn spec(nodes: i32) -> pb::ClusterSpec {
         zones: Vec::new(),
         volume_retention: 0,
         deletion_protection: false,
+        maintenance_window: None,
+        change_freezes: Vec::new(),
     }
 }
 

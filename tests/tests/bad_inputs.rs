@@ -29,6 +29,7 @@ enum Req {
     CreateApiKey(pb::CreateApiKeyRequest),
     RevokeApiKey(pb::RevokeApiKeyRequest),
     RetryOperation(pb::RetryOperationRequest),
+    RescheduleOperation(pb::RescheduleOperationRequest),
 }
 
 /// The tenant every cluster call is made in.
@@ -556,6 +557,101 @@ fn cases() -> Vec<(&'static str, Req, Vec<&'static str>)> {
             vec!["cluster.spec.version"],
         ),
         (
+            "create with a window of 10 minutes starting at 25:00",
+            create_with(|s| {
+                s.maintenance_window = Some(pb::MaintenanceWindow {
+                    day_of_week: pb::DayOfWeek::Saturday as i32,
+                    start_time: "25:00".into(),
+                    duration: Some(prost_types::Duration {
+                        seconds: 600,
+                        nanos: 0,
+                    }),
+                });
+            }),
+            vec!["cluster.spec.maintenance_window.start_time"],
+        ),
+        (
+            "update to a window of 10 minutes, without a day",
+            update(
+                pb::ClusterSpec {
+                    maintenance_window: Some(pb::MaintenanceWindow {
+                        day_of_week: 0,
+                        start_time: "02:00".into(),
+                        duration: Some(prost_types::Duration {
+                            seconds: 600,
+                            nanos: 0,
+                        }),
+                    }),
+                    ..Default::default()
+                },
+                &["spec.maintenance_window"],
+            ),
+            vec!["cluster.spec.maintenance_window.day_of_week"],
+        ),
+        (
+            "update to a window of 10 minutes",
+            update(
+                pb::ClusterSpec {
+                    maintenance_window: Some(pb::MaintenanceWindow {
+                        day_of_week: pb::DayOfWeek::Sunday as i32,
+                        start_time: "02:00".into(),
+                        duration: Some(prost_types::Duration {
+                            seconds: 600,
+                            nanos: 0,
+                        }),
+                    }),
+                    ..Default::default()
+                },
+                &["spec.maintenance_window"],
+            ),
+            vec!["cluster.spec.maintenance_window.duration"],
+        ),
+        (
+            "update to a freeze that ends before it starts, and one of 40 days",
+            update(
+                pb::ClusterSpec {
+                    change_freezes: vec![
+                        pb::ChangeFreeze {
+                            start_time: Some(prost_types::Timestamp {
+                                seconds: 2_000_000_000,
+                                nanos: 0,
+                            }),
+                            end_time: Some(prost_types::Timestamp {
+                                seconds: 1_999_999_000,
+                                nanos: 0,
+                            }),
+                            reason: String::new(),
+                        },
+                        pb::ChangeFreeze {
+                            start_time: Some(prost_types::Timestamp {
+                                seconds: 2_000_000_000,
+                                nanos: 0,
+                            }),
+                            end_time: Some(prost_types::Timestamp {
+                                seconds: 2_000_000_000 + 40 * 86_400,
+                                nanos: 0,
+                            }),
+                            reason: String::new(),
+                        },
+                    ],
+                    ..Default::default()
+                },
+                &["spec.change_freezes"],
+            ),
+            vec![
+                "cluster.spec.change_freezes[0].end_time",
+                "cluster.spec.change_freezes[1].end_time",
+            ],
+        ),
+        (
+            "RescheduleOperation without a target",
+            Req::RescheduleOperation(pb::RescheduleOperationRequest {
+                name: format!("operations/{}", uuid::Uuid::nil()),
+                ..Default::default()
+            }),
+            vec!["target"],
+        ),
+        (
             "update with bad request_id",
             Req::UpdateCluster(pb::UpdateClusterRequest {
                 request_id: "nope".into(),
@@ -785,6 +881,7 @@ async fn send(app: &App, tenant_admin: &str, req: Req) -> Result<(), Status> {
             s.message().await.map(drop)
         }
         Req::RetryOperation(r) => a.retry_operation(authed(t, r)).await.map(drop),
+        Req::RescheduleOperation(r) => o.reschedule_operation(authed(t, r)).await.map(drop),
         Req::CreateTenant(r) => a.create_tenant(authed(ADMIN_KEY, r)).await.map(drop),
         Req::GetTenant(r) => a.get_tenant(authed(ADMIN_KEY, r)).await.map(drop),
         Req::ListTenants(r) => a.list_tenants(authed(ADMIN_KEY, r)).await.map(drop),

@@ -34,6 +34,7 @@ enum Rpc {
     ListOperationsOfAll,
     WatchOperation,
     CancelOperation,
+    RescheduleOperation,
     GetCatalog,
     CreateTenant,
     /// GetTenant of `tenants/a`.
@@ -87,6 +88,7 @@ const ROWS: &[(Rpc, Code, Code)] = &[
     (Rpc::ListOperationsOfAll, Denied, Denied),
     (Rpc::WatchOperation, NotFound, Allowed),
     (Rpc::CancelOperation, NotFound, Denied),
+    (Rpc::RescheduleOperation, NotFound, Denied),
     (Rpc::GetCatalog, Allowed, Allowed),
     (Rpc::CreateTenant, Denied, Denied),
     (Rpc::GetTenant, NotFound, Allowed),
@@ -301,9 +303,11 @@ async fn first<T>(
 /// The name the call asks for: what an error is allowed to repeat.
 fn requested_name(rpc: Rpc, fx: &Fixture) -> String {
     match rpc {
-        Rpc::GetOperation | Rpc::WatchOperation | Rpc::RetryOperation | Rpc::CancelOperation => {
-            fx.op.name.clone()
-        }
+        Rpc::GetOperation
+        | Rpc::WatchOperation
+        | Rpc::RetryOperation
+        | Rpc::CancelOperation
+        | Rpc::RescheduleOperation => fx.op.name.clone(),
         Rpc::RevokeApiKey => fx.a.admin_key_name.clone(),
         Rpc::CreateCluster => "tenants/a/clusters/logs".into(),
         _ => fx.cluster.name.clone(),
@@ -490,6 +494,18 @@ async fn call_on(app: &App, fx: &Fixture, rpc: Rpc, key: &str, cluster: &str, op
                 key,
                 pb::CancelOperationRequest {
                     name: a_op.clone(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .into(),
+        Rpc::RescheduleOperation => ops
+            .reschedule_operation(authed(
+                key,
+                pb::RescheduleOperationRequest {
+                    name: a_op.clone(),
+                    target: pb::RescheduleTarget::Now as i32,
+                    not_before: None,
                     request_id: String::new(),
                 },
             ))
@@ -682,7 +698,7 @@ async fn isolation_matrix() {
     }
     println!("isolation matrix: {} cells checked", cells.len());
     assert_eq!(cells.len(), ROWS.len() * CALLERS.len());
-    assert_eq!(cells.len(), 125, "25 calls × 5 callers");
+    assert_eq!(cells.len(), 130, "26 calls × 5 callers");
     assert!(
         failures.is_empty(),
         "{} of {} cells failed:\n{}",

@@ -2250,3 +2250,243 @@ async fn ids_that_read_alike_get_node_groups_and_stateful_sets_of_their_own() {
     }
     p.server.kill().await;
 }
+
+/// `create_request` with a weekly maintenance window opening at `opens` (UTC), one hour long.
+fn create_in_window(
+    cluster: &str,
+    opens: chrono::DateTime<chrono::Utc>,
+) -> pb::CreateClusterRequest {
+    use chrono::Datelike;
+    let mut req = create_request("search", cluster, 1);
+    let day = match opens.weekday() {
+        chrono::Weekday::Mon => pb::DayOfWeek::Monday,
+        chrono::Weekday::Tue => pb::DayOfWeek::Tuesday,
+        chrono::Weekday::Wed => pb::DayOfWeek::Wednesday,
+        chrono::Weekday::Thu => pb::DayOfWeek::Thursday,
+        chrono::Weekday::Fri => pb::DayOfWeek::Friday,
+        chrono::Weekday::Sat => pb::DayOfWeek::Saturday,
+        chrono::Weekday::Sun => pb::DayOfWeek::Sunday,
+    };
+    if let Some(spec) = req.cluster.as_mut().and_then(|c| c.spec.as_mut()) {
+        spec.maintenance_window = Some(pb::MaintenanceWindow {
+            day_of_week: day as i32,
+            start_time: opens.format("%H:%M:%S").to_string(),
+            duration: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+        });
+    }
+    req
+}
+
+/// The first ROTATE_CERTIFICATES operation of `name` once there is one.
+async fn rotation_of(p: &Platform, key: &str, name: &str) -> pb::Operation {
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let mut ops = operations_of(p, key, name, pb::OperationKind::RotateCertificates).await;
+        if let Some(op) = ops.pop() {
+            return op;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rotation queued for {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Maintenance windows through real processes: certificates due for renewal
+/// (valid an hour, renewed within 3590 s of expiry, so due at once and far
+/// from urgent) on a cluster whose window opens ~45 s after the test starts:
+/// the platform's rotation is queued with `not_before` at the window's start,
+/// does not start before it, then runs and succeeds. A second cluster's
+/// window is days away, so its rotation is scheduled for its deadline (the
+/// last quarter of the renewal margin), and runs at once when its owner
+/// reschedules it to now; a finished operation cannot be rescheduled.
+#[tokio::test]
+async fn a_scheduled_rotation_waits_for_the_window_then_runs_and_can_be_run_now() {
+    use esaas_proto::v1::operation_service_client::OperationServiceClient;
+    let config = format!(
+        "{OBSERVE_FAST}[certificates]\nnode_validity_seconds = 3600\nrenew_before_seconds = 3590\n"
+    );
+    let p = platform_with(60, 1, &[], &config).await;
+    let key = p.tenant("search").await;
+    let now = chrono::Utc::now();
+    let opens = chrono::DateTime::from_timestamp(now.timestamp() + 45, 0).expect("time");
+    let far = chrono::DateTime::from_timestamp(now.timestamp() + 3 * 86_400, 0).expect("time");
+    let name = p.create(&key, create_in_window("logs", opens)).await;
+    let other = p.create(&key, create_in_window("later", far)).await;
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    p.wait(&other, 1, pb::ClusterState::Ready).await;
+
+    let op = rotation_of(&p, &key, &name).await;
+    assert!(
+        chrono::Utc::now() < opens,
+        "the rotation was queued only after the window opened; the machine is too slow for this test"
+    );
+    assert_eq!(op.state, pb::OperationState::Queued as i32, "{op:?}");
+    assert_eq!(
+        op.not_before.as_ref().map(|t| t.seconds),
+        Some(opens.timestamp()),
+        "not_before is the window's start: {op:?}"
+    );
+    assert_eq!(op.next_attempt_time, op.not_before);
+    let shown = opens.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(op.message.contains(&shown), "{}", op.message);
+    let cluster = p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let message = cluster
+        .status
+        .as_ref()
+        .map(|s| s.message.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        message,
+        format!("rotate certificates scheduled for {shown} (maintenance window)")
+    );
+
+    // Until the window opens it stays queued, not started.
+    let mut ops = OperationServiceClient::new(p.channel().await);
+    let get = |ops: &mut OperationServiceClient<tonic::transport::Channel>, op: String| {
+        let mut ops = ops.clone();
+        let key = key.clone();
+        async move {
+            ops.get_operation(authed(&key, pb::GetOperationRequest { name: op }))
+                .await
+                .expect("get operation")
+                .into_inner()
+                .operation
+                .expect("operation")
+        }
+    };
+    while chrono::Utc::now() < opens - chrono::Duration::milliseconds(500) {
+        let o = get(&mut ops, op.name.clone()).await;
+        assert_eq!(
+            o.state,
+            pb::OperationState::Queued as i32,
+            "started early: {o:?}"
+        );
+        assert!(o.start_time.is_none() && o.attempts.is_empty(), "{o:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Then it runs and succeeds, having started no sooner than the window.
+    let deadline = tokio::time::Instant::now() + LONG;
+    let done = loop {
+        let o = get(&mut ops, op.name.clone()).await;
+        if o.done {
+            break o;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ran: {o:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done.state, pb::OperationState::Succeeded as i32, "{done:?}");
+    let started = done
+        .start_time
+        .as_ref()
+        .map(|t| t.seconds)
+        .unwrap_or_default();
+    assert!(
+        started >= opens.timestamp(),
+        "started at {started}, before {opens}"
+    );
+
+    // The event log said when.
+    let mut clusters = ClusterServiceClient::new(p.channel().await);
+    let mut watch = clusters
+        .watch_cluster(authed(
+            &key,
+            pb::WatchClusterRequest {
+                name: name.clone(),
+                since_revision: 1,
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let want = format!("scheduled for {shown} (maintenance window)");
+    let told = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(msg)) = watch.next().await {
+            if let Some(pb::watch_cluster_response::Payload::Event(e)) = msg.payload
+                && e.message.contains(&want)
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(told, "no event says {want}");
+
+    // The other cluster's window is days away, after its certificates would be
+    // urgent: the rotation waits until the last quarter of the renewal margin
+    // (expiry - 3590 s / 4, ~45 minutes from now), not for the window. Its owner runs it now.
+    let later = rotation_of(&p, &key, &other).await;
+    let at = later
+        .not_before
+        .as_ref()
+        .map(|t| t.seconds)
+        .unwrap_or_default();
+    let in_minutes = (at - chrono::Utc::now().timestamp()) / 60;
+    assert!(
+        (30..=60).contains(&in_minutes) && at < far.timestamp(),
+        "scheduled in {in_minutes} minutes: {later:?}"
+    );
+    assert!(later.message.contains("scheduled for"), "{}", later.message);
+    let reschedule = |name: String, target: pb::RescheduleTarget| pb::RescheduleOperationRequest {
+        name,
+        target: target as i32,
+        not_before: None,
+        request_id: Uuid::new_v4().to_string(),
+    };
+    let moved = ops
+        .reschedule_operation(authed(
+            &key,
+            reschedule(later.name.clone(), pb::RescheduleTarget::Now),
+        ))
+        .await
+        .expect("reschedule now")
+        .into_inner()
+        .operation
+        .expect("operation");
+    assert!(
+        moved
+            .not_before
+            .as_ref()
+            .map(|t| t.seconds)
+            .unwrap_or(i64::MAX)
+            <= chrono::Utc::now().timestamp(),
+        "{moved:?}"
+    );
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let o = get(&mut ops, later.name.clone()).await;
+        if o.done {
+            assert_eq!(o.state, pb::OperationState::Succeeded as i32, "{o:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ran: {o:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A finished operation cannot move; a time 31 days ahead is a field error.
+    let err = ops
+        .reschedule_operation(authed(
+            &key,
+            reschedule(later.name.clone(), pb::RescheduleTarget::Now),
+        ))
+        .await
+        .expect_err("done");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let mut far_off = reschedule(later.name.clone(), pb::RescheduleTarget::Time);
+    far_off.not_before = Some(prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + 31 * 86_400,
+        nanos: 0,
+    });
+    let err = ops
+        .reschedule_operation(authed(&key, far_off))
+        .await
+        .expect_err("too far");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert_eq!(violated_fields(&err), ["not_before"]);
+    p.server.kill().await;
+}

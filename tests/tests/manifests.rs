@@ -72,6 +72,8 @@ fn spec(version: &str, zones: i32, node_sets: Vec<NodeSet>) -> ClusterSpec {
         zones: Vec::new(),
         volume_retention: VolumeRetention::Delete,
         deletion_protection: false,
+        maintenance_window: None,
+        change_freezes: Vec::new(),
     }
     .with_defaults()
 }

@@ -317,6 +317,7 @@ impl DryRun for pb::UpdateTenantQuotaResponse {}
 impl DryRun for pb::RetryOperationResponse {}
 impl DryRun for pb::OverrideGateResponse {}
 impl DryRun for pb::CancelOperationResponse {}
+impl DryRun for pb::RescheduleOperationResponse {}
 impl DryRun for pb::CreateApiKeyResponse {}
 
 /// The four esaas services, ready to add to a tonic server.

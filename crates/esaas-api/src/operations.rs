@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::error::{ApiResult, to_status};
 use crate::watch::BoxStream;
 use crate::{Api, Call, command_ctx, page, request_hash};
-use esaas_proto::convert::{operation_state_from_name, operation_to_pb};
+use esaas_proto::convert::{operation_state_from_name, operation_to_pb, reschedule_from_pb};
 
 /// Parses `filter`: empty, or `state = QUEUED`.
 fn parse_state_filter(filter: &str) -> Result<Option<esaas_core::operation::OperationState>> {
@@ -153,8 +153,55 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Who may cancel may reschedule: the owning tenant's admins and platform admins.
+    async fn reschedule_operation_impl(
+        &self,
+        req: Request<pb::RescheduleOperationRequest>,
+    ) -> Result<pb::RescheduleOperationResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let name = OperationName::parse("name", &r.name)?;
+        let request_id = parse_request_id("request_id", &r.request_id)?;
+        let to = reschedule_from_pb(&r)?;
+        let op = self.store().get_operation(name.0).await?;
+        principal.can_write(&op.tenant, "Operation", &name.to_string())?;
+        let initiator = principal.initiator();
+        let now = command_ctx().now;
+        let rules = self.settings().rules.clone();
+        let hash = request_hash(&r, |m| m.request_id.clear());
+        self.mutate(
+            Call {
+                method: "RescheduleOperation",
+                scope: format!("tenants/{}", op.tenant),
+                request_id,
+                request_hash: hash,
+                validate_only: false,
+            },
+            async |conn| {
+                Store::reschedule_operation(conn, name.0, to, "not_before", &initiator, &rules, now)
+                    .await
+            },
+            |op| pb::RescheduleOperationResponse {
+                operation: Some(operation_to_pb(op)),
+            },
+        )
+        .await
+    }
+}
+
 #[tonic::async_trait]
 impl pb::operation_service_server::OperationService for Api {
+    async fn reschedule_operation(
+        &self,
+        req: Request<pb::RescheduleOperationRequest>,
+    ) -> ApiResult<pb::RescheduleOperationResponse> {
+        self.reschedule_operation_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
     async fn override_gate(
         &self,
         req: Request<pb::OverrideGateRequest>,

@@ -285,16 +285,22 @@ pub enum SpecField {
     VolumeRetention,
     /// `spec.deletion_protection`.
     DeletionProtection,
+    /// `spec.maintenance_window`.
+    MaintenanceWindow,
+    /// `spec.change_freezes`.
+    ChangeFreezes,
 }
 
 impl SpecField {
     /// Every field; what the mask `spec` means.
-    pub const ALL: [SpecField; 5] = [
+    pub const ALL: [SpecField; 7] = [
         SpecField::Version,
         SpecField::NodeSets,
         SpecField::ZoneCount,
         SpecField::VolumeRetention,
         SpecField::DeletionProtection,
+        SpecField::MaintenanceWindow,
+        SpecField::ChangeFreezes,
     ];
 
     /// Parses one update-mask path.
@@ -306,6 +312,8 @@ impl SpecField {
             "spec.zone_count" => &[SpecField::ZoneCount],
             "spec.volume_retention" => &[SpecField::VolumeRetention],
             "spec.deletion_protection" => &[SpecField::DeletionProtection],
+            "spec.maintenance_window" => &[SpecField::MaintenanceWindow],
+            "spec.change_freezes" => &[SpecField::ChangeFreezes],
             _ => return None,
         })
     }
@@ -324,6 +332,8 @@ impl ClusterSpec {
                 SpecField::DeletionProtection => {
                     out.deletion_protection = patch.deletion_protection;
                 }
+                SpecField::MaintenanceWindow => out.maintenance_window = patch.maintenance_window,
+                SpecField::ChangeFreezes => out.change_freezes = patch.change_freezes.clone(),
             }
         }
         out

@@ -282,6 +282,11 @@ pub struct Operation {
     pub update_time: DateTime<Utc>,
     /// When the next attempt may start (backoff after a failure).
     pub next_attempt_time: DateTime<Utc>,
+    /// The earliest start the schedule gave it: a maintenance window for
+    /// planned platform work, or a time its owner chose
+    /// (`RescheduleOperation`); `None`: at once.
+    #[serde(default)]
+    pub not_before: Option<DateTime<Utc>>,
     /// Increases on every change (drives WatchOperation).
     pub version: i64,
     /// The worker lease, while a worker holds the operation.
@@ -332,9 +337,13 @@ impl Operation {
     /// A one-line summary of where the operation is.
     pub fn summary(&self) -> String {
         match self.state {
-            OperationState::Queued if self.attempts.is_empty() => {
-                "queued: waiting for a worker to pick it up".to_string()
-            }
+            OperationState::Queued if self.attempts.is_empty() => match self.not_before {
+                Some(t) => format!(
+                    "queued: scheduled for {}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                None => "queued: waiting for a worker to pick it up".to_string(),
+            },
             OperationState::Queued => format!(
                 "queued for attempt {} of {}",
                 self.attempts.len() + 1,

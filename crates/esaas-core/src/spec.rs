@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use chrono::{DateTime, NaiveTime, TimeDelta, Timelike, Utc, Weekday};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
@@ -40,9 +41,16 @@ pub struct ClusterSpec {
     pub volume_retention: VolumeRetention,
     /// While set, `DeleteCluster` is refused ([`crate::lifecycle::delete`]).
     /// A guard on the API, not a shape of the cluster: changing only this
-    /// needs no operation ([`ClusterSpec::differs_only_in_protection`]).
+    /// needs no operation ([`ClusterSpec::same_workload`]).
     #[serde(default)]
     pub deletion_protection: bool,
+    /// When the platform may start its own planned work (certificate
+    /// rotation, non-urgent repairs); `None`: the platform's default window.
+    #[serde(default)]
+    pub maintenance_window: Option<MaintenanceWindow>,
+    /// Periods in which the platform starts no planned work.
+    #[serde(default)]
+    pub change_freezes: Vec<ChangeFreeze>,
 }
 
 /// A group of identical nodes.
@@ -117,6 +125,99 @@ impl Version {
     }
 }
 
+/// A weekly window, in UTC, in which the platform may start its planned work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceWindow {
+    /// The day the window starts.
+    pub day: Weekday,
+    /// When it starts on that day, UTC.
+    pub start: NaiveTime,
+    /// How long it lasts ([`MIN_WINDOW`] to [`MAX_WINDOW`]); it may run into the next day.
+    pub duration: TimeDelta,
+}
+
+/// A period `[start, end)` in which the platform starts no planned work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeFreeze {
+    /// When it begins.
+    pub start: DateTime<Utc>,
+    /// When it ends (excluded).
+    pub end: DateTime<Utc>,
+    /// Why, for people (may be empty).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The shortest maintenance window.
+pub const MIN_WINDOW: TimeDelta = TimeDelta::hours(1);
+/// The longest maintenance window.
+pub const MAX_WINDOW: TimeDelta = TimeDelta::hours(24);
+/// The most change freezes a cluster may have.
+pub const MAX_FREEZES: usize = 10;
+/// The longest change freeze.
+pub const MAX_FREEZE: TimeDelta = TimeDelta::days(30);
+/// The longest reason of a change freeze, in characters.
+pub const MAX_FREEZE_REASON: usize = 200;
+
+impl MaintenanceWindow {
+    /// Checks the bounds; `p` is the window's path in the request.
+    fn validate(&self, p: &str, v: &mut Violations) {
+        if !(MIN_WINDOW..=MAX_WINDOW).contains(&self.duration) {
+            v.add(
+                format!("{p}.duration"),
+                format!(
+                    "must be between 1 and 24 hours, got {} s",
+                    self.duration.num_seconds()
+                ),
+            );
+        }
+        if self.start.nanosecond() != 0 {
+            v.add(format!("{p}.start_time"), "must be whole seconds");
+        }
+    }
+}
+
+impl ChangeFreeze {
+    /// Whether `t` lies inside the freeze.
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// Checks a list of change freezes; `p` is its path in the request. Past
+/// freezes are allowed (they no longer hold anything back).
+fn validate_freezes(freezes: &[ChangeFreeze], p: &str, v: &mut Violations) {
+    if freezes.len() > MAX_FREEZES {
+        v.add(
+            p,
+            format!(
+                "at most {MAX_FREEZES} freezes are allowed, got {}",
+                freezes.len()
+            ),
+        );
+        return;
+    }
+    for (i, f) in freezes.iter().enumerate() {
+        if f.end <= f.start {
+            v.add(format!("{p}[{i}].end_time"), "must be after start_time");
+        } else if f.end - f.start > MAX_FREEZE {
+            v.add(
+                format!("{p}[{i}].end_time"),
+                format!(
+                    "a freeze lasts at most 30 days, this one {} days",
+                    (f.end - f.start).num_days()
+                ),
+            );
+        }
+        if f.reason.chars().count() > MAX_FREEZE_REASON {
+            v.add(
+                format!("{p}[{i}].reason"),
+                format!("at most {MAX_FREEZE_REASON} characters"),
+            );
+        }
+    }
+}
+
 impl ClusterSpec {
     /// Fills the defaults the API allows a caller to leave out (zone count,
     /// gp3 baselines), so that stored specs are explicit.
@@ -137,14 +238,18 @@ impl ClusterSpec {
         self
     }
 
-    /// Whether `other` differs from this spec in `deletion_protection`
-    /// alone, so that nothing in the cluster has to change.
-    pub fn differs_only_in_protection(&self, other: &ClusterSpec) -> bool {
-        self.deletion_protection != other.deletion_protection
-            && ClusterSpec {
-                deletion_protection: other.deletion_protection,
-                ..self.clone()
-            } == *other
+    /// Whether `other` asks for the same cluster as this spec, whatever its
+    /// maintenance window, change freezes and deletion protection (which say
+    /// when the platform may act, and whether a delete is refused): a change
+    /// of only those needs no operation and no new generation.
+    pub fn same_workload(&self, other: &ClusterSpec) -> bool {
+        let bare = |s: &ClusterSpec| ClusterSpec {
+            maintenance_window: None,
+            change_freezes: Vec::new(),
+            deletion_protection: false,
+            ..s.clone()
+        };
+        bare(self) == bare(other)
     }
 
     /// Total nodes.
@@ -228,6 +333,14 @@ impl ClusterSpec {
                 "at least one node set must have the master role",
             );
         }
+        if let Some(w) = &self.maintenance_window {
+            w.validate(&format!("{prefix}.maintenance_window"), &mut v);
+        }
+        validate_freezes(
+            &self.change_freezes,
+            &format!("{prefix}.change_freezes"),
+            &mut v,
+        );
         v.finish()
     }
 }
@@ -423,6 +536,60 @@ mod tests {
             fields(s.validate(&c, "s").unwrap_err()),
             vec!["s.node_sets[0].storage_throughput_mibps"]
         );
+    }
+
+    #[test]
+    fn maintenance_bounds_are_field_violations() {
+        let c = Catalog::test();
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap();
+        let window = |secs| MaintenanceWindow {
+            day: Weekday::Sat,
+            start: NaiveTime::from_hms_opt(2, 0, 0).unwrap(),
+            duration: TimeDelta::seconds(secs),
+        };
+        let freeze = |a, b| ChangeFreeze {
+            start: t(a),
+            end: t(b),
+            reason: String::new(),
+        };
+        let day = 86_400;
+        let cases: Vec<(Option<MaintenanceWindow>, Vec<ChangeFreeze>, Vec<&str>)> = vec![
+            (Some(window(3600)), vec![freeze(0, 30 * day)], vec![]),
+            (Some(window(24 * 3600)), vec![], vec![]),
+            (
+                Some(window(3599)),
+                vec![],
+                vec!["s.maintenance_window.duration"],
+            ),
+            (
+                Some(window(24 * 3600 + 1)),
+                vec![],
+                vec!["s.maintenance_window.duration"],
+            ),
+            (
+                None,
+                vec![freeze(10, 10)],
+                vec!["s.change_freezes[0].end_time"],
+            ),
+            (
+                None,
+                vec![freeze(0, 30 * day + 1)],
+                vec!["s.change_freezes[0].end_time"],
+            ),
+            (None, vec![freeze(0, 1); 11], vec!["s.change_freezes"]),
+        ];
+        for (w, f, want) in cases {
+            let spec = ClusterSpec {
+                maintenance_window: w,
+                change_freezes: f.clone(),
+                ..ClusterSpec::test()
+            };
+            let got = match spec.validate(&c, "s") {
+                Ok(()) => vec![],
+                Err(e) => fields(e),
+            };
+            assert_eq!(got, want, "{w:?} {f:?}");
+        }
     }
 
     #[test]

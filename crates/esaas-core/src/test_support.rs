@@ -24,6 +24,8 @@ impl ClusterSpec {
             zones: Vec::new(),
             volume_retention: VolumeRetention::Delete,
             deletion_protection: false,
+            maintenance_window: None,
+            change_freezes: Vec::new(),
         }
         .with_defaults()
     }
@@ -200,6 +202,7 @@ impl Operation {
             end_time: None,
             update_time: t0(),
             next_attempt_time: t0(),
+            not_before: None,
             version: 1,
             lease: None,
             lease_token: 0,

@@ -114,6 +114,8 @@ pub struct Config {
     pub observe: ObserveSection,
     /// Node certificate lifetime and renewal.
     pub certificates: CertificatesSection,
+    /// The maintenance window of clusters that set none.
+    pub maintenance: MaintenanceSection,
     /// What is forgotten, and when.
     pub retention: RetentionSection,
     /// Where workers make EKS node groups.
@@ -197,6 +199,51 @@ pub struct CertificatesSection {
     pub node_validity_seconds: u64,
     /// A rotation is queued this long before the node certificate expires.
     pub renew_before_seconds: u64,
+}
+
+/// `[maintenance]`: the weekly window (UTC) in which the platform starts its
+/// planned work on clusters that set no window of their own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceSection {
+    /// The day the default window starts (`saturday`, `sat`, ...); empty:
+    /// no default window, planned work starts at once outside freezes.
+    pub default_window_day: String,
+    /// Its start, UTC, `HH:MM` or `HH:MM:SS`.
+    pub default_window_start: String,
+    /// Its length, 1 to 24 hours.
+    pub default_window_hours: u32,
+}
+
+impl MaintenanceSection {
+    /// The default window, checked; `None` when there is none.
+    pub fn default_window(&self) -> anyhow::Result<Option<esaas_core::spec::MaintenanceWindow>> {
+        let day = self.default_window_day.trim();
+        if day.is_empty() {
+            return Ok(None);
+        }
+        let day: chrono::Weekday = day.parse().map_err(|_| {
+            anyhow::anyhow!("maintenance.default_window_day: {day:?} is not a day of the week")
+        })?;
+        let start = esaas_proto::convert::time_of_day(self.default_window_start.trim())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "maintenance.default_window_start: {:?} is not HH:MM or HH:MM:SS",
+                    self.default_window_start
+                )
+            })?;
+        if !(1..=24).contains(&self.default_window_hours) {
+            bail!(
+                "maintenance.default_window_hours: must be between 1 and 24, got {}",
+                self.default_window_hours
+            );
+        }
+        Ok(Some(esaas_core::spec::MaintenanceWindow {
+            day,
+            start,
+            duration: chrono::TimeDelta::hours(i64::from(self.default_window_hours)),
+        }))
+    }
 }
 
 /// `[observe]`: how the control plane has live clusters observed, and when
@@ -413,6 +460,7 @@ impl Config {
         if !health.is_empty() && health.parse::<SocketAddr>().is_err() {
             bail!("health_listen_addr: {health:?} is not an address (host:port)");
         }
+        self.maintenance.default_window()?;
         if self.catalog.versions.is_empty() {
             bail!("catalog.versions: at least one version is required");
         }

@@ -273,6 +273,7 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
         rules: esaas_core::lifecycle::Rules {
             catalog: config.catalog.clone(),
             max_attempts: config.max_attempts,
+            default_window: config.maintenance.default_window()?,
         },
         default_quota: config.default_quota,
         watch_poll: config.watch_poll(),

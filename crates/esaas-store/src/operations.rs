@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use esaas_core::Result;
 use esaas_core::lifecycle::cancel::cancel;
+use esaas_core::lifecycle::maintenance::{RescheduleTo, reschedule};
 use esaas_core::lifecycle::override_gate::override_gate;
 use esaas_core::lifecycle::retry::retry;
 use esaas_core::lifecycle::{Ctx, Rules};
@@ -96,6 +97,25 @@ impl Store {
             .await?
             .ok_or_else(|| operation_not_found(id))?;
         let decision = cancel(&state, by, now)?;
+        save(conn, &decision.changes).await?;
+        Ok(decision.answer)
+    }
+
+    /// Moves the queued operation `id` to start no sooner than `to` (see
+    /// `lifecycle::maintenance::reschedule`); `field` names the time in errors.
+    pub async fn reschedule_operation(
+        conn: &mut PgConnection,
+        id: Uuid,
+        to: RescheduleTo,
+        field: &str,
+        by: &Initiator,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<Operation> {
+        let state = load::leased(conn, id, false)
+            .await?
+            .ok_or_else(|| operation_not_found(id))?;
+        let decision = reschedule(&state, to, field, by, rules.default_window.as_ref(), now)?;
         save(conn, &decision.changes).await?;
         Ok(decision.answer)
     }

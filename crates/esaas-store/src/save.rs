@@ -123,8 +123,8 @@ fn operation_error(op: &Operation, e: sqlx::Error) -> Error {
 async fn insert_operation(conn: &mut PgConnection, op: &Operation) -> Result<()> {
     sqlx::query(
         "INSERT INTO operations (id, tenant_id, cluster_uid, kind, state, initiator_kind, initiator, target_generation, \
-         stages, attempt_log, max_attempts, next_attempt_time, version, create_time, update_time, traceparent) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+         stages, attempt_log, max_attempts, next_attempt_time, version, create_time, update_time, traceparent, not_before) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(op.id)
     .bind(op.tenant.as_str())
@@ -142,6 +142,7 @@ async fn insert_operation(conn: &mut PgConnection, op: &Operation) -> Result<()>
     .bind(op.create_time)
     .bind(op.update_time)
     .bind(&op.traceparent)
+    .bind(op.not_before)
     .execute(&mut *conn)
     .await
     .map_err(|e| operation_error(op, e))?;
@@ -154,7 +155,7 @@ async fn update_operation(conn: &mut PgConnection, op: &Operation) -> Result<()>
          attempts = $6, max_attempts = $7, next_attempt_time = $8, blocking_check = $9, error = $10, \
          start_time = $11, end_time = $12, update_time = $13, version = $14, lease_owner = $15, lease_token = $16, \
          lease_expire_time = $17, checkpoint = $18, cancel_requested = $19, lease_session = $20, \
-         gate_override = $21 WHERE id = $1",
+         gate_override = $21, not_before = $22 WHERE id = $1",
     )
     .bind(op.id)
     .bind(op.state.as_str())
@@ -177,6 +178,7 @@ async fn update_operation(conn: &mut PgConnection, op: &Operation) -> Result<()>
     .bind(op.cancel_requested)
     .bind(op.lease.as_ref().map(|l| l.session))
     .bind(op.gate_override.as_ref().map(to_json).transpose()?)
+    .bind(op.not_before)
     .execute(&mut *conn)
     .await
     .map_err(|e| operation_error(op, e))?;

@@ -54,6 +54,8 @@ fn target_of(tenant: &str, cluster: &str) -> Option<esaas_core::backend::Target>
             zones: Vec::new(),
             volume_retention: esaas_core::spec::VolumeRetention::Delete,
             deletion_protection: false,
+            maintenance_window: None,
+            change_freezes: Vec::new(),
         },
         generation: 0,
         operation: uuid::Uuid::nil(),
@@ -147,7 +149,7 @@ impl Stores {
 /// What a watch event changed.
 enum Changed {
     /// The objects of one cluster.
-    Cluster(esaas_core::backend::Target),
+    Cluster(Box<esaas_core::backend::Target>),
     /// A store was filled anew (the first list, or a re-list).
     Everything(Watched),
     /// Nothing yet (a re-list under way), or nothing of a cluster.
@@ -163,7 +165,7 @@ enum Watched {
 fn changed<K: kube::Resource>(kind: Watched, event: watcher::Event<K>) -> Changed {
     match event {
         watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
-            cluster_of(o.meta()).map_or(Changed::Nothing, Changed::Cluster)
+            cluster_of(o.meta()).map_or(Changed::Nothing, |t| Changed::Cluster(Box::new(t)))
         }
         watcher::Event::InitDone => Changed::Everything(kind),
         watcher::Event::Init | watcher::Event::InitApply(_) => Changed::Nothing,

@@ -31,6 +31,8 @@ fn target(count: i32) -> Target {
             zones: Vec::new(),
             volume_retention: VolumeRetention::Delete,
             deletion_protection: false,
+            maintenance_window: None,
+            change_freezes: Vec::new(),
         },
         generation: 1,
         operation: Uuid::new_v4(),

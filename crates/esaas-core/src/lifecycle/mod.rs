@@ -13,6 +13,8 @@
 //! - [`lease`]: a worker claims an operation, reports on it under its
 //!   fencing token, and the attempt ends (success, failure retried with
 //!   backoff, stall, hand-back, lost lease, cancellation).
+//! - [`maintenance`]: when platform-initiated work may start (windows,
+//!   freezes, urgency), and `RescheduleOperation`.
 //! - [`retention`]: which events, idempotency records, attempt logs and
 //!   tombstones have expired, and where a watch may resume.
 
@@ -20,6 +22,7 @@ pub mod cancel;
 pub mod create;
 pub mod delete;
 pub mod lease;
+pub mod maintenance;
 pub mod observe;
 pub mod override_gate;
 pub mod retention;
@@ -48,6 +51,8 @@ pub struct Rules {
     pub catalog: Catalog,
     /// The attempt budget of a new (or retried) operation.
     pub max_attempts: i32,
+    /// The maintenance window of clusters that set none (`None`: any time).
+    pub default_window: Option<crate::spec::MaintenanceWindow>,
 }
 
 /// What a command needs besides its request and the loaded state.
@@ -232,6 +237,7 @@ fn new_operation(
         end_time: None,
         update_time: ctx.now,
         next_attempt_time: ctx.now,
+        not_before: None,
         version: 1,
         lease: None,
         lease_token: 0,

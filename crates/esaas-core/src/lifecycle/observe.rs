@@ -25,7 +25,7 @@ use crate::event::EventKind;
 use crate::operation::{Initiator, InitiatorKind, OperationKind};
 use crate::plan::{HealthObs, NodeGroupObs, NodeGroupStatus, WorkloadObs};
 
-use super::{ChangeSet, ClusterChange, Ctx, Decision, Rules, new_operation};
+use super::{ChangeSet, ClusterChange, Ctx, Decision, Rules, maintenance, new_operation};
 use crate::cluster::Disruption;
 
 /// What a worker saw of one cluster; each part may have failed on its own
@@ -493,6 +493,31 @@ pub fn certificate_condition(
     )
 }
 
+/// Whether drift of this reason makes the cluster (partly) unavailable, so
+/// that its repair does not wait for the maintenance window: a node group or
+/// an object gone, pods down past their grace. Drift that leaves the cluster
+/// serving (a resized node group, an edited template, a StatefulSet scaled by
+/// hand) is repaired in the window.
+pub fn urgent_repair(reason: ConditionReason) -> bool {
+    matches!(
+        reason,
+        ConditionReason::NodeGroupMissing
+            | ConditionReason::ObjectMissing
+            | ConditionReason::PodsNotReady
+    )
+}
+
+/// When a certificate rotation stops waiting for the window: once the last
+/// quarter of the renewal margin before `expire` begins (at once when the
+/// expiry is unknown or past).
+pub fn rotation_deadline(
+    expire: Option<DateTime<Utc>>,
+    observe: &ObserveRules,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    expire.map_or(now, |t| t - observe.certificate_renew_before / 4)
+}
+
 fn is(c: &Condition, status: ConditionStatus) -> bool {
     c.status == status
 }
@@ -661,6 +686,12 @@ pub fn assess(
             .last_rotation
             .is_none_or(|t| t + Duration::minutes(ROTATION_SPACING_MINUTES) <= now);
 
+    let window = maintenance::window_of(
+        next.spec.maintenance_window.as_ref(),
+        rules.default_window.as_ref(),
+    );
+    let freezes = next.spec.change_freezes.clone();
+    let mut scheduled = None;
     let mut changes = ChangeSet::default();
     let mut operation = None;
     if rotation {
@@ -668,7 +699,7 @@ pub fn assess(
             kind: InitiatorKind::Platform,
             principal: "platform/certificates".into(),
         };
-        let op = new_operation(
+        let mut op = new_operation(
             &next,
             OperationKind::RotateCertificates,
             &initiator,
@@ -676,8 +707,20 @@ pub fn assess(
             ctx,
         );
         next.current_operation = Some(op.id);
-        next.message =
-            "renewing the node certificates (a new CA; old and new trusted meanwhile)".into();
+        let slot = maintenance::earliest_start(
+            now,
+            window,
+            &freezes,
+            Some(rotation_deadline(
+                next.certificate_expire_time,
+                observe,
+                now,
+            )),
+        );
+        scheduled = maintenance::schedule(&mut op, slot, now);
+        next.message = scheduled.clone().unwrap_or_else(|| {
+            "renewing the node certificates (a new CA; old and new trusted meanwhile)".into()
+        });
         changes.insert_operation(&op);
         operation = Some(op);
     }
@@ -686,9 +729,15 @@ pub fn assess(
             kind: InitiatorKind::Platform,
             principal: "platform/auto-repair".into(),
         };
-        let op = new_operation(&next, OperationKind::Repair, &initiator, rules, ctx);
+        let mut op = new_operation(&next, OperationKind::Repair, &initiator, rules, ctx);
         next.current_operation = Some(op.id);
-        next.message = format!("repairing: {what}");
+        let urgent = drift.iter().any(|c| urgent_repair(c.reason));
+        let slot = maintenance::earliest_start(now, window, &freezes, urgent.then_some(now));
+        scheduled = maintenance::schedule(&mut op, slot, now);
+        next.message = match &scheduled {
+            Some(when) => format!("{when}: {what}"),
+            None => format!("repairing: {what}"),
+        };
         changes.insert_operation(&op);
         operation = Some(op);
     }
@@ -702,6 +751,19 @@ pub fn assess(
         return None;
     }
     let summary = match (&operation, &problem) {
+        (Some(op), _) if scheduled.is_some() => format!(
+            "{}: {}; {} queued by the platform: {}",
+            next.state.as_str(),
+            if op.kind == OperationKind::RotateCertificates {
+                get(ConditionType::CertificatesValid, &next.conditions)
+                    .map(|c| c.message)
+                    .unwrap_or_default()
+            } else {
+                repair.clone().unwrap_or_default()
+            },
+            op.name(),
+            scheduled.as_deref().unwrap_or_default()
+        ),
         (Some(op), _) if op.kind == OperationKind::RotateCertificates => format!(
             "{}: {}; {} queued by the platform",
             next.state.as_str(),
@@ -801,6 +863,7 @@ mod tests {
         Rules {
             catalog: Catalog::test(),
             max_attempts: 5,
+            default_window: None,
         }
     }
 
@@ -1258,6 +1321,78 @@ mod tests {
         };
         let d = assess(&c, &with_cert(20), &paused, &r, &rules(), &ctx(90)).expect("due");
         assert!(d.answer.operation.is_some());
+    }
+
+    #[test]
+    fn planned_work_waits_for_the_window_and_urgent_work_does_not() {
+        use crate::spec::MaintenanceWindow;
+        use chrono::{Datelike, NaiveTime};
+        let r = ObserveRules::default();
+        let now = t0() + Duration::seconds(90);
+        let tomorrow = now + Duration::days(1);
+        let window = MaintenanceWindow {
+            day: tomorrow.weekday(),
+            start: NaiveTime::from_hms_opt(2, 0, 0).unwrap(),
+            duration: Duration::hours(4),
+        };
+        let opens = tomorrow.date_naive().and_time(window.start).and_utc();
+        let mut c = settled();
+        c.spec.maintenance_window = Some(window);
+        let with_cert = |days: i64| {
+            let mut f = healthy();
+            if let Ok(w) = &mut f.workloads {
+                w.certificate_not_after = Some(t0() + Duration::days(days));
+            }
+            f
+        };
+        let h = RepairHistory::default();
+        // Due for renewal, far from the deadline: at the window's start.
+        let d = assess(&c, &with_cert(20), &h, &r, &rules(), &ctx(90)).expect("due");
+        let op = d.answer.operation.expect("a rotation");
+        assert_eq!(op.not_before, Some(opens));
+        assert_eq!(op.next_attempt_time, opens);
+        let when = format!(
+            "rotate certificates scheduled for {} (maintenance window)",
+            maintenance::shown_time(opens)
+        );
+        assert_eq!(d.answer.cluster.message, when);
+        let event = d.changes.event.expect("event").message;
+        assert!(event.contains(&when), "{event}");
+        // In the last quarter of the margin (7.5 of 30 days) or expired: at once.
+        for days in [7, -1] {
+            let d = assess(&c, &with_cert(days), &h, &r, &rules(), &ctx(90)).expect("due");
+            let op = d.answer.operation.expect("a rotation");
+            assert_eq!((op.not_before, op.next_attempt_time), (None, now), "{days}");
+        }
+        // The platform's default window applies to a cluster without one.
+        let mut plain = c.clone();
+        plain.spec.maintenance_window = None;
+        let with_default = Rules {
+            default_window: Some(window),
+            ..rules()
+        };
+        let d = assess(&plain, &with_cert(20), &h, &r, &with_default, &ctx(90)).expect("due");
+        assert_eq!(d.answer.operation.expect("op").not_before, Some(opens));
+
+        // A template edited by hand waits for the window; a StatefulSet gone does not.
+        let mut edited = healthy();
+        if let Ok(WorkloadFacts { workloads: w, .. }) = &mut edited.workloads {
+            w.get_mut("default").expect("default").up_to_date = false;
+        }
+        let d = assess(&c, &edited, &h, &r, &rules(), &ctx(90)).expect("drift");
+        let op = d.answer.operation.expect("a repair");
+        assert_eq!(
+            (op.kind, op.not_before),
+            (OperationKind::Repair, Some(opens))
+        );
+        assert!(d.answer.cluster.message.starts_with("repair scheduled for"));
+        let mut gone = healthy();
+        if let Ok(WorkloadFacts { workloads: w, .. }) = &mut gone.workloads {
+            w.clear();
+        }
+        let d = assess(&c, &gone, &h, &r, &rules(), &ctx(90)).expect("drift");
+        let op = d.answer.operation.expect("a repair");
+        assert_eq!((op.not_before, op.next_attempt_time), (None, now));
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn rules() -> Rules {
     Rules {
         catalog: Catalog::test(),
         max_attempts: 5,
+        default_window: None,
     }
 }
 
@@ -1299,4 +1300,221 @@ fn a_cancelled_operation_resumes_with_a_retry() {
     let c = d.changes.event.unwrap().snapshot;
     assert_eq!(c.state, ClusterState::Updating);
     assert_eq!(c.current_operation, Some(d.answer.id));
+}
+
+// ---- maintenance: updates of the window, tenant changes over planned work, reschedule ----
+
+fn window_sat() -> crate::spec::MaintenanceWindow {
+    crate::spec::MaintenanceWindow {
+        day: chrono::Weekday::Sat,
+        start: chrono::NaiveTime::from_hms_opt(2, 0, 0).unwrap(),
+        duration: chrono::Duration::hours(4),
+    }
+}
+
+#[test]
+fn a_window_or_freeze_change_queues_nothing_and_keeps_the_generation() {
+    let c = Cluster::test();
+    let cmd = update_cmd(
+        &[SpecField::MaintenanceWindow, SpecField::ChangeFreezes],
+        |s| {
+            s.maintenance_window = Some(window_sat());
+            s.change_freezes = vec![crate::spec::ChangeFreeze {
+                start: t0(),
+                end: t0() + chrono::Duration::days(2),
+                reason: "year end".into(),
+            }];
+        },
+    );
+    let d = update(&cmd, &live(c.clone()), &rules(), &ctx()).unwrap();
+    assert!(d.changes.operations.is_empty(), "no operation");
+    assert!(d.answer.operation.is_none());
+    let Some(Write::Update(saved)) = &d.changes.cluster else {
+        panic!("the cluster is saved");
+    };
+    assert_eq!(saved.spec.maintenance_window, Some(window_sat()));
+    assert_eq!(saved.spec.change_freezes.len(), 1);
+    assert_eq!(
+        (saved.generation, saved.state),
+        (c.generation, ClusterState::Ready)
+    );
+    assert_eq!(
+        d.changes.event.as_ref().map(|e| e.kind),
+        Some(EventKind::SpecUpdated)
+    );
+
+    // A bad window is a field violation.
+    let bad = update_cmd(&[SpecField::MaintenanceWindow], |s| {
+        s.maintenance_window = Some(crate::spec::MaintenanceWindow {
+            duration: chrono::Duration::minutes(10),
+            ..window_sat()
+        });
+    });
+    let err = update(&bad, &live(c), &rules(), &ctx()).unwrap_err();
+    assert_eq!(field_of(&err), ["cluster.spec.maintenance_window.duration"]);
+}
+
+fn scheduled(kind: OperationKind) -> Operation {
+    let mut op = Operation::test(kind).with_id(0x31);
+    op.initiator = crate::operation::Initiator {
+        kind: crate::operation::InitiatorKind::Platform,
+        principal: "platform/certificates".into(),
+    };
+    op.not_before = Some(t0() + chrono::Duration::days(3));
+    op.next_attempt_time = t0() + chrono::Duration::days(3);
+    op
+}
+
+#[test]
+fn a_tenant_change_runs_at_once_over_scheduled_platform_work() {
+    let cmd = update_cmd(&[SpecField::NodeSets], |s| s.node_sets[0].count = 3);
+    // A scheduled repair carries the change, now.
+    let mut state = live(Cluster::test());
+    state.active.queued = Some(scheduled(OperationKind::Repair));
+    let d = update(&cmd, &state, &rules(), &ctx()).unwrap();
+    let ops = updated_ops(&d.changes);
+    assert_eq!(ops.len(), 1);
+    assert_eq!(
+        (ops[0].not_before, ops[0].next_attempt_time),
+        (None, ctx().now)
+    );
+    assert_eq!(ops[0].target_generation, 2);
+    // A scheduled rotation applies no spec: it gives way to an update.
+    let mut state = live(Cluster::test());
+    state.active.queued = Some(scheduled(OperationKind::RotateCertificates));
+    let d = update(&cmd, &state, &rules(), &ctx()).unwrap();
+    assert_eq!(updated_ops(&d.changes)[0].state, OperationState::Cancelled);
+    let new = inserted_ops(&d.changes);
+    assert_eq!(
+        (new[0].kind, new[0].next_attempt_time),
+        (OperationKind::Update, ctx().now)
+    );
+    assert_eq!(
+        d.changes.operations.len(),
+        2,
+        "cancelled first, then inserted"
+    );
+    assert!(matches!(d.changes.operations[0], Write::Update(_)));
+}
+
+#[test]
+fn reschedule_table() {
+    use super::maintenance::{RescheduleTo, reschedule};
+    let now = ctx().now;
+    let later = now + chrono::Duration::days(2);
+    let state = |op: Operation| {
+        let mut cluster = Cluster::test();
+        cluster.current_operation = Some(op.id);
+        cluster.spec.maintenance_window = Some(window_sat());
+        Leased {
+            op,
+            cluster,
+            other_queued: None,
+        }
+    };
+    let attempted = {
+        let mut op = scheduled(OperationKind::Repair);
+        op.attempts.push(crate::operation::Attempt {
+            number: 1,
+            worker: "w".into(),
+            start_time: t0(),
+            end_time: Some(t0()),
+            outcome: Some(AttemptOutcome::LeaseExpired),
+        });
+        op
+    };
+    // (case, operation, where to, Ok(not_before) or Err(word of the refusal))
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(
+        &str,
+        Operation,
+        RescheduleTo,
+        Result<chrono::DateTime<chrono::Utc>, &str>,
+    )> = vec![
+        (
+            "now",
+            scheduled(OperationKind::RotateCertificates),
+            RescheduleTo::Now,
+            Ok(now),
+        ),
+        (
+            "a time",
+            scheduled(OperationKind::Repair),
+            RescheduleTo::At(later),
+            Ok(later),
+        ),
+        (
+            "a tenant's own update, to the window",
+            Operation::test(OperationKind::Update).with_id(0x31),
+            RescheduleTo::NextWindow,
+            Ok(super::maintenance::earliest_start(now, Some(&window_sat()), &[], None).at),
+        ),
+        (
+            "a minute ago means now",
+            scheduled(OperationKind::Repair),
+            RescheduleTo::At(now - chrono::Duration::minutes(1)),
+            Ok(now),
+        ),
+        (
+            "an hour ago",
+            scheduled(OperationKind::Repair),
+            RescheduleTo::At(now - chrono::Duration::hours(1)),
+            Err("INVALID:not_before"),
+        ),
+        (
+            "31 days ahead",
+            scheduled(OperationKind::Repair),
+            RescheduleTo::At(now + chrono::Duration::days(31)),
+            Err("INVALID:not_before"),
+        ),
+        (
+            "running",
+            scheduled(OperationKind::Repair).with_state(OperationState::Running),
+            RescheduleTo::Now,
+            Err("RUNNING"),
+        ),
+        (
+            "done",
+            scheduled(OperationKind::Repair).with_state(OperationState::Succeeded),
+            RescheduleTo::Now,
+            Err("SUCCEEDED"),
+        ),
+        (
+            "waiting for a retry",
+            attempted,
+            RescheduleTo::Now,
+            Err("after an attempt"),
+        ),
+        (
+            "a delete",
+            Operation::test(OperationKind::Delete).with_id(0x31),
+            RescheduleTo::Now,
+            Err("deletion"),
+        ),
+    ];
+    let by = crate::operation::Initiator::test();
+    for (what, op, to, want) in cases {
+        let got = reschedule(&state(op), to, "not_before", &by, None, now);
+        match (got, want) {
+            (Ok(d), Ok(at)) => {
+                assert_eq!(d.answer.not_before, Some(at), "{what}");
+                assert_eq!(d.answer.next_attempt_time, at, "{what}");
+                assert_eq!(updated_ops(&d.changes).len(), 1, "{what}");
+                let event = d.changes.event.expect("event");
+                assert!(
+                    event.message.contains("rescheduled by"),
+                    "{what}: {}",
+                    event.message
+                );
+                assert_eq!(event.kind, EventKind::OperationProgress, "{what}");
+            }
+            (Err(Error::InvalidArgument(v)), Err(word)) => {
+                assert_eq!(format!("INVALID:{}", v[0].field), word, "{what}");
+            }
+            (Err(e @ Error::FailedPrecondition(_)), Err(word)) => {
+                assert!(format!("{e:?}").contains(word), "{what}: {e:?}");
+            }
+            (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+        }
+    }
 }

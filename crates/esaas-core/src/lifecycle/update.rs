@@ -13,7 +13,7 @@ use crate::cluster::{
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::names::ClusterName;
-use crate::operation::{Initiator, OperationKind, OperationState};
+use crate::operation::{Initiator, InitiatorKind, OperationKind, OperationState};
 use crate::spec::ClusterSpec;
 use crate::tenant::check_quota;
 
@@ -78,8 +78,8 @@ pub fn update(
             disruption: Disruption::None,
         }));
     }
-    if cluster.spec.differs_only_in_protection(&spec) {
-        return Ok(protect(cmd, state, spec, ctx));
+    if spec.same_workload(&cluster.spec) {
+        return Ok(settings_only(cluster, spec, cmd, ctx));
     }
     let tenant = &state.tenant;
     let mut without = tenant.usage;
@@ -108,8 +108,29 @@ pub fn update(
         _ => None,
     };
     let operation = match state.active.queued.clone() {
+        // A rotation renews certificates and applies no spec: one that has
+        // not started gives way (the next observation queues it again).
+        Some(mut queued)
+            if queued.kind == OperationKind::RotateCertificates && queued.attempts.is_empty() =>
+        {
+            queued.state = OperationState::Cancelled;
+            queued.end_time = Some(ctx.now);
+            changes.update_operation(&mut queued, ctx.now);
+            let op = new_operation(&cluster, OperationKind::Update, &cmd.initiator, rules, ctx);
+            changes.insert_operation(&op);
+            op
+        }
         Some(mut queued) => {
             queued.target_generation = cluster.generation;
+            // The tenant's change runs at once, taking along planned work
+            // the platform had scheduled for the window.
+            if queued.initiator.kind == InitiatorKind::Platform
+                && queued.not_before.is_some()
+                && queued.attempts.is_empty()
+            {
+                queued.not_before = None;
+                queued.next_attempt_time = ctx.now;
+            }
             changes.update_operation(&mut queued, ctx.now);
             queued
         }
@@ -166,30 +187,44 @@ pub fn update(
     })
 }
 
-/// Writes a spec that differs only in `deletion_protection`: nothing in the
-/// cluster changes, so no operation is queued and the generation stays (it
+/// A change of only the maintenance window, the change freezes or the
+/// deletion protection: recorded with an event, but no new generation (it
 /// counts what the platform has to build, and `observed_generation` would
-/// otherwise lag behind a change with nothing to observe).
-fn protect(
-    cmd: &UpdateCluster,
-    state: &LiveCluster,
+/// otherwise lag behind a change with nothing to observe) and no operation.
+/// Work already scheduled keeps its time (`RescheduleOperation` moves it).
+fn settings_only(
+    mut cluster: crate::cluster::Cluster,
     spec: ClusterSpec,
+    cmd: &UpdateCluster,
     ctx: &Ctx,
 ) -> Decision<ClusterChange> {
-    let mut cluster = state.cluster.clone();
-    let on = spec.deletion_protection;
+    let mut what = Vec::new();
+    if spec.deletion_protection != cluster.spec.deletion_protection {
+        what.push(format!(
+            "deletion protection turned {}",
+            if spec.deletion_protection {
+                "on"
+            } else {
+                "off"
+            }
+        ));
+    }
+    if spec.maintenance_window != cluster.spec.maintenance_window
+        || spec.change_freezes != cluster.spec.change_freezes
+    {
+        what.push("maintenance window or change freezes changed".to_string());
+    }
     cluster.spec = spec;
     let mut changes = ChangeSet::default();
-    let message = format!(
-        "deletion protection turned {} by {}; no operation needed",
-        if on { "on" } else { "off" },
-        cmd.initiator.principal
-    );
     changes.record(
         &mut cluster,
         false,
         EventKind::SpecUpdated,
-        message,
+        format!(
+            "{} by {}; no operation needed",
+            what.join(", "),
+            cmd.initiator.principal
+        ),
         None,
         ctx.now,
     );

@@ -6,6 +6,7 @@
 mod admin;
 mod catalog;
 mod cluster;
+mod maintenance;
 mod operation;
 mod spec;
 mod worker;
@@ -16,6 +17,7 @@ use prost_types::Timestamp;
 pub use admin::*;
 pub use catalog::*;
 pub use cluster::*;
+pub use maintenance::*;
 pub use operation::*;
 pub use spec::*;
 pub use worker::*;

@@ -119,6 +119,7 @@ pub fn operation_to_pb(o: &Operation) -> pb::Operation {
         end_time: ots(o.end_time),
         update_time: ts(o.update_time),
         next_attempt_time: ts(o.next_attempt_time),
+        not_before: ots(o.not_before),
         message: o.summary(),
         cancel_requested: o.cancel_requested,
         gate_override: o.gate_override.as_ref().map(gate_override_to_pb),

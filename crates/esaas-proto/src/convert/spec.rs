@@ -67,6 +67,15 @@ pub fn spec_from_pb(spec: &pb::ClusterSpec, prefix: &str) -> Result<ClusterSpec>
             storage_throughput_mibps: ns.storage_throughput_mibps,
         });
     }
+    let maintenance_window = spec
+        .maintenance_window
+        .as_ref()
+        .and_then(|w| super::window_from_pb(w, &format!("{prefix}.maintenance_window"), &mut v));
+    let change_freezes = super::freezes_from_pb(
+        &spec.change_freezes,
+        &format!("{prefix}.change_freezes"),
+        &mut v,
+    );
     v.finish()?;
     Ok(ClusterSpec {
         version: spec.version.clone(),
@@ -78,6 +87,8 @@ pub fn spec_from_pb(spec: &pb::ClusterSpec, prefix: &str) -> Result<ClusterSpec>
         zones: spec.zones.iter().take(MAX_REPEATED).cloned().collect(),
         volume_retention,
         deletion_protection: spec.deletion_protection,
+        maintenance_window,
+        change_freezes,
     })
 }
 
@@ -100,7 +111,7 @@ pub fn update_mask_from_pb(
                     None => v.add(
                         format!("update_mask.paths[{i}]"),
                         format!(
-                            "{} cannot be updated; use spec, spec.version, spec.node_sets, spec.zone_count, spec.volume_retention or spec.deletion_protection",
+                            "{} cannot be updated; use spec, spec.version, spec.node_sets, spec.zone_count, spec.volume_retention, spec.deletion_protection, spec.maintenance_window or spec.change_freezes",
                             shown(path)
                         ),
                     ),
@@ -125,6 +136,12 @@ pub fn update_mask_from_pb(
                 // Only `true` can be implied; clearing it needs the mask.
                 if s.deletion_protection {
                     fields.push(SpecField::DeletionProtection);
+                }
+                if s.maintenance_window.is_some() {
+                    fields.push(SpecField::MaintenanceWindow);
+                }
+                if !s.change_freezes.is_empty() {
+                    fields.push(SpecField::ChangeFreezes);
                 }
             }
             if fields.is_empty() {
@@ -173,6 +190,12 @@ pub fn spec_to_pb(spec: &ClusterSpec) -> pb::ClusterSpec {
             VolumeRetention::Retain => pb::VolumeRetention::Retain,
         } as i32,
         deletion_protection: spec.deletion_protection,
+        maintenance_window: spec.maintenance_window.as_ref().map(super::window_to_pb),
+        change_freezes: spec
+            .change_freezes
+            .iter()
+            .map(super::freeze_to_pb)
+            .collect(),
     }
 }
 
@@ -186,12 +209,51 @@ mod tests {
         assert_eq!(spec_from_pb(&spec_to_pb(&spec), "s").unwrap(), spec);
         let protected = ClusterSpec {
             deletion_protection: true,
-            ..spec
+            ..spec.clone()
         };
         assert_eq!(
             spec_from_pb(&spec_to_pb(&protected), "s").unwrap(),
             protected
         );
+        let t = |s| chrono::DateTime::from_timestamp(s, 0).unwrap();
+        let spec = ClusterSpec {
+            maintenance_window: Some(esaas_core::spec::MaintenanceWindow {
+                day: chrono::Weekday::Sun,
+                start: chrono::NaiveTime::from_hms_opt(23, 30, 15).unwrap(),
+                duration: chrono::TimeDelta::hours(3),
+            }),
+            change_freezes: vec![esaas_core::spec::ChangeFreeze {
+                start: t(1_800_000_000),
+                end: t(1_800_086_400),
+                reason: "release".into(),
+            }],
+            ..spec
+        };
+        assert_eq!(spec_from_pb(&spec_to_pb(&spec), "s").unwrap(), spec);
+    }
+
+    #[test]
+    fn bad_windows_and_freezes_name_their_fields() {
+        let mut w = spec_to_pb(&ClusterSpec::test());
+        w.maintenance_window = Some(pb::MaintenanceWindow {
+            day_of_week: 0,
+            start_time: "25:00".into(),
+            duration: None,
+        });
+        w.change_freezes = vec![pb::ChangeFreeze::default()];
+        match spec_from_pb(&w, "s") {
+            Err(Error::InvalidArgument(v)) => assert_eq!(
+                v.iter().map(|v| v.field.as_str()).collect::<Vec<_>>(),
+                [
+                    "s.maintenance_window.day_of_week",
+                    "s.maintenance_window.start_time",
+                    "s.maintenance_window.duration",
+                    "s.change_freezes[0].start_time",
+                    "s.change_freezes[0].end_time"
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
