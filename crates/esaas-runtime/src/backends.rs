@@ -63,7 +63,8 @@ pub async fn product_backends(config: &Config) -> anyhow::Result<Arc<ProductBack
     let workloads = KubeWorkloads::new(kube.clone(), config.catalog.clone())
         .with_certificate_validity(Duration::from_secs(
             config.certificates.node_validity_seconds,
-        ));
+        ))
+        .with_snapshot_storage(config.snapshots.clone());
     let access = SecretAccess::new(kube, connect_to(config)?);
     let elasticsearch = EsClient::new(
         access,
