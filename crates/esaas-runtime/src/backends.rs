@@ -69,7 +69,8 @@ pub async fn product_backends(config: &Config) -> anyhow::Result<Arc<ProductBack
     let elasticsearch = EsClient::new(
         access,
         Duration::from_secs(config.elasticsearch.timeout_seconds.max(1)),
-    );
+    )
+    .with_snapshot_bucket(&config.snapshots.bucket);
     Ok(Arc::new(Backends {
         node_groups,
         workloads,
