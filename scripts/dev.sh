@@ -145,8 +145,21 @@ if [ -z "${ESAAS_CONFIG:-}" ]; then
     sleep 0.2
   done
   [ -s .dev/kubeconfig ] || { log "the Kubernetes stand-in did not start:"; tail -n 20 .dev/kube-standin.log >&2; exit 1; }
-  printf '# Written by scripts/dev.sh: the local platform stand-ins.\n[kubernetes]\nkubeconfig = "%s"\n[elasticsearch]\nconnect_to = "127.0.0.1:%s"\n' \
-    "$PWD/.dev/kubeconfig" "$es_port" >.dev/esaas.toml
+  # Snapshots: a bucket in the same emulator's S3, which the Elasticsearch stand-in writes to.
+  snapshot_bucket=esaas-dev-snapshots
+  log "creating the snapshot bucket $snapshot_bucket at $AWS_ENDPOINT_URL_EKS if it is missing"
+  "$ESAAS_TEST_VENV/bin/python" - "$AWS_ENDPOINT_URL_EKS" "$snapshot_bucket" <<'PY' || { log "could not create the snapshot bucket"; exit 1; }
+import sys
+import boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1])
+names = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
+if sys.argv[2] not in names:
+    region = s3.meta.region_name
+    where = {} if region in (None, "us-east-1") else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    s3.create_bucket(Bucket=sys.argv[2], **where)
+PY
+  printf '# Written by scripts/dev.sh: the local platform stand-ins.\n[kubernetes]\nkubeconfig = "%s"\n[elasticsearch]\nconnect_to = "127.0.0.1:%s"\n[snapshots]\nbucket = "%s"\ns3_endpoint = "%s"\n' \
+    "$PWD/.dev/kubeconfig" "$es_port" "$snapshot_bucket" "$AWS_ENDPOINT_URL_EKS" >.dev/esaas.toml
   export ESAAS_CONFIG=$PWD/.dev/esaas.toml
   export ESAAS_WORKERS=${ESAAS_WORKERS:-1}
   log "Kubernetes stand-in on http://127.0.0.1:$kube_port (kubeconfig .dev/kubeconfig), Elasticsearch stand-in on 127.0.0.1:$es_port"

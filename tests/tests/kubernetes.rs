@@ -2490,3 +2490,71 @@ async fn a_scheduled_rotation_waits_for_the_window_then_runs_and_can_be_run_now(
     assert_eq!(violated_fields(&err), ["not_before"]);
     p.server.kill().await;
 }
+
+/// Snapshots on: a bucket of its own in moto's S3, the platform configured
+/// with it and an IRSA role, the Elasticsearch stand-in storing to that S3.
+async fn platform_with_snapshots(bucket: &str) -> Platform {
+    let moto = esaas_tests::moto::shared().await;
+    let endpoint = moto.endpoint.clone();
+    let config = format!(
+        "[snapshots]\nbucket = \"{bucket}\"\nrole_arn = \"{}\"\ns3_endpoint = \"{endpoint}\"\n",
+        esaas_tests::moto::role_arn("esaas-snapshots")
+    );
+    let p = platform_with(60, 1, &[], &config).await;
+    p.es.set_s3_endpoint(&endpoint);
+    p
+}
+
+async fn new_bucket() -> String {
+    let endpoint = esaas_tests::moto::shared().await.endpoint.clone();
+    let bucket = format!("snaps-{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let b = bucket.clone();
+    tokio::task::spawn_blocking(move || esaas_tests::es_standin::create_bucket(&endpoint, &b))
+        .await
+        .expect("join")
+        .expect("create the bucket");
+    bucket
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_cluster_registers_its_snapshot_repository_under_its_tenant_and_uid_through_irsa() {
+    let bucket = new_bucket().await;
+    let p = platform_with_snapshots(&bucket).await;
+    let key = p.tenant("search").await;
+    let name = p.create(&key, create_request("search", "logs", 3)).await;
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let uid = p.uid(&name).await;
+
+    // The repository: the cluster's own, in the platform's bucket, under {tenant}/{uid}.
+    let host = "logs-es-http.esaas-search.svc";
+    assert_eq!(
+        p.es.repositories(host),
+        [(
+            "esaas".to_string(),
+            bucket.clone(),
+            format!("search/{uid}"),
+            false
+        )]
+    );
+    // Its own stage, after the health gate.
+    let create = operations_of(&p, &key, &name, pb::OperationKind::Create).await;
+    let stage = create[0]
+        .stages
+        .iter()
+        .find(|s| s.name == "snapshot_repository")
+        .expect("a snapshot_repository stage");
+    assert_eq!(stage.state, pb::StageState::Succeeded as i32, "{stage:?}");
+
+    // The pods reach S3 as their own ServiceAccount, annotated with the role (IRSA).
+    let accounts = p.objects("serviceaccounts", "logs");
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert_eq!(
+        accounts[0]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        esaas_tests::moto::role_arn("esaas-snapshots")
+    );
+    let sts = &p.objects("statefulsets", "logs")[0];
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["serviceAccountName"],
+        accounts[0]["metadata"]["name"]
+    );
+}

@@ -14,6 +14,7 @@ use esaas_core::backend::Target;
 use esaas_core::catalog::{Catalog, SizeClass};
 use esaas_core::names::{ClusterId, TenantId};
 use esaas_core::spec::{ClusterSpec, NodeRole, NodeSet, VolumeRetention};
+use esaas_k8s::SnapshotStorage;
 use esaas_k8s::names;
 use esaas_k8s::render::{self, Secrets};
 use esaas_k8s::tls::TlsMaterial;
@@ -134,6 +135,15 @@ fn target(cluster: &str, spec: ClusterSpec) -> Target {
     }
 }
 
+/// Snapshots on, as in production: the pods' ServiceAccount carries the IRSA role.
+fn storage() -> SnapshotStorage {
+    SnapshotStorage {
+        bucket: "esaas-snapshots".into(),
+        role_arn: "arn:aws:iam::123456789012:role/esaas-snapshots".into(),
+        s3_endpoint: String::new(),
+    }
+}
+
 /// Fixed stand-ins for the generated material, so the golden files are stable.
 fn fixed_secrets() -> Secrets {
     let pem = |label: &str, body: &str| {
@@ -157,7 +167,7 @@ fn doc<T: Serialize>(obj: &T) -> serde_json::Value {
 
 /// Every object of the cluster, as applied on the first bootstrap.
 fn render_all(t: &Target) -> Vec<serde_json::Value> {
-    let b = render::base(t, &fixed_secrets(), true);
+    let b = render::base(t, &fixed_secrets(), true, &storage());
     let mut docs = vec![
         doc(&b.namespace),
         doc(&b.secret),
@@ -166,6 +176,7 @@ fn render_all(t: &Target) -> Vec<serde_json::Value> {
         doc(&b.http_service),
         doc(&b.pdb),
         doc(&b.network_policy),
+        doc(&b.service_account),
     ];
     let zones = esaas_core::placement::cluster_zones(&t.spec, &catalog());
     for zone in &zones {
@@ -173,7 +184,8 @@ fn render_all(t: &Target) -> Vec<serde_json::Value> {
     }
     for ns in &t.spec.node_sets {
         docs.push(doc(&render::volume_attributes_class(ns)));
-        let sts = render::stateful_set(t, &catalog(), &ns.name, ns.count).expect("renders");
+        let sts =
+            render::stateful_set(t, &catalog(), &storage(), &ns.name, ns.count).expect("renders");
         // The claims the worker makes before the StatefulSet would, each in its pod's zone.
         for ordinal in 0..ns.count {
             let zone = esaas_core::placement::zone_of(&zones, ordinal).expect("a zone");
@@ -341,7 +353,7 @@ fn check(name: &str) {
     }
     // A formed cluster's ConfigMap (no initial masters) is valid too.
     let formed = dir.join(format!("{name}-formed.yaml"));
-    let cm = doc(&render::config_map_without_bootstrap(&t));
+    let cm = doc(&render::config_map_without_bootstrap(&t, &storage()));
     std::fs::write(&formed, to_yaml(&[cm])).expect("write manifests");
     if let Err(e) = validate(&formed) {
         panic!("{e}");
@@ -376,7 +388,7 @@ fn large_storage() {
 fn the_schema_check_rejects_bad_manifests() {
     let (cluster, spec) = scenario("single-node");
     let t = target(cluster, spec);
-    let mut svc = doc(&render::base(&t, &fixed_secrets(), true).http_service);
+    let mut svc = doc(&render::base(&t, &fixed_secrets(), true, &storage()).http_service);
     let dir = std::env::temp_dir().join(format!("esaas-manifests-{}-bad", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("bad.yaml");

@@ -184,10 +184,17 @@ async fn create_update_delete_run_end_to_end_and_a_watcher_sees_every_stage() {
     assert_eq!(op.state, pb::OperationState::Succeeded as i32);
     assert_eq!(op.attempts.len(), 1);
     assert_eq!(op.attempts[0].outcome, "succeeded");
+    // Every stage succeeded, but the snapshot repository's: this platform has
+    // no snapshot bucket, so there is none to register.
     assert!(
-        op.stages
-            .iter()
-            .all(|s| s.state == pb::StageState::Succeeded as i32),
+        op.stages.iter().all(|s| {
+            let want = if s.name == "snapshot_repository" {
+                pb::StageState::Skipped
+            } else {
+                pb::StageState::Succeeded
+            };
+            s.state == want as i32
+        }),
         "{:?}",
         op.stages
     );

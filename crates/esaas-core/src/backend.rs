@@ -272,6 +272,16 @@ pub trait Elasticsearch: Send + Sync + 'static {
         &self,
         target: &Target,
     ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Whether the cluster's own snapshot repository
+    /// ([`crate::snapshots::own_repository`]) is registered as the platform
+    /// wants it: `None` when snapshots are off or Elasticsearch does not
+    /// answer, so the planner asks for nothing.
+    fn repository_registered(
+        &self,
+        target: &Target,
+    ) -> impl Future<Output = StepResult<Option<bool>>> + Send;
+    /// Registers (or re-registers) the cluster's own snapshot repository.
+    fn register_repository(&self, target: &Target) -> impl Future<Output = StepResult<()>> + Send;
 }
 
 #[cfg(test)]

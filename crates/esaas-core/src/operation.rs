@@ -94,6 +94,8 @@ text_enum!(
         NodeGroupsGone = "node_groups_gone",
         /// A new CA and node certificates written, old and new CA trusted.
         Certificates = "certificates",
+        /// The cluster's snapshot repository registered in the platform's bucket.
+        SnapshotRepository = "snapshot_repository",
     }
 );
 
@@ -391,6 +393,7 @@ impl OperationKind {
                 ElasticsearchObjects,
                 PodsReady,
                 HealthGate,
+                SnapshotRepository,
             ],
             OperationKind::Update | OperationKind::Repair => &[
                 NodeGroups,
@@ -400,6 +403,7 @@ impl OperationKind {
                 ElasticsearchObjects,
                 RollingRestart,
                 HealthGate,
+                SnapshotRepository,
             ],
             OperationKind::Delete => &[ElasticsearchObjects, Volumes, NodeGroups, NodeGroupsGone],
             OperationKind::RotateCertificates => &[Certificates, HealthGate],

@@ -161,6 +161,11 @@ pub struct Observed {
     /// The operation that last rotated the cluster's certificates.
     #[serde(default)]
     pub certificates_rotated_by: Option<Uuid>,
+    /// Whether the cluster's own snapshot repository is registered as the
+    /// platform wants it; `None` when snapshots are off or Elasticsearch
+    /// did not answer (nothing to do then).
+    #[serde(default)]
+    pub snapshot_repository: Option<bool>,
 }
 
 /// One step. The executor maps each to one backend call (or a wait).
@@ -305,6 +310,9 @@ pub enum Step {
         /// What happens to the volumes.
         retention: VolumeRetention,
     },
+    /// Register the cluster's own snapshot repository (`s3`, the platform's
+    /// bucket, `{tenant}/{uid}`): Elasticsearch verifies it can write there.
+    RegisterRepository,
 }
 
 impl Step {
@@ -333,6 +341,7 @@ impl Step {
             Step::RotateCertificates => StageName::Certificates,
             Step::WaitNodeGroupGone { .. } => StageName::NodeGroupsGone,
             Step::DeleteBaseObjects { .. } => StageName::Volumes,
+            Step::RegisterRepository => StageName::SnapshotRepository,
         }
     }
 
@@ -362,6 +371,7 @@ impl Step {
             Step::DeleteNodeGroup { .. } => "delete_node_group",
             Step::WaitNodeGroupGone { .. } => "wait_node_group_gone",
             Step::DeleteBaseObjects { .. } => "delete_base_objects",
+            Step::RegisterRepository => "register_repository",
         }
     }
 

@@ -129,12 +129,15 @@ impl<A: EsAccess> EsAccess for Arc<A> {
 /// its connections) per cluster while the CA and address stay the same.
 pub struct EsClient<A> {
     inner: Arc<Inner<A>>,
+    /// The platform's snapshot bucket; `None`: snapshots off.
+    snapshot_bucket: Option<Arc<str>>,
 }
 
 impl<A> Clone for EsClient<A> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            snapshot_bucket: self.snapshot_bucket.clone(),
         }
     }
 }
@@ -555,7 +558,23 @@ impl<A: EsAccess> EsClient<A> {
                 clients: Mutex::new(HashMap::new()),
                 node_names: Mutex::new(HashMap::new()),
             }),
+            snapshot_bucket: None,
         }
+    }
+
+    /// Registers every cluster's snapshot repository in `bucket` (`[snapshots]
+    /// bucket`; empty: snapshots off).
+    pub fn with_snapshot_bucket(mut self, bucket: &str) -> Self {
+        let bucket = bucket.trim();
+        self.snapshot_bucket = (!bucket.is_empty()).then(|| Arc::from(bucket));
+        self
+    }
+
+    /// The cluster's own repository, when snapshots are on.
+    pub fn own_repository(&self, t: &Target) -> Option<esaas_core::snapshots::Repository> {
+        self.snapshot_bucket
+            .as_deref()
+            .map(|bucket| esaas_core::snapshots::own_repository(bucket, &t.tenant, t.uid))
     }
 
     /// The connection to `t`, or `None` while it has no endpoint (or its
@@ -893,6 +912,23 @@ impl<A: EsAccess> Elasticsearch for EsClient<A> {
 
     async fn clear_voting_exclusions(&self, target: &Target) -> StepResult<()> {
         EsClient::clear_voting_exclusions(self, target).await
+    }
+
+    async fn repository_registered(&self, target: &Target) -> StepResult<Option<bool>> {
+        match self.own_repository(target) {
+            Some(repo) => self.repository_matches(target, &repo).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn register_repository(&self, target: &Target) -> StepResult<()> {
+        let Some(repo) = self.own_repository(target) else {
+            return Err(StepError::permanent(
+                "SNAPSHOTS_OFF",
+                "no snapshot bucket is configured ([snapshots] bucket)",
+            ));
+        };
+        EsClient::register_repository(self, target, &repo).await
     }
 }
 

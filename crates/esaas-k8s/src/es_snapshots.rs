@@ -1,5 +1,8 @@
 //! Snapshot repositories, snapshots and restores: more calls on `EsClient`.
 //!
+//! - [`EsClient::repository_matches`]: `GET /_snapshot/{repo}`: whether it is
+//!   registered with the bucket and base path wanted (`None`: Elasticsearch
+//!   does not answer, as with health).
 //! - [`EsClient::register_repository`]: `PUT /_snapshot/{repo}` (type `s3`,
 //!   bucket and base path; Elasticsearch verifies a writable one). No keys:
 //!   the `repository-s3` plugin takes the pod's web identity (IRSA)
@@ -63,6 +66,41 @@ fn step(what: &str, f: Fail) -> StepError {
 }
 
 impl<A: EsAccess> EsClient<A> {
+    /// Whether `repo` is registered as wanted: `s3`, its bucket and base path.
+    /// Missing (404 `repository_missing_exception`) or pointing elsewhere is
+    /// `Some(false)`; `None` while Elasticsearch does not answer.
+    pub async fn repository_matches(
+        &self,
+        t: &Target,
+        repo: &Repository,
+    ) -> StepResult<Option<bool>> {
+        let what = "read the snapshot repository";
+        let conn = match self.connect(t).await {
+            Ok(c) => c,
+            Err(Fail::Unreachable(_)) => return Ok(None),
+            Err(Fail::Step(e)) => return Err(e),
+        };
+        let path = format!("/_snapshot/{}", repo.name);
+        let (status, text) = match conn
+            .expect(Method::GET, &path, None, &[StatusCode::NOT_FOUND])
+            .await
+        {
+            Ok(answer) => answer,
+            Err(Fail::Unreachable(_)) => return Ok(None),
+            Err(f) => return Err(step(what, f)),
+        };
+        if status == StatusCode::NOT_FOUND {
+            return Ok(Some(false));
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| bad_response(what, e))?;
+        let r = &v[repo.name.as_str()];
+        Ok(Some(
+            r["type"].as_str() == Some("s3")
+                && r["settings"]["bucket"].as_str() == Some(repo.bucket.as_str())
+                && r["settings"]["base_path"].as_str() == Some(repo.base_path.as_str()),
+        ))
+    }
+
     /// Registers (or updates) `repo` in the cluster.
     pub async fn register_repository(&self, t: &Target, repo: &Repository) -> StepResult<()> {
         let what = "register the snapshot repository";

@@ -65,6 +65,11 @@ pub fn secret_of(cluster: &esaas_core::names::ClusterId) -> String {
     format!("{cluster}-es")
 }
 
+/// The ServiceAccount of the cluster's pods (IRSA for snapshots).
+pub fn service_account(t: &Target) -> String {
+    format!("{}-es", t.cluster_id)
+}
+
 /// The ConfigMap with `elasticsearch.yml` (one key per node set).
 pub fn config_map(t: &Target) -> String {
     format!("{}-es-config", t.cluster_id)

@@ -88,8 +88,9 @@ use k8s_openapi::api::core::v1::{
     EnvVarSource, KeyToPath, Namespace, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
-    Toleration, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TCPSocketAction, Toleration, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::core::v1::{TopologySelectorLabelRequirement, TopologySelectorTerm};
 use k8s_openapi::api::networking::v1::{
@@ -104,6 +105,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use crate::names::{self, labels, secret_keys};
+use crate::snapshot_storage::SnapshotStorage;
 use crate::tls::TlsMaterial;
 
 /// Elasticsearch's HTTP port (HTTPS).
@@ -157,6 +159,10 @@ pub const HTTPS_EGRESS: [(&str, &str); 2] = [
     ("0.0.0.0/0", "169.254.0.0/16"),
     ("::/0", "fd00:ec2::254/128"),
 ];
+/// The annotation through which EKS gives a ServiceAccount's pods an IAM
+/// role (IRSA: a projected web identity token the AWS SDKs exchange for
+/// short-lived credentials).
+pub const IRSA_ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 /// Hash of the node set's `elasticsearch.yml` (without the bootstrap list) on
 /// the pod template, so a change of the file rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "esaas.io/config-sha256";
@@ -203,6 +209,9 @@ pub struct BaseObjects {
     pub pdb: PodDisruptionBudget,
     /// Who may reach 9200 and 9300.
     pub network_policy: NetworkPolicy,
+    /// The pods' identity: with `snapshots.role_arn`, the IAM role that
+    /// reaches the snapshot bucket (IRSA).
+    pub service_account: ServiceAccount,
 }
 
 impl std::fmt::Debug for BaseObjects {
@@ -215,6 +224,7 @@ impl std::fmt::Debug for BaseObjects {
             .field("http_service", &self.http_service)
             .field("pdb", &self.pdb)
             .field("network_policy", &self.network_policy)
+            .field("service_account", &self.service_account)
             .finish()
     }
 }
@@ -237,15 +247,43 @@ pub enum RenderError {
 
 /// Renders the shared objects. `bootstrap` puts `cluster.initial_master_nodes`
 /// into the configuration: only before the cluster has ever formed.
-pub fn base(t: &Target, secrets: &Secrets, bootstrap: bool) -> BaseObjects {
+pub fn base(
+    t: &Target,
+    secrets: &Secrets,
+    bootstrap: bool,
+    storage: &SnapshotStorage,
+) -> BaseObjects {
     BaseObjects {
         namespace: namespace(t),
         secret: secret(t, secrets),
-        config_map: config_map(t, bootstrap),
+        config_map: config_map(t, bootstrap, storage),
         transport_service: transport_service(t),
         http_service: http_service(t),
         pdb: pdb(t),
         network_policy: network_policy(t),
+        service_account: service_account(t, storage),
+    }
+}
+
+/// The ServiceAccount the cluster's pods run as. With `snapshots.role_arn`
+/// it carries [`IRSA_ROLE_ANNOTATION`]: EKS's pod identity webhook then
+/// projects a web identity token into the pods, which the `repository-s3`
+/// plugin exchanges for short-lived credentials of that role, so no key is
+/// ever stored. Its Kubernetes API token is never mounted (the pods do not
+/// call the API server); the webhook's token is a volume of its own.
+pub fn service_account(t: &Target, storage: &SnapshotStorage) -> ServiceAccount {
+    let role = storage.role_arn.trim();
+    let mut metadata = meta(t, names::service_account(t), names::cluster_labels(t));
+    if storage.enabled() && !role.is_empty() {
+        metadata.annotations = Some(BTreeMap::from([(
+            IRSA_ROLE_ANNOTATION.to_string(),
+            role.to_string(),
+        )]));
+    }
+    ServiceAccount {
+        metadata,
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
     }
 }
 
@@ -355,7 +393,12 @@ fn list(items: &[String]) -> String {
 
 /// The `elasticsearch.yml` of `node_set`. `bootstrap` adds
 /// `cluster.initial_master_nodes`.
-pub fn elasticsearch_yml(t: &Target, node_set: &NodeSet, bootstrap: bool) -> String {
+pub fn elasticsearch_yml(
+    t: &Target,
+    node_set: &NodeSet,
+    bootstrap: bool,
+    storage: &SnapshotStorage,
+) -> String {
     let cert = |file: &str| quote(&format!("{CERTS_DIR}/{file}"));
     let roles: Vec<String> = node_set
         .roles
@@ -423,6 +466,16 @@ pub fn elasticsearch_yml(t: &Target, node_set: &NodeSet, bootstrap: bool) -> Str
         "xpack.security.transport.ssl.certificate_authorities",
         format!("[{}]", cert(secret_keys::CA_CERT)),
     );
+    // The `repository-s3` plugin's client; credentials come from the pod's
+    // web identity (IRSA), never from settings or the keystore.
+    let endpoint = storage.s3_endpoint.trim();
+    if storage.enabled() && !endpoint.is_empty() {
+        line("s3.client.default.endpoint", quote(endpoint));
+        if endpoint.starts_with("http://") {
+            line("s3.client.default.protocol", quote("http"));
+        }
+        line("s3.client.default.path_style_access", "true".into());
+    }
     y
 }
 
@@ -434,12 +487,17 @@ pub fn config_key(node_set: &str) -> String {
 /// The ConfigMap: `{node_set}.yml` per node set. `bootstrap` adds the
 /// initial master list; the backend renders it with `false` once the
 /// cluster has formed.
-pub fn config_map(t: &Target, bootstrap: bool) -> ConfigMap {
+pub fn config_map(t: &Target, bootstrap: bool, storage: &SnapshotStorage) -> ConfigMap {
     let data = t
         .spec
         .node_sets
         .iter()
-        .map(|ns| (config_key(&ns.name), elasticsearch_yml(t, ns, bootstrap)))
+        .map(|ns| {
+            (
+                config_key(&ns.name),
+                elasticsearch_yml(t, ns, bootstrap, storage),
+            )
+        })
         .collect();
     ConfigMap {
         metadata: meta(t, names::config_map(t), names::cluster_labels(t)),
@@ -449,8 +507,8 @@ pub fn config_map(t: &Target, bootstrap: bool) -> ConfigMap {
 }
 
 /// The ConfigMap of a cluster that has formed: no `cluster.initial_master_nodes`.
-pub fn config_map_without_bootstrap(t: &Target) -> ConfigMap {
-    config_map(t, false)
+pub fn config_map_without_bootstrap(t: &Target, storage: &SnapshotStorage) -> ConfigMap {
+    config_map(t, false, storage)
 }
 
 fn tcp_port(name: &str, port: i32) -> ServicePort {
@@ -780,6 +838,7 @@ pub fn set_partition(sts: &mut StatefulSet, partition: i32) {
 pub fn stateful_set(
     t: &Target,
     catalog: &Catalog,
+    storage: &SnapshotStorage,
     node_set: &str,
     replicas: i32,
 ) -> Result<StatefulSet, RenderError> {
@@ -799,7 +858,9 @@ pub fn stateful_set(
     let heap = heap_mib(class.memory_mib);
     let cluster_labels = names::cluster_labels(t);
     let pod_labels = names::node_set_labels(t, node_set);
-    let config_hash = hex::encode(Sha256::digest(elasticsearch_yml(t, ns, false).as_bytes()));
+    let config_hash = hex::encode(Sha256::digest(
+        elasticsearch_yml(t, ns, false, storage).as_bytes(),
+    ));
 
     let main = Container {
         name: CONTAINER.to_string(),
@@ -876,6 +937,7 @@ pub fn stateful_set(
     let pod = PodSpec {
         containers: vec![main],
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        service_account_name: Some(names::service_account(t)),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         // The `restricted` Pod Security Standard, at the pod's level.
@@ -1105,10 +1167,12 @@ mod tests {
         assert_eq!(MAX_HEAP_MIB, 31 * 1024);
 
         let t = target("xlarge", 1);
-        let sts = stateful_set(&t, &catalog(), "data", 2).expect("renders");
+        let sts =
+            stateful_set(&t, &catalog(), &SnapshotStorage::default(), "data", 2).expect("renders");
         let opts = env_value(main_container(&sts), "ES_JAVA_OPTS").expect("ES_JAVA_OPTS");
         assert_eq!(opts.value.as_deref(), Some("-Xms31744m -Xmx31744m"));
-        let sts = stateful_set(&t, &catalog(), "master", 3).expect("renders");
+        let sts = stateful_set(&t, &catalog(), &SnapshotStorage::default(), "master", 3)
+            .expect("renders");
         let opts = env_value(main_container(&sts), "ES_JAVA_OPTS").expect("ES_JAVA_OPTS");
         assert_eq!(opts.value.as_deref(), Some("-Xms6144m -Xmx6144m"));
     }
@@ -1116,7 +1180,8 @@ mod tests {
     #[test]
     fn requests_equal_limits_in_every_container() {
         let t = target("xlarge", 1);
-        let sts = stateful_set(&t, &catalog(), "data", 2).expect("renders");
+        let sts =
+            stateful_set(&t, &catalog(), &SnapshotStorage::default(), "data", 2).expect("renders");
         let pod = pod_spec(&sts);
         let all = pod
             .containers
@@ -1136,7 +1201,8 @@ mod tests {
     #[test]
     fn one_pod_per_node_on_the_clusters_own_nodes() {
         let t = target("small", 3);
-        let sts = stateful_set(&t, &catalog(), "data", 2).expect("renders");
+        let sts =
+            stateful_set(&t, &catalog(), &SnapshotStorage::default(), "data", 2).expect("renders");
         let pod = pod_spec(&sts);
 
         let anti = pod
@@ -1170,7 +1236,14 @@ mod tests {
         assert_eq!(spread.topology_key, ZONE_LABEL);
         assert_eq!(spread.max_skew, 1);
         assert_eq!(spread.when_unsatisfiable, "DoNotSchedule");
-        let single = stateful_set(&target("small", 1), &catalog(), "data", 2).expect("renders");
+        let single = stateful_set(
+            &target("small", 1),
+            &catalog(),
+            &SnapshotStorage::default(),
+            "data",
+            2,
+        )
+        .expect("renders");
         let spread = &pod_spec(&single)
             .topology_spread_constraints
             .as_ref()
@@ -1182,7 +1255,7 @@ mod tests {
     fn labels_on_everything_and_selectors_match_the_pods() {
         let t = target("small", 2);
         let cluster = names::cluster_labels(&t);
-        let b = base(&t, &secrets(), true);
+        let b = base(&t, &secrets(), true, &SnapshotStorage::default());
 
         let ns_labels = b.namespace.metadata.labels.as_ref().expect("labels");
         assert_eq!(ns_labels[labels::TENANT], "acme");
@@ -1200,7 +1273,8 @@ mod tests {
         }
 
         for node_set in ["master", "data"] {
-            let sts = stateful_set(&t, &catalog(), node_set, 1).expect("renders");
+            let sts = stateful_set(&t, &catalog(), &SnapshotStorage::default(), node_set, 1)
+                .expect("renders");
             let own = names::node_set_labels(&t, node_set);
             let pod_labels = sts
                 .spec
@@ -1247,7 +1321,8 @@ mod tests {
         let t = target("small", 1);
         let labels = namespace(&t).metadata.labels.expect("labels");
         assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
-        let sts = stateful_set(&t, &catalog(), "data", 2).expect("renders");
+        let sts =
+            stateful_set(&t, &catalog(), &SnapshotStorage::default(), "data", 2).expect("renders");
         let pod = pod_spec(&sts);
         assert!(
             pod.init_containers.is_none(),
@@ -1323,8 +1398,8 @@ mod tests {
         let h = esaas_core::names::uid_hash(&t.uid, 6);
         let masters: Vec<String> = (0..3).map(|i| format!("logs-master-{h}-{i}")).collect();
         assert_eq!(initial_master_nodes(&t), masters);
-        let with = config_map(&t, true);
-        let without = config_map_without_bootstrap(&t);
+        let with = config_map(&t, true, &SnapshotStorage::default());
+        let without = config_map_without_bootstrap(&t, &SnapshotStorage::default());
         let data = |cm: &ConfigMap, key: &str| cm.data.as_ref().expect("data")[key].clone();
         assert!(data(&with, "master.yml").contains(&format!(
             "cluster.initial_master_nodes: [\"{}\", \"{}\", \"{}\"]",
@@ -1337,7 +1412,8 @@ mod tests {
         assert!(data(&with, "data.yml").contains(r#"discovery.seed_hosts: ["logs-es-transport"]"#));
         // The pods' config hash ignores the bootstrap list: forming the
         // cluster does not roll the pods.
-        let sts = stateful_set(&t, &catalog(), "master", 3).expect("renders");
+        let sts = stateful_set(&t, &catalog(), &SnapshotStorage::default(), "master", 3)
+            .expect("renders");
         let hash = &sts
             .spec
             .template
@@ -1356,8 +1432,10 @@ mod tests {
     #[test]
     fn the_template_does_not_depend_on_replicas() {
         let t = target("small", 1);
-        let a = stateful_set(&t, &catalog(), "data", 1).expect("renders");
-        let b = stateful_set(&t, &catalog(), "data", 5).expect("renders");
+        let a =
+            stateful_set(&t, &catalog(), &SnapshotStorage::default(), "data", 1).expect("renders");
+        let b =
+            stateful_set(&t, &catalog(), &SnapshotStorage::default(), "data", 5).expect("renders");
         assert_eq!(a.spec.template, b.spec.template);
         assert_eq!(a.spec.volume_claim_templates, b.spec.volume_claim_templates);
         assert_eq!(b.spec.replicas, Some(5));
@@ -1366,7 +1444,8 @@ mod tests {
     #[test]
     fn partition_and_errors() {
         let t = target("small", 1);
-        let mut sts = stateful_set(&t, &catalog(), "data", 3).expect("renders");
+        let mut sts =
+            stateful_set(&t, &catalog(), &SnapshotStorage::default(), "data", 3).expect("renders");
         set_partition(&mut sts, 2);
         let strategy = sts.spec.update_strategy.as_ref().expect("strategy");
         assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
@@ -1376,12 +1455,12 @@ mod tests {
         );
 
         assert_eq!(
-            stateful_set(&t, &catalog(), "nope", 1),
+            stateful_set(&t, &catalog(), &SnapshotStorage::default(), "nope", 1),
             Err(RenderError::UnknownNodeSet("nope".into()))
         );
         let t = target("huge", 1);
         assert!(matches!(
-            stateful_set(&t, &catalog(), "data", 1),
+            stateful_set(&t, &catalog(), &SnapshotStorage::default(), "data", 1),
             Err(RenderError::UnknownSizeClass { .. })
         ));
     }
@@ -1391,7 +1470,7 @@ mod tests {
         let t = target("small", 1);
         let s = secrets();
         assert!(!format!("{s:?}").contains("pw"));
-        let b = base(&t, &s, true);
+        let b = base(&t, &s, true, &SnapshotStorage::default());
         assert!(
             !format!("{b:?}").contains("112, 119"),
             "password bytes in Debug"
@@ -1409,7 +1488,8 @@ mod tests {
             "the CA key is not in Debug"
         );
 
-        let sts = stateful_set(&t, &catalog(), "data", 1).expect("renders");
+        let sts =
+            stateful_set(&t, &catalog(), &SnapshotStorage::default(), "data", 1).expect("renders");
         let certs = pod_spec(&sts)
             .volumes
             .iter()
@@ -1430,5 +1510,56 @@ mod tests {
         );
         let pw = env_value(main_container(&sts), "ELASTIC_PASSWORD").expect("password env");
         assert!(pw.value.is_none());
+    }
+
+    #[test]
+    fn the_pods_reach_the_snapshot_bucket_through_irsa_and_the_configured_endpoint() {
+        let t = target("small", 1);
+        let role = "arn:aws:iam::123456789012:role/esaas-snapshots";
+        let storage = |bucket: &str, role_arn: &str, s3_endpoint: &str| SnapshotStorage {
+            bucket: bucket.into(),
+            role_arn: role_arn.into(),
+            s3_endpoint: s3_endpoint.into(),
+        };
+        // (case, storage, role annotation, endpoint line)
+        let cases = [
+            ("off", storage("", "", ""), None, None),
+            ("production", storage("snaps", role, ""), Some(role), None),
+            (
+                "local",
+                storage("snaps", "", "http://127.0.0.1:5000"),
+                None,
+                Some(r#"s3.client.default.endpoint: "http://127.0.0.1:5000""#),
+            ),
+        ];
+        for (case, st, annotation, endpoint) in cases {
+            let sa = service_account(&t, &st);
+            let got = sa
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(IRSA_ROLE_ANNOTATION))
+                .map(String::as_str);
+            assert_eq!(got, annotation, "{case}");
+            assert_eq!(sa.automount_service_account_token, Some(false), "{case}");
+            let sts = stateful_set(&t, &catalog(), &st, "data", 1).expect("renders");
+            let pod = sts.spec.template.spec.as_ref().expect("pod spec");
+            assert_eq!(
+                pod.service_account_name.as_deref(),
+                sa.metadata.name.as_deref(),
+                "{case}"
+            );
+            let yml = elasticsearch_yml(&t, &t.spec.node_sets[0], false, &st);
+            match endpoint {
+                Some(line) => {
+                    assert!(yml.contains(line), "{case}: {yml}");
+                    assert!(
+                        yml.contains(r#"s3.client.default.protocol: "http""#),
+                        "{case}"
+                    );
+                }
+                None => assert!(!yml.contains("s3.client"), "{case}: {yml}"),
+            }
+        }
     }
 }

@@ -22,7 +22,7 @@ use esaas_core::plan::{VolumeObs, WorkloadObs};
 use esaas_core::spec::VolumeRetention;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service,
+    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 
 use crate::names::{self, secret_keys};
 use crate::render::{self, Secrets};
+use crate::snapshot_storage::SnapshotStorage;
 use crate::tls::{self, TlsMaterial};
 
 /// Annotation with the hash of the rendered pod template, on the
@@ -55,6 +56,8 @@ pub struct KubeWorkloads {
     catalog: Catalog,
     /// How long a node certificate it issues is valid.
     cert_validity: time::Duration,
+    /// The pods' IRSA role and S3 endpoint for snapshots.
+    storage: SnapshotStorage,
 }
 
 impl std::fmt::Debug for KubeWorkloads {
@@ -248,7 +251,14 @@ impl KubeWorkloads {
             client,
             catalog,
             cert_validity: tls::NODE_CERT_VALIDITY,
+            storage: SnapshotStorage::default(),
         }
+    }
+
+    /// Renders the pods with the snapshot bucket's access (`[snapshots]`).
+    pub fn with_snapshot_storage(mut self, storage: SnapshotStorage) -> Self {
+        self.storage = storage;
+        self
     }
 
     /// Issues node certificates valid `validity` (default two years).
@@ -515,7 +525,7 @@ impl Workloads for KubeWorkloads {
             if uid.map(String::as_str) != Some(t.uid.to_string().as_str()) {
                 continue;
             }
-            let expected = render::stateful_set(t, &self.catalog, &node_set, 1)
+            let expected = render::stateful_set(t, &self.catalog, &self.storage, &node_set, 1)
                 .ok()
                 .map(|s| template_hash(&s));
             let claims = claims_match(&sts, t, &node_set);
@@ -587,12 +597,18 @@ impl Workloads for KubeWorkloads {
         // The initial master list is for the first bootstrap only: once the
         // cluster has pods, a new config must not carry it.
         let bootstrap = self.stateful_sets(t).await?.is_empty();
-        let objs = render::base(t, &secrets, bootstrap);
+        let objs = render::base(t, &secrets, bootstrap, &self.storage);
         let ns_api: Api<Namespace> = Api::all(self.client.clone());
         self.apply(&ns_api, &names::namespace(t), &objs.namespace)
             .await?;
         self.apply(&self.ns_api::<Secret>(t), &names::secret(t), &objs.secret)
             .await?;
+        self.apply(
+            &self.ns_api::<ServiceAccount>(t),
+            &names::service_account(t),
+            &objs.service_account,
+        )
+        .await?;
         self.apply(
             &self.ns_api::<ConfigMap>(t),
             &names::config_map(t),
@@ -627,7 +643,7 @@ impl Workloads for KubeWorkloads {
 
     #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid, node_set, replicas))]
     async fn apply_node_set(&self, t: &Target, node_set: &str, replicas: i32) -> StepResult<()> {
-        let mut sts = render::stateful_set(t, &self.catalog, node_set, replicas)
+        let mut sts = render::stateful_set(t, &self.catalog, &self.storage, node_set, replicas)
             .map_err(|e| StepError::permanent("RENDER", e.to_string()))?;
         let h = stamp(&mut sts, t, node_set);
         self.ensure_attributes_class(t, node_set).await?;
@@ -670,7 +686,7 @@ impl Workloads for KubeWorkloads {
 
     #[tracing::instrument(skip_all, fields(cluster_uid = %t.uid, node_set, partition))]
     async fn roll(&self, t: &Target, node_set: &str, partition: i32) -> StepResult<()> {
-        let mut sts = render::stateful_set(t, &self.catalog, node_set, 1)
+        let mut sts = render::stateful_set(t, &self.catalog, &self.storage, node_set, 1)
             .map_err(|e| StepError::permanent("RENDER", e.to_string()))?;
         let api: Api<StatefulSet> = self.ns_api(t);
         let name = names::stateful_set(t, node_set);
@@ -766,6 +782,11 @@ impl Workloads for KubeWorkloads {
             .await?;
         self.delete_opt(&self.ns_api::<ConfigMap>(t), &names::config_map(t))
             .await?;
+        self.delete_opt(
+            &self.ns_api::<ServiceAccount>(t),
+            &names::service_account(t),
+        )
+        .await?;
         if retention == VolumeRetention::Delete {
             // Exactly this cluster's volumes: by uid, not by name.
             let pvcs: Api<PersistentVolumeClaim> = self.ns_api(t);

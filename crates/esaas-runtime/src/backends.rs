@@ -63,12 +63,14 @@ pub async fn product_backends(config: &Config) -> anyhow::Result<Arc<ProductBack
     let workloads = KubeWorkloads::new(kube.clone(), config.catalog.clone())
         .with_certificate_validity(Duration::from_secs(
             config.certificates.node_validity_seconds,
-        ));
+        ))
+        .with_snapshot_storage(config.snapshots.clone());
     let access = SecretAccess::new(kube, connect_to(config)?);
     let elasticsearch = EsClient::new(
         access,
         Duration::from_secs(config.elasticsearch.timeout_seconds.max(1)),
-    );
+    )
+    .with_snapshot_bucket(&config.snapshots.bucket);
     Ok(Arc::new(Backends {
         node_groups,
         workloads,

@@ -124,6 +124,8 @@ pub struct Config {
     pub kubernetes: KubernetesSection,
     /// How workers reach Elasticsearch.
     pub elasticsearch: ElasticsearchSection,
+    /// Where snapshots go, and how Elasticsearch pods reach them.
+    pub snapshots: esaas_k8s::SnapshotStorage,
     /// What the platform offers.
     pub catalog: Catalog,
 }
@@ -510,6 +512,9 @@ impl Config {
         }
         if let Some(problem) = self.eks.launch_template.as_ref().and_then(|t| t.problem()) {
             bail!("eks.launch_template: {problem}");
+        }
+        if let Some(problem) = self.snapshots.problem() {
+            bail!("{problem}");
         }
         if !(1..=1000).contains(&self.worker.capacity) {
             bail!("worker.capacity: must be between 1 and 1000");

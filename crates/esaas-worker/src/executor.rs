@@ -156,6 +156,7 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     b: &Backends<N, W, E>,
     t: &Target,
     deleting: bool,
+    converging: bool,
 ) -> Result<(Observed, Seen), StepError> {
     let (groups, loads, health) = tokio::join!(
         b.node_groups.observe(t),
@@ -187,6 +188,15 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
         }
         other => other?,
     };
+    // Only a converge registers the snapshot repository, and only once the
+    // cluster is green (before a master is elected Elasticsearch answers
+    // 503), so only then is it looked at.
+    let green = matches!(&health, Some(h) if h.status == Health::Green);
+    let repository = if converging && green {
+        b.elasticsearch.repository_registered(t).await?
+    } else {
+        None
+    };
     Ok((
         Observed {
             base_objects: loads.base_objects,
@@ -194,6 +204,7 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
             workloads: loads.workloads,
             health,
             certificates_rotated_by: loads.certificates_rotated_by,
+            snapshot_repository: repository,
         },
         Seen {
             endpoint: loads.endpoint,
@@ -289,6 +300,7 @@ async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
         Step::DeleteNodeGroup { node_set } => b.node_groups.delete(t, node_set).await,
         Step::DeleteBaseObjects { retention } => b.workloads.delete_base(t, *retention).await,
         Step::RotateCertificates => b.workloads.rotate_certificates(t).await,
+        Step::RegisterRepository => b.elasticsearch.register_repository(t).await,
         Step::WaitNodeGroupActive { .. }
         | Step::WaitDrained { .. }
         | Step::WaitPodsReady { .. }
@@ -424,6 +436,22 @@ fn outcome(result: &Result<LeaseEvent, Stopped>) -> &'static str {
     }
 }
 
+/// Reports `gate` as passed at once: it was open at the first look.
+async fn pass_gate<F, Fut>(report: &F, gate: StageName) -> Result<(), Stopped>
+where
+    F: Fn(LeaseEvent) -> Fut,
+    Fut: Future<Output = Result<(), Stopped>>,
+{
+    StageClock::start(gate).end("succeeded");
+    report(LeaseEvent::StageStarted(gate)).await?;
+    report(LeaseEvent::StageFinished {
+        name: gate,
+        skipped: false,
+        message: "green at the first check".into(),
+    })
+    .await
+}
+
 /// Drives `job` to its end. Returns the final event to report (success,
 /// failure or stall), or why it stopped early.
 pub async fn execute<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
@@ -453,7 +481,11 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
     let report =
         |event: LeaseEvent| async move { reporter.report(event).await.map_err(Stopped::LeaseLost) };
     let deleting = matches!(goal, Goal::Delete { .. });
+    let converging = matches!(goal, Goal::Converge(_));
     let mut stage: Option<StageName> = None;
+    // Whether the goal's closing gate has been reported (waited for, or
+    // passed at the first look before a stage that follows it).
+    let mut gate_reported = false;
     let mut waiting: Option<(Step, Instant)> = None;
     let mut gate = job.gate_override.as_ref().map(|g| Overridden::of(g.stage));
     // What the overridden gate's stage says when it ends, once it opened.
@@ -478,7 +510,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
             settings.step_timeout,
             cancel,
             || {
-                observe(backends, &job.target, deleting)
+                observe(backends, &job.target, deleting, converging)
                     .instrument(tracing::info_span!(parent: &here, "observe"))
             },
         )
@@ -532,16 +564,10 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
             // The goal's closing gate passed at the first look: say so
             // rather than leave the stage looking skipped.
             if let Some(gate) = goal.closing_stage()
+                && !gate_reported
                 && stage != Some(gate)
             {
-                StageClock::start(gate).end("succeeded");
-                report(LeaseEvent::StageStarted(gate)).await?;
-                report(LeaseEvent::StageFinished {
-                    name: gate,
-                    skipped: false,
-                    message: "green at the first check".into(),
-                })
-                .await?;
+                pass_gate(&report, gate).await?;
             }
             return Ok(LeaseEvent::Succeeded {
                 endpoint: seen.endpoint,
@@ -555,6 +581,17 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                 report(stage_end(s, &passed)).await?;
                 if let Some(c) = clock.take() {
                     c.end("succeeded");
+                }
+            }
+            // A step after the closing gate (the snapshot repository) comes
+            // only once the gate is open: if it was open at the first look,
+            // say so first, so the stages read in their order.
+            if let Some(gate) = goal.closing_stage() {
+                if this_stage == gate {
+                    gate_reported = true;
+                } else if !gate_reported && this_stage == StageName::SnapshotRepository {
+                    pass_gate(&report, gate).await?;
+                    gate_reported = true;
                 }
             }
             report(LeaseEvent::StageStarted(this_stage)).await?;

@@ -44,6 +44,8 @@ pub struct World {
     pub shutdowns: Vec<String>,
     /// Nodes excluded from the voting configuration, by node key.
     pub voting_exclusions: Vec<String>,
+    /// The snapshot repository: `None` snapshots off, else whether it is registered.
+    pub repository: Option<bool>,
     /// Mutating calls, in order, as `name node_set arg`.
     pub calls: Vec<String>,
     /// Errors the next calls of a name return, in order.
@@ -349,6 +351,15 @@ impl Elasticsearch for Memory {
         self.record("es.clear_voting_exclusions", "", "")?
             .voting_exclusions
             .clear();
+        Ok(())
+    }
+
+    async fn repository_registered(&self, _: &Target) -> StepResult<Option<bool>> {
+        Ok(self.check("es.repository")?.repository)
+    }
+
+    async fn register_repository(&self, _: &Target) -> StepResult<()> {
+        self.record("es.register_repository", "", "")?.repository = Some(true);
         Ok(())
     }
 }

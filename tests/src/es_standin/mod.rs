@@ -115,6 +115,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use cluster::DEFAULT_VERSION;
+
+/// Creates `bucket` in the S3 at `endpoint` (moto), as a platform operator
+/// would before turning snapshots on. Blocking.
+pub fn create_bucket(endpoint: &str, bucket: &str) -> Result<(), String> {
+    s3::S3::new(endpoint)
+        .create_bucket(bucket)
+        .map_err(|e| e.aws_text())
+}
 use cluster::{Cluster, Forced};
 use server::provider;
 

@@ -11,7 +11,7 @@
 //! | resource | group/version | scope | subresources |
 //! | --- | --- | --- | --- |
 //! | `namespaces` | `v1` | cluster | `status` |
-//! | `secrets`, `configmaps` | `v1` | namespaced | |
+//! | `secrets`, `configmaps`, `serviceaccounts` | `v1` | namespaced | |
 //! | `services`, `persistentvolumeclaims` | `v1` | namespaced | `status` |
 //! | `pods` (read and delete only; made by the StatefulSet controller) | `v1` | namespaced | `status` (read) |
 //! | `statefulsets` | `apps/v1` | namespaced | `status`, `scale` |

@@ -28,7 +28,7 @@ pub(super) const NETPOL: usize = 8;
 pub(super) const SC: usize = 9;
 pub(super) const VAC: usize = 10;
 
-pub(super) static RESOURCES: [Resource; 11] = [
+pub(super) static RESOURCES: [Resource; 12] = [
     Resource {
         group: "",
         version: "v1",
@@ -160,6 +160,18 @@ pub(super) static RESOURCES: [Resource; 11] = [
         generation: false,
         writable: true,
         short: &["vac"],
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        kind: "ServiceAccount",
+        namespaced: true,
+        status: false,
+        generation: false,
+        writable: true,
+        short: &["sa"],
     },
 ];
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use esaas_core::backend::{Elasticsearch, StepResult, Target};
+use esaas_core::backend::{Elasticsearch, StepError, StepResult, Target};
 use esaas_core::cluster::Health;
 use esaas_core::plan::{HealthObs, node_key};
 use sqlx::postgres::PgConnection;
@@ -333,5 +333,18 @@ impl Elasticsearch for Sim {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)
+    }
+
+    /// The simulated platform has no snapshot bucket: snapshots are off,
+    /// and nothing asks for a repository.
+    async fn repository_registered(&self, _: &Target) -> StepResult<Option<bool>> {
+        Ok(None)
+    }
+
+    async fn register_repository(&self, _: &Target) -> StepResult<()> {
+        Err(StepError::permanent(
+            "SNAPSHOTS_OFF",
+            "the simulated platform has no snapshot bucket",
+        ))
     }
 }

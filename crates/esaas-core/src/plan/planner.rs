@@ -5,7 +5,7 @@
 //! have drained, volumes grow online (claims patched, then the StatefulSet
 //! replaced around its pods), templates roll one pod at a time; only then do
 //! node groups shrink; nothing is READY before every pod is ready and health is
-//! green.
+//! green; a green cluster without its snapshot repository registers it last.
 
 use super::{Goal, NodeGroupStatus, Observed, Step, WorkloadObs, node_key};
 use crate::cluster::Health;
@@ -333,7 +333,12 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
         }
     }
     match &observed.health {
-        Some(h) if h.status == Health::Green => None,
+        // Once green, and only then (Elasticsearch verifies a repository by
+        // writing from every node), the snapshot repository: registered on
+        // create, and again by any update or repair that finds it missing.
+        Some(h) if h.status == Health::Green => {
+            (observed.snapshot_repository == Some(false)).then_some(Step::RegisterRepository)
+        }
         _ => Some(Step::WaitHealthy),
     }
 }

@@ -76,7 +76,84 @@ fn converged(spec: &ClusterSpec) -> Observed {
             .collect(),
         health: green(),
         certificates_rotated_by: None,
+        snapshot_repository: None,
     }
+}
+
+#[test]
+fn a_green_cluster_without_its_snapshot_repository_registers_it_last() {
+    let spec = ClusterSpec::test().with_nodes(3);
+    let goal = Goal::Converge(spec.clone());
+    let yellow = {
+        let mut o = converged(&spec);
+        if let Some(h) = o.health.as_mut() {
+            h.status = Health::Yellow;
+        }
+        o.snapshot_repository = Some(false);
+        o
+    };
+    let silent = {
+        let mut o = converged(&spec);
+        o.health = None;
+        o.snapshot_repository = Some(false);
+        o
+    };
+    // (case, observed, next step)
+    let cases = [
+        ("snapshots off", converged(&spec), None),
+        (
+            "missing",
+            Observed {
+                snapshot_repository: Some(false),
+                ..converged(&spec)
+            },
+            Some(Step::RegisterRepository),
+        ),
+        (
+            "registered",
+            Observed {
+                snapshot_repository: Some(true),
+                ..converged(&spec)
+            },
+            None,
+        ),
+        ("not green yet", yellow, Some(Step::WaitHealthy)),
+        ("not answering", silent, Some(Step::WaitHealthy)),
+        (
+            "pods missing first",
+            Observed {
+                base_objects: false,
+                snapshot_repository: Some(false),
+                ..converged(&spec)
+            },
+            Some(Step::ApplyBaseObjects),
+        ),
+    ];
+    for (case, observed, want) in cases {
+        assert_eq!(next_step(&goal, &observed), want, "{case}");
+    }
+    let step = Step::RegisterRepository;
+    assert!(!step.is_wait());
+    for kind in [
+        OperationKind::Create,
+        OperationKind::Update,
+        OperationKind::Repair,
+    ] {
+        assert_eq!(kind.stages().last(), Some(&step.stage()), "{kind:?}");
+    }
+    // A delete or a rotation never registers one.
+    let missing = Observed {
+        snapshot_repository: Some(false),
+        ..converged(&spec)
+    };
+    let rotate = Goal::RotateCertificates {
+        operation: uuid::Uuid::nil(),
+    };
+    let rotated = Observed {
+        certificates_rotated_by: Some(uuid::Uuid::nil()),
+        ..missing.clone()
+    };
+    assert_eq!(next_step(&rotate, &rotated), None);
 }
 
 #[test]
@@ -366,6 +443,7 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
     match step {
         Step::ApplyBaseObjects => w.base_objects = true,
         Step::RotateCertificates => {}
+        Step::RegisterRepository => w.snapshot_repository = Some(true),
         Step::EnsureNodeGroup { node_set, size } => {
             let status = if w.node_groups.contains_key(node_set) {
                 NodeGroupStatus::Updating
@@ -695,6 +773,7 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
             disk_percent: Default::default(),
         }),
         certificates_rotated_by: None,
+        snapshot_repository: None,
     })
 }
 

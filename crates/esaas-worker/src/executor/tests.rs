@@ -134,6 +134,74 @@ async fn a_create_goes_through_its_stages_and_checkpoints_every_step() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_create_registers_the_snapshot_repository_once_green_and_says_the_gate_passed_first() {
+    let world = Memory::default();
+    {
+        let mut w = world.world();
+        w.health = Some(Health::Green);
+        w.repository = Some(false);
+    }
+    let reporter = Recorder::default();
+    let last = ended(run(&world, &job(OperationKind::Create, 3), &reporter)).await;
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
+    let reports = reporter.reports();
+    assert_eq!(
+        started(&reports),
+        [
+            StageName::Namespace,
+            StageName::NodeGroups,
+            StageName::ElasticsearchObjects,
+            StageName::HealthGate,
+            StageName::SnapshotRepository,
+        ]
+    );
+    assert_eq!(
+        checkpoints(&reports).last().map(String::as_str),
+        Some("RegisterRepository")
+    );
+    let w = world.world();
+    assert_eq!(w.repository, Some(true));
+    let registered = w
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("es.register_repository"))
+        .count();
+    assert_eq!(registered, 1, "{:?}", w.calls);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_repository_elasticsearch_refuses_fails_the_attempt_with_its_reason() {
+    let world = Memory::default();
+    {
+        let mut w = world.world();
+        w.health = Some(Health::Green);
+        w.repository = Some(false);
+        w.faults.insert(
+            "es.register_repository",
+            (0..5)
+                .map(|_| {
+                    StepError::retryable(
+                        "ES_UNAVAILABLE",
+                        "PUT /_snapshot/esaas: HTTP 500 repository_verification_exception",
+                    )
+                })
+                .collect(),
+        );
+    }
+    let reporter = Recorder::default();
+    let last = ended(run(&world, &job(OperationKind::Create, 1), &reporter)).await;
+    match last {
+        LeaseEvent::Failed {
+            retryable, reason, ..
+        } => {
+            assert!(retryable);
+            assert_eq!(reason, "ES_UNAVAILABLE");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_gate_reports_what_it_waits_for_then_clears_it() {
     let world = Memory::default();
     world.world().new_group_status = Some(NodeGroupStatus::Creating);
