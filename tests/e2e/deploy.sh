@@ -247,7 +247,7 @@ check(rules("esaas-api") == [(("",), ("secrets",), ("get",))], "ClusterRole esaa
 expected_worker = sorted([
     (("",), ("namespaces",), ("create", "patch")),
     (("",), ("secrets", "services"), ("create", "delete", "get", "patch")),
-    (("",), ("configmaps",), ("create", "delete", "patch")),
+    (("",), ("configmaps", "serviceaccounts"), ("create", "delete", "patch")),
     (("apps",), ("statefulsets",), ("create", "delete", "get", "list", "patch")),
     (("policy",), ("poddisruptionbudgets",), ("create", "delete", "patch")),
     (("networking.k8s.io",), ("networkpolicies",), ("create", "delete", "patch")),
