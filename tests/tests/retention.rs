@@ -121,17 +121,19 @@ async fn wait_for(pool: &sqlx::PgPool, query: &str, done: impl Fn(Option<i64>) -
     }
 }
 
-#[tokio::test]
-async fn a_watch_from_an_expired_revision_is_out_of_range_and_get_then_watch_carries_on() {
+/// `esaas serve` with `toml` on a fresh database, and tenant `search`.
+async fn serve_search(toml: &str) -> (TestDb, ServerProcess, tonic::transport::Channel) {
     let db = TestDb::new().await;
-    let server = ServerProcess::start_with(
-        &db,
-        free_port(),
-        "[retention]\nevents_seconds = 3\ninterval_ms = 100\n",
-    )
-    .await;
+    let server = ServerProcess::start_with(&db, free_port(), toml).await;
     let ch = channel(server.addr).await;
     create_tenant_on(ch.clone(), "search").await;
+    (db, server, ch)
+}
+
+#[tokio::test]
+async fn a_watch_from_an_expired_revision_is_out_of_range_and_get_then_watch_carries_on() {
+    let (db, server, ch) =
+        serve_search("[retention]\nevents_seconds = 3\ninterval_ms = 100\n").await;
     let name = clusters(&ch)
         .create_cluster(authed(ADMIN_KEY, create_request("search", "logs", 3)))
         .await
@@ -231,15 +233,8 @@ async fn a_watch_from_an_expired_revision_is_out_of_range_and_get_then_watch_car
 
 #[tokio::test]
 async fn a_request_id_is_new_again_once_its_record_expired() {
-    let db = TestDb::new().await;
-    let server = ServerProcess::start_with(
-        &db,
-        free_port(),
-        "[retention]\nidempotency_seconds = 3\ninterval_ms = 100\n",
-    )
-    .await;
-    let ch = channel(server.addr).await;
-    create_tenant_on(ch.clone(), "search").await;
+    let (db, server, ch) =
+        serve_search("[retention]\nidempotency_seconds = 3\ninterval_ms = 100\n").await;
     let request_id = Uuid::new_v4().to_string();
     let create = |id: &str| pb::CreateClusterRequest {
         request_id: request_id.clone(),
@@ -281,15 +276,10 @@ async fn a_request_id_is_new_again_once_its_record_expired() {
 
 #[tokio::test]
 async fn tombstones_go_after_their_period_unless_they_list_retained_volumes() {
-    let db = TestDb::new().await;
-    let server = ServerProcess::start_with(
-        &db,
-        free_port(),
+    let (db, server, ch) = serve_search(
         "claim_interval_ms = 100\n[retention]\ntombstones_seconds = 2\ninterval_ms = 100\n",
     )
     .await;
-    let ch = channel(server.addr).await;
-    create_tenant_on(ch.clone(), "search").await;
     let key = worker_key_on(ch.clone()).await;
     let sim_config = SimConfig::default();
     let _sim = Sim::connect(&db.url, sim_config).await.expect("sim");

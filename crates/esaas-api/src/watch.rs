@@ -54,6 +54,32 @@ impl Held {
     }
 }
 
+/// What woke a stream waiting for news.
+enum Woken {
+    /// A wake: whether there is something after what was sent to read.
+    Read(bool),
+    /// Nothing more will come.
+    Closed,
+    /// The stream ends with this status (shutdown, or its key revoked).
+    Ended(Status),
+}
+
+/// Waits for the next wake of a stream that has sent up to `sent` (a
+/// revision or a version), for the server's shutdown, or for its key's revocation.
+async fn woken(api: &Api, held: &mut Held, rx: &mut broadcast::Receiver<Wake>, sent: i64) -> Woken {
+    tokio::select! {
+        _ = api.inner.shutdown.cancelled() => Woken::Ended(Status::unavailable(SHUTTING_DOWN)),
+        status = held.revoked() => Woken::Ended(status),
+        msg = rx.recv() => match msg {
+            Ok(Wake::Read) => Woken::Read(true),
+            Ok(Wake::Revision(at)) => Woken::Read(at > sent),
+            // Missed notifications: read again to be safe.
+            Err(broadcast::error::RecvError::Lagged(_)) => Woken::Read(true),
+            Err(broadcast::error::RecvError::Closed) => Woken::Closed,
+        },
+    }
+}
+
 /// One WatchCluster stream: what is left to send, and where it is in the log.
 struct ClusterWatch {
     api: Api,
@@ -113,27 +139,12 @@ impl ClusterWatch {
                 }
                 continue;
             }
-            let last = self.last;
-            tokio::select! {
-                _ = self.api.inner.shutdown.cancelled() => {
-                    self.done = true;
-                    return Some((Err(Status::unavailable(SHUTTING_DOWN)), self));
-                }
-                status = self.held.revoked() => {
+            match woken(&self.api, &mut self.held, &mut self.rx, self.last).await {
+                Woken::Read(read) => self.read = read,
+                Woken::Closed => self.done = true,
+                Woken::Ended(status) => {
                     self.done = true;
                     return Some((Err(status), self));
-                }
-                msg = self.rx.recv() => {
-                    self.read = match msg {
-                        Ok(Wake::Read) => true,
-                        Ok(Wake::Revision(revision)) => revision > last,
-                        // Missed notifications: read again to be safe.
-                        Err(broadcast::error::RecvError::Lagged(_)) => true,
-                        Err(broadcast::error::RecvError::Closed) => {
-                            self.done = true;
-                            false
-                        }
-                    };
                 }
             }
         }
@@ -278,26 +289,12 @@ impl OperationWatch {
                 }
                 continue;
             }
-            let sent = self.sent;
-            tokio::select! {
-                _ = self.api.inner.shutdown.cancelled() => {
-                    self.done = true;
-                    return Some((Err(Status::unavailable(SHUTTING_DOWN)), self));
-                }
-                status = self.held.revoked() => {
+            match woken(&self.api, &mut self.held, &mut self.rx, self.sent).await {
+                Woken::Read(read) => self.read = read,
+                Woken::Closed => self.done = true,
+                Woken::Ended(status) => {
                     self.done = true;
                     return Some((Err(status), self));
-                }
-                msg = self.rx.recv() => {
-                    self.read = match msg {
-                        Ok(Wake::Read) => true,
-                        Ok(Wake::Revision(version)) => version > sent,
-                        Err(broadcast::error::RecvError::Lagged(_)) => true,
-                        Err(broadcast::error::RecvError::Closed) => {
-                            self.done = true;
-                            false
-                        }
-                    };
                 }
             }
         }

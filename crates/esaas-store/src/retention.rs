@@ -133,6 +133,23 @@ fn counted(result: sqlx::postgres::PgQueryResult, batch: i64) -> (u64, bool) {
     (n, n >= u64::try_from(batch).unwrap_or(u64::MAX))
 }
 
+/// Runs one batched statement whose `$1` is the cutoff and `$2` the batch
+/// size: how many rows it touched, and whether a full batch (more may be left).
+async fn batched(
+    conn: &mut PgConnection,
+    sql: String,
+    before: DateTime<Utc>,
+    batch: i64,
+) -> Result<(u64, bool)> {
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(before)
+        .bind(batch)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(counted(done, batch))
+}
+
 /// Events older than the cutoff, oldest first, never a cluster's newest
 /// (`revision < clusters.revision`).
 async fn delete_events(
@@ -140,18 +157,11 @@ async fn delete_events(
     before: DateTime<Utc>,
     batch: i64,
 ) -> Result<(u64, bool)> {
-    let done = sqlx::query(
-        "DELETE FROM cluster_events WHERE (cluster_uid, revision) IN ( \
-             SELECT e.cluster_uid, e.revision FROM cluster_events e JOIN clusters c ON c.uid = e.cluster_uid \
-             WHERE e.create_time < $1 AND e.revision < c.revision \
-             ORDER BY e.create_time LIMIT $2)",
-    )
-    .bind(before)
-    .bind(batch)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    Ok(counted(done, batch))
+    let sql = "DELETE FROM cluster_events WHERE (cluster_uid, revision) IN ( \
+         SELECT e.cluster_uid, e.revision FROM cluster_events e JOIN clusters c ON c.uid = e.cluster_uid \
+         WHERE e.create_time < $1 AND e.revision < c.revision \
+         ORDER BY e.create_time LIMIT $2)";
+    batched(conn, sql.to_string(), before, batch).await
 }
 
 /// Answers of idempotent requests older than the cutoff.
@@ -160,17 +170,10 @@ async fn delete_answers(
     before: DateTime<Utc>,
     batch: i64,
 ) -> Result<(u64, bool)> {
-    let done = sqlx::query(
-        "DELETE FROM idempotency WHERE (scope, method, request_id) IN ( \
-             SELECT scope, method, request_id FROM idempotency WHERE create_time < $1 \
-             ORDER BY create_time LIMIT $2)",
-    )
-    .bind(before)
-    .bind(batch)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    Ok(counted(done, batch))
+    let sql = "DELETE FROM idempotency WHERE (scope, method, request_id) IN ( \
+         SELECT scope, method, request_id FROM idempotency WHERE create_time < $1 \
+         ORDER BY create_time LIMIT $2)";
+    batched(conn, sql.to_string(), before, batch).await
 }
 
 /// Operations that ended before the cutoff keep their last attempts only.
@@ -189,7 +192,7 @@ async fn trim_attempt_logs(
         .map(|s| format!("'{s}'"))
         .collect::<Vec<_>>()
         .join(", ");
-    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let sql = format!(
         "UPDATE operations o SET attempt_log = ( \
              SELECT coalesce(jsonb_agg(a ORDER BY i), '[]'::jsonb) \
              FROM jsonb_array_elements(o.attempt_log) WITH ORDINALITY AS t(a, i) \
@@ -199,13 +202,8 @@ async fn trim_attempt_logs(
              WHERE end_time IS NOT NULL AND jsonb_array_length(attempt_log) > {KEPT_ATTEMPTS} \
                AND end_time < $1 AND state IN ({ended}) \
              ORDER BY end_time LIMIT $2 FOR UPDATE SKIP LOCKED)"
-    )))
-    .bind(before)
-    .bind(batch)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    Ok(counted(done, batch))
+    );
+    batched(conn, sql, before, batch).await
 }
 
 /// Tombstones last changed before the cutoff that list no retained
