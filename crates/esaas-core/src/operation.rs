@@ -21,6 +21,11 @@ text_enum!(
         Repair = "REPAIR",
         /// Renews the cluster's CA and node certificates before they expire.
         RotateCertificates = "ROTATE_CERTIFICATES",
+        /// Takes a snapshot of every index into the cluster's repository
+        /// (asked for, or on the policy's schedule).
+        Snapshot = "SNAPSHOT",
+        /// Restores chosen indices of a snapshot into the cluster.
+        Restore = "RESTORE",
     }
 );
 
@@ -96,6 +101,12 @@ text_enum!(
         Certificates = "certificates",
         /// The cluster's snapshot repository registered in the platform's bucket.
         SnapshotRepository = "snapshot_repository",
+        /// A snapshot taken (and, on schedule, the ones retention lets go
+        /// deleted); a delete's final snapshot, before anything is removed.
+        Snapshot = "snapshot",
+        /// Indices restored from a snapshot (the source repository registered
+        /// read-only first).
+        Restore = "restore",
     }
 );
 
@@ -305,6 +316,21 @@ pub struct Operation {
     /// cleared when that gate's stage finishes, or the operation ends.
     #[serde(default)]
     pub gate_override: Option<GateOverride>,
+    /// What a snapshot, a restore or a delete's final snapshot works on.
+    #[serde(default)]
+    pub params: OperationParams,
+}
+
+/// The parts of an operation only some kinds have; fixed when it is queued.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationParams {
+    /// The snapshot it takes: a SNAPSHOT's, or a DELETE's final one
+    /// (`None`: a delete that takes none).
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// Where a RESTORE, or a CREATE from a snapshot, restores from.
+    #[serde(default)]
+    pub restore: Option<crate::snapshots::RestoreSource>,
 }
 
 /// An audited override of the gate a STALLED operation waited at.
@@ -392,6 +418,7 @@ impl OperationKind {
                 NodeGroupsActive,
                 ElasticsearchObjects,
                 PodsReady,
+                Restore,
                 HealthGate,
                 SnapshotRepository,
             ],
@@ -405,8 +432,16 @@ impl OperationKind {
                 HealthGate,
                 SnapshotRepository,
             ],
-            OperationKind::Delete => &[ElasticsearchObjects, Volumes, NodeGroups, NodeGroupsGone],
+            OperationKind::Delete => &[
+                Snapshot,
+                ElasticsearchObjects,
+                Volumes,
+                NodeGroups,
+                NodeGroupsGone,
+            ],
             OperationKind::RotateCertificates => &[Certificates, HealthGate],
+            OperationKind::Snapshot => &[SnapshotRepository, Snapshot],
+            OperationKind::Restore => &[Restore, HealthGate],
         }
     }
 }

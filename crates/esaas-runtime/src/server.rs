@@ -274,6 +274,7 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
             catalog: config.catalog.clone(),
             max_attempts: config.max_attempts,
             default_window: config.maintenance.default_window()?,
+            snapshots_enabled: config.snapshots.enabled(),
         },
         default_quota: config.default_quota,
         watch_poll: config.watch_poll(),

@@ -106,6 +106,8 @@ pub(super) fn settle(cluster: &mut Cluster, op: &Operation, now: DateTime<Utc>) 
         OperationKind::Update
         | OperationKind::Repair
         | OperationKind::RotateCertificates
+        | OperationKind::Snapshot
+        | OperationKind::Restore
         | OperationKind::Delete => {
             if cluster.state != ClusterState::Deleting {
                 cluster.state = match cluster.health {

@@ -27,6 +27,7 @@ pub mod observe;
 pub mod override_gate;
 pub mod retention;
 pub mod retry;
+pub mod snapshot;
 pub mod update;
 
 use chrono::{DateTime, Utc};
@@ -53,6 +54,8 @@ pub struct Rules {
     pub max_attempts: i32,
     /// The maintenance window of clusters that set none (`None`: any time).
     pub default_window: Option<crate::spec::MaintenanceWindow>,
+    /// Whether the platform has a snapshot bucket (`[snapshots] bucket`).
+    pub snapshots_enabled: bool,
 }
 
 /// What a command needs besides its request and the loaded state.
@@ -98,12 +101,20 @@ pub struct ChangeSet {
     pub operations: Vec<Write<Operation>>,
     /// The event appended to the cluster's log; its revision is the cluster's new revision.
     pub event: Option<ClusterEvent>,
+    /// Snapshots taken (or failed) to record.
+    pub snapshots: Vec<crate::snapshots::SnapshotRecord>,
+    /// Snapshots deleted from their repository: (cluster uid, name).
+    pub deleted_snapshots: Vec<(Uuid, String)>,
 }
 
 impl ChangeSet {
     /// Whether nothing is written.
     pub fn is_empty(&self) -> bool {
-        self.cluster.is_none() && self.operations.is_empty() && self.event.is_none()
+        self.cluster.is_none()
+            && self.operations.is_empty()
+            && self.event.is_none()
+            && self.snapshots.is_empty()
+            && self.deleted_snapshots.is_empty()
     }
 
     /// Writes `op` as a new row.
@@ -245,6 +256,7 @@ fn new_operation(
         cancel_requested: false,
         traceparent: ctx.traceparent.clone(),
         gate_override: None,
+        params: Default::default(),
     }
 }
 
@@ -266,5 +278,7 @@ fn show_queued(cluster: &mut Cluster, op: &Operation, now: DateTime<Utc>) {
     );
 }
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@ fn rules() -> Rules {
         catalog: Catalog::test(),
         max_attempts: 5,
         default_window: None,
+        snapshots_enabled: false,
     }
 }
 
@@ -104,6 +105,7 @@ fn create_cmd(spec: ClusterSpec) -> CreateCluster {
         cluster_id: crate::test_support::cluster_id("logs"),
         spec,
         initiator: crate::operation::Initiator::test(),
+        restore: None,
     }
 }
 
@@ -654,6 +656,7 @@ fn delete_cmd() -> DeleteCluster {
         name: Cluster::test().name(),
         etag: String::new(),
         initiator: crate::operation::Initiator::test(),
+        skip_final_snapshot: false,
     }
 }
 
