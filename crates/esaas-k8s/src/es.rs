@@ -1004,9 +1004,8 @@ impl<A: EsAccess> Elasticsearch for EsClient<A> {
         let repo = self
             .source_repository(target, source)
             .ok_or_else(snapshots_off)?;
-        self.restore_snapshot(target, &repo.name, &source.snapshot, indices)
+        self.start_restore(target, &repo.name, &source.snapshot, indices)
             .await
-            .map(|_| ())
     }
 }
 

@@ -237,6 +237,30 @@ impl<A: EsAccess> EsClient<A> {
             .unwrap_or_default())
     }
 
+    /// Starts restoring `indices` of snapshot `name` in `repo` without
+    /// waiting (`wait_for_completion=false`): the restored indices exist at
+    /// once and recover in the background, which the health gate waits for.
+    pub async fn start_restore(
+        &self,
+        t: &Target,
+        repo: &str,
+        name: &str,
+        indices: &[String],
+    ) -> StepResult<()> {
+        let what = "start a restore";
+        let conn = self.connect_for_write(t, what).await?;
+        let body = json!({ "indices": indices.join(",") });
+        conn.expect(
+            Method::POST,
+            &format!("/_snapshot/{repo}/{name}/_restore?wait_for_completion=false"),
+            Some(&body),
+            &[],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|f| step(what, f))
+    }
+
     /// The snapshots in `repo`, as the planner sees them; `None` while
     /// Elasticsearch does not answer.
     pub async fn observe_snapshots(

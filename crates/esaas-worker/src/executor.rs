@@ -766,7 +766,14 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                     now
                 }
             };
-            if since.elapsed() >= settings.gate_timeout {
+            // A snapshot Elasticsearch reports IN_PROGRESS is making
+            // progress (a large cluster's takes hours): only a wait for an
+            // answer counts against the gate's time.
+            let in_progress = matches!(&step, Step::WaitSnapshot { name }
+                if observed.snapshots.iter().flatten().any(|s| &s.name == name && s.state == SnapshotState::InProgress));
+            if in_progress {
+                waiting = Some((step.clone(), Instant::now()));
+            } else if since.elapsed() >= settings.gate_timeout {
                 return Ok(LeaseEvent::Stalled(describe_wait(&step, &observed)));
             }
             tokio::select! {

@@ -52,6 +52,8 @@ pub struct World {
     pub snapshots: Vec<esaas_core::snapshots::SnapshotObs>,
     /// A snapshot taken ends FAILED with this reason.
     pub snapshot_fails: Option<String>,
+    /// A snapshot taken stays IN_PROGRESS (until a test ends it).
+    pub snapshot_runs: bool,
     /// Indices in the cluster (a restore adds the source's).
     pub indices: Vec<String>,
     /// The source repository is registered.
@@ -385,6 +387,7 @@ impl Elasticsearch for Memory {
         if !w.snapshots.iter().any(|s| s.name == name) {
             let (state, reason) = match w.snapshot_fails.clone() {
                 Some(r) => (SnapshotState::Failed, r),
+                None if w.snapshot_runs => (SnapshotState::InProgress, String::new()),
                 None => (SnapshotState::Success, String::new()),
             };
             let indices = w.indices.clone();

@@ -319,6 +319,30 @@ async fn a_failed_snapshot_is_reported_and_fails_the_operation_for_good() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_snapshot_in_progress_outlasts_the_gate_timeout_without_stalling() {
+    let world = Memory::default();
+    {
+        let mut w = world.world();
+        w.health = Some(Health::Green);
+        w.repository = Some(true);
+        w.snapshot_runs = true;
+    }
+    let reporter = std::sync::Arc::new(Recorder::default());
+    let task = {
+        let (world, reporter) = (world.clone(), reporter.clone());
+        tokio::spawn(async move { run(&world, &snapshot_job("manual-1"), &reporter).await })
+    };
+    // Five gate timeouts of (paused) time: still running, not stalled.
+    tokio::time::sleep(SETTINGS.gate_timeout * 5).await;
+    assert!(!task.is_finished(), "{:?}", reporter.reports());
+    for s in &mut world.world().snapshots {
+        s.state = SnapshotState::Success;
+    }
+    let last = ended(async { task.await.expect("join") }).await;
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_delete_takes_its_final_snapshot_before_removing_anything() {
     let world = Memory::default();
     world.world().health = Some(Health::Green);
