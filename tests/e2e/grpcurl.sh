@@ -123,6 +123,18 @@ check_eq "GetOperation: state" OPERATION_STATE_QUEUED "$(json_get operation.stat
 check_eq "GetOperation: cluster" tenants/search/clusters/logs "$(json_get operation.cluster)"
 check_eq "GetOperation: first stage" namespace "$(json_get operation.stages.0.name)"
 
+# Snapshots: none yet; a delete's dry run says whether it would take a final one, and why not.
+capture grpcurl -plaintext -H "$TEAM" -d '{"parent": "tenants/search/clusters/logs"}' "$ADDR" esaas.v1.ClusterService/ListSnapshots
+check_ok "ListSnapshots"
+check_eq "ListSnapshots: none yet" "" "$(json_get snapshots.0.name)"
+capture grpcurl -plaintext -H "$TEAM" -d '{"name": "tenants/search/clusters/logs", "validateOnly": true}' "$ADDR" esaas.v1.ClusterService/DeleteCluster
+check_ok "DeleteCluster validateOnly"
+check_contains "the dry run says why no final snapshot is taken" "snapshots are not configured on this platform" "$(json_get finalSnapshot.reason)"
+capture grpcurl -plaintext -H "$TEAM" -d '{"name": "tenants/search/clusters/logs"}' "$ADDR" esaas.v1.ClusterService/CreateSnapshot
+check_err "CreateSnapshot without a snapshot bucket fails"
+check_contains "CreateSnapshot without a bucket is FailedPrecondition" "Code: FailedPrecondition" "$OUT"
+check_contains "CreateSnapshot names the missing configuration" "SNAPSHOTS_NOT_CONFIGURED" "$OUT"
+
 # Another team's key sees nothing of it: NOT_FOUND, never PERMISSION_DENIED.
 capture grpcurl -plaintext -H "$ADMIN" -d '{"tenant_id": "billing"}' "$ADDR" esaas.v1.AdminService/CreateTenant
 check_ok "CreateTenant billing"
