@@ -795,7 +795,10 @@ fn succeed(
     if cluster.state != ClusterState::Deleting {
         cluster.state = match (other_queued, health) {
             (Some(_), _) => ClusterState::Updating,
-            (None, Health::Green) => ClusterState::Ready,
+            // Yellow (a replica unassigned) serves every request: READY,
+            // as the observation judges it, with health and the
+            // ElasticsearchHealthy condition saying yellow.
+            (None, Health::Green | Health::Yellow) => ClusterState::Ready,
             (None, _) => ClusterState::Degraded,
         };
     }

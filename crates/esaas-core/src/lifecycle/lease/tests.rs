@@ -297,6 +297,13 @@ fn success_table() {
             OperationKind::Create,
             Health::Yellow,
             false,
+            ClusterState::Ready,
+        ),
+        (
+            "red create (a gate passed by override)",
+            OperationKind::Create,
+            Health::Red,
+            false,
             ClusterState::Degraded,
         ),
         (
