@@ -27,6 +27,7 @@ pub(super) const PDB: usize = 7;
 pub(super) const NETPOL: usize = 8;
 pub(super) const SC: usize = 9;
 pub(super) const VAC: usize = 10;
+pub(super) const SA: usize = 11;
 
 pub(super) static RESOURCES: [Resource; 12] = [
     Resource {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::State;
 use super::pod_security;
 use super::pods::{claim_name, claim_templates, pod_json, pod_name, pod_ready, revision_name};
-use super::resources::{NS, PDB, POD, PVC, SC, STS};
+use super::resources::{NS, PDB, POD, PVC, SA, SC, STS};
 use super::select::selector_reqs;
 use super::util::{labels_of, now_ts, str_at};
 use super::validate::quantity;
@@ -331,19 +331,41 @@ impl State {
         let level =
             pod_security::enforced_level(self.objects.get(&(NS, String::new(), ns.to_string())))
                 .to_string();
-        let refused = pod_security::violations(&level, template.get("spec").unwrap_or(&json!({})));
+        let violations =
+            pod_security::violations(&level, template.get("spec").unwrap_or(&json!({})));
+        let mut refused = Vec::new();
+        if !violations.is_empty() {
+            refused.push(format!(
+                "violates PodSecurity \"{level}:latest\": {}",
+                violations.join(", ")
+            ));
+        }
+        // The ServiceAccount admission plugin: a pod's service account must
+        // exist ("error looking up service account {ns}/{name}: serviceaccount
+        // \"{name}\" not found"; Kubernetes' "Service account admission
+        // controller"). Every namespace has `default`, which the
+        // ServiceAccount controller creates.
+        let account = template
+            .pointer("/spec/serviceAccountName")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+            .unwrap_or("default");
+        if account != "default"
+            && !self
+                .objects
+                .contains_key(&(SA, ns.to_string(), account.to_string()))
+        {
+            refused.push(format!(
+                "error looking up service account {ns}/{account}: serviceaccount \"{account}\" not found"
+            ));
+        }
         let admitted = refused.is_empty();
         if admitted {
             self.refused_pods
                 .remove(&(ns.to_string(), name.to_string()));
         } else {
-            self.refused_pods.insert(
-                (ns.to_string(), name.to_string()),
-                format!(
-                    "violates PodSecurity \"{level}:latest\": {}",
-                    refused.join(", ")
-                ),
-            );
+            self.refused_pods
+                .insert((ns.to_string(), name.to_string()), refused.join("; "));
         }
         let mut current_rev = sts
             .pointer("/status/currentRevision")

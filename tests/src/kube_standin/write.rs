@@ -10,7 +10,7 @@ use super::State;
 use super::apply::{ApplyCtx, apply_fields, managed_entries, record_update, set_managed};
 use super::errors::{ApiError, Cause};
 use super::patch::{json_patch, merge_patch, strip_directives};
-use super::resources::{NS, RESOURCES, Resource, STS};
+use super::resources::{NS, RESOURCES, Resource, SA, STS};
 use super::server::Req;
 use super::util::{meta_mut, now_ts, root_mut, rv_of, str_at};
 use super::validate::validate;
@@ -365,6 +365,19 @@ impl State {
         let stored = self.store(r, &ns, &name, new);
         if r == STS {
             self.reconcile_sts(&ns, &name, Instant::now());
+        }
+        // The StatefulSet controller retries a refused pod creation with
+        // backoff: a ServiceAccount created in the meantime lets it through.
+        if r == SA {
+            let refused: Vec<String> = self
+                .refused_pods
+                .keys()
+                .filter(|(n, _)| *n == ns)
+                .map(|(_, set)| set.clone())
+                .collect();
+            for set in refused {
+                self.reconcile_sts(&ns, &set, Instant::now());
+            }
         }
         Ok((code, stored))
     }

@@ -385,3 +385,59 @@ async fn a_restricted_namespace_gets_no_pods_of_a_template_that_violates_it() {
     .await;
     assert!(s.refused_pods().is_empty());
 }
+
+#[tokio::test]
+async fn pods_of_a_missing_service_account_are_refused_until_it_exists() {
+    let s = KubeStandin::start(Duration::from_millis(10)).await;
+    let client = s.client();
+    let ns: Namespace = typed(json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "t" },
+    }));
+    Api::<Namespace>::all(client.clone())
+        .patch("t", &ssa(), &Patch::Apply(&ns))
+        .await
+        .expect("apply namespace");
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), "t");
+    let mut with_account = statefulset("es-data", 1, "elasticsearch:8.17.10");
+    if let Some(pod) = with_account.spec.template.spec.as_mut() {
+        pod.service_account_name = Some("logs-es".into());
+    }
+    sts.patch("es-data", &ssa(), &Patch::Apply(&with_account))
+        .await
+        .expect("a StatefulSet is admitted");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "t");
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let refused = s.refused_pods();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].2.contains(
+            "error looking up service account t/logs-es: serviceaccount \"logs-es\" not found"
+        ),
+        "{refused:?}"
+    );
+    // The account created, the controller's next try gets the pod.
+    let account: k8s_openapi::api::core::v1::ServiceAccount = typed(json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": { "name": "logs-es", "namespace": "t" },
+    }));
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), "t")
+        .patch("logs-es", &ssa(), &Patch::Apply(&account))
+        .await
+        .expect("apply the account");
+    sts.patch("es-data", &ssa(), &Patch::Apply(&with_account))
+        .await
+        .expect("apply again");
+    eventually(Duration::from_secs(10), async || {
+        let st = sts.get("es-data").await.unwrap().status.unwrap();
+        (st.ready_replicas == Some(1)).then_some(())
+    })
+    .await;
+    assert!(s.refused_pods().is_empty());
+}
