@@ -2494,12 +2494,18 @@ async fn a_scheduled_rotation_waits_for_the_window_then_runs_and_can_be_run_now(
 /// Snapshots on: a bucket of its own in moto's S3, the platform configured
 /// with it and an IRSA role, the Elasticsearch stand-in storing to that S3.
 async fn platform_with_snapshots(bucket: &str) -> Platform {
+    snapshot_platform(bucket, "").await
+}
+
+/// [`platform_with_snapshots`] with more configuration (TOML).
+async fn snapshot_platform(bucket: &str, more_config: &str) -> Platform {
     let moto = esaas_tests::moto::shared().await;
     let endpoint = moto.endpoint.clone();
     let config = format!(
         "[snapshots]\nbucket = \"{bucket}\"\nrole_arn = \"{}\"\ns3_endpoint = \"{endpoint}\"\n",
         esaas_tests::moto::role_arn("esaas-snapshots")
     );
+    let config = overlay(&config, more_config);
     let p = platform_with(60, 1, &[], &config).await;
     p.es.set_s3_endpoint(&endpoint);
     p
@@ -2944,5 +2950,117 @@ async fn a_snapshot_failure_shows_as_a_condition_and_an_event() {
             "SnapshotSucceeded".to_string()
         ))
     );
+    p.server.kill().await;
+}
+
+/// Moves the cluster's clock back: its creation and last snapshot `minutes`
+/// earlier, as if that much time had passed (the schedule counts from them).
+async fn age(p: &Platform, uid: Uuid, minutes: i64) {
+    let pool = p._db.pool().await;
+    let status: serde_json::Value =
+        sqlx::query_scalar("SELECT snapshot_status FROM clusters WHERE uid = $1")
+            .bind(uid)
+            .fetch_one(&pool)
+            .await
+            .expect("status");
+    let mut status = status;
+    if let Some(t) = status["last_success_time"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    {
+        status["last_success_time"] =
+            serde_json::json!((t - chrono::Duration::minutes(minutes)).to_rfc3339());
+    }
+    sqlx::query(
+        "UPDATE clusters SET create_time = create_time - make_interval(mins => $2), \
+         snapshot_status = $3 WHERE uid = $1",
+    )
+    .bind(uid)
+    .bind(i32::try_from(minutes).expect("minutes"))
+    .bind(status)
+    .execute(&pool)
+    .await
+    .expect("age the cluster");
+}
+
+/// Waits until `count` SNAPSHOT operations of `name` have succeeded; them, newest first.
+async fn scheduled_snapshots(
+    p: &Platform,
+    key: &str,
+    name: &str,
+    count: usize,
+) -> Vec<pb::Operation> {
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let ops = operations_of(p, key, name, pb::OperationKind::Snapshot).await;
+        let done: Vec<pb::Operation> = ops
+            .into_iter()
+            .filter(|o| o.state == pb::OperationState::Succeeded as i32)
+            .collect();
+        if done.len() >= count {
+            return done;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{done:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_snapshots_follow_the_policy_and_retention_keeps_the_newest() {
+    let bucket = new_bucket().await;
+    let p = snapshot_platform(&bucket, OBSERVE_FAST).await;
+    let key = p.tenant("search").await;
+    let mut req = create_request("search", "logs", 1);
+    if let Some(spec) = req.cluster.as_mut().and_then(|c| c.spec.as_mut()) {
+        spec.snapshot_policy = Some(pb::SnapshotPolicy {
+            interval_hours: 1,
+            retention: 1,
+        });
+    }
+    let name = p.create(&key, req).await;
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let uid = p.uid(&name).await;
+    p.es.write_docs("logs-es-http.esaas-search.svc", "orders", 5);
+    // Within the first hour nothing is due: a few observations pass, no snapshot.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        operations_of(&p, &key, &name, pb::OperationKind::Snapshot)
+            .await
+            .is_empty()
+    );
+
+    // An hour and a minute later, the observation queues one; the platform's, at once.
+    age(&p, uid, 61).await;
+    let first = scheduled_snapshots(&p, &key, &name, 1).await;
+    let op = &first[0];
+    assert_eq!(
+        op.initiator.as_ref().map(|i| i.kind),
+        Some(pb::InitiatorKind::Platform as i32)
+    );
+    assert!(op.snapshot.starts_with("scheduled-"), "{op:?}");
+    assert!(op.not_before.is_none(), "{op:?}");
+    let c = cluster_of(&p, &key, &name).await;
+    assert_eq!(snapshot_status(&c).last_success, op.snapshot);
+
+    // Another hour: a second one, and retention (1) deletes the first, record and all.
+    age(&p, uid, 61).await;
+    let both = scheduled_snapshots(&p, &key, &name, 2).await;
+    let (newest, oldest) = (&both[0].snapshot, &both[1].snapshot);
+    assert_ne!(newest, oldest);
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let listed: Vec<String> = snapshots_listed(&p, &key, &name)
+            .await
+            .into_iter()
+            .map(|s| s.snapshot_id)
+            .collect();
+        if listed == [newest.clone()] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{listed:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let objects = objects_under(&bucket, &format!("search/{uid}/")).await;
+    assert!(!objects.is_empty());
     p.server.kill().await;
 }
