@@ -471,6 +471,7 @@ async fn the_sweep_removes_exactly_what_the_rule_calls_expired() {
     let cutoffs = periods.cutoffs(now);
     let id = Uuid::new_v4;
     let (live, old_tomb, retained_tomb, young_tomb, deleting) = (id(), id(), id(), id(), id());
+    let (final_tomb, final_gone_tomb) = (id(), id());
     let day = 24;
     let f = Fixture {
         now,
@@ -486,6 +487,8 @@ async fn the_sweep_removes_exactly_what_the_rule_calls_expired() {
             ),
             (young_tomb, ClusterState::Deleted, 2, 29 * day, vec![]),
             (deleting, ClusterState::Deleting, 2, 400 * day, vec![]),
+            (final_tomb, ClusterState::Deleted, 2, 400 * day, vec![]),
+            (final_gone_tomb, ClusterState::Deleted, 2, 400 * day, vec![]),
         ],
         events: vec![
             (live, 1, 20 * day),
@@ -514,6 +517,25 @@ async fn the_sweep_removes_exactly_what_the_rule_calls_expired() {
         ],
     };
     insert(&pool, &f).await;
+    // Two tombstones list a final snapshot: one's record is kept, the other's is gone.
+    for uid in [final_tomb, final_gone_tomb] {
+        sqlx::query(
+            "UPDATE clusters SET snapshot_status = '{\"final_snapshot\": \"final-x\"}' WHERE uid = $1",
+        )
+        .bind(uid)
+        .execute(&pool)
+        .await
+        .expect("final snapshot");
+    }
+    sqlx::query(
+        "INSERT INTO cluster_snapshots (cluster_uid, name, tenant_id, cluster_id, kind, operation_id, snapshot) \
+         VALUES ($1, 'final-x', 't', 'cf', 'FINAL', $2, '{}')",
+    )
+    .bind(final_tomb)
+    .bind(id())
+    .execute(&pool)
+    .await
+    .expect("snapshot record");
     let store = esaas_store::Store::connect(&db.url, 2)
         .await
         .expect("store");
@@ -526,7 +548,14 @@ async fn the_sweep_removes_exactly_what_the_rule_calls_expired() {
     let at = |hours: i64| now - chrono::Duration::hours(hours);
     let gone_cluster = |uid: &Uuid| {
         f.clusters.iter().any(|(u, state, _, age, volumes)| {
-            u == uid && retention::tombstone_expired(*state, at(*age), volumes, &cutoffs)
+            u == uid
+                && retention::tombstone_expired(
+                    *state,
+                    at(*age),
+                    volumes,
+                    *u == final_tomb,
+                    &cutoffs,
+                )
         })
     };
     let newest = |uid: &Uuid| {
@@ -611,7 +640,8 @@ async fn the_sweep_removes_exactly_what_the_rule_calls_expired() {
         .expect("clusters");
     got_clusters.sort();
     assert_eq!(got_clusters, want_clusters, "tombstones");
-    assert_eq!(swept.tombstones, 1);
+    assert!(got_clusters.contains(&final_tomb) && !got_clusters.contains(&final_gone_tomb));
+    assert_eq!(swept.tombstones, 2);
 
     // Nothing left to do: a second sweep removes nothing.
     let again = store

@@ -215,8 +215,11 @@ async fn delete_tombstones(
     before: DateTime<Utc>,
     batch: i64,
 ) -> Result<u64> {
+    // A tombstone listing a final snapshot whose record is kept stays too.
     let expired = format!(
-        "state = '{}' AND retained_volumes = '[]'::jsonb AND update_time < $1",
+        "state = '{}' AND retained_volumes = '[]'::jsonb AND update_time < $1 \
+         AND NOT EXISTS (SELECT 1 FROM cluster_snapshots s WHERE s.cluster_uid = clusters.uid \
+         AND s.name = clusters.snapshot_status->>'final_snapshot')",
         ClusterState::Deleted
     );
     let mut total = 0;

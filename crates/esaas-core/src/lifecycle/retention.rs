@@ -93,17 +93,20 @@ pub fn idempotency_expired(create_time: DateTime<Utc>, cutoffs: &Cutoffs) -> boo
 }
 
 /// Whether a cluster's tombstone has expired: DELETED, unchanged since
-/// before the cutoff (`update_time` is when it became DELETED), and listing
-/// no retained volumes — those volumes still exist, and the tombstone is
-/// where their owner finds them.
+/// before the cutoff (`update_time` is when it became DELETED), listing no
+/// retained volumes — those volumes still exist, and the tombstone is where
+/// their owner finds them — and no final snapshot that is still kept
+/// (`final_snapshot_kept`: its record exists), for the same reason.
 pub fn tombstone_expired(
     state: ClusterState,
     update_time: DateTime<Utc>,
     retained_volumes: &[String],
+    final_snapshot_kept: bool,
     cutoffs: &Cutoffs,
 ) -> bool {
     state == ClusterState::Deleted
         && retained_volumes.is_empty()
+        && !final_snapshot_kept
         && update_time < cutoffs.tombstones
 }
 
@@ -315,11 +318,19 @@ mod tests {
         ];
         for (state, age, retained, expired, why) in cases {
             assert_eq!(
-                tombstone_expired(state, ago(age), retained, &c),
+                tombstone_expired(state, ago(age), retained, false, &c),
                 expired,
                 "{why}"
             );
         }
+        // A final snapshot still kept keeps the tombstone that lists it.
+        assert!(!tombstone_expired(
+            ClusterState::Deleted,
+            ago(Duration::days(400)),
+            &[],
+            true,
+            &c
+        ));
     }
 
     #[test]
