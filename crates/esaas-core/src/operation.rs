@@ -21,8 +21,23 @@ text_enum!(
         Repair = "REPAIR",
         /// Renews the cluster's CA and node certificates before they expire.
         RotateCertificates = "ROTATE_CERTIFICATES",
+        /// Replaces the cluster's nodes, one zone's node group at a time, when
+        /// the platform's node image (the EKS release version) moves.
+        RotateNodes = "ROTATE_NODES",
     }
 );
+
+impl OperationKind {
+    /// Platform maintenance that applies no spec (a rotation): it gives way
+    /// to a tenant's change queued before it started, and leaves the cluster
+    /// DEGRADED, not FAILED, when it fails for good.
+    pub fn is_rotation(self) -> bool {
+        matches!(
+            self,
+            OperationKind::RotateCertificates | OperationKind::RotateNodes
+        )
+    }
+}
 
 text_enum!(
     /// Lifecycle of an operation.
@@ -96,6 +111,9 @@ text_enum!(
         Certificates = "certificates",
         /// The cluster's snapshot repository registered in the platform's bucket.
         SnapshotRepository = "snapshot_repository",
+        /// Nodes replaced at the platform's node image, one zone's node group
+        /// at a time, Elasticsearch told of each node's restart.
+        RotateNodes = "rotate_nodes",
     }
 );
 
@@ -305,6 +323,10 @@ pub struct Operation {
     /// cleared when that gate's stage finishes, or the operation ends.
     #[serde(default)]
     pub gate_override: Option<GateOverride>,
+    /// For a node rotation: the node image (EKS release version) every
+    /// node group moves to, chosen when the platform queued it.
+    #[serde(default)]
+    pub node_release: Option<String>,
 }
 
 /// An audited override of the gate a STALLED operation waited at.
@@ -407,6 +429,7 @@ impl OperationKind {
             ],
             OperationKind::Delete => &[ElasticsearchObjects, Volumes, NodeGroups, NodeGroupsGone],
             OperationKind::RotateCertificates => &[Certificates, HealthGate],
+            OperationKind::RotateNodes => &[RotateNodes, HealthGate],
         }
     }
 }

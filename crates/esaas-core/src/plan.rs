@@ -35,6 +35,15 @@ pub enum Goal {
         /// The operation the rotation is for (the Secret records it).
         operation: Uuid,
     },
+    /// Move every node group to the platform's node image `release` (an
+    /// EKS release version), one zone's group at a time, master-eligible
+    /// node sets last, then be healthy.
+    RotateNodes {
+        /// The cluster's spec (its node sets, zones and counts).
+        spec: ClusterSpec,
+        /// The release version every node group is to run.
+        release: String,
+    },
 }
 
 /// Lifecycle of an EKS node group as the backend reports it.
@@ -63,6 +72,22 @@ pub struct NodeGroupObs {
     pub status: NodeGroupStatus,
     /// Health issues or status message, if any.
     pub message: String,
+    /// The node set's groups one by one, by zone (one EKS node group per
+    /// node set and zone).
+    #[serde(default)]
+    pub zones: BTreeMap<String, ZoneGroupObs>,
+}
+
+/// The node group of one node set in one zone, as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneGroupObs {
+    /// Desired size of its scaling config.
+    pub desired_size: i32,
+    /// Lifecycle (UPDATING while EKS replaces its nodes).
+    pub status: NodeGroupStatus,
+    /// The node image its nodes run: EKS's release version (AMI release
+    /// and Kubernetes version), empty when EKS does not say.
+    pub release_version: String,
 }
 
 /// One node set's Elasticsearch workload (its StatefulSet) as observed.
@@ -287,6 +312,18 @@ pub enum Step {
     },
     /// Wait until Elasticsearch reports green.
     WaitHealthy,
+    /// Move the node group of `node_set` in `zone` to the node image
+    /// `release` (EKS `UpdateNodegroupVersion`): EKS launches the new nodes
+    /// in that zone first, then cordons and drains the old ones and
+    /// terminates them.
+    UpdateNodeGroupVersion {
+        /// Node set.
+        node_set: String,
+        /// The group's zone.
+        zone: String,
+        /// The release version.
+        release: String,
+    },
     /// Renew the cluster's CA and node certificates (see
     /// `backend::Workloads::rotate_certificates`).
     RotateCertificates,
@@ -342,6 +379,7 @@ impl Step {
             Step::WaitNodeGroupGone { .. } => StageName::NodeGroupsGone,
             Step::DeleteBaseObjects { .. } => StageName::Volumes,
             Step::RegisterRepository => StageName::SnapshotRepository,
+            Step::UpdateNodeGroupVersion { .. } => StageName::RotateNodes,
         }
     }
 
@@ -372,6 +410,7 @@ impl Step {
             Step::WaitNodeGroupGone { .. } => "wait_node_group_gone",
             Step::DeleteBaseObjects { .. } => "delete_base_objects",
             Step::RegisterRepository => "register_repository",
+            Step::UpdateNodeGroupVersion { .. } => "update_node_group_version",
         }
     }
 
@@ -393,9 +432,19 @@ impl Step {
 
 impl Goal {
     /// What operation `operation` of `kind` drives the cluster with `spec` to.
-    pub fn of(kind: OperationKind, spec: &ClusterSpec, operation: Uuid) -> Goal {
+    /// `node_release` is the platform's node image (for a node rotation).
+    pub fn of(
+        kind: OperationKind,
+        spec: &ClusterSpec,
+        operation: Uuid,
+        node_release: &str,
+    ) -> Goal {
         match kind {
             OperationKind::RotateCertificates => Goal::RotateCertificates { operation },
+            OperationKind::RotateNodes => Goal::RotateNodes {
+                spec: spec.clone(),
+                release: node_release.to_string(),
+            },
             OperationKind::Delete => Goal::Delete {
                 retention: spec.volume_retention,
             },
@@ -411,8 +460,22 @@ impl Goal {
     /// it; the executor then records the stage as passed at once.
     pub fn closing_stage(&self) -> Option<StageName> {
         match self {
-            Goal::Converge(_) | Goal::RotateCertificates { .. } => Some(StageName::HealthGate),
+            Goal::Converge(_) | Goal::RotateCertificates { .. } | Goal::RotateNodes { .. } => {
+                Some(StageName::HealthGate)
+            }
             Goal::Delete { .. } => None,
+        }
+    }
+
+    /// The stage `step` belongs to under this goal: a node rotation does
+    /// all its work in [`StageName::RotateNodes`] (the shutdowns, waits for
+    /// node groups and pods around each group's update) except the health
+    /// gates, which show between groups as [`StageName::HealthGate`].
+    pub fn stage_of(&self, step: &Step) -> StageName {
+        match (self, step) {
+            (Goal::RotateNodes { .. }, Step::WaitHealthy) => StageName::HealthGate,
+            (Goal::RotateNodes { .. }, _) => StageName::RotateNodes,
+            _ => step.stage(),
         }
     }
 }
@@ -424,6 +487,7 @@ pub fn next_step(goal: &Goal, observed: &Observed) -> Option<Step> {
 }
 
 mod gate;
+mod nodes;
 mod planner;
 
 pub use gate::{

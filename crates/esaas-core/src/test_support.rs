@@ -210,6 +210,7 @@ impl Operation {
             cancel_requested: false,
             traceparent: None,
             gate_override: None,
+            node_release: None,
         }
     }
 

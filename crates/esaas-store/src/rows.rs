@@ -21,7 +21,7 @@ pub(crate) const CLUSTER_COLUMNS: &str = "uid, tenant_id, cluster_id, spec, gene
 pub(crate) const OPERATION_COLUMNS: &str = "o.id, o.tenant_id, c.cluster_id, o.cluster_uid, o.kind, o.state, o.initiator_kind, \
      o.initiator, o.target_generation, o.stages, o.attempt_log, o.max_attempts, o.blocking_check, o.error, \
      o.create_time, o.start_time, o.end_time, o.update_time, o.next_attempt_time, o.version, o.lease_owner, \
-     o.lease_session, o.lease_token, o.lease_expire_time, o.checkpoint, o.cancel_requested, o.traceparent, o.gate_override, o.not_before";
+     o.lease_session, o.lease_token, o.lease_expire_time, o.checkpoint, o.cancel_requested, o.traceparent, o.gate_override, o.not_before, o.node_release_version";
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
     row: &'r PgRow,
@@ -105,6 +105,7 @@ pub(crate) fn operation(row: &PgRow) -> Result<Operation> {
         update_time: get(row, "update_time")?,
         next_attempt_time: get(row, "next_attempt_time")?,
         not_before: get(row, "not_before")?,
+        node_release: get(row, "node_release_version")?,
         version: get(row, "version")?,
         lease: match (
             get::<Option<String>>(row, "lease_owner")?,

@@ -123,8 +123,9 @@ fn operation_error(op: &Operation, e: sqlx::Error) -> Error {
 async fn insert_operation(conn: &mut PgConnection, op: &Operation) -> Result<()> {
     sqlx::query(
         "INSERT INTO operations (id, tenant_id, cluster_uid, kind, state, initiator_kind, initiator, target_generation, \
-         stages, attempt_log, max_attempts, next_attempt_time, version, create_time, update_time, traceparent, not_before) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+         stages, attempt_log, max_attempts, next_attempt_time, version, create_time, update_time, traceparent, not_before, \
+         node_release_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(op.id)
     .bind(op.tenant.as_str())
@@ -143,6 +144,7 @@ async fn insert_operation(conn: &mut PgConnection, op: &Operation) -> Result<()>
     .bind(op.update_time)
     .bind(&op.traceparent)
     .bind(op.not_before)
+    .bind(&op.node_release)
     .execute(&mut *conn)
     .await
     .map_err(|e| operation_error(op, e))?;

@@ -134,6 +134,8 @@ pub struct Job {
     pub kind: OperationKind,
     /// The stalled gate this attempt lets pass once.
     pub gate_override: Option<GateOverride>,
+    /// For a node rotation: the node image to move the node groups to.
+    pub node_release: Option<String>,
 }
 
 fn finished(stage: StageName) -> LeaseEvent {
@@ -301,6 +303,15 @@ async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
         Step::DeleteBaseObjects { retention } => b.workloads.delete_base(t, *retention).await,
         Step::RotateCertificates => b.workloads.rotate_certificates(t).await,
         Step::RegisterRepository => b.elasticsearch.register_repository(t).await,
+        Step::UpdateNodeGroupVersion {
+            node_set,
+            zone,
+            release,
+        } => {
+            b.node_groups
+                .update_version(t, node_set, zone, release)
+                .await
+        }
         Step::WaitNodeGroupActive { .. }
         | Step::WaitDrained { .. }
         | Step::WaitPodsReady { .. }
@@ -477,7 +488,23 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
     cancel: &CancellationToken,
     clock: &mut Option<StageClock>,
 ) -> Result<LeaseEvent, Stopped> {
-    let goal = Goal::of(job.kind, &job.target.spec, job.target.operation);
+    let goal = Goal::of(
+        job.kind,
+        &job.target.spec,
+        job.target.operation,
+        job.node_release.as_deref().unwrap_or_default(),
+    );
+    // A node rotation that does not say to what has nothing to do: fail it
+    // rather than guess (a control plane older than the rotation).
+    if let Goal::RotateNodes { release, .. } = &goal
+        && release.is_empty()
+    {
+        return Ok(LeaseEvent::Failed {
+            retryable: false,
+            reason: "NODE_RELEASE_MISSING".into(),
+            message: "the node rotation names no node release version".into(),
+        });
+    }
     let report =
         |event: LeaseEvent| async move { reporter.report(event).await.map_err(Stopped::LeaseLost) };
     let deleting = matches!(goal, Goal::Delete { .. });
@@ -575,7 +602,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                 certificate_not_after: seen.certificate_not_after,
             });
         };
-        let this_stage = step.stage();
+        let this_stage = goal.stage_of(&step);
         if stage != Some(this_stage) {
             if let Some(s) = stage {
                 report(stage_end(s, &passed)).await?;

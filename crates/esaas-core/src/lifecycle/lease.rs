@@ -330,10 +330,7 @@ fn requeue_or_end(
     if counts && spent >= u32::try_from(op.max_attempts).unwrap_or(0) {
         op.state = OperationState::Failed;
         op.end_time = Some(now);
-        if matches!(
-            op.kind,
-            OperationKind::Repair | OperationKind::RotateCertificates
-        ) {
+        if op.kind == OperationKind::Repair || op.kind.is_rotation() {
             // Platform maintenance that fails leaves the cluster as it found
             // it, DEGRADED, saying why; the next observation decides whether
             // to try again.

@@ -53,6 +53,10 @@ pub struct Rules {
     pub max_attempts: i32,
     /// The maintenance window of clusters that set none (`None`: any time).
     pub default_window: Option<crate::spec::MaintenanceWindow>,
+    /// The platform's node image: the EKS release version every node group
+    /// is to run (`[eks] node_release_version`). `None`: whatever EKS gives
+    /// a new group, and no node rotation.
+    pub node_release: Option<String>,
 }
 
 /// What a command needs besides its request and the loaded state.
@@ -245,6 +249,7 @@ fn new_operation(
         cancel_requested: false,
         traceparent: ctx.traceparent.clone(),
         gate_override: None,
+        node_release: None,
     }
 }
 

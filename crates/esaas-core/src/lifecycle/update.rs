@@ -110,9 +110,7 @@ pub fn update(
     let operation = match state.active.queued.clone() {
         // A rotation renews certificates and applies no spec: one that has
         // not started gives way (the next observation queues it again).
-        Some(mut queued)
-            if queued.kind == OperationKind::RotateCertificates && queued.attempts.is_empty() =>
-        {
+        Some(mut queued) if queued.kind.is_rotation() && queued.attempts.is_empty() => {
             queued.state = OperationState::Cancelled;
             queued.end_time = Some(ctx.now);
             changes.update_operation(&mut queued, ctx.now);

@@ -16,6 +16,7 @@ pub(super) fn next_step(goal: &Goal, observed: &Observed) -> Option<Step> {
         Goal::Converge(spec) => converge(spec, observed),
         Goal::Delete { retention } => delete(*retention, observed),
         Goal::RotateCertificates { operation } => rotate(*operation, observed),
+        Goal::RotateNodes { spec, release } => super::nodes::rotate_nodes(spec, release, observed),
     }
 }
 
@@ -95,7 +96,7 @@ fn shutdowns<'a>(observed: &'a Observed, node_set: &'a str) -> impl Iterator<Ite
 
 /// The node sets in the order changes reach them: the others first, in
 /// spec order, then the master-eligible ones.
-fn rollout_order(spec: &ClusterSpec) -> Vec<&NodeSet> {
+pub(super) fn rollout_order(spec: &ClusterSpec) -> Vec<&NodeSet> {
     let mut order: Vec<&NodeSet> = spec.node_sets.iter().collect();
     order.sort_by_key(|ns| ns.is_master_eligible());
     order

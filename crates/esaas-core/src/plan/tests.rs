@@ -15,6 +15,7 @@ fn ng(size: i32, status: NodeGroupStatus) -> NodeGroupObs {
         desired_size: size,
         status,
         message: String::new(),
+        zones: Default::default(),
     }
 }
 
@@ -442,7 +443,7 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
     let spec_version = spec.version.as_str();
     match step {
         Step::ApplyBaseObjects => w.base_objects = true,
-        Step::RotateCertificates => {}
+        Step::RotateCertificates | Step::UpdateNodeGroupVersion { .. } => {}
         Step::RegisterRepository => w.snapshot_repository = Some(true),
         Step::EnsureNodeGroup { node_set, size } => {
             let status = if w.node_groups.contains_key(node_set) {

@@ -169,6 +169,8 @@ pub struct Assigned {
     pub previous_attempts: usize,
     /// The stalled gate this attempt lets pass once (`OverrideGate`).
     pub gate_override: Option<GateOverride>,
+    /// The node image a node rotation moves the node groups to.
+    pub node_release: Option<String>,
 }
 
 /// Parses an assignment.
@@ -210,6 +212,7 @@ pub fn assignment_from_pb(a: &pb::Assignment) -> Result<Assigned> {
             .as_ref()
             .map(|g| gate_override_from_pb(g, "assignment.operation.gate_override"))
             .transpose()?,
+        node_release: Some(op.node_release_version.clone()).filter(|r| !r.is_empty()),
     })
 }
 

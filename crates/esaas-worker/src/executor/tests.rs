@@ -28,6 +28,7 @@ fn job(kind: OperationKind, nodes: i32) -> Job {
         target,
         kind,
         gate_override: None,
+        node_release: None,
     }
 }
 
