@@ -30,6 +30,7 @@ impl State {
             next_service_ip: 10,
             server_address,
             refused_pods: BTreeMap::new(),
+            placements: Vec::new(),
         };
         let opts = WriteOpts {
             manager: "kube-apiserver".into(),
