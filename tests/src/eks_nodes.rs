@@ -453,10 +453,11 @@ fn reconcile_group(
         .release
         .clone()
         .unwrap_or_else(|| view.release.clone());
-    // Boots.
+    // Boots: a node the kubelet reports Ready is Ready in Kubernetes before EKS acts on it.
     for (node, n) in group.nodes.iter_mut() {
         if !n.ready && n.launched.elapsed() >= NODE_BOOT {
             n.ready = true;
+            ctx.kube.put_node(node_json(node, name, view, n));
             events.push((node.clone(), NodeEventKind::Ready));
         }
     }

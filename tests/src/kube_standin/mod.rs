@@ -234,6 +234,8 @@ struct State {
     refused_pods: BTreeMap<(String, String), String>,
     /// Where the scheduler bound pods, oldest first.
     placements: Vec<nodes::Placement>,
+    /// Pods go only to registered Nodes ([`KubeStandin::node_api`]).
+    with_nodes: bool,
 }
 
 struct Shared {

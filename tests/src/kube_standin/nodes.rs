@@ -1,9 +1,10 @@
 //! Nodes and the scheduler's part of a pod's life.
 //!
-//! Without Node objects the stand-in binds every pod to a made-up node of its volume's
-//! zone (`esaas-standin-node-{zone}`), as it always did. Once a Node exists (the EKS node
-//! stand-in, [`crate::eks_nodes`], registers one per instance of a node group), pods are
-//! scheduled the way kube-scheduler's filter plugins decide
+//! Unless something plays the nodes, the stand-in binds every pod to a made-up node of its
+//! volume's zone (`esaas-standin-node-{zone}`), as it always did. Once something does
+//! ([`KubeStandin::node_api`]: the EKS node stand-in, [`crate::eks_nodes`], registers a
+//! Node per instance of a node group), pods are scheduled the way kube-scheduler's filter
+//! plugins decide
 //! (kubernetes/kubernetes `pkg/scheduler/framework/plugins`), and only then:
 //!
 //! - `nodeunschedulable`: not onto a node with `spec.unschedulable` (cordoned);
@@ -84,9 +85,10 @@ fn tolerated(taint: &Value, tolerations: &[Value]) -> bool {
 }
 
 impl State {
-    /// Whether Node objects exist: then pods are scheduled onto them.
+    /// Whether something plays the nodes ([`KubeStandin::node_api`] was asked for): then
+    /// pods are scheduled onto Node objects only.
     pub(super) fn nodes_mode(&self) -> bool {
-        self.range(NODE).next().is_some()
+        self.with_nodes
     }
 
     /// The node pod `ns/pod` with `spec` (its pod template's) goes to, its volumes in
@@ -230,8 +232,10 @@ pub struct NodeApi {
 }
 
 impl KubeStandin {
-    /// The handle that registers, cordons and removes nodes and evicts pods.
+    /// The handle that registers, cordons and removes nodes and evicts pods. From then on
+    /// pods go only to the Node objects it registers (Pending until one takes them).
     pub fn node_api(&self) -> NodeApi {
+        self.shared.lock().with_nodes = true;
         NodeApi {
             shared: self.shared.clone(),
         }

@@ -31,6 +31,7 @@ impl State {
             server_address,
             refused_pods: BTreeMap::new(),
             placements: Vec::new(),
+            with_nodes: false,
         };
         let opts = WriteOpts {
             manager: "kube-apiserver".into(),
