@@ -402,9 +402,12 @@ impl EksNodeGroups {
             .set_tags(Some(tags))
             .update_config(NodegroupUpdateConfig::builder().max_unavailable(1).build())
             .client_request_token(target.idempotency_key(&format!("nodegroup-{node_set}-{zone}")));
-        // The platform's node image; without one EKS gives the latest release.
+        // The platform's node image, with the Kubernetes version it is built for; without
+        // one EKS gives the latest release for the cluster's version.
         if !self.config.node_release_version.is_empty() {
-            request = request.release_version(&self.config.node_release_version);
+            request = request
+                .release_version(&self.config.node_release_version)
+                .set_version(kubernetes_version(&self.config.node_release_version));
         }
         // EKS refuses diskSize beside a launch template (the template sets the disk).
         request = match &self.config.launch_template {
@@ -572,6 +575,16 @@ impl EksNodeGroups {
     }
 }
 
+/// The Kubernetes minor an EKS release version is built for: `1.31` of
+/// `1.31.2-20241121`. EKS wants it beside the release when the two differ from the
+/// group's (a node image of the next Kubernetes minor after a control-plane upgrade).
+fn kubernetes_version(release: &str) -> Option<String> {
+    let mut parts = release.split(['.', '-']);
+    let (major, minor) = (parts.next()?, parts.next()?);
+    let numeric = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit());
+    (numeric(major) && numeric(minor)).then(|| format!("{major}.{minor}"))
+}
+
 /// How bad a status is, when one node set's groups are reported as one.
 fn severity(s: Status) -> u8 {
     match s {
@@ -681,6 +694,7 @@ impl NodeGroups for EksNodeGroups {
             .cluster_name(&self.config.cluster_name)
             .nodegroup_name(&name)
             .release_version(release)
+            .set_version(kubernetes_version(release))
             .force(false)
             .client_request_token(
                 target.idempotency_key(&format!("version-{node_set}-{zone}-{release}")),
@@ -739,5 +753,24 @@ impl NodeGroups for EksNodeGroups {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kubernetes_version;
+
+    #[test]
+    fn a_release_names_the_kubernetes_minor_it_is_built_for() {
+        let cases = [
+            ("1.31.2-20241121", Some("1.31")),
+            ("1.30-20240605", Some("1.30")),
+            ("1.29.0-abcdef12", Some("1.29")),
+            ("latest", None),
+            ("", None),
+        ];
+        for (release, want) in cases {
+            assert_eq!(kubernetes_version(release).as_deref(), want, "{release}");
+        }
     }
 }
