@@ -476,6 +476,7 @@ pub fn spec(nodes: i32) -> pb::ClusterSpec {
         deletion_protection: false,
         maintenance_window: None,
         change_freezes: Vec::new(),
+        snapshot_policy: None,
     }
 }
 
@@ -490,6 +491,7 @@ pub fn create_request(tenant: &str, cluster_id: &str, nodes: i32) -> pb::CreateC
         }),
         request_id: String::new(),
         validate_only: false,
+        restore_from: None,
     }
 }
 

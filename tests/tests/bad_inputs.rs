@@ -1005,6 +1005,7 @@ async fn many_errors_are_reported_at_once() {
         }),
         request_id: "not-a-uuid".into(),
         validate_only: false,
+        restore_from: None,
     };
     let err = app
         .clusters()

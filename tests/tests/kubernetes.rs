@@ -2884,3 +2884,391 @@ async fn a_node_image_rotation_replaces_nodes_one_zone_at_a_time_with_green_betw
     assert_eq!(rotations.len(), 1, "no further rotation: {rotations:?}");
     p.server.kill().await;
 }
+
+/// Waits until operation `name` has ended; the operation then.
+async fn finished(p: &Platform, key: &str, name: &str) -> pb::Operation {
+    use esaas_proto::v1::operation_service_client::OperationServiceClient;
+    let mut ops = OperationServiceClient::new(p.channel().await);
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let o = ops
+            .get_operation(authed(key, pb::GetOperationRequest { name: name.into() }))
+            .await
+            .expect("get operation")
+            .into_inner()
+            .operation
+            .expect("operation");
+        if o.done {
+            return o;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ended: {o:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn snapshot_of(p: &Platform, key: &str, name: &str) -> pb::Operation {
+    ClusterServiceClient::new(p.channel().await)
+        .create_snapshot(authed(
+            key,
+            pb::CreateSnapshotRequest {
+                name: name.into(),
+                request_id: Uuid::new_v4().to_string(),
+            },
+        ))
+        .await
+        .expect("create snapshot")
+        .into_inner()
+        .operation
+        .expect("operation")
+}
+
+async fn snapshots_listed(p: &Platform, key: &str, name: &str) -> Vec<pb::Snapshot> {
+    ClusterServiceClient::new(p.channel().await)
+        .list_snapshots(authed(
+            key,
+            pb::ListSnapshotsRequest {
+                parent: name.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("list snapshots")
+        .into_inner()
+        .snapshots
+}
+
+async fn cluster_of(p: &Platform, key: &str, name: &str) -> pb::Cluster {
+    ClusterServiceClient::new(p.channel().await)
+        .get_cluster(authed(key, pb::GetClusterRequest { name: name.into() }))
+        .await
+        .expect("get")
+        .into_inner()
+        .cluster
+        .expect("cluster")
+}
+
+fn snapshot_status(c: &pb::Cluster) -> pb::SnapshotStatus {
+    c.status
+        .as_ref()
+        .and_then(|s| s.snapshots.clone())
+        .unwrap_or_default()
+}
+
+async fn objects_under(bucket: &str, prefix: &str) -> Vec<String> {
+    let endpoint = esaas_tests::moto::shared().await.endpoint.clone();
+    let (b, p) = (bucket.to_string(), prefix.to_string());
+    tokio::task::spawn_blocking(move || esaas_tests::es_standin::list_objects(&endpoint, &b, &p))
+        .await
+        .expect("join")
+        .expect("list the bucket")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_survive_a_delete_with_its_final_snapshot_and_a_restore_into_a_new_cluster() {
+    let bucket = new_bucket().await;
+    let p = platform_with_snapshots(&bucket).await;
+    let key = p.tenant("search").await;
+    let name = p.create(&key, create_request("search", "logs", 3)).await;
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let uid = p.uid(&name).await;
+    let host = "logs-es-http.esaas-search.svc";
+    p.es.write_docs(host, "orders", 25);
+    p.es.write_docs(host, "audit-2026", 7);
+
+    // A snapshot asked for: an operation, recorded, in the status, its objects in S3.
+    let op = snapshot_of(&p, &key, &name).await;
+    assert_eq!(op.kind, pb::OperationKind::Snapshot as i32);
+    let manual = op.snapshot.clone();
+    assert!(manual.starts_with("manual-"), "{op:?}");
+    let done = finished(&p, &key, &op.name).await;
+    assert_eq!(done.state, pb::OperationState::Succeeded as i32, "{done:?}");
+    let c = cluster_of(&p, &key, &name).await;
+    assert_eq!(snapshot_status(&c).last_success, manual);
+    assert_eq!(
+        condition_of(&c, "SnapshotsOk").map(|(s, r, _)| (s, r)),
+        Some((
+            pb::ConditionStatus::True as i32,
+            "SnapshotSucceeded".to_string()
+        ))
+    );
+    assert_eq!(
+        state(&c),
+        pb::ClusterState::Ready as i32,
+        "a snapshot leaves it READY"
+    );
+    let listed = snapshots_listed(&p, &key, &name).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].snapshot_id, manual);
+    assert_eq!(listed[0].kind, pb::SnapshotKind::Manual as i32);
+    assert_eq!(listed[0].state, pb::SnapshotState::Success as i32);
+    for index in ["audit-2026", "orders"] {
+        assert!(listed[0].indices.iter().any(|i| i == index), "{listed:?}");
+    }
+    let objects = objects_under(&bucket, &format!("search/{uid}/")).await;
+    assert!(
+        objects.iter().any(|k| k.contains("snap-")) && objects.iter().any(|k| k.contains("index-")),
+        "{objects:?}"
+    );
+
+    // Chosen indices restored into the running cluster: one its owner deleted comes back;
+    // one still open stands in the way and is named.
+    p.es.delete_index(host, "orders");
+    p.es.write_docs(host, "audit-2026", 3);
+    let restore_into = |indices: &[&str]| pb::RestoreSnapshotRequest {
+        name: name.clone(),
+        source: Some(pb::RestoreSource {
+            cluster: name.clone(),
+            snapshot: manual.clone(),
+            indices: indices.iter().map(|s| s.to_string()).collect(),
+        }),
+        request_id: Uuid::new_v4().to_string(),
+    };
+    let mut clusters = ClusterServiceClient::new(p.channel().await);
+    let op = clusters
+        .restore_snapshot(authed(&key, restore_into(&["orders"])))
+        .await
+        .expect("restore")
+        .into_inner()
+        .operation
+        .expect("operation");
+    assert_eq!(op.kind, pb::OperationKind::Restore as i32);
+    let done = finished(&p, &key, &op.name).await;
+    assert_eq!(done.state, pb::OperationState::Succeeded as i32, "{done:?}");
+    let counts = p.es.doc_counts(host);
+    assert_eq!(counts.get("orders"), Some(&25), "{counts:?}");
+    assert_eq!(counts.get("audit-2026"), Some(&10), "untouched: {counts:?}");
+    let op = clusters
+        .restore_snapshot(authed(&key, restore_into(&["audit-2026"])))
+        .await
+        .expect("restore")
+        .into_inner()
+        .operation
+        .expect("operation");
+    let done = finished(&p, &key, &op.name).await;
+    assert_eq!(done.state, pb::OperationState::Failed as i32, "{done:?}");
+    let error = done.error.expect("error");
+    assert!(error.message.contains("audit-2026"), "{error:?}");
+    let err = clusters
+        .restore_snapshot(authed(&key, restore_into(&[])))
+        .await
+        .expect_err("no indices");
+    assert_eq!(violated_fields(&err), ["source.indices"]);
+    assert_eq!(p.es.doc_counts(host).get("audit-2026"), Some(&10));
+
+    // The dry run of a delete says a final snapshot will be taken.
+    let dry = clusters
+        .delete_cluster(authed(
+            &key,
+            pb::DeleteClusterRequest {
+                name: name.clone(),
+                validate_only: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("dry run")
+        .into_inner();
+    let final_dry = dry.final_snapshot.expect("final snapshot");
+    assert!(final_dry.taken, "{final_dry:?}");
+    let dry_skip = clusters
+        .delete_cluster(authed(
+            &key,
+            pb::DeleteClusterRequest {
+                name: name.clone(),
+                validate_only: true,
+                skip_final_snapshot: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("dry run, skipping")
+        .into_inner()
+        .final_snapshot
+        .expect("final snapshot");
+    assert!(
+        !dry_skip.taken && dry_skip.reason.contains("skip_final_snapshot"),
+        "{dry_skip:?}"
+    );
+
+    // The delete takes the final snapshot first; the tombstone lists it.
+    let deleted = clusters
+        .delete_cluster(authed(
+            &key,
+            pb::DeleteClusterRequest {
+                name: name.clone(),
+                request_id: Uuid::new_v4().to_string(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("delete")
+        .into_inner();
+    let final_name = deleted.final_snapshot.expect("final").snapshot;
+    let delete_op = deleted.operation.expect("operation");
+    assert_eq!(delete_op.snapshot, final_name);
+    let done = finished(&p, &key, &delete_op.name).await;
+    assert_eq!(done.state, pb::OperationState::Succeeded as i32, "{done:?}");
+    assert_eq!(done.stages[0].name, "snapshot");
+    assert_eq!(done.stages[0].state, pb::StageState::Succeeded as i32);
+    let tombstone = p.wait(&name, 1, pb::ClusterState::Deleted).await;
+    assert_eq!(snapshot_status(&tombstone).final_snapshot, final_name);
+    assert!(p.objects("statefulsets", "logs").is_empty());
+    let listed = snapshots_listed(&p, &key, &name).await;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.snapshot_id.clone(), s.kind))
+            .collect::<Vec<_>>(),
+        [
+            (final_name.clone(), pb::SnapshotKind::Final as i32),
+            (manual.clone(), pb::SnapshotKind::Manual as i32)
+        ],
+        "newest first"
+    );
+
+    // Bad restores are refused with the field named.
+    let restore = |snapshot: &str, indices: Vec<String>| pb::CreateClusterRequest {
+        restore_from: Some(pb::RestoreSource {
+            cluster: name.clone(),
+            snapshot: snapshot.into(),
+            indices,
+        }),
+        ..create_request("search", "logs-restored", 3)
+    };
+    let err = clusters
+        .create_cluster(authed(
+            &key,
+            restore("final-19990101-000000-000000", vec![]),
+        ))
+        .await
+        .expect_err("no such snapshot");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = clusters
+        .create_cluster(authed(&key, restore(&final_name, vec!["nope".into()])))
+        .await
+        .expect_err("no such index");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert_eq!(violated_fields(&err), ["restore_from.indices[0]"]);
+
+    // A new cluster from the deleted one's final snapshot has every document. (The
+    // stand-in starts every cluster with indices of its own, `logs-1` and `metrics-1`,
+    // which a real new cluster does not have; so the restore names the tenant's.)
+    let restored = p
+        .create(
+            &key,
+            restore(&final_name, vec!["orders".into(), "audit-2026".into()]),
+        )
+        .await;
+    p.wait(&restored, 1, pb::ClusterState::Ready).await;
+    let new_host = "logs-restored-es-http.esaas-search.svc";
+    let counts = p.es.doc_counts(new_host);
+    assert_eq!(counts.get("orders"), Some(&25), "{counts:?}");
+    assert_eq!(counts.get("audit-2026"), Some(&10), "{counts:?}");
+    let create = operations_of(&p, &key, &restored, pb::OperationKind::Create).await;
+    let stage = create[0]
+        .stages
+        .iter()
+        .find(|s| s.name == "restore")
+        .expect("a restore stage");
+    assert_eq!(stage.state, pb::StageState::Succeeded as i32, "{stage:?}");
+    assert_eq!(
+        create[0].restore.as_ref().map(|r| r.source_uid.clone()),
+        Some(uid.to_string())
+    );
+    // It read the source read-only and writes its own repository.
+    let repos = p.es.repositories(new_host);
+    assert!(
+        repos.contains(&(
+            "esaas-restore-source".to_string(),
+            bucket.clone(),
+            format!("search/{uid}"),
+            true
+        )),
+        "{repos:?}"
+    );
+    p.server.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_failure_shows_as_a_condition_and_an_event() {
+    // A bucket that does not exist (yet).
+    let bucket = format!("snaps-{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let p = platform_with_snapshots(&bucket).await;
+    let key = p.tenant("search").await;
+    let name = p.create(&key, create_request("search", "logs", 1)).await;
+    // The create still finishes: the cluster works without its repository.
+    let c = p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let (status, reason, message) = condition_of(&c, "SnapshotsOk").expect("SnapshotsOk");
+    assert_eq!(status, pb::ConditionStatus::False as i32);
+    assert_eq!(reason, "RepositoryUnavailable");
+    assert!(
+        message.contains("repository_verification_exception") && message.contains("NoSuchBucket"),
+        "{message}"
+    );
+
+    // A snapshot asked for fails, says why, and leaves the cluster READY.
+    let op = snapshot_of(&p, &key, &name).await;
+    let done = finished(&p, &key, &op.name).await;
+    assert_eq!(done.state, pb::OperationState::Failed as i32, "{done:?}");
+    let c = cluster_of(&p, &key, &name).await;
+    assert_eq!(state(&c), pb::ClusterState::Ready as i32);
+    let s = snapshot_status(&c);
+    assert!(
+        s.last_failure_time.is_some() && !s.last_failure_reason.is_empty(),
+        "{s:?}"
+    );
+    assert_eq!(
+        condition_of(&c, "SnapshotsOk").map(|(s, _, _)| s),
+        Some(pb::ConditionStatus::False as i32)
+    );
+    // The event log says so.
+    let mut watch = ClusterServiceClient::new(p.channel().await)
+        .watch_cluster(authed(
+            &key,
+            pb::WatchClusterRequest {
+                name: name.clone(),
+                since_revision: 1,
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let failure = loop {
+        let msg = tokio::time::timeout(LONG, watch.next())
+            .await
+            .expect("a failure event")
+            .expect("open")
+            .expect("ok");
+        if let Some(pb::watch_cluster_response::Payload::Event(e)) = msg.payload
+            && e.message
+                .contains("snapshot repository could not be registered")
+        {
+            break e;
+        }
+    };
+    assert!(
+        failure.message.contains("NoSuchBucket"),
+        "{}",
+        failure.message
+    );
+
+    // The operator creates the bucket: the next snapshot registers the repository and succeeds.
+    let endpoint = esaas_tests::moto::shared().await.endpoint.clone();
+    let b = bucket.clone();
+    tokio::task::spawn_blocking(move || esaas_tests::es_standin::create_bucket(&endpoint, &b))
+        .await
+        .expect("join")
+        .expect("create the bucket");
+    let op = snapshot_of(&p, &key, &name).await;
+    let done = finished(&p, &key, &op.name).await;
+    assert_eq!(done.state, pb::OperationState::Succeeded as i32, "{done:?}");
+    let c = cluster_of(&p, &key, &name).await;
+    assert_eq!(
+        condition_of(&c, "SnapshotsOk").map(|(s, r, _)| (s, r)),
+        Some((
+            pb::ConditionStatus::True as i32,
+            "SnapshotSucceeded".to_string()
+        ))
+    );
+    p.server.kill().await;
+}

@@ -75,6 +75,7 @@ fn spec(version: &str, zones: i32, node_sets: Vec<NodeSet>) -> ClusterSpec {
         deletion_protection: false,
         maintenance_window: None,
         change_freezes: Vec::new(),
+        snapshot_policy: None,
     }
     .with_defaults()
 }

@@ -66,12 +66,17 @@ impl Api {
         let (Some(cluster_id), Some(spec)) = (cluster_id, spec) else {
             return Err(Error::Internal("validated fields missing".into()));
         };
+        let restore = match &r.restore_from {
+            Some(src) => Some(self.restore_source(&parent, src, "restore_from").await?),
+            None => None,
+        };
 
         let cmd = CreateCluster {
             tenant: parent.0.clone(),
             cluster_id,
             spec,
             initiator: principal.initiator(),
+            restore,
         };
         let ctx = command_ctx();
         let hash = request_hash(&r, |m| m.request_id.clear());
@@ -233,7 +238,10 @@ impl Api {
             name: name.clone(),
             etag: r.etag.clone(),
             initiator: principal.initiator(),
+            skip_final_snapshot: r.skip_final_snapshot,
         };
+        let snapshots_enabled = self.settings().rules.snapshots_enabled;
+        let skip = r.skip_final_snapshot;
         let rules = &self.settings().rules;
         let ctx = command_ctx();
         let hash = request_hash(&r, |m| m.request_id.clear());
@@ -252,6 +260,7 @@ impl Api {
                     cluster: Some(cluster_to_pb(&u.cluster)),
                     operation: u.operation.as_ref().map(operation_to_pb),
                     disruption: disruption_to_pb(u.disruption),
+                    final_snapshot: Some(final_snapshot_to_pb(u, snapshots_enabled, skip)),
                 }
             },
         )
@@ -301,7 +310,193 @@ impl Api {
     }
 }
 
+/// Whether the delete `u` answers takes a final snapshot, and why (not).
+fn final_snapshot_to_pb(u: &ClusterChange, enabled: bool, skip: bool) -> pb::FinalSnapshot {
+    match u.operation.as_ref().and_then(|o| o.params.snapshot.clone()) {
+        Some(snapshot) => pb::FinalSnapshot {
+            taken: true,
+            reason: format!(
+                "snapshot {snapshot} is taken before anything is removed; the tombstone \
+                 lists it, and CreateCluster.restore_from restores it"
+            ),
+            snapshot,
+        },
+        None => pb::FinalSnapshot {
+            taken: false,
+            snapshot: String::new(),
+            reason: match esaas_core::snapshots::final_snapshot(
+                enabled,
+                skip,
+                u.cluster.observed_generation > 0,
+                Uuid::nil(),
+            ) {
+                esaas_core::snapshots::FinalSnapshot::Skip(why) => why.to_string(),
+                // A delete queued earlier, before snapshots were configured.
+                esaas_core::snapshots::FinalSnapshot::Take(_) => {
+                    "the delete under way takes none".to_string()
+                }
+            },
+        },
+    }
+}
+
 impl Api {
+    /// Resolves a restore source of tenant `parent`: the snapshot record of
+    /// the cluster it names (which may be deleted), checked by the core rule.
+    async fn restore_source(
+        &self,
+        parent: &TenantName,
+        src: &pb::RestoreSource,
+        field: &str,
+    ) -> Result<esaas_core::snapshots::RestoreSource> {
+        let source = ClusterName::parse(&format!("{field}.cluster"), &src.cluster)?;
+        if source.tenant != parent.0 {
+            return Err(Error::invalid(
+                format!("{field}.cluster"),
+                "must be a cluster of the same tenant",
+            ));
+        }
+        if src.snapshot.is_empty() || src.snapshot.len() > 255 {
+            return Err(Error::invalid(
+                format!("{field}.snapshot"),
+                "is required: a snapshot id as ListSnapshots gives it",
+            ));
+        }
+        let record = self.store().find_snapshot(&source, &src.snapshot).await?;
+        esaas_core::lifecycle::snapshot::restore_source(
+            record.as_ref(),
+            &source,
+            &src.snapshot,
+            &src.indices,
+            field,
+        )
+    }
+
+    async fn create_snapshot_impl(
+        &self,
+        req: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<pb::CreateSnapshotResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let name = ClusterName::parse("name", &r.name)?;
+        tracing::Span::current().record("cluster", name.to_string());
+        principal.can_write(&name.tenant, "Cluster", &name.to_string())?;
+        let request_id = parse_request_id("request_id", &r.request_id)?;
+        let cmd = esaas_core::lifecycle::snapshot::CreateSnapshot {
+            name: name.clone(),
+            initiator: principal.initiator(),
+        };
+        let rules = &self.settings().rules;
+        let ctx = command_ctx();
+        let hash = request_hash(&r, |m| m.request_id.clear());
+        self.mutate(
+            Call {
+                method: "CreateSnapshot",
+                scope: format!("tenants/{}", name.tenant),
+                request_id,
+                request_hash: hash,
+                validate_only: false,
+            },
+            async |conn| Store::create_snapshot(conn, &cmd, rules, &ctx).await,
+            |u: &ClusterChange| {
+                record_operation(u.operation.as_ref());
+                pb::CreateSnapshotResponse {
+                    operation: u.operation.as_ref().map(operation_to_pb),
+                }
+            },
+        )
+        .await
+    }
+
+    async fn restore_snapshot_impl(
+        &self,
+        req: Request<pb::RestoreSnapshotRequest>,
+    ) -> Result<pb::RestoreSnapshotResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let name = ClusterName::parse("name", &r.name)?;
+        tracing::Span::current().record("cluster", name.to_string());
+        principal.can_write(&name.tenant, "Cluster", &name.to_string())?;
+        let request_id = parse_request_id("request_id", &r.request_id)?;
+        let Some(src) = &r.source else {
+            return Err(Error::invalid("source", "is required"));
+        };
+        if src.indices.is_empty() {
+            return Err(Error::invalid(
+                "source.indices",
+                "name at least one index to restore into a running cluster",
+            ));
+        }
+        let parent = TenantName(name.tenant.clone());
+        let source = self.restore_source(&parent, src, "source").await?;
+        let cmd = esaas_core::lifecycle::snapshot::RestoreIndices {
+            name: name.clone(),
+            source,
+            initiator: principal.initiator(),
+        };
+        let rules = &self.settings().rules;
+        let ctx = command_ctx();
+        let hash = request_hash(&r, |m| m.request_id.clear());
+        self.mutate(
+            Call {
+                method: "RestoreSnapshot",
+                scope: format!("tenants/{}", name.tenant),
+                request_id,
+                request_hash: hash,
+                validate_only: false,
+            },
+            async |conn| Store::restore_indices(conn, &cmd, rules, &ctx).await,
+            |u: &ClusterChange| {
+                record_operation(u.operation.as_ref());
+                pb::RestoreSnapshotResponse {
+                    operation: u.operation.as_ref().map(operation_to_pb),
+                }
+            },
+        )
+        .await
+    }
+
+    async fn list_snapshots_impl(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<pb::ListSnapshotsResponse> {
+        let principal = self.principal(&req).await?;
+        let r = req.into_inner();
+        let name = ClusterName::parse("parent", &r.parent)?;
+        principal.can_read(&name.tenant, "Cluster", &name.to_string())?;
+        let limit = page::page_size(r.page_size)?;
+        let fp = page::fingerprint(&[&r.parent]);
+        let corrupt = || Error::invalid("page_token", "is corrupt");
+        let after = match page::decode(&fp, &r.page_token)? {
+            None => None,
+            Some(k) => match k.as_slice() {
+                [t, u, n] => Some((
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .map_err(|_| corrupt())?
+                        .with_timezone(&chrono::Utc),
+                    Uuid::parse_str(u).map_err(|_| corrupt())?,
+                    n.clone(),
+                )),
+                _ => return Err(corrupt()),
+            },
+        };
+        let mut rows = self.store().list_snapshots(&name, after, limit + 1).await?;
+        let next_page_token = page::finish(&mut rows, limit, &fp, |(t, s)| {
+            vec![
+                t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                s.cluster_uid.to_string(),
+                s.snapshot.name.clone(),
+            ]
+        });
+        Ok(pb::ListSnapshotsResponse {
+            snapshots: rows
+                .iter()
+                .map(|(_, s)| esaas_proto::convert::snapshot_to_pb(s))
+                .collect(),
+            next_page_token,
+        })
+    }
+
     async fn get_catalog_impl(
         &self,
         req: Request<pb::GetCatalogRequest>,
@@ -374,6 +569,27 @@ impl pb::cluster_service_server::ClusterService for Api {
         req: Request<pb::GetCatalogRequest>,
     ) -> ApiResult<pb::GetCatalogResponse> {
         respond(self.get_catalog_impl(req).await)
+    }
+
+    async fn create_snapshot(
+        &self,
+        req: Request<pb::CreateSnapshotRequest>,
+    ) -> ApiResult<pb::CreateSnapshotResponse> {
+        respond(self.create_snapshot_impl(req).await)
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> ApiResult<pb::ListSnapshotsResponse> {
+        respond(self.list_snapshots_impl(req).await)
+    }
+
+    async fn restore_snapshot(
+        &self,
+        req: Request<pb::RestoreSnapshotRequest>,
+    ) -> ApiResult<pb::RestoreSnapshotResponse> {
+        respond(self.restore_snapshot_impl(req).await)
     }
 }
 

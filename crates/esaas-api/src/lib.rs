@@ -319,6 +319,8 @@ impl DryRun for pb::OverrideGateResponse {}
 impl DryRun for pb::CancelOperationResponse {}
 impl DryRun for pb::RescheduleOperationResponse {}
 impl DryRun for pb::CreateApiKeyResponse {}
+impl DryRun for pb::CreateSnapshotResponse {}
+impl DryRun for pb::RestoreSnapshotResponse {}
 
 /// The four esaas services, ready to add to a tonic server.
 pub fn services(

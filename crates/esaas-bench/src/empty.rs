@@ -119,6 +119,27 @@ impl ClusterService for Empty {
         Err(Status::unimplemented("not part of the baseline"))
     }
 
+    async fn create_snapshot(
+        &self,
+        _: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+        Err(Status::unimplemented("not part of the baseline"))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        Err(Status::unimplemented("not part of the baseline"))
+    }
+
+    async fn restore_snapshot(
+        &self,
+        _: Request<pb::RestoreSnapshotRequest>,
+    ) -> Result<Response<pb::RestoreSnapshotResponse>, Status> {
+        Err(Status::unimplemented("not part of the baseline"))
+    }
+
     type WatchClusterStream = WatchStream;
 
     async fn watch_cluster(

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::names::{ClusterId, ClusterName, TenantId};
-use crate::plan::{HealthObs, NodeGroupObs, WorkloadObs};
+use crate::plan::{HealthObs, NodeGroupObs, RestoreObs, WorkloadObs};
+use crate::snapshots::{RestoreSource, SnapshotObs};
 use crate::spec::{ClusterSpec, VolumeRetention};
 
 /// The cluster an operation works on, at the operation's target generation.
@@ -292,6 +293,43 @@ pub trait Elasticsearch: Send + Sync + 'static {
     ) -> impl Future<Output = StepResult<Option<bool>>> + Send;
     /// Registers (or re-registers) the cluster's own snapshot repository.
     fn register_repository(&self, target: &Target) -> impl Future<Output = StepResult<()>> + Send;
+    /// The snapshots in the cluster's own repository; `None` when snapshots
+    /// are off or Elasticsearch does not answer.
+    fn snapshots(
+        &self,
+        target: &Target,
+    ) -> impl Future<Output = StepResult<Option<Vec<SnapshotObs>>>> + Send;
+    /// Starts snapshot `name` of every index (done when it exists).
+    fn take_snapshot(
+        &self,
+        target: &Target,
+        name: &str,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Deletes snapshot `name` (done when it is gone).
+    fn delete_snapshot(
+        &self,
+        target: &Target,
+        name: &str,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Where restoring `source` stands; `None` when Elasticsearch does not answer.
+    fn restore_state(
+        &self,
+        target: &Target,
+        source: &RestoreSource,
+    ) -> impl Future<Output = StepResult<Option<RestoreObs>>> + Send;
+    /// Registers the source's repository, read-only.
+    fn register_source_repository(
+        &self,
+        target: &Target,
+        source: &RestoreSource,
+    ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Restores `indices` of the source snapshot and waits for it.
+    fn restore(
+        &self,
+        target: &Target,
+        source: &RestoreSource,
+        indices: &[String],
+    ) -> impl Future<Output = StepResult<()>> + Send;
 }
 
 #[cfg(test)]

@@ -80,6 +80,9 @@ text_enum!(
         CertificatesValid = "CertificatesValid",
         /// Every node's disk is below Elasticsearch's low watermark.
         DiskOk = "DiskOk",
+        /// The cluster's snapshots reach the platform's bucket: its repository
+        /// is registered and the newest snapshot succeeded.
+        SnapshotsOk = "SnapshotsOk",
     }
 );
 
@@ -142,6 +145,12 @@ text_enum!(
         HighWatermark = "HighWatermark",
         /// A node's disk is past the flood stage (95 %): its indices are read-only.
         FloodStage = "FloodStage",
+        /// The snapshot repository is registered and the newest snapshot succeeded.
+        SnapshotSucceeded = "SnapshotSucceeded",
+        /// The snapshot repository could not be registered (the bucket refused it).
+        RepositoryUnavailable = "RepositoryUnavailable",
+        /// The newest snapshot failed.
+        SnapshotFailed = "SnapshotFailed",
     }
 );
 
@@ -226,6 +235,10 @@ pub struct Cluster {
     /// well before).
     #[serde(default)]
     pub certificate_expire_time: Option<DateTime<Utc>>,
+    /// The last snapshot that succeeded, the last failure, and a
+    /// tombstone's final snapshot.
+    #[serde(default)]
+    pub snapshots: crate::snapshots::SnapshotStatus,
 }
 
 impl Cluster {
@@ -289,11 +302,13 @@ pub enum SpecField {
     MaintenanceWindow,
     /// `spec.change_freezes`.
     ChangeFreezes,
+    /// `spec.snapshot_policy`.
+    SnapshotPolicy,
 }
 
 impl SpecField {
     /// Every field; what the mask `spec` means.
-    pub const ALL: [SpecField; 7] = [
+    pub const ALL: [SpecField; 8] = [
         SpecField::Version,
         SpecField::NodeSets,
         SpecField::ZoneCount,
@@ -301,6 +316,7 @@ impl SpecField {
         SpecField::DeletionProtection,
         SpecField::MaintenanceWindow,
         SpecField::ChangeFreezes,
+        SpecField::SnapshotPolicy,
     ];
 
     /// Parses one update-mask path.
@@ -314,6 +330,7 @@ impl SpecField {
             "spec.deletion_protection" => &[SpecField::DeletionProtection],
             "spec.maintenance_window" => &[SpecField::MaintenanceWindow],
             "spec.change_freezes" => &[SpecField::ChangeFreezes],
+            "spec.snapshot_policy" => &[SpecField::SnapshotPolicy],
             _ => return None,
         })
     }
@@ -334,6 +351,7 @@ impl ClusterSpec {
                 }
                 SpecField::MaintenanceWindow => out.maintenance_window = patch.maintenance_window,
                 SpecField::ChangeFreezes => out.change_freezes = patch.change_freezes.clone(),
+                SpecField::SnapshotPolicy => out.snapshot_policy = patch.snapshot_policy,
             }
         }
         out

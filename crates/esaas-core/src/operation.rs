@@ -24,6 +24,11 @@ text_enum!(
         /// Replaces the cluster's nodes, one zone's node group at a time, when
         /// the platform's node image (the EKS release version) moves.
         RotateNodes = "ROTATE_NODES",
+        /// Takes a snapshot of every index into the cluster's repository
+        /// (asked for, or on the policy's schedule).
+        Snapshot = "SNAPSHOT",
+        /// Restores chosen indices of a snapshot into the cluster.
+        Restore = "RESTORE",
     }
 );
 
@@ -114,6 +119,12 @@ text_enum!(
         /// Nodes replaced at the platform's node image, one zone's node group
         /// at a time, Elasticsearch told of each node's restart.
         RotateNodes = "rotate_nodes",
+        /// A snapshot taken (and, on schedule, the ones retention lets go
+        /// deleted); a delete's final snapshot, before anything is removed.
+        Snapshot = "snapshot",
+        /// Indices restored from a snapshot (the source repository registered
+        /// read-only first).
+        Restore = "restore",
     }
 );
 
@@ -323,6 +334,21 @@ pub struct Operation {
     /// cleared when that gate's stage finishes, or the operation ends.
     #[serde(default)]
     pub gate_override: Option<GateOverride>,
+    /// What a snapshot, a restore or a delete's final snapshot works on.
+    #[serde(default)]
+    pub params: OperationParams,
+}
+
+/// The parts of an operation only some kinds have; fixed when it is queued.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationParams {
+    /// The snapshot it takes: a SNAPSHOT's, or a DELETE's final one
+    /// (`None`: a delete that takes none).
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// Where a RESTORE, or a CREATE from a snapshot, restores from.
+    #[serde(default)]
+    pub restore: Option<crate::snapshots::RestoreSource>,
     /// For a node rotation: the node image (EKS release version) every
     /// node group moves to, chosen when the platform queued it.
     #[serde(default)]
@@ -414,6 +440,7 @@ impl OperationKind {
                 NodeGroupsActive,
                 ElasticsearchObjects,
                 PodsReady,
+                Restore,
                 HealthGate,
                 SnapshotRepository,
             ],
@@ -427,9 +454,17 @@ impl OperationKind {
                 HealthGate,
                 SnapshotRepository,
             ],
-            OperationKind::Delete => &[ElasticsearchObjects, Volumes, NodeGroups, NodeGroupsGone],
+            OperationKind::Delete => &[
+                Snapshot,
+                ElasticsearchObjects,
+                Volumes,
+                NodeGroups,
+                NodeGroupsGone,
+            ],
             OperationKind::RotateCertificates => &[Certificates, HealthGate],
             OperationKind::RotateNodes => &[RotateNodes, HealthGate],
+            OperationKind::Snapshot => &[SnapshotRepository, Snapshot],
+            OperationKind::Restore => &[Restore, HealthGate],
         }
     }
 }

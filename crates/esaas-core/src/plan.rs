@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::cluster::Health;
-use crate::operation::{OperationKind, StageName};
+use crate::operation::{OperationKind, OperationParams, StageName};
+use crate::snapshots::{RestoreSource, SnapshotObs, SnapshotPolicy, SnapshotState};
 use crate::spec::{ClusterSpec, VolumeRetention};
 
 /// The key of a pod in [`HealthObs::shards_on_excluded`].
@@ -25,10 +26,33 @@ pub fn node_key(node_set: &str, ordinal: i32) -> String {
 pub enum Goal {
     /// Create or change the cluster until it matches `spec` and is healthy.
     Converge(ClusterSpec),
+    /// Create the cluster as `spec` asks and, once Elasticsearch answers,
+    /// restore `source` into it, then be healthy.
+    CreateRestoring {
+        /// The spec to build.
+        spec: ClusterSpec,
+        /// What to restore.
+        source: RestoreSource,
+    },
     /// Remove everything of the cluster.
     Delete {
         /// What happens to the volumes.
         retention: VolumeRetention,
+        /// The snapshot taken before anything is removed (`None`: none).
+        final_snapshot: Option<String>,
+    },
+    /// Take snapshot `name`, then delete the scheduled snapshots `policy`'s
+    /// retention lets go.
+    Snapshot {
+        /// The snapshot this operation takes.
+        name: String,
+        /// The cluster's policy (its retention).
+        policy: SnapshotPolicy,
+    },
+    /// Restore indices of a snapshot into the running cluster, then be healthy.
+    Restore {
+        /// What to restore.
+        source: RestoreSource,
     },
     /// Renew the certificates once, for this operation, then be healthy.
     RotateCertificates {
@@ -171,6 +195,21 @@ pub struct HealthObs {
     pub disk_percent: BTreeMap<String, u32>,
 }
 
+/// Where a restore stands, as the cluster restoring sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreObs {
+    /// Whether the source's repository is registered (read-only) in the cluster.
+    pub source_registered: bool,
+    /// The snapshot's state in the source repository (`None`: not there, or
+    /// the repository is not registered yet).
+    pub snapshot: Option<SnapshotState>,
+    /// The indices the restore brings that the cluster does not have yet.
+    pub pending: Vec<String>,
+    /// Open indices of the names the restore would take that did not come
+    /// from this snapshot: Elasticsearch refuses to restore over them.
+    pub conflicts: Vec<String>,
+}
+
 /// Everything the planner looks at.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observed {
@@ -191,6 +230,14 @@ pub struct Observed {
     /// did not answer (nothing to do then).
     #[serde(default)]
     pub snapshot_repository: Option<bool>,
+    /// The snapshots in the cluster's own repository, when the goal takes
+    /// one; `None` when not looked at or Elasticsearch did not answer.
+    #[serde(default)]
+    pub snapshots: Option<Vec<SnapshotObs>>,
+    /// Where the goal's restore stands; `None` when there is none or
+    /// Elasticsearch did not answer.
+    #[serde(default)]
+    pub restore: Option<RestoreObs>,
 }
 
 /// One step. The executor maps each to one backend call (or a wait).
@@ -350,6 +397,30 @@ pub enum Step {
     /// Register the cluster's own snapshot repository (`s3`, the platform's
     /// bucket, `{tenant}/{uid}`): Elasticsearch verifies it can write there.
     RegisterRepository,
+    /// Start snapshot `name` of every index into the cluster's own repository.
+    TakeSnapshot {
+        /// The snapshot.
+        name: String,
+    },
+    /// Wait until snapshot `name` has ended (the executor fails the
+    /// operation when it ended unsuccessfully).
+    WaitSnapshot {
+        /// The snapshot.
+        name: String,
+    },
+    /// Delete snapshot `name` from the cluster's own repository (retention).
+    DeleteSnapshot {
+        /// The snapshot.
+        name: String,
+    },
+    /// Register the restore source's repository, read-only.
+    RegisterSourceRepository,
+    /// Restore the pending indices of the source snapshot.
+    RestoreSnapshot,
+    /// Wait until Elasticsearch answers about the restore (the executor
+    /// fails the operation when the snapshot cannot be used or indices
+    /// stand in the way).
+    WaitRestore,
 }
 
 impl Step {
@@ -380,6 +451,12 @@ impl Step {
             Step::DeleteBaseObjects { .. } => StageName::Volumes,
             Step::RegisterRepository => StageName::SnapshotRepository,
             Step::UpdateNodeGroupVersion { .. } => StageName::RotateNodes,
+            Step::TakeSnapshot { .. } | Step::WaitSnapshot { .. } | Step::DeleteSnapshot { .. } => {
+                StageName::Snapshot
+            }
+            Step::RegisterSourceRepository | Step::RestoreSnapshot | Step::WaitRestore => {
+                StageName::Restore
+            }
         }
     }
 
@@ -411,6 +488,12 @@ impl Step {
             Step::DeleteBaseObjects { .. } => "delete_base_objects",
             Step::RegisterRepository => "register_repository",
             Step::UpdateNodeGroupVersion { .. } => "update_node_group_version",
+            Step::TakeSnapshot { .. } => "take_snapshot",
+            Step::WaitSnapshot { .. } => "wait_snapshot",
+            Step::DeleteSnapshot { .. } => "delete_snapshot",
+            Step::RegisterSourceRepository => "register_source_repository",
+            Step::RestoreSnapshot => "restore_snapshot",
+            Step::WaitRestore => "wait_restore",
         }
     }
 
@@ -426,32 +509,48 @@ impl Step {
                 | Step::WaitShutdownReady { .. }
                 | Step::WaitHealthy
                 | Step::WaitNodeGroupGone { .. }
+                | Step::WaitSnapshot { .. }
+                | Step::WaitRestore
         )
     }
 }
 
 impl Goal {
-    /// What operation `operation` of `kind` drives the cluster with `spec` to.
-    /// `node_release` is the platform's node image (for a node rotation).
+    /// What operation `operation` of `kind`, with `params`, drives the
+    /// cluster with `spec` to. A snapshot, restore or node rotation without
+    /// its params (an operation this version cannot read) is `None`.
     pub fn of(
         kind: OperationKind,
         spec: &ClusterSpec,
         operation: Uuid,
-        node_release: &str,
-    ) -> Goal {
-        match kind {
+        params: &OperationParams,
+    ) -> Option<Goal> {
+        Some(match kind {
             OperationKind::RotateCertificates => Goal::RotateCertificates { operation },
             OperationKind::RotateNodes => Goal::RotateNodes {
                 spec: spec.clone(),
-                release: node_release.to_string(),
+                release: params.node_release.clone().filter(|r| !r.is_empty())?,
             },
             OperationKind::Delete => Goal::Delete {
                 retention: spec.volume_retention,
+                final_snapshot: params.snapshot.clone(),
             },
-            OperationKind::Create | OperationKind::Update | OperationKind::Repair => {
-                Goal::Converge(spec.clone())
-            }
-        }
+            OperationKind::Create => match &params.restore {
+                Some(source) => Goal::CreateRestoring {
+                    spec: spec.clone(),
+                    source: source.clone(),
+                },
+                None => Goal::Converge(spec.clone()),
+            },
+            OperationKind::Update | OperationKind::Repair => Goal::Converge(spec.clone()),
+            OperationKind::Snapshot => Goal::Snapshot {
+                name: params.snapshot.clone()?,
+                policy: spec.snapshot_policy.unwrap_or_default(),
+            },
+            OperationKind::Restore => Goal::Restore {
+                source: params.restore.clone()?,
+            },
+        })
     }
 
     /// The gate a goal ends with: a converge is done only once Elasticsearch
@@ -460,10 +559,12 @@ impl Goal {
     /// it; the executor then records the stage as passed at once.
     pub fn closing_stage(&self) -> Option<StageName> {
         match self {
-            Goal::Converge(_) | Goal::RotateCertificates { .. } | Goal::RotateNodes { .. } => {
-                Some(StageName::HealthGate)
-            }
-            Goal::Delete { .. } => None,
+            Goal::Converge(_)
+            | Goal::CreateRestoring { .. }
+            | Goal::RotateCertificates { .. }
+            | Goal::RotateNodes { .. }
+            | Goal::Restore { .. } => Some(StageName::HealthGate),
+            Goal::Delete { .. } | Goal::Snapshot { .. } => None,
         }
     }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::Catalog;
 use crate::error::{Result, Violations, shown};
 use crate::names::NodeSetName;
+use crate::snapshots::SnapshotPolicy;
 
 /// gp3 baseline IOPS, included in the price of the volume.
 pub const GP3_BASELINE_IOPS: i32 = 3000;
@@ -51,6 +52,11 @@ pub struct ClusterSpec {
     /// Periods in which the platform starts no planned work.
     #[serde(default)]
     pub change_freezes: Vec<ChangeFreeze>,
+    /// When scheduled snapshots are taken and how many are kept; `None`:
+    /// the platform default ([`SnapshotPolicy::DEFAULT`]). Like the window,
+    /// it says when the platform acts, so changing it needs no operation.
+    #[serde(default)]
+    pub snapshot_policy: Option<SnapshotPolicy>,
 }
 
 /// A group of identical nodes.
@@ -247,6 +253,7 @@ impl ClusterSpec {
             maintenance_window: None,
             change_freezes: Vec::new(),
             deletion_protection: false,
+            snapshot_policy: None,
             ..s.clone()
         };
         bare(self) == bare(other)
@@ -341,6 +348,9 @@ impl ClusterSpec {
             &format!("{prefix}.change_freezes"),
             &mut v,
         );
+        if let Some(p) = &self.snapshot_policy {
+            v.absorb(p.validate(&format!("{prefix}.snapshot_policy")))?;
+        }
         v.finish()
     }
 }

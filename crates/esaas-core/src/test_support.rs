@@ -26,6 +26,7 @@ impl ClusterSpec {
             deletion_protection: false,
             maintenance_window: None,
             change_freezes: Vec::new(),
+            snapshot_policy: None,
         }
         .with_defaults()
     }
@@ -175,6 +176,7 @@ impl Cluster {
             storage_change_time: None,
             retained_volumes: Vec::new(),
             certificate_expire_time: None,
+            snapshots: Default::default(),
         }
     }
 }
@@ -210,7 +212,7 @@ impl Operation {
             cancel_requested: false,
             traceparent: None,
             gate_override: None,
-            node_release: None,
+            params: Default::default(),
         }
     }
 

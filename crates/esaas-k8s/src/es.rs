@@ -37,7 +37,8 @@ use std::time::Duration;
 
 use esaas_core::backend::{Elasticsearch, StepError, StepResult, Target};
 use esaas_core::cluster::Health;
-use esaas_core::plan::{HealthObs, node_key};
+use esaas_core::plan::{HealthObs, RestoreObs, node_key};
+use esaas_core::snapshots::{RestoreSource, SnapshotObs};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -469,7 +470,24 @@ fn es_error_text(body: &str) -> String {
             _ => {
                 let kind = e.get("type").and_then(Value::as_str).unwrap_or("error");
                 let reason = e.get("reason").and_then(Value::as_str).unwrap_or("");
-                Some(format!("{kind}: {reason}"))
+                // The innermost cause names what really went wrong (S3's
+                // "bucket does not exist" under a repository verification).
+                let mut cause = e.get("caused_by");
+                let mut deepest = None;
+                for _ in 0..8 {
+                    let Some(c) = cause else { break };
+                    deepest = c.get("reason").and_then(Value::as_str).or(deepest);
+                    cause = c.get("caused_by");
+                }
+                Some(match deepest {
+                    Some(d) if d != reason => {
+                        format!(
+                            "{kind}: {reason} (caused by: {})",
+                            d.chars().take(300).collect::<String>()
+                        )
+                    }
+                    _ => format!("{kind}: {reason}"),
+                })
             }
         }
     });
@@ -568,6 +586,17 @@ impl<A: EsAccess> EsClient<A> {
         let bucket = bucket.trim();
         self.snapshot_bucket = (!bucket.is_empty()).then(|| Arc::from(bucket));
         self
+    }
+
+    /// The repository of the restore source (same tenant, its uid), read-only.
+    pub fn source_repository(
+        &self,
+        t: &Target,
+        source: &RestoreSource,
+    ) -> Option<esaas_core::snapshots::Repository> {
+        self.snapshot_bucket.as_deref().map(|bucket| {
+            esaas_core::snapshots::source_repository(bucket, &t.tenant, source.cluster_uid)
+        })
     }
 
     /// The cluster's own repository, when snapshots are on.
@@ -922,19 +951,94 @@ impl<A: EsAccess> Elasticsearch for EsClient<A> {
     }
 
     async fn register_repository(&self, target: &Target) -> StepResult<()> {
-        let Some(repo) = self.own_repository(target) else {
-            return Err(StepError::permanent(
-                "SNAPSHOTS_OFF",
-                "no snapshot bucket is configured ([snapshots] bucket)",
-            ));
-        };
+        let repo = self.own_repository(target).ok_or_else(snapshots_off)?;
         EsClient::register_repository(self, target, &repo).await
     }
+
+    async fn snapshots(&self, target: &Target) -> StepResult<Option<Vec<SnapshotObs>>> {
+        match self.own_repository(target) {
+            Some(repo) => self.observe_snapshots(target, &repo.name).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn take_snapshot(&self, target: &Target, name: &str) -> StepResult<()> {
+        let repo = self.own_repository(target).ok_or_else(snapshots_off)?;
+        self.start_snapshot(target, &repo.name, name).await
+    }
+
+    async fn delete_snapshot(&self, target: &Target, name: &str) -> StepResult<()> {
+        let repo = self.own_repository(target).ok_or_else(snapshots_off)?;
+        EsClient::delete_snapshot(self, target, &repo.name, name).await
+    }
+
+    async fn restore_state(
+        &self,
+        target: &Target,
+        source: &RestoreSource,
+    ) -> StepResult<Option<RestoreObs>> {
+        let repo = self
+            .source_repository(target, source)
+            .ok_or_else(snapshots_off)?;
+        self.restore_observed(target, &repo, &source.snapshot, &source.indices)
+            .await
+    }
+
+    async fn register_source_repository(
+        &self,
+        target: &Target,
+        source: &RestoreSource,
+    ) -> StepResult<()> {
+        let repo = self
+            .source_repository(target, source)
+            .ok_or_else(snapshots_off)?;
+        EsClient::register_repository(self, target, &repo).await
+    }
+
+    async fn restore(
+        &self,
+        target: &Target,
+        source: &RestoreSource,
+        indices: &[String],
+    ) -> StepResult<()> {
+        let repo = self
+            .source_repository(target, source)
+            .ok_or_else(snapshots_off)?;
+        self.restore_snapshot(target, &repo.name, &source.snapshot, indices)
+            .await
+            .map(|_| ())
+    }
+}
+
+fn snapshots_off() -> StepError {
+    StepError::permanent(
+        "SNAPSHOTS_OFF",
+        "no snapshot bucket is configured ([snapshots] bucket)",
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_texts_name_the_innermost_cause() {
+        let body = r#"{"error":{"type":"repository_verification_exception","reason":"[esaas] path [a][b] is not accessible on master node","caused_by":{"type":"i_o_exception","reason":"Unable to upload object","caused_by":{"type":"amazon_s3_exception","reason":"The specified bucket does not exist"}}},"status":500}"#;
+        let text = es_error_text(body);
+        assert!(
+            text.starts_with("repository_verification_exception: [esaas] path"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("(caused by: The specified bucket does not exist)"),
+            "{text}"
+        );
+        assert_eq!(
+            es_error_text(r#"{"error":{"type":"x","reason":"y"}}"#),
+            "x: y"
+        );
+        assert_eq!(es_error_text("not json"), "not json");
+    }
 
     #[test]
     fn a_relocating_shard_counts_on_both_ends() {

@@ -19,7 +19,8 @@
 //! permanent (`ES_REFUSED`).
 
 use esaas_core::backend::{StepError, StepResult, Target};
-use esaas_core::snapshots::Repository;
+use esaas_core::plan::RestoreObs;
+use esaas_core::snapshots::{Repository, SnapshotObs, SnapshotState};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -44,6 +45,9 @@ pub struct SnapshotInfo {
     /// When it ended, ms since the epoch (0 while running).
     #[serde(default)]
     pub end_time_in_millis: i64,
+    /// Why it failed (`FAILED`, `PARTIAL`).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -231,5 +235,222 @@ impl<A: EsAccess> EsClient<A> {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// The snapshots in `repo`, as the planner sees them; `None` while
+    /// Elasticsearch does not answer.
+    pub async fn observe_snapshots(
+        &self,
+        t: &Target,
+        repo: &str,
+    ) -> StepResult<Option<Vec<SnapshotObs>>> {
+        match self.connect(t).await {
+            Ok(_) => {}
+            Err(Fail::Unreachable(_)) => return Ok(None),
+            Err(Fail::Step(e)) => return Err(e),
+        }
+        Ok(Some(
+            self.list_snapshots(t, repo)
+                .await?
+                .into_iter()
+                .map(SnapshotInfo::observed)
+                .collect(),
+        ))
+    }
+
+    /// Starts snapshot `name` of every index into `repo` without waiting
+    /// (`wait_for_completion=false`: a large cluster's snapshot outlasts any
+    /// one request; the planner waits by observing). A name that exists is
+    /// a retry of this step: done.
+    pub async fn start_snapshot(&self, t: &Target, repo: &str, name: &str) -> StepResult<()> {
+        let what = "start a snapshot";
+        let conn = self.connect_for_write(t, what).await?;
+        let path = format!("/_snapshot/{repo}/{name}?wait_for_completion=false");
+        let (status, text) = conn
+            .expect(Method::PUT, &path, None, &[StatusCode::BAD_REQUEST])
+            .await
+            .map_err(|f| step(what, f))?;
+        if status == StatusCode::BAD_REQUEST && !name_exists(&text) {
+            return Err(StepError::permanent(
+                "ES_REFUSED",
+                format!("PUT {path}: HTTP 400 {}", super::es_error_text(&text)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Snapshot `name` of `repo`: `None` when it is not there (404
+    /// `snapshot_missing_exception`).
+    pub async fn get_snapshot(
+        &self,
+        t: &Target,
+        repo: &str,
+        name: &str,
+    ) -> StepResult<Option<SnapshotInfo>> {
+        let what = "read a snapshot";
+        let conn = self.connect_for_write(t, what).await?;
+        let (status, text) = conn
+            .expect(
+                Method::GET,
+                &format!("/_snapshot/{repo}/{name}"),
+                None,
+                &[StatusCode::NOT_FOUND],
+            )
+            .await
+            .map_err(|f| step(what, f))?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(serde_json::from_str::<Listed>(&text)
+            .map_err(|e| bad_response(what, e))?
+            .snapshots
+            .into_iter()
+            .find(|s| s.name == name))
+    }
+
+    /// The indices the cluster has (from `_cat/shards`, which the health
+    /// reading already uses).
+    pub async fn index_names(&self, t: &Target) -> StepResult<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Row {
+            #[serde(default)]
+            index: Option<String>,
+        }
+        let what = "list the indices";
+        let conn = self.connect_for_write(t, what).await?;
+        let (_, text) = conn
+            .expect(Method::GET, super::CAT_SHARDS, None, &[])
+            .await
+            .map_err(|f| step(what, f))?;
+        let rows: Vec<Row> = serde_json::from_str(&text).map_err(|e| bad_response(what, e))?;
+        let mut names: Vec<String> = rows.into_iter().filter_map(|r| r.index).collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Where restoring `snapshot` of the read-only repository `source`
+    /// stands: registered, the snapshot's state, the indices it brings
+    /// (`wanted`, or all of its own) that the cluster does not have yet,
+    /// and those it has that did not come from this snapshot (conflicts).
+    /// An index present is restored when `_recovery` says its primaries
+    /// recovered from this snapshot of this repository (type `SNAPSHOT`).
+    pub async fn restore_observed(
+        &self,
+        t: &Target,
+        source: &esaas_core::snapshots::Repository,
+        snapshot: &str,
+        wanted: &[String],
+    ) -> StepResult<Option<RestoreObs>> {
+        let Some(registered) = self.repository_matches(t, source).await? else {
+            return Ok(None);
+        };
+        if !registered {
+            return Ok(Some(RestoreObs::default()));
+        }
+        let Some(info) = self.get_snapshot(t, &source.name, snapshot).await? else {
+            return Ok(Some(RestoreObs {
+                source_registered: true,
+                ..RestoreObs::default()
+            }));
+        };
+        let state = SnapshotState::from_elasticsearch(&info.state);
+        let wanted: Vec<String> = if wanted.is_empty() {
+            info.indices.clone()
+        } else {
+            wanted.to_vec()
+        };
+        let have = self.index_names(t).await?;
+        let (present, pending): (Vec<String>, Vec<String>) =
+            wanted.into_iter().partition(|i| have.contains(i));
+        let restored = self
+            .restored_from(t, &present, &source.name, snapshot)
+            .await?;
+        Ok(Some(RestoreObs {
+            source_registered: true,
+            snapshot: Some(state),
+            pending,
+            conflicts: present
+                .into_iter()
+                .filter(|i| !restored.contains(i))
+                .collect(),
+        }))
+    }
+
+    /// Which of `indices` recovered their primaries from `snapshot` of
+    /// `repo` (`GET /{indices}/_recovery`: type `SNAPSHOT` and its source).
+    pub async fn restored_from(
+        &self,
+        t: &Target,
+        indices: &[String],
+        repo: &str,
+        snapshot: &str,
+    ) -> StepResult<Vec<String>> {
+        if indices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let what = "read the indices' recoveries";
+        let conn = self.connect_for_write(t, what).await?;
+        let (_, text) = conn
+            .expect(
+                Method::GET,
+                &format!("/{}/_recovery", indices.join(",")),
+                None,
+                &[],
+            )
+            .await
+            .map_err(|f| step(what, f))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| bad_response(what, e))?;
+        Ok(indices
+            .iter()
+            .filter(|i| {
+                let shards = v[i.as_str()]["shards"].as_array();
+                shards.is_some_and(|shards| {
+                    let primaries: Vec<&Value> = shards
+                        .iter()
+                        .filter(|s| s["primary"].as_bool() == Some(true))
+                        .collect();
+                    !primaries.is_empty()
+                        && primaries.iter().all(|s| {
+                            s["type"].as_str() == Some("SNAPSHOT")
+                                && s["source"]["repository"].as_str() == Some(repo)
+                                && s["source"]["snapshot"].as_str() == Some(snapshot)
+                        })
+                })
+            })
+            .cloned()
+            .collect())
+    }
+}
+
+/// Whether a 400 says the snapshot name is taken (`invalid_snapshot_name_exception`).
+fn name_exists(text: &str) -> bool {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| {
+            Some(
+                v["error"]["type"].as_str()? == "invalid_snapshot_name_exception"
+                    && v["error"]["reason"].as_str()?.contains("already exists"),
+            )
+        })
+        .unwrap_or(false)
+}
+
+impl SnapshotInfo {
+    /// As the planner sees it.
+    pub fn observed(self) -> SnapshotObs {
+        let time = |ms: i64| {
+            (ms > 0)
+                .then(|| chrono::DateTime::from_timestamp_millis(ms))
+                .flatten()
+        };
+        SnapshotObs {
+            state: SnapshotState::from_elasticsearch(&self.state),
+            reason: self.reason.unwrap_or_default(),
+            start_time: time(self.start_time_in_millis),
+            end_time: time(self.end_time_in_millis),
+            name: self.name,
+            indices: self.indices,
+        }
     }
 }

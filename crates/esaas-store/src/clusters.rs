@@ -118,3 +118,124 @@ impl Store {
         rows.iter().map(rows::cluster).collect()
     }
 }
+
+/// One snapshot row to a record.
+fn snapshot_record(row: &sqlx::postgres::PgRow) -> Result<esaas_core::snapshots::SnapshotRecord> {
+    use sqlx::Row;
+    let get = |c: &str| -> Result<String> { row.try_get(c).map_err(db_error) };
+    let parse =
+        |col: &str, e: esaas_core::Error| esaas_core::Error::Internal(format!("column {col}: {e}"));
+    let kind = get("kind")?;
+    Ok(esaas_core::snapshots::SnapshotRecord {
+        tenant: TenantId::parse("tenant_id", &get("tenant_id")?)
+            .map_err(|e| parse("tenant_id", e))?,
+        cluster_id: esaas_core::names::ClusterId::parse("cluster_id", &get("cluster_id")?)
+            .map_err(|e| parse("cluster_id", e))?,
+        cluster_uid: row.try_get("cluster_uid").map_err(db_error)?,
+        kind: esaas_core::snapshots::SnapshotKind::parse(&kind)
+            .ok_or_else(|| esaas_core::Error::Internal(format!("column kind: {kind:?}")))?,
+        operation: row.try_get("operation_id").map_err(db_error)?,
+        snapshot: serde_json::from_value(row.try_get("snapshot").map_err(db_error)?)
+            .map_err(|e| esaas_core::Error::Internal(format!("column snapshot: {e}")))?,
+    })
+}
+
+const SNAPSHOT_COLUMNS: &str =
+    "cluster_uid, name, tenant_id, cluster_id, kind, operation_id, snapshot";
+
+impl Store {
+    /// Queues a snapshot of a running cluster.
+    pub async fn create_snapshot(
+        conn: &mut PgConnection,
+        cmd: &esaas_core::lifecycle::snapshot::CreateSnapshot,
+        rules: &Rules,
+        ctx: &Ctx,
+    ) -> Result<ClusterChange> {
+        let state = load::live_cluster(conn, &cmd.name).await?;
+        saved(
+            conn,
+            esaas_core::lifecycle::snapshot::create_snapshot(cmd, &state, rules, ctx)?,
+        )
+        .await
+    }
+
+    /// Queues a restore of chosen indices into a running cluster.
+    pub async fn restore_indices(
+        conn: &mut PgConnection,
+        cmd: &esaas_core::lifecycle::snapshot::RestoreIndices,
+        rules: &Rules,
+        ctx: &Ctx,
+    ) -> Result<ClusterChange> {
+        let state = load::live_cluster(conn, &cmd.name).await?;
+        saved(
+            conn,
+            esaas_core::lifecycle::snapshot::restore_indices(cmd, &state, rules, ctx)?,
+        )
+        .await
+    }
+
+    /// The snapshots taken of every cluster that had the name `name`
+    /// (deleted ones too), newest first; `after` is the keyset cursor
+    /// (creation time, uid, snapshot name) of the previous page.
+    pub async fn list_snapshots(
+        &self,
+        name: &ClusterName,
+        after: Option<(chrono::DateTime<chrono::Utc>, Uuid, String)>,
+        limit: i64,
+    ) -> Result<
+        Vec<(
+            chrono::DateTime<chrono::Utc>,
+            esaas_core::snapshots::SnapshotRecord,
+        )>,
+    > {
+        use sqlx::Row;
+        let (t, u, n) = match after {
+            Some((t, u, n)) => (Some(t), Some(u), Some(n)),
+            None => (None, None, None),
+        };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SNAPSHOT_COLUMNS}, create_time FROM cluster_snapshots \
+             WHERE tenant_id = $1 AND cluster_id = $2 \
+             AND ($3::timestamptz IS NULL OR (create_time, cluster_uid, name) < ($3, $4, $5)) \
+             ORDER BY create_time DESC, cluster_uid DESC, name DESC LIMIT $6"
+        )))
+        .bind(name.tenant.as_str())
+        .bind(name.cluster.as_str())
+        .bind(t)
+        .bind(u)
+        .bind(n)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("create_time").map_err(db_error)?,
+                    snapshot_record(r)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The newest record of snapshot `snapshot` of a cluster that had the
+    /// name `name` (a deleted one included).
+    pub async fn find_snapshot(
+        &self,
+        name: &ClusterName,
+        snapshot: &str,
+    ) -> Result<Option<esaas_core::snapshots::SnapshotRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM cluster_snapshots \
+             WHERE tenant_id = $1 AND cluster_id = $2 AND name = $3 \
+             ORDER BY create_time DESC LIMIT 1"
+        )))
+        .bind(name.tenant.as_str())
+        .bind(name.cluster.as_str())
+        .bind(snapshot)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.as_ref().map(snapshot_record).transpose()
+    }
+}

@@ -16,12 +16,12 @@ use crate::error::db_error;
 
 pub(crate) const CLUSTER_COLUMNS: &str = "uid, tenant_id, cluster_id, spec, generation, observed_generation, state, health, \
      endpoint, conditions, message, current_operation, version, revision, create_time, update_time, delete_time, \
-     storage_change_time, retained_volumes, certificate_expire_time";
+     storage_change_time, retained_volumes, certificate_expire_time, snapshot_status";
 
 pub(crate) const OPERATION_COLUMNS: &str = "o.id, o.tenant_id, c.cluster_id, o.cluster_uid, o.kind, o.state, o.initiator_kind, \
      o.initiator, o.target_generation, o.stages, o.attempt_log, o.max_attempts, o.blocking_check, o.error, \
      o.create_time, o.start_time, o.end_time, o.update_time, o.next_attempt_time, o.version, o.lease_owner, \
-     o.lease_session, o.lease_token, o.lease_expire_time, o.checkpoint, o.cancel_requested, o.traceparent, o.gate_override, o.not_before, o.node_release_version";
+     o.lease_session, o.lease_token, o.lease_expire_time, o.checkpoint, o.cancel_requested, o.traceparent, o.gate_override, o.not_before, o.params";
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
     row: &'r PgRow,
@@ -74,6 +74,7 @@ pub(crate) fn cluster(row: &PgRow) -> Result<Cluster> {
         storage_change_time: get(row, "storage_change_time")?,
         retained_volumes: json(row, "retained_volumes")?,
         certificate_expire_time: get(row, "certificate_expire_time")?,
+        snapshots: json(row, "snapshot_status")?,
     })
 }
 
@@ -105,7 +106,6 @@ pub(crate) fn operation(row: &PgRow) -> Result<Operation> {
         update_time: get(row, "update_time")?,
         next_attempt_time: get(row, "next_attempt_time")?,
         not_before: get(row, "not_before")?,
-        node_release: get(row, "node_release_version")?,
         version: get(row, "version")?,
         lease: match (
             get::<Option<String>>(row, "lease_owner")?,
@@ -125,6 +125,7 @@ pub(crate) fn operation(row: &PgRow) -> Result<Operation> {
         cancel_requested: get(row, "cancel_requested")?,
         traceparent: get(row, "traceparent")?,
         gate_override: json_or_null(row, "gate_override")?,
+        params: json(row, "params")?,
     })
 }
 

@@ -27,16 +27,50 @@ pub(crate) async fn save(conn: &mut PgConnection, changes: &ChangeSet) -> Result
             Write::Update(op) => update_operation(conn, op).await?,
         }
     }
+    for s in &changes.snapshots {
+        record_snapshot(conn, s).await?;
+    }
+    for (uid, name) in &changes.deleted_snapshots {
+        sqlx::query("DELETE FROM cluster_snapshots WHERE cluster_uid = $1 AND name = $2")
+            .bind(uid)
+            .bind(name)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
     if let Some(event) = &changes.event {
         append_event(conn, event).await?;
     }
     Ok(())
 }
 
-/// Every column of a cluster row, in the order of [`bind_cluster`]'s `$1` to `$22`.
+/// Records a snapshot as it ended; a report repeated (a retried attempt) overwrites it.
+async fn record_snapshot(
+    conn: &mut PgConnection,
+    s: &esaas_core::snapshots::SnapshotRecord,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO cluster_snapshots (cluster_uid, name, tenant_id, cluster_id, kind, operation_id, snapshot) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (cluster_uid, name) DO UPDATE SET snapshot = EXCLUDED.snapshot, operation_id = EXCLUDED.operation_id",
+    )
+    .bind(s.cluster_uid)
+    .bind(&s.snapshot.name)
+    .bind(s.tenant.as_str())
+    .bind(s.cluster_id.as_str())
+    .bind(s.kind.as_str())
+    .bind(s.operation)
+    .bind(to_json(&s.snapshot)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Every column of a cluster row, in the order of [`bind_cluster`]'s `$1` to `$23`.
 const CLUSTER_ROW: &str = "uid, tenant_id, cluster_id, spec, node_count, storage_gib, generation, \
      observed_generation, state, health, endpoint, conditions, message, current_operation, version, revision, \
-     create_time, update_time, delete_time, storage_change_time, retained_volumes, certificate_expire_time";
+     create_time, update_time, delete_time, storage_change_time, retained_volumes, certificate_expire_time, snapshot_status";
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
@@ -62,10 +96,11 @@ fn bind_cluster<'q>(q: PgQuery<'q>, c: &'q Cluster) -> Result<PgQuery<'q>> {
         .bind(c.delete_time)
         .bind(c.storage_change_time)
         .bind(to_json(&c.retained_volumes)?)
-        .bind(c.certificate_expire_time))
+        .bind(c.certificate_expire_time)
+        .bind(to_json(&c.snapshots)?))
 }
 
-const CLUSTER_VALUES: &str = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)";
+const CLUSTER_VALUES: &str = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)";
 
 async fn insert_cluster(conn: &mut PgConnection, c: &Cluster) -> Result<()> {
     let sql = format!("INSERT INTO clusters ({CLUSTER_ROW}) VALUES {CLUSTER_VALUES}");
@@ -124,8 +159,7 @@ async fn insert_operation(conn: &mut PgConnection, op: &Operation) -> Result<()>
     sqlx::query(
         "INSERT INTO operations (id, tenant_id, cluster_uid, kind, state, initiator_kind, initiator, target_generation, \
          stages, attempt_log, max_attempts, next_attempt_time, version, create_time, update_time, traceparent, not_before, \
-         node_release_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+         params) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(op.id)
     .bind(op.tenant.as_str())
@@ -144,7 +178,7 @@ async fn insert_operation(conn: &mut PgConnection, op: &Operation) -> Result<()>
     .bind(op.update_time)
     .bind(&op.traceparent)
     .bind(op.not_before)
-    .bind(&op.node_release)
+    .bind(to_json(&op.params)?)
     .execute(&mut *conn)
     .await
     .map_err(|e| operation_error(op, e))?;

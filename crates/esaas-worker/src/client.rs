@@ -151,7 +151,7 @@ fn job_of(a: &pb::Assignment) -> esaas_core::Result<(Uuid, i64, Job, usize)> {
             target: assigned.target,
             kind: assigned.kind,
             gate_override: assigned.gate_override,
-            node_release: assigned.node_release,
+            params: assigned.params,
         },
         assigned.previous_attempts,
     ))

@@ -15,8 +15,9 @@ use std::time::Duration;
 use esaas_core::backend::{Elasticsearch, NodeGroups, StepError, Target, Workloads};
 use esaas_core::cluster::Health;
 use esaas_core::lifecycle::lease::LeaseEvent;
-use esaas_core::operation::{GateOverride, OperationKind, StageName};
+use esaas_core::operation::{GateOverride, OperationKind, OperationParams, StageName};
 use esaas_core::plan::{Goal, NodeGroupStatus, Observed, Overridden, Step, next_step_overriding};
+use esaas_core::snapshots::SnapshotState;
 use esaas_core::spec::VolumeRetention;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -134,8 +135,8 @@ pub struct Job {
     pub kind: OperationKind,
     /// The stalled gate this attempt lets pass once.
     pub gate_override: Option<GateOverride>,
-    /// For a node rotation: the node image to move the node groups to.
-    pub node_release: Option<String>,
+    /// What a snapshot, restore or delete works on.
+    pub params: OperationParams,
 }
 
 fn finished(stage: StageName) -> LeaseEvent {
@@ -157,9 +158,23 @@ fn failed(e: StepError) -> LeaseEvent {
 async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     b: &Backends<N, W, E>,
     t: &Target,
-    deleting: bool,
-    converging: bool,
+    goal: &Goal,
 ) -> Result<(Observed, Seen), StepError> {
+    let deleting = matches!(goal, Goal::Delete { .. });
+    let converging = matches!(goal, Goal::Converge(_) | Goal::CreateRestoring { .. });
+    // A goal that takes a snapshot looks at the repository and its snapshots.
+    let snapshotting = matches!(
+        goal,
+        Goal::Snapshot { .. }
+            | Goal::Delete {
+                final_snapshot: Some(_),
+                ..
+            }
+    );
+    let restoring = match goal {
+        Goal::CreateRestoring { source, .. } | Goal::Restore { source } => Some(source),
+        _ => None,
+    };
     let (groups, loads, health) = tokio::join!(
         b.node_groups.observe(t),
         b.workloads.observe(t),
@@ -194,10 +209,20 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     // cluster is green (before a master is elected Elasticsearch answers
     // 503), so only then is it looked at.
     let green = matches!(&health, Some(h) if h.status == Health::Green);
-    let repository = if converging && green {
+    let answers = health.is_some();
+    let repository = if (converging && green) || (snapshotting && answers) {
         b.elasticsearch.repository_registered(t).await?
     } else {
         None
+    };
+    let snapshots = if snapshotting && repository == Some(true) {
+        b.elasticsearch.snapshots(t).await?
+    } else {
+        None
+    };
+    let restore = match restoring {
+        Some(source) if answers => b.elasticsearch.restore_state(t, source).await?,
+        _ => None,
     };
     Ok((
         Observed {
@@ -207,6 +232,8 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
             health,
             certificates_rotated_by: loads.certificates_rotated_by,
             snapshot_repository: repository,
+            snapshots,
+            restore,
         },
         Seen {
             endpoint: loads.endpoint,
@@ -256,8 +283,14 @@ pub async fn observe_facts<N: NodeGroups, W: Workloads, E: Elasticsearch>(
 async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
     b: &Backends<N, W, E>,
     t: &Target,
+    goal: &Goal,
     step: &Step,
 ) -> Result<(), StepError> {
+    let source = match goal {
+        Goal::CreateRestoring { source, .. } | Goal::Restore { source } => Some(source),
+        _ => None,
+    };
+    let no_source = || StepError::permanent("RESTORE_SOURCE", "the operation names no source");
     match step {
         Step::ApplyBaseObjects => b.workloads.apply_base(t).await,
         Step::EnsureNodeGroup { node_set, size } => b.node_groups.ensure(t, node_set, *size).await,
@@ -312,6 +345,30 @@ async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
                 .update_version(t, node_set, zone, release)
                 .await
         }
+        Step::TakeSnapshot { name } => b.elasticsearch.take_snapshot(t, name).await,
+        Step::DeleteSnapshot { name } => b.elasticsearch.delete_snapshot(t, name).await,
+        Step::RegisterSourceRepository => {
+            let source = source.ok_or_else(no_source)?;
+            b.elasticsearch.register_source_repository(t, source).await
+        }
+        Step::RestoreSnapshot => {
+            let source = source.ok_or_else(no_source)?;
+            // The pending indices, as the observation before the step saw them.
+            let pending = match b.elasticsearch.restore_state(t, source).await? {
+                Some(r) => r.pending,
+                None => {
+                    return Err(StepError::retryable(
+                        "ES_UNAVAILABLE",
+                        "Elasticsearch does not answer",
+                    ));
+                }
+            };
+            if pending.is_empty() {
+                return Ok(());
+            }
+            b.elasticsearch.restore(t, source, &pending).await
+        }
+        Step::WaitSnapshot { .. } | Step::WaitRestore => Ok(()),
         Step::WaitNodeGroupActive { .. }
         | Step::WaitDrained { .. }
         | Step::WaitPodsReady { .. }
@@ -394,6 +451,20 @@ pub fn describe_wait(step: &Step, o: &Observed) -> String {
                 ),
             }
         }
+        Step::WaitSnapshot { name } => match o.snapshots.as_ref() {
+            None => format!("waiting for Elasticsearch to answer, to take snapshot {name}"),
+            Some(list) => match list.iter().find(|s| &s.name == name) {
+                Some(s) => format!("waiting for snapshot {name}: {}", s.state),
+                None => format!("waiting for snapshot {name} to start"),
+            },
+        },
+        Step::WaitRestore => match &o.restore {
+            None => "waiting for Elasticsearch to answer, to restore".to_string(),
+            Some(r) => format!(
+                "waiting for the restore: {} indices pending",
+                r.pending.len()
+            ),
+        },
         Step::WaitHealthy => match &o.health {
             None => "waiting for green: Elasticsearch does not answer".to_string(),
             Some(h) => format!(
@@ -488,27 +559,32 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
     cancel: &CancellationToken,
     clock: &mut Option<StageClock>,
 ) -> Result<LeaseEvent, Stopped> {
-    let goal = Goal::of(
+    let Some(goal) = Goal::of(
         job.kind,
         &job.target.spec,
         job.target.operation,
-        job.node_release.as_deref().unwrap_or_default(),
-    );
-    // A node rotation that does not say to what has nothing to do: fail it
-    // rather than guess (a control plane older than the rotation).
-    if let Goal::RotateNodes { release, .. } = &goal
-        && release.is_empty()
-    {
+        &job.params,
+    ) else {
         return Ok(LeaseEvent::Failed {
             retryable: false,
-            reason: "NODE_RELEASE_MISSING".into(),
-            message: "the node rotation names no node release version".into(),
+            reason: "OPERATION_INCOMPLETE".into(),
+            message: format!(
+                "the {} operation names no snapshot, restore source or node release",
+                job.kind.as_str().to_lowercase()
+            ),
         });
-    }
+    };
     let report =
         |event: LeaseEvent| async move { reporter.report(event).await.map_err(Stopped::LeaseLost) };
-    let deleting = matches!(goal, Goal::Delete { .. });
-    let converging = matches!(goal, Goal::Converge(_));
+    let converging = matches!(goal, Goal::Converge(_) | Goal::CreateRestoring { .. });
+    // The snapshot the goal takes, reported once it has succeeded.
+    let mut snapshot_to_report = match &goal {
+        Goal::Snapshot { name, .. } => Some(name.clone()),
+        Goal::Delete { final_snapshot, .. } => final_snapshot.clone(),
+        _ => None,
+    };
+    // Snapshots this attempt deleted (retention).
+    let mut deleted: Vec<String> = Vec::new();
     let mut stage: Option<StageName> = None;
     // Whether the goal's closing gate has been reported (waited for, or
     // passed at the first look before a stage that follows it).
@@ -537,7 +613,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
             settings.step_timeout,
             cancel,
             || {
-                observe(backends, &job.target, deleting, converging)
+                observe(backends, &job.target, &goal)
                     .instrument(tracing::info_span!(parent: &here, "observe"))
             },
         )
@@ -546,6 +622,56 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
             Ok(o) => o,
             Err(e) => return Ok(failed(e)),
         };
+        if let Some(name) = &snapshot_to_report
+            && let Some(s) = observed
+                .snapshots
+                .iter()
+                .flatten()
+                .find(|s| &s.name == name)
+        {
+            if s.state == SnapshotState::Success {
+                report(LeaseEvent::Snapshot(s.clone())).await?;
+                snapshot_to_report = None;
+            } else if s.state != SnapshotState::InProgress {
+                report(LeaseEvent::Snapshot(s.clone())).await?;
+                return Ok(LeaseEvent::Failed {
+                    retryable: false,
+                    reason: "SNAPSHOT_FAILED".into(),
+                    message: format!(
+                        "snapshot {name} ended {}: {}{}",
+                        s.state,
+                        s.reason,
+                        if matches!(goal, Goal::Delete { .. }) {
+                            "; nothing was deleted: delete again with skip_final_snapshot to                              delete without a final snapshot"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+            }
+        }
+        if let Some(r) = &observed.restore
+            && (r.snapshot != Some(SnapshotState::Success) || !r.conflicts.is_empty())
+            && r.source_registered
+        {
+            let message = if !r.conflicts.is_empty() {
+                format!(
+                    "open indices stand where the restore would put its own: {}; delete or                      close them first (Elasticsearch restores over no open index)",
+                    r.conflicts.join(", ")
+                )
+            } else {
+                "the snapshot is not in the source repository, or did not succeed".to_string()
+            };
+            return Ok(LeaseEvent::Failed {
+                retryable: false,
+                reason: if r.conflicts.is_empty() {
+                    "RESTORE_SOURCE_UNUSABLE".into()
+                } else {
+                    "RESTORE_INDEX_EXISTS".into()
+                },
+                message,
+            });
+        }
         let planned = next_step_overriding(&goal, &observed, &mut gate);
         if let (Some(opened), Some(g)) = (&planned.opened, &job.gate_override) {
             let gate_stage = opened.stage();
@@ -578,9 +704,13 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
             // A delete that kept the volumes says which, for the tombstone.
             if let Goal::Delete {
                 retention: VolumeRetention::Retain,
+                ..
             } = goal
             {
                 report(LeaseEvent::Retained(seen.claims)).await?;
+            }
+            if !deleted.is_empty() {
+                report(LeaseEvent::SnapshotsDeleted(std::mem::take(&mut deleted))).await?;
             }
             if let Some(s) = stage {
                 report(stage_end(s, &passed)).await?;
@@ -663,15 +793,51 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
         let step_span = tracing::info_span!(parent: &here, "step", otel.name = %format_args!("step {}", step.name()), step = ?step);
         step_span
             .in_scope(|| tracing::info!(operation = %job.target.operation, step = ?step, "step"));
-        if let Err(e) = with_retries(
+        let result = with_retries(
             &format!("step {step:?}"),
             settings.step_timeout,
             cancel,
-            || perform(backends, &job.target, &step).instrument(step_span.clone()),
+            || perform(backends, &job.target, &goal, &step).instrument(step_span.clone()),
         )
-        .await?
-        {
-            return Ok(failed(e));
+        .await?;
+        match (&step, result) {
+            (Step::RegisterRepository, Err(e)) => {
+                report(LeaseEvent::Repository {
+                    registered: false,
+                    message: format!("{}: {}", e.reason, e.message),
+                })
+                .await?;
+                // The cluster works without its repository: a create or
+                // update ends here, saying so (SnapshotsOk is false); a
+                // snapshot cannot be taken without it.
+                if !converging {
+                    return Ok(failed(e));
+                }
+                report(LeaseEvent::StageFinished {
+                    name: StageName::SnapshotRepository,
+                    skipped: false,
+                    message: format!("not registered: {}: {}", e.reason, e.message),
+                })
+                .await?;
+                if let Some(c) = clock.take() {
+                    c.end("failed");
+                }
+                return Ok(LeaseEvent::Succeeded {
+                    endpoint: seen.endpoint,
+                    health: observed.health.map(|h| h.status).unwrap_or(Health::Unknown),
+                    certificate_not_after: seen.certificate_not_after,
+                });
+            }
+            (_, Err(e)) => return Ok(failed(e)),
+            (Step::RegisterRepository, Ok(())) => {
+                report(LeaseEvent::Repository {
+                    registered: true,
+                    message: String::new(),
+                })
+                .await?;
+            }
+            (Step::DeleteSnapshot { name }, Ok(())) => deleted.push(name.clone()),
+            (_, Ok(())) => {}
         }
         report(LeaseEvent::Checkpoint(serde_json::json!({
             "last_step": format!("{step:?}"),

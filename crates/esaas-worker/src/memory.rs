@@ -13,8 +13,9 @@ use esaas_core::backend::{
 use esaas_core::cluster::Health;
 use esaas_core::lifecycle::lease::LeaseEvent;
 use esaas_core::plan::{
-    HealthObs, NodeGroupObs, NodeGroupStatus, VolumeObs, WorkloadObs, node_key,
+    HealthObs, NodeGroupObs, NodeGroupStatus, RestoreObs, VolumeObs, WorkloadObs, node_key,
 };
+use esaas_core::snapshots::{RestoreSource, SnapshotObs, SnapshotState};
 use esaas_core::spec::VolumeRetention;
 
 use crate::executor::Reporter;
@@ -46,6 +47,17 @@ pub struct World {
     pub voting_exclusions: Vec<String>,
     /// The snapshot repository: `None` snapshots off, else whether it is registered.
     pub repository: Option<bool>,
+    /// Snapshots in the cluster's repository (they succeed at once, unless
+    /// `snapshot_fails` says why not).
+    pub snapshots: Vec<esaas_core::snapshots::SnapshotObs>,
+    /// A snapshot taken ends FAILED with this reason.
+    pub snapshot_fails: Option<String>,
+    /// Indices in the cluster (a restore adds the source's).
+    pub indices: Vec<String>,
+    /// The source repository is registered.
+    pub source_registered: bool,
+    /// The indices of the restore source's snapshot (`None`: no such snapshot).
+    pub source_indices: Option<Vec<String>>,
     /// Mutating calls, in order, as `name node_set arg`.
     pub calls: Vec<String>,
     /// Errors the next calls of a name return, in order.
@@ -383,6 +395,80 @@ impl Elasticsearch for Memory {
 
     async fn register_repository(&self, _: &Target) -> StepResult<()> {
         self.record("es.register_repository", "", "")?.repository = Some(true);
+        Ok(())
+    }
+
+    async fn snapshots(&self, _: &Target) -> StepResult<Option<Vec<SnapshotObs>>> {
+        let w = self.check("es.snapshots")?;
+        Ok(w.repository.is_some().then(|| w.snapshots.clone()))
+    }
+
+    async fn take_snapshot(&self, _: &Target, name: &str) -> StepResult<()> {
+        let mut w = self.record("es.take_snapshot", name, "")?;
+        if !w.snapshots.iter().any(|s| s.name == name) {
+            let (state, reason) = match w.snapshot_fails.clone() {
+                Some(r) => (SnapshotState::Failed, r),
+                None => (SnapshotState::Success, String::new()),
+            };
+            let indices = w.indices.clone();
+            w.snapshots.push(SnapshotObs {
+                name: name.to_string(),
+                state,
+                reason,
+                indices,
+                start_time: None,
+                end_time: None,
+            });
+        }
+        Ok(())
+    }
+
+    async fn delete_snapshot(&self, _: &Target, name: &str) -> StepResult<()> {
+        self.record("es.delete_snapshot", name, "")?
+            .snapshots
+            .retain(|s| s.name != name);
+        Ok(())
+    }
+
+    async fn restore_state(
+        &self,
+        _: &Target,
+        source: &RestoreSource,
+    ) -> StepResult<Option<RestoreObs>> {
+        let w = self.check("es.restore_state")?;
+        if w.health.is_none() {
+            return Ok(None);
+        }
+        let wanted: Vec<String> = match &w.source_indices {
+            Some(all) if source.indices.is_empty() => all.clone(),
+            Some(_) => source.indices.clone(),
+            None => Vec::new(),
+        };
+        Ok(Some(RestoreObs {
+            source_registered: w.source_registered,
+            snapshot: (w.source_registered && w.source_indices.is_some())
+                .then_some(SnapshotState::Success),
+            pending: wanted
+                .into_iter()
+                .filter(|i| !w.indices.contains(i))
+                .collect(),
+            conflicts: Vec::new(),
+        }))
+    }
+
+    async fn register_source_repository(&self, _: &Target, _: &RestoreSource) -> StepResult<()> {
+        self.record("es.register_source_repository", "", "")?
+            .source_registered = true;
+        Ok(())
+    }
+
+    async fn restore(&self, _: &Target, _: &RestoreSource, indices: &[String]) -> StepResult<()> {
+        let mut w = self.record("es.restore", &indices.join(","), "")?;
+        for i in indices {
+            if !w.indices.contains(i) {
+                w.indices.push(i.clone());
+            }
+        }
         Ok(())
     }
 }

@@ -59,6 +59,10 @@ pub(super) struct Cluster {
     pub(super) docs: BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Snapshot repositories registered (`PUT /_snapshot/{repo}`), by name.
     pub(super) repos: BTreeMap<String, super::repository::Repo>,
+    /// The indices restored from a snapshot: (repository, snapshot, index
+    /// in the snapshot), what `_recovery` reports as their primaries' source.
+    /// An index created by a write recovered from an empty store.
+    pub(super) restored_from: BTreeMap<String, (String, String, String)>,
     /// Where its `s3` repositories store their objects (`s3.client.default.endpoint`).
     pub(super) s3: Option<super::s3::S3>,
 }
@@ -159,6 +163,7 @@ impl Cluster {
             conns: CancellationToken::new(),
             docs: BTreeMap::new(),
             repos: BTreeMap::new(),
+            restored_from: BTreeMap::new(),
             s3: None,
         }
     }
@@ -175,6 +180,14 @@ impl Cluster {
                 unassigned: Some(("INDEX_CREATED", now, None)),
             }));
         self.indices.push(def);
+    }
+
+    /// Removes `name`, its shard copies, documents and recovery (`DELETE /{index}`).
+    pub(super) fn remove_index(&mut self, name: &str) {
+        self.indices.retain(|i| i.name != name);
+        self.copies.retain(|c| c.index != name);
+        self.docs.remove(name);
+        self.restored_from.remove(name);
     }
 
     pub(super) fn has_index(&self, name: &str) -> bool {

@@ -56,6 +56,7 @@ fn target_of(tenant: &str, cluster: &str) -> Option<esaas_core::backend::Target>
             deletion_protection: false,
             maintenance_window: None,
             change_freezes: Vec::new(),
+            snapshot_policy: None,
         },
         generation: 0,
         operation: uuid::Uuid::nil(),

@@ -116,6 +116,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use cluster::DEFAULT_VERSION;
 
+/// The object keys under `prefix` in `bucket` of the S3 at `endpoint`. Blocking.
+pub fn list_objects(endpoint: &str, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
+    s3::S3::new(endpoint)
+        .list(bucket, prefix)
+        .map_err(|e| e.aws_text())
+}
+
 /// Creates `bucket` in the S3 at `endpoint` (moto), as a platform operator
 /// would before turning snapshots on. Blocking.
 pub fn create_bucket(endpoint: &str, bucket: &str) -> Result<(), String> {
@@ -273,6 +280,15 @@ impl EsStandin {
             for _ in 0..count {
                 ids.insert(uuid::Uuid::new_v4().simple().to_string());
             }
+            c.reconcile(Instant::now(), delay);
+        })
+    }
+
+    /// Deletes `index` from the cluster at `host`, as its owner's
+    /// `DELETE /{index}` would (the platform never deletes an index).
+    pub fn delete_index(&self, host: &str, index: &str) {
+        self.with_cluster(host, |c, delay| {
+            c.remove_index(index);
             c.reconcile(Instant::now(), delay);
         })
     }

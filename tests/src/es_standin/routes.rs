@@ -141,6 +141,13 @@ const ROUTES: &[Route] = &[
         params: &[],
         endpoint: docs::index,
     },
+    // RestRecoveryAction (`active_only`, `detailed` are not modelled).
+    Route {
+        path: "/{index}/_recovery",
+        method: Method::GET,
+        params: &[],
+        endpoint: snapshot::recovery,
+    },
     // RestCountAction, without a query.
     Route {
         path: "/{index}/_count",

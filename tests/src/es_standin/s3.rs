@@ -67,6 +67,19 @@ impl S3 {
         self.call("PUT", bucket, "", &[]).map(|_| ())
     }
 
+    /// The keys under `prefix` (a test's check of what a repository wrote;
+    /// ListObjectsV2, the first 1,000).
+    pub(super) fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, S3Error> {
+        let query = format!("?list-type=2&prefix={}", prefix.replace('/', "%2F"));
+        let body = self.call("GET", bucket, &query, &[])?;
+        let text = String::from_utf8_lossy(&body);
+        Ok(text
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect())
+    }
+
     pub(super) fn delete(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
         self.call("DELETE", bucket, key, &[]).map(|_| ())
     }

@@ -440,6 +440,10 @@ pub(super) fn restore(c: &mut Cluster, call: &Call) -> Answer {
         let replicas = def["replicas"].as_u64().unwrap_or(1) as u32;
         shards += primaries;
         c.add_index(IndexDef::new(to, primaries, replicas));
+        c.restored_from.insert(
+            to.clone(),
+            (repo.to_string(), snap.to_string(), from.clone()),
+        );
         let ids = def["ids"]
             .as_array()
             .map(|a| {
@@ -464,4 +468,46 @@ pub(super) fn restore(c: &mut Cluster, call: &Call) -> Answer {
     } else {
         json_answer(StatusCode::OK, &json!({ "accepted": true }))
     }
+}
+
+/// `GET /{index}/_recovery` (comma list): each index's shard recoveries,
+/// as `RecoveryState` prints them. A primary restored from a snapshot is
+/// type `SNAPSHOT` with its source (repository, snapshot, index); one
+/// created by a write is `EMPTY_STORE`; replicas recover from their primary
+/// (`PEER`). Reference: "Index recovery API" in the Elasticsearch reference.
+/// An index that is not there is 404 `index_not_found_exception`.
+pub(super) fn recovery(c: &mut Cluster, call: &Call) -> Answer {
+    let list = call
+        .path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut out = serde_json::Map::new();
+    for name in list.split(',').filter(|n| !n.is_empty()) {
+        let Some(def) = c.indices.iter().find(|i| i.name == name) else {
+            return super::docs::index_not_found(name);
+        };
+        let primary = match c.restored_from.get(name) {
+            Some((repo, snap, index)) => json!({
+                "type": "SNAPSHOT",
+                "stage": "DONE",
+                "primary": true,
+                "source": { "repository": repo, "snapshot": snap, "index": index },
+            }),
+            None => {
+                json!({ "type": "EMPTY_STORE", "stage": "DONE", "primary": true, "source": {} })
+            }
+        };
+        let shards: Vec<Value> = (0..def.primaries)
+            .map(|id| {
+                let mut p = primary.clone();
+                p["id"] = json!(id);
+                p
+            })
+            .collect();
+        out.insert(name.to_string(), json!({ "shards": shards }));
+    }
+    json_answer(StatusCode::OK, &Value::Object(out))
 }

@@ -342,9 +342,54 @@ impl Elasticsearch for Sim {
     }
 
     async fn register_repository(&self, _: &Target) -> StepResult<()> {
-        Err(StepError::permanent(
-            "SNAPSHOTS_OFF",
-            "the simulated platform has no snapshot bucket",
-        ))
+        Err(no_bucket())
     }
+
+    async fn snapshots(
+        &self,
+        _: &Target,
+    ) -> StepResult<Option<Vec<esaas_core::snapshots::SnapshotObs>>> {
+        Ok(None)
+    }
+
+    async fn take_snapshot(&self, _: &Target, _: &str) -> StepResult<()> {
+        Err(no_bucket())
+    }
+
+    async fn delete_snapshot(&self, _: &Target, _: &str) -> StepResult<()> {
+        Err(no_bucket())
+    }
+
+    async fn restore_state(
+        &self,
+        _: &Target,
+        _: &esaas_core::snapshots::RestoreSource,
+    ) -> StepResult<Option<esaas_core::plan::RestoreObs>> {
+        Err(no_bucket())
+    }
+
+    async fn register_source_repository(
+        &self,
+        _: &Target,
+        _: &esaas_core::snapshots::RestoreSource,
+    ) -> StepResult<()> {
+        Err(no_bucket())
+    }
+
+    async fn restore(
+        &self,
+        _: &Target,
+        _: &esaas_core::snapshots::RestoreSource,
+        _: &[String],
+    ) -> StepResult<()> {
+        Err(no_bucket())
+    }
+}
+
+/// The simulated platform has no snapshot bucket: every snapshot call is refused.
+fn no_bucket() -> StepError {
+    StepError::permanent(
+        "SNAPSHOTS_OFF",
+        "the simulated platform has no snapshot bucket",
+    )
 }

@@ -33,6 +33,7 @@ fn target(count: i32) -> Target {
             deletion_protection: false,
             maintenance_window: None,
             change_freezes: Vec::new(),
+            snapshot_policy: None,
         },
         generation: 1,
         operation: Uuid::new_v4(),

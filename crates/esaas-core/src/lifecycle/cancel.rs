@@ -107,6 +107,8 @@ pub(super) fn settle(cluster: &mut Cluster, op: &Operation, now: DateTime<Utc>) 
         | OperationKind::Repair
         | OperationKind::RotateCertificates
         | OperationKind::RotateNodes
+        | OperationKind::Snapshot
+        | OperationKind::Restore
         | OperationKind::Delete => {
             if cluster.state != ClusterState::Deleting {
                 cluster.state = match cluster.health {

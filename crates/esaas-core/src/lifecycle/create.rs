@@ -7,6 +7,7 @@ use crate::event::EventKind;
 use crate::names::{ClusterId, TenantId};
 use crate::operation::{Initiator, OperationKind};
 use crate::placement;
+use crate::snapshots::RestoreSource;
 use crate::spec::ClusterSpec;
 use crate::tenant::{Tenant, check_quota};
 
@@ -23,6 +24,8 @@ pub struct CreateCluster {
     pub spec: ClusterSpec,
     /// Who asks.
     pub initiator: Initiator,
+    /// The snapshot to restore into the new cluster once it runs.
+    pub restore: Option<RestoreSource>,
 }
 
 /// Creates the cluster in `tenant` (locked, with its usage), or refuses it
@@ -69,8 +72,10 @@ pub fn create(
         storage_change_time: None,
         retained_volumes: Vec::new(),
         certificate_expire_time: None,
+        snapshots: Default::default(),
     };
-    let operation = new_operation(&cluster, OperationKind::Create, &cmd.initiator, rules, ctx);
+    let mut operation = new_operation(&cluster, OperationKind::Create, &cmd.initiator, rules, ctx);
+    operation.params.restore = cmd.restore.clone();
     cluster.current_operation = Some(operation.id);
     show_queued(&mut cluster, &operation, ctx.now);
     let mut changes = ChangeSet::default();
@@ -78,11 +83,20 @@ pub fn create(
         &mut cluster,
         true,
         EventKind::Created,
-        format!(
-            "cluster created by {}; {} queued",
-            cmd.initiator.principal,
-            operation.name()
-        ),
+        match &cmd.restore {
+            Some(r) => format!(
+                "cluster created by {} from snapshot {} of {}; {} queued",
+                cmd.initiator.principal,
+                r.snapshot,
+                r.cluster_id.as_str(),
+                operation.name()
+            ),
+            None => format!(
+                "cluster created by {}; {} queued",
+                cmd.initiator.principal,
+                operation.name()
+            ),
+        },
         Some(operation.id),
         ctx.now,
     );

@@ -8,6 +8,7 @@ use crate::error::{Error, PreconditionViolation, Result};
 use crate::event::EventKind;
 use crate::names::ClusterName;
 use crate::operation::{Initiator, OperationKind, OperationState};
+use crate::snapshots::{FinalSnapshot, final_snapshot};
 
 use super::{
     ChangeSet, ClusterChange, Ctx, Decision, LiveCluster, Rules, new_operation, show_queued,
@@ -22,6 +23,8 @@ pub struct DeleteCluster {
     pub etag: String,
     /// Who asks.
     pub initiator: Initiator,
+    /// Delete without a final snapshot.
+    pub skip_final_snapshot: bool,
 }
 
 /// The stable type of the violation a protected cluster's delete gets.
@@ -39,7 +42,15 @@ pub fn delete(
     let mut cluster = state.cluster.clone();
     cluster.check_etag(&cmd.etag)?;
     let active = &state.active;
-    if cluster.state == ClusterState::Deleting {
+    // A delete stalled on its final snapshot (Elasticsearch does not
+    // answer) gives way to one that skips it.
+    let stalled_on_snapshot = active.running.as_ref().is_some_and(|op| {
+        op.kind == OperationKind::Delete
+            && op.state == OperationState::Stalled
+            && op.params.snapshot.is_some()
+    });
+    if cluster.state == ClusterState::Deleting && !(cmd.skip_final_snapshot && stalled_on_snapshot)
+    {
         // The newest unfinished operation: the delete, queued or running.
         let newest = [&active.queued, &active.running]
             .into_iter()
@@ -85,7 +96,18 @@ pub fn delete(
         }
         None => false,
     };
-    let operation = new_operation(&cluster, OperationKind::Delete, &cmd.initiator, rules, ctx);
+    let mut operation = new_operation(&cluster, OperationKind::Delete, &cmd.initiator, rules, ctx);
+    // A cluster whose create never finished holds no data; one whose
+    // delete failed or stalled after its create did still does.
+    let created_once = cluster.observed_generation > 0;
+    if let FinalSnapshot::Take(name) = final_snapshot(
+        rules.snapshots_enabled,
+        cmd.skip_final_snapshot,
+        created_once,
+        operation.id,
+    ) {
+        operation.params.snapshot = Some(name);
+    }
     changes.insert_operation(&operation);
     cluster.state = ClusterState::Deleting;
     cluster.delete_time = Some(ctx.now);
@@ -94,9 +116,13 @@ pub fn delete(
     }
     show_queued(&mut cluster, &operation, ctx.now);
     let message = format!(
-        "deletion requested by {}; {} queued",
+        "deletion requested by {}; {} queued{}",
         cmd.initiator.principal,
-        operation.name()
+        operation.name(),
+        match &operation.params.snapshot {
+            Some(s) => format!("; it takes the final snapshot {s} before removing anything"),
+            None => "; no final snapshot".to_string(),
+        }
     );
     changes.record(
         &mut cluster,

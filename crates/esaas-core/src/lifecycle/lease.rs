@@ -18,6 +18,7 @@ use crate::operation::{
     Attempt, AttemptOutcome, Lease, Operation, OperationError, OperationKind, OperationState,
     Stage, StageName, StageState,
 };
+use crate::snapshots::{SnapshotKind, SnapshotObs, SnapshotRecord, SnapshotState};
 use crate::worker::WorkerSession;
 
 use super::ChangeSet;
@@ -64,6 +65,18 @@ pub enum LeaseEvent {
     HandedBack,
     /// The volume claims a delete keeps (`{namespace}/{claim}`).
     Retained(Vec<String>),
+    /// Whether the cluster's snapshot repository could be registered (a
+    /// create or update goes on without it, saying why).
+    Repository {
+        /// Registered.
+        registered: bool,
+        /// Why not.
+        message: String,
+    },
+    /// A snapshot the operation took ended (successfully or not).
+    Snapshot(SnapshotObs),
+    /// Snapshots retention let go, deleted from the repository.
+    SnapshotsDeleted(Vec<String>),
 }
 
 impl LeaseEvent {
@@ -159,8 +172,11 @@ struct Applied {
 }
 
 impl Applied {
-    fn into_changes(mut self, now: DateTime<Utc>) -> ChangeSet {
-        let mut changes = ChangeSet::default();
+    fn into_changes(self, now: DateTime<Utc>) -> ChangeSet {
+        self.into_changes_with(now, ChangeSet::default())
+    }
+
+    fn into_changes_with(mut self, now: DateTime<Utc>, mut changes: ChangeSet) -> ChangeSet {
         changes.update_operation(&mut self.op, now);
         if let Some(message) = self.event {
             changes.record(
@@ -330,7 +346,40 @@ fn requeue_or_end(
     if counts && spent >= u32::try_from(op.max_attempts).unwrap_or(0) {
         op.state = OperationState::Failed;
         op.end_time = Some(now);
-        if op.kind == OperationKind::Repair || op.kind.is_rotation() {
+        if matches!(op.kind, OperationKind::Snapshot | OperationKind::Restore) {
+            // A snapshot or restore that fails leaves the cluster running
+            // as it was; its status says what failed.
+            cluster.current_operation = None;
+            if cluster.state != ClusterState::Deleting {
+                cluster.state = match cluster.health {
+                    Health::Green => ClusterState::Ready,
+                    _ => ClusterState::Degraded,
+                };
+            }
+            cluster.message = format!(
+                "{} failed: {}",
+                op.kind.as_str().to_lowercase(),
+                error.message
+            );
+            if op.kind == OperationKind::Snapshot {
+                cluster.snapshots.last_failure_time = Some(now);
+                cluster.snapshots.last_failure_reason = error.message.clone();
+                if !cluster.conditions.iter().any(|c| {
+                    c.kind == ConditionType::SnapshotsOk && c.status == ConditionStatus::False
+                }) {
+                    set_condition(
+                        &mut cluster.conditions,
+                        Condition {
+                            kind: ConditionType::SnapshotsOk,
+                            status: ConditionStatus::False,
+                            reason: ConditionReason::SnapshotFailed,
+                            message: cluster.message.clone(),
+                            last_transition_time: now,
+                        },
+                    );
+                }
+            }
+        } else if op.kind == OperationKind::Repair || op.kind.is_rotation() {
             // Platform maintenance that fails leaves the cluster as it found
             // it, DEGRADED, saying why; the next observation decides whether
             // to try again.
@@ -399,14 +448,114 @@ pub fn report(
     ctx: &Context,
 ) -> Result<ChangeSet, Refusal> {
     check_fence(&state.op, holder, token, ctx.now)?;
-    Ok(apply(state, event, ctx).into_changes(ctx.now))
+    Ok(apply(state, event, ctx))
 }
 
-fn apply(state: &Leased, event: LeaseEvent, ctx: &Context) -> Applied {
+fn apply(state: &Leased, event: LeaseEvent, ctx: &Context) -> ChangeSet {
+    let mut extra = ChangeSet::default();
     let (mut op, mut cluster) = (state.op.clone(), state.cluster.clone());
     let (other_queued, now) = (state.other_queued, ctx.now);
     let name = op.name();
     let event = match event {
+        LeaseEvent::Repository {
+            registered: true, ..
+        } if is_snapshots_ok(&cluster) => None,
+        LeaseEvent::Repository {
+            registered,
+            message,
+        } => {
+            let (status, reason, message) = if registered {
+                (
+                    ConditionStatus::True,
+                    ConditionReason::SnapshotSucceeded,
+                    "the snapshot repository is registered".to_string(),
+                )
+            } else {
+                (
+                    ConditionStatus::False,
+                    ConditionReason::RepositoryUnavailable,
+                    format!("the snapshot repository could not be registered: {message}"),
+                )
+            };
+            if !registered {
+                cluster.snapshots.last_failure_time = Some(now);
+                cluster.snapshots.last_failure_reason = message.clone();
+            }
+            let event = format!("{name}: {message}");
+            set_condition(
+                &mut cluster.conditions,
+                Condition {
+                    kind: ConditionType::SnapshotsOk,
+                    status,
+                    reason,
+                    message,
+                    last_transition_time: now,
+                },
+            );
+            Some(event)
+        }
+        LeaseEvent::Snapshot(snapshot) => {
+            let taken = snapshot.state == SnapshotState::Success;
+            let at = snapshot.end_time.unwrap_or(now);
+            let message = if taken {
+                cluster.snapshots.last_success = Some(snapshot.name.clone());
+                cluster.snapshots.last_success_time = Some(at);
+                if op.kind == OperationKind::Delete {
+                    cluster.snapshots.final_snapshot = Some(snapshot.name.clone());
+                }
+                format!(
+                    "snapshot {} taken: {} indices",
+                    snapshot.name,
+                    snapshot.indices.len()
+                )
+            } else {
+                cluster.snapshots.last_failure_time = Some(at);
+                cluster.snapshots.last_failure_reason = format!(
+                    "snapshot {} ended {}: {}",
+                    snapshot.name, snapshot.state, snapshot.reason
+                );
+                cluster.snapshots.last_failure_reason.clone()
+            };
+            set_condition(
+                &mut cluster.conditions,
+                Condition {
+                    kind: ConditionType::SnapshotsOk,
+                    status: if taken {
+                        ConditionStatus::True
+                    } else {
+                        ConditionStatus::False
+                    },
+                    reason: if taken {
+                        ConditionReason::SnapshotSucceeded
+                    } else {
+                        ConditionReason::SnapshotFailed
+                    },
+                    message: message.clone(),
+                    last_transition_time: now,
+                },
+            );
+            extra.snapshots.push(SnapshotRecord {
+                tenant: op.tenant.clone(),
+                cluster_id: op.cluster_id.clone(),
+                cluster_uid: op.cluster_uid,
+                kind: SnapshotKind::of_name(&snapshot.name).unwrap_or(SnapshotKind::Manual),
+                operation: op.id,
+                snapshot,
+            });
+            Some(format!("{name}: {message}"))
+        }
+        LeaseEvent::SnapshotsDeleted(names) if names.is_empty() => None,
+        LeaseEvent::SnapshotsDeleted(names) => {
+            let event = format!(
+                "{name}: {} snapshots past the policy's retention deleted: {}",
+                names.len(),
+                names.join(", ")
+            );
+            extra
+                .deleted_snapshots
+                .extend(names.into_iter().map(|n| (op.cluster_uid, n)));
+            Some(event)
+        }
         LeaseEvent::StageStarted(stage) => {
             match op.stages.iter_mut().find(|s| s.name == stage) {
                 Some(s) => {
@@ -577,7 +726,15 @@ fn apply(state: &Leased, event: LeaseEvent, ctx: &Context) -> Applied {
             ))
         }
     };
-    Applied { op, cluster, event }
+    Applied { op, cluster, event }.into_changes_with(now, extra)
+}
+
+/// Whether the SnapshotsOk condition holds already.
+fn is_snapshots_ok(cluster: &Cluster) -> bool {
+    cluster
+        .conditions
+        .iter()
+        .any(|c| c.kind == ConditionType::SnapshotsOk && c.status == ConditionStatus::True)
 }
 
 fn succeed(
@@ -621,11 +778,16 @@ fn succeed(
         );
         return;
     }
-    cluster.endpoint = endpoint;
+    if op.kind != OperationKind::Snapshot {
+        cluster.endpoint = endpoint;
+    }
     cluster.health = health;
     cluster.current_operation = other_queued;
-    for c in super::observe::settled_conditions(cluster, health, now) {
-        set_condition(&mut cluster.conditions, c);
+    // A snapshot checks nothing of what the conditions say; it leaves them.
+    if op.kind != OperationKind::Snapshot {
+        for c in super::observe::settled_conditions(cluster, health, now) {
+            set_condition(&mut cluster.conditions, c);
+        }
     }
     if cluster.state != ClusterState::Deleting {
         cluster.state = match (other_queued, health) {

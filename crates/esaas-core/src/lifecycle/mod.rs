@@ -27,6 +27,7 @@ pub mod observe;
 pub mod override_gate;
 pub mod retention;
 pub mod retry;
+pub mod snapshot;
 pub mod update;
 
 use chrono::{DateTime, Utc};
@@ -57,6 +58,8 @@ pub struct Rules {
     /// is to run (`[eks] node_release_version`). `None`: whatever EKS gives
     /// a new group, and no node rotation.
     pub node_release: Option<String>,
+    /// Whether the platform has a snapshot bucket (`[snapshots] bucket`).
+    pub snapshots_enabled: bool,
 }
 
 /// What a command needs besides its request and the loaded state.
@@ -102,12 +105,20 @@ pub struct ChangeSet {
     pub operations: Vec<Write<Operation>>,
     /// The event appended to the cluster's log; its revision is the cluster's new revision.
     pub event: Option<ClusterEvent>,
+    /// Snapshots taken (or failed) to record.
+    pub snapshots: Vec<crate::snapshots::SnapshotRecord>,
+    /// Snapshots deleted from their repository: (cluster uid, name).
+    pub deleted_snapshots: Vec<(Uuid, String)>,
 }
 
 impl ChangeSet {
     /// Whether nothing is written.
     pub fn is_empty(&self) -> bool {
-        self.cluster.is_none() && self.operations.is_empty() && self.event.is_none()
+        self.cluster.is_none()
+            && self.operations.is_empty()
+            && self.event.is_none()
+            && self.snapshots.is_empty()
+            && self.deleted_snapshots.is_empty()
     }
 
     /// Writes `op` as a new row.
@@ -249,7 +260,7 @@ fn new_operation(
         cancel_requested: false,
         traceparent: ctx.traceparent.clone(),
         gate_override: None,
-        node_release: None,
+        params: Default::default(),
     }
 }
 
@@ -271,5 +282,7 @@ fn show_queued(cluster: &mut Cluster, op: &Operation, now: DateTime<Utc>) {
     );
 }
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;

@@ -747,7 +747,7 @@ pub fn assess(
             principal: "platform/node-images".into(),
         };
         let mut op = new_operation(&next, OperationKind::RotateNodes, &initiator, rules, ctx);
-        op.node_release = Some(want.clone());
+        op.params.node_release = Some(want.clone());
         next.current_operation = Some(op.id);
         // Planned work: the window, never a freeze; no deadline (old nodes
         // keep serving).
@@ -777,6 +777,33 @@ pub fn assess(
         operation = Some(op);
     }
 
+    // Scheduled snapshots: online and without disruption, so they keep to
+    // the policy's interval rather than the maintenance window; never while
+    // Elasticsearch is down or red (the snapshot would fail).
+    if operation.is_none()
+        && rules.snapshots_enabled
+        && !es_down
+        && crate::snapshots::scheduled_due(
+            &next.spec.snapshot_policy.unwrap_or_default(),
+            &next.snapshots,
+            next.create_time,
+            now,
+        )
+    {
+        let initiator = Initiator {
+            kind: InitiatorKind::Platform,
+            principal: "platform/snapshots".into(),
+        };
+        let mut op = new_operation(&next, OperationKind::Snapshot, &initiator, rules, ctx);
+        op.params.snapshot = Some(crate::snapshots::operation_snapshot_name(
+            crate::snapshots::SnapshotKind::Scheduled,
+            op.id,
+        ));
+        next.current_operation = Some(op.id);
+        changes.insert_operation(&op);
+        operation = Some(op);
+    }
+
     let same = next.state == cluster.state
         && next.health == cluster.health
         && next.conditions == cluster.conditions
@@ -786,6 +813,12 @@ pub fn assess(
         return None;
     }
     let summary = match (&operation, &problem) {
+        (Some(op), _) if op.kind == OperationKind::Snapshot => format!(
+            "{}: scheduled snapshot {}; {} queued by the platform",
+            next.state.as_str(),
+            op.params.snapshot.as_deref().unwrap_or_default(),
+            op.name()
+        ),
         (Some(op), _) if scheduled.is_some() => format!(
             "{}: {}; {} queued by the platform: {}",
             next.state.as_str(),
@@ -794,7 +827,10 @@ pub fn assess(
                     .map(|c| c.message)
                     .unwrap_or_default()
             } else if op.kind == OperationKind::RotateNodes {
-                behind_message(&behind, op.node_release.as_deref().unwrap_or_default())
+                behind_message(
+                    &behind,
+                    op.params.node_release.as_deref().unwrap_or_default(),
+                )
             } else {
                 repair.clone().unwrap_or_default()
             },
@@ -804,7 +840,10 @@ pub fn assess(
         (Some(op), _) if op.kind == OperationKind::RotateNodes => format!(
             "{}: {}; {} queued by the platform",
             next.state.as_str(),
-            behind_message(&behind, op.node_release.as_deref().unwrap_or_default()),
+            behind_message(
+                &behind,
+                op.params.node_release.as_deref().unwrap_or_default()
+            ),
             op.name()
         ),
         (Some(op), _) if op.kind == OperationKind::RotateCertificates => format!(
@@ -930,6 +969,7 @@ mod tests {
             max_attempts: 5,
             default_window: None,
             node_release: None,
+            snapshots_enabled: false,
         }
     }
 
@@ -1017,6 +1057,84 @@ mod tests {
             .find(|c| c.kind == kind)
             .expect("condition");
         (c.status, c.reason)
+    }
+
+    #[test]
+    fn scheduled_snapshots_follow_the_policy_not_the_window() {
+        let on = Rules {
+            snapshots_enabled: true,
+            default_window: Some(crate::spec::MaintenanceWindow {
+                day: chrono::Weekday::Sat,
+                start: chrono::NaiveTime::from_hms_opt(2, 0, 0).unwrap_or_default(),
+                duration: Duration::hours(2),
+            }),
+            ..rules()
+        };
+        let off = rules();
+        let day = 24 * 3600;
+        let run = |c: &Cluster, f: &Facts, after: i64, r: &Rules| {
+            assess(
+                c,
+                f,
+                &RepairHistory::default(),
+                &ObserveRules::default(),
+                r,
+                &ctx(after),
+            )
+        };
+        let base = settled();
+        let queued = |d: Option<Decision<ClusterChange>>| d.and_then(|d| d.answer.operation);
+        // (case, cluster, facts, seconds after creation, rules, queued)
+        let mut ok_recently = base.clone();
+        ok_recently.snapshots.last_success_time = Some(t0() + Duration::seconds(day + 60));
+        let mut off_policy = base.clone();
+        off_policy.spec.snapshot_policy = Some(crate::snapshots::SnapshotPolicy {
+            interval_hours: 0,
+            retention: 0,
+        });
+        let mut red = healthy();
+        red.health = Ok(Some(health(Health::Red, "logs-1 primary unassigned")));
+        let cases: Vec<(&str, Cluster, Facts, i64, &Rules, bool)> = vec![
+            (
+                "a day after creation",
+                base.clone(),
+                healthy(),
+                day + 1,
+                &on,
+                true,
+            ),
+            (
+                "before a day",
+                base.clone(),
+                healthy(),
+                day - 60,
+                &on,
+                false,
+            ),
+            ("no bucket", base.clone(), healthy(), day + 1, &off, false),
+            (
+                "a recent success",
+                ok_recently,
+                healthy(),
+                day + 3600,
+                &on,
+                false,
+            ),
+            ("policy off", off_policy, healthy(), 30 * day, &on, false),
+            ("red", base.clone(), red, day + 1, &on, false),
+        ];
+        for (case, c, f, after, r, want) in cases {
+            let op = queued(run(&c, &f, after, r));
+            assert_eq!(op.is_some(), want, "{case}: {op:?}");
+            if let Some(op) = op {
+                assert_eq!(op.kind, OperationKind::Snapshot, "{case}");
+                assert_eq!(op.initiator.kind, InitiatorKind::Platform, "{case}");
+                // Not held for the window: a snapshot disrupts nothing.
+                assert_eq!(op.not_before, None, "{case}");
+                let name = op.params.snapshot.unwrap_or_default();
+                assert!(name.starts_with("scheduled-"), "{case}: {name}");
+            }
+        }
     }
 
     #[test]
@@ -1437,6 +1555,7 @@ mod tests {
         plain.spec.maintenance_window = None;
         let with_default = Rules {
             default_window: Some(window),
+            snapshots_enabled: false,
             ..rules()
         };
         let d = assess(&plain, &with_cert(20), &h, &r, &with_default, &ctx(90)).expect("due");
@@ -1624,7 +1743,7 @@ mod tests {
         .expect("behind");
         let op = d.answer.operation.expect("a node rotation");
         assert_eq!(op.kind, OperationKind::RotateNodes);
-        assert_eq!(op.node_release.as_deref(), Some("1.31.3-20250105"));
+        assert_eq!(op.params.node_release.as_deref(), Some("1.31.3-20250105"));
         assert_eq!(op.initiator.kind, InitiatorKind::Platform);
         assert_eq!(op.initiator.principal, "platform/node-images");
         assert_eq!(op.not_before, None);

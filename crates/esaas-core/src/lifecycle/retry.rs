@@ -82,6 +82,11 @@ pub fn retry(
             | OperationKind::RotateCertificates
             | OperationKind::RotateNodes => ClusterState::Updating,
             OperationKind::Delete => ClusterState::Deleting,
+            // A snapshot or restore changes nothing of the cluster's shape.
+            OperationKind::Snapshot | OperationKind::Restore => match cluster.health {
+                crate::cluster::Health::Green => ClusterState::Ready,
+                _ => ClusterState::Degraded,
+            },
         };
     }
     cluster.current_operation = Some(op.id);

@@ -23,6 +23,7 @@ fn rules() -> Rules {
         max_attempts: 5,
         default_window: None,
         node_release: None,
+        snapshots_enabled: false,
     }
 }
 
@@ -105,6 +106,7 @@ fn create_cmd(spec: ClusterSpec) -> CreateCluster {
         cluster_id: crate::test_support::cluster_id("logs"),
         spec,
         initiator: crate::operation::Initiator::test(),
+        restore: None,
     }
 }
 
@@ -655,6 +657,7 @@ fn delete_cmd() -> DeleteCluster {
         name: Cluster::test().name(),
         etag: String::new(),
         initiator: crate::operation::Initiator::test(),
+        skip_final_snapshot: false,
     }
 }
 

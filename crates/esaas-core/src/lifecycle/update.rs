@@ -81,6 +81,22 @@ pub fn update(
     if spec.same_workload(&cluster.spec) {
         return Ok(settings_only(cluster, spec, cmd, ctx));
     }
+    // A snapshot or restore someone asked for carries no spec to fold a
+    // change into, and is not dropped for one: it runs first (seconds, for
+    // a snapshot), then the change may be sent again.
+    if let Some(q) = &state.active.queued
+        && matches!(q.kind, OperationKind::Snapshot | OperationKind::Restore)
+        && (q.initiator.kind == InitiatorKind::Tenant || !q.attempts.is_empty())
+    {
+        return Err(Error::precondition(
+            cmd.name.to_string(),
+            format!(
+                "{} ({}) is queued for this cluster; send the change again once it has started",
+                q.name(),
+                q.kind.as_str().to_lowercase()
+            ),
+        ));
+    }
     let tenant = &state.tenant;
     let mut without = tenant.usage;
     without.clusters -= 1;
@@ -108,9 +124,14 @@ pub fn update(
         _ => None,
     };
     let operation = match state.active.queued.clone() {
-        // A rotation renews certificates and applies no spec: one that has
-        // not started gives way (the next observation queues it again).
-        Some(mut queued) if queued.kind.is_rotation() && queued.attempts.is_empty() => {
+        // A rotation (certificates or nodes) or a scheduled snapshot applies no spec: one the
+        // platform queued that has not started gives way (the next
+        // observation queues it again).
+        Some(mut queued)
+            if (queued.kind.is_rotation() || queued.kind == OperationKind::Snapshot)
+                && queued.initiator.kind == InitiatorKind::Platform
+                && queued.attempts.is_empty() =>
+        {
             queued.state = OperationState::Cancelled;
             queued.end_time = Some(ctx.now);
             changes.update_operation(&mut queued, ctx.now);
@@ -211,6 +232,9 @@ fn settings_only(
         || spec.change_freezes != cluster.spec.change_freezes
     {
         what.push("maintenance window or change freezes changed".to_string());
+    }
+    if spec.snapshot_policy != cluster.spec.snapshot_policy {
+        what.push("snapshot policy changed".to_string());
     }
     cluster.spec = spec;
     let mut changes = ChangeSet::default();

@@ -45,9 +45,15 @@ impl Overridden {
     }
 }
 
-/// Whether an override may open the gates of `stage` (not the drain gate).
+/// Whether an override may open the gates of `stage`: not the drain gate,
+/// and not a snapshot's or a restore's wait (passing them would report a
+/// snapshot or restore that never happened; a delete stalled on its final
+/// snapshot is deleted again with `skip_final_snapshot` instead).
 pub fn stage_can_be_overridden(stage: StageName) -> bool {
-    stage != StageName::DrainNodes
+    !matches!(
+        stage,
+        StageName::DrainNodes | StageName::Snapshot | StageName::Restore
+    )
 }
 
 fn can_open(step: &Step) -> bool {
@@ -325,6 +331,7 @@ mod tests {
         assert!(open.node_groups.is_empty());
         let goal = Goal::Delete {
             retention: VolumeRetention::Delete,
+            final_snapshot: None,
         };
         if let Some(g) = o.node_groups.get_mut("default") {
             g.status = NodeGroupStatus::Deleting;

@@ -221,6 +221,7 @@ mod tests {
             }),
             certificates_rotated_by: None,
             snapshot_repository: None,
+            ..Observed::default()
         }
     }
 

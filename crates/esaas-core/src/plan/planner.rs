@@ -9,15 +9,104 @@
 
 use super::{Goal, NodeGroupStatus, Observed, Step, WorkloadObs, node_key};
 use crate::cluster::Health;
+use crate::snapshots::{SnapshotPolicy, SnapshotState};
 use crate::spec::{ClusterSpec, NodeSet, VolumeRetention};
 
 pub(super) fn next_step(goal: &Goal, observed: &Observed) -> Option<Step> {
     match goal {
-        Goal::Converge(spec) => converge(spec, observed),
-        Goal::Delete { retention } => delete(*retention, observed),
+        Goal::Converge(spec) => converge(spec, observed, false),
+        Goal::CreateRestoring { spec, .. } => converge(spec, observed, true),
+        Goal::Delete {
+            retention,
+            final_snapshot,
+        } => final_snapshot
+            .as_deref()
+            .and_then(|name| final_snapshot_step(name, observed))
+            .or_else(|| delete(*retention, observed)),
         Goal::RotateCertificates { operation } => rotate(*operation, observed),
         Goal::RotateNodes { spec, release } => super::nodes::rotate_nodes(spec, release, observed),
+        Goal::Snapshot { name, policy } => snapshot(name, policy, observed),
+        Goal::Restore { .. } => restore(observed).or_else(|| match &observed.health {
+            Some(h) if h.status == Health::Green => None,
+            _ => Some(Step::WaitHealthy),
+        }),
     }
+}
+
+/// The snapshot steps: the repository registered, the snapshot taken and
+/// ended. `None` once `name` has succeeded. While Elasticsearch does not
+/// answer, or the snapshot runs or ended unsuccessfully, the wait (the
+/// executor fails an unsuccessful one).
+fn take(name: &str, observed: &Observed) -> Option<Step> {
+    let wait = || {
+        Some(Step::WaitSnapshot {
+            name: name.to_string(),
+        })
+    };
+    match observed.snapshot_repository {
+        Some(false) => return Some(Step::RegisterRepository),
+        None => return wait(),
+        Some(true) => {}
+    }
+    let Some(list) = &observed.snapshots else {
+        return wait();
+    };
+    match list.iter().find(|s| s.name == name) {
+        None => Some(Step::TakeSnapshot {
+            name: name.to_string(),
+        }),
+        Some(s) if s.state == SnapshotState::Success => None,
+        Some(_) => wait(),
+    }
+}
+
+/// A snapshot operation: take `name`, then let go of the scheduled
+/// snapshots retention no longer keeps, one at a time, oldest first.
+fn snapshot(name: &str, policy: &SnapshotPolicy, observed: &Observed) -> Option<Step> {
+    if let Some(step) = take(name, observed) {
+        return Some(step);
+    }
+    let names: Vec<String> = observed
+        .snapshots
+        .iter()
+        .flatten()
+        .filter(|s| s.state != SnapshotState::InProgress)
+        .map(|s| s.name.clone())
+        .collect();
+    policy
+        .expired(&names)
+        .into_iter()
+        .find(|n| *n != name)
+        .map(|n| Step::DeleteSnapshot {
+            name: n.to_string(),
+        })
+}
+
+/// A delete's final snapshot comes first, while the cluster still runs;
+/// once its workloads are gone (a delete resumed after removing them) there
+/// is nothing left to snapshot.
+fn final_snapshot_step(name: &str, observed: &Observed) -> Option<Step> {
+    if observed.workloads.is_empty() {
+        return None;
+    }
+    take(name, observed)
+}
+
+/// The restore steps: the source repository registered, the pending
+/// indices restored. `None` once nothing is pending. While Elasticsearch
+/// does not answer, or the snapshot cannot be used, or indices stand in
+/// the way, the wait (the executor fails the last two).
+fn restore(observed: &Observed) -> Option<Step> {
+    let Some(r) = &observed.restore else {
+        return Some(Step::WaitRestore);
+    };
+    if !r.source_registered {
+        return Some(Step::RegisterSourceRepository);
+    }
+    if r.snapshot != Some(SnapshotState::Success) || !r.conflicts.is_empty() {
+        return Some(Step::WaitRestore);
+    }
+    (!r.pending.is_empty()).then_some(Step::RestoreSnapshot)
 }
 
 /// Renew once (the Secret says which operation did last), then wait for green.
@@ -129,7 +218,7 @@ fn volumes(ns: &NodeSet, w: &WorkloadObs) -> Option<Step> {
     None
 }
 
-fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
+fn converge(spec: &ClusterSpec, observed: &Observed, restoring: bool) -> Option<Step> {
     if !observed.base_objects {
         return Some(Step::ApplyBaseObjects);
     }
@@ -332,6 +421,11 @@ fn converge(spec: &ClusterSpec, observed: &Observed) -> Option<Step> {
                 });
             }
         }
+    }
+    // A create from a snapshot restores it once every pod is ready, before
+    // the health gate (the restored shards must recover too).
+    if restoring && let Some(step) = restore(observed) {
+        return Some(step);
     }
     match &observed.health {
         // Once green, and only then (Elasticsearch verifies a repository by

@@ -78,6 +78,8 @@ fn converged(spec: &ClusterSpec) -> Observed {
         health: green(),
         certificates_rotated_by: None,
         snapshot_repository: None,
+        snapshots: None,
+        restore: None,
     }
 }
 
@@ -404,6 +406,7 @@ fn an_upgrade_reapplies_the_workload_then_gates_on_health() {
 fn delete_removes_pods_then_objects_then_node_groups() {
     let goal = Goal::Delete {
         retention: VolumeRetention::Delete,
+        final_snapshot: None,
     };
     let mut o = converged(&ClusterSpec::test().with_nodes(3));
     assert_eq!(
@@ -445,6 +448,34 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
         Step::ApplyBaseObjects => w.base_objects = true,
         Step::RotateCertificates | Step::UpdateNodeGroupVersion { .. } => {}
         Step::RegisterRepository => w.snapshot_repository = Some(true),
+        Step::TakeSnapshot { name } => {
+            w.snapshots
+                .get_or_insert_with(Vec::new)
+                .push(crate::snapshots::SnapshotObs {
+                    name: name.clone(),
+                    state: crate::snapshots::SnapshotState::Success,
+                    reason: String::new(),
+                    indices: vec!["logs".into()],
+                    start_time: None,
+                    end_time: None,
+                })
+        }
+        Step::DeleteSnapshot { name } => {
+            if let Some(list) = w.snapshots.as_mut() {
+                list.retain(|s| &s.name != name);
+            }
+        }
+        Step::RegisterSourceRepository => {
+            if let Some(r) = w.restore.as_mut() {
+                r.source_registered = true;
+            }
+        }
+        Step::RestoreSnapshot => {
+            if let Some(r) = w.restore.as_mut() {
+                r.pending.clear();
+            }
+        }
+        Step::WaitSnapshot { .. } | Step::WaitRestore => {}
         Step::EnsureNodeGroup { node_set, size } => {
             let status = if w.node_groups.contains_key(node_set) {
                 NodeGroupStatus::Updating
@@ -775,6 +806,8 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
         }),
         certificates_rotated_by: None,
         snapshot_repository: None,
+        snapshots: None,
+        restore: None,
     })
 }
 
@@ -943,7 +976,7 @@ proptest! {
     #[test]
     fn delete_removes_everything_from_any_state(start in arb_observed(), retain in any::<bool>()) {
         let retention = if retain { VolumeRetention::Retain } else { VolumeRetention::Delete };
-        let (end, _) = run(&Goal::Delete { retention }, start, &ClusterSpec::test())?;
+        let (end, _) = run(&Goal::Delete { retention, final_snapshot: None }, start, &ClusterSpec::test())?;
         prop_assert!(!end.base_objects);
         prop_assert!(end.node_groups.is_empty());
         prop_assert!(end.workloads.is_empty());
@@ -1201,4 +1234,189 @@ fn a_rotation_renews_once_then_waits_for_green() {
         Step::RotateCertificates.stage(),
         crate::operation::StageName::Certificates
     );
+}
+
+fn snap(name: &str, state: crate::snapshots::SnapshotState) -> crate::snapshots::SnapshotObs {
+    crate::snapshots::SnapshotObs {
+        name: name.into(),
+        state,
+        reason: String::new(),
+        indices: Vec::new(),
+        start_time: None,
+        end_time: None,
+    }
+}
+
+#[test]
+fn a_snapshot_registers_the_repository_takes_waits_then_expires_old_scheduled_ones() {
+    use crate::snapshots::{SnapshotPolicy, SnapshotState::*};
+    let policy = SnapshotPolicy {
+        interval_hours: 24,
+        retention: 1,
+    };
+    let goal = Goal::Snapshot {
+        name: "scheduled-3".into(),
+        policy,
+    };
+    let o = |repo: Option<bool>, list: Option<Vec<crate::snapshots::SnapshotObs>>| Observed {
+        snapshot_repository: repo,
+        snapshots: list,
+        ..converged(&ClusterSpec::test())
+    };
+    let wait = Some(Step::WaitSnapshot {
+        name: "scheduled-3".into(),
+    });
+    // (case, observed, next step)
+    let cases = vec![
+        ("Elasticsearch silent", o(None, None), wait.clone()),
+        (
+            "no repository",
+            o(Some(false), None),
+            Some(Step::RegisterRepository),
+        ),
+        (
+            "not taken",
+            o(Some(true), Some(vec![])),
+            Some(Step::TakeSnapshot {
+                name: "scheduled-3".into(),
+            }),
+        ),
+        (
+            "running",
+            o(Some(true), Some(vec![snap("scheduled-3", InProgress)])),
+            wait.clone(),
+        ),
+        (
+            "failed: the executor fails it",
+            o(Some(true), Some(vec![snap("scheduled-3", Failed)])),
+            wait.clone(),
+        ),
+        (
+            "taken, an older scheduled one past retention",
+            o(
+                Some(true),
+                Some(vec![
+                    snap("scheduled-1", Success),
+                    snap("manual-1", Success),
+                    snap("scheduled-3", Success),
+                ]),
+            ),
+            Some(Step::DeleteSnapshot {
+                name: "scheduled-1".into(),
+            }),
+        ),
+        (
+            "taken, nothing to expire",
+            o(
+                Some(true),
+                Some(vec![
+                    snap("manual-1", Success),
+                    snap("scheduled-3", Success),
+                ]),
+            ),
+            None,
+        ),
+    ];
+    for (case, observed, want) in cases {
+        assert_eq!(next_step(&goal, &observed), want, "{case}");
+    }
+}
+
+#[test]
+fn a_delete_snapshots_first_and_only_while_the_cluster_runs() {
+    use crate::snapshots::SnapshotState::*;
+    let goal = Goal::Delete {
+        retention: VolumeRetention::Delete,
+        final_snapshot: Some("final-1".into()),
+    };
+    let mut o = converged(&ClusterSpec::test());
+    o.snapshot_repository = Some(true);
+    o.snapshots = Some(vec![]);
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::TakeSnapshot {
+            name: "final-1".into()
+        })
+    );
+    o.snapshots = Some(vec![snap("final-1", Success)]);
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::DeleteWorkload {
+            node_set: "default".into()
+        })
+    );
+    // Workloads gone already (a resumed delete): nothing left to snapshot.
+    o.snapshots = None;
+    o.snapshot_repository = None;
+    o.workloads.clear();
+    assert_eq!(
+        next_step(&goal, &o),
+        Some(Step::DeleteBaseObjects {
+            retention: VolumeRetention::Delete
+        })
+    );
+}
+
+#[test]
+fn a_create_from_a_snapshot_restores_once_pods_run_then_waits_for_green() {
+    use crate::snapshots::SnapshotState::*;
+    let spec = ClusterSpec::test();
+    let goal = Goal::CreateRestoring {
+        spec: spec.clone(),
+        source: crate::snapshots::RestoreSource {
+            cluster_id: crate::test_support::cluster_id("old"),
+            cluster_uid: uuid::Uuid::nil(),
+            snapshot: "final-1".into(),
+            indices: Vec::new(),
+        },
+    };
+    let with = |r: Option<RestoreObs>, status: Health| {
+        let mut o = converged(&spec);
+        o.restore = r;
+        if let Some(h) = o.health.as_mut() {
+            h.status = status;
+        }
+        o
+    };
+    let r = |registered, snapshot, pending: &[&str]| RestoreObs {
+        source_registered: registered,
+        snapshot,
+        pending: pending.iter().map(|s| s.to_string()).collect(),
+        conflicts: Vec::new(),
+    };
+    let cases = vec![
+        (
+            "silent",
+            with(None, Health::Yellow),
+            Some(Step::WaitRestore),
+        ),
+        (
+            "source not registered",
+            with(Some(r(false, None, &[])), Health::Green),
+            Some(Step::RegisterSourceRepository),
+        ),
+        (
+            "snapshot missing: the executor fails it",
+            with(Some(r(true, None, &[])), Health::Green),
+            Some(Step::WaitRestore),
+        ),
+        (
+            "pending",
+            with(Some(r(true, Some(Success), &["logs"])), Health::Green),
+            Some(Step::RestoreSnapshot),
+        ),
+        (
+            "restored, recovering",
+            with(Some(r(true, Some(Success), &[])), Health::Yellow),
+            Some(Step::WaitHealthy),
+        ),
+        (
+            "restored and green",
+            with(Some(r(true, Some(Success), &[])), Health::Green),
+            None,
+        ),
+    ];
+    for (case, observed, want) in cases {
+        assert_eq!(next_step(&goal, &observed), want, "{case}");
+    }
 }

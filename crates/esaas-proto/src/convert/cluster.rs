@@ -78,6 +78,7 @@ pub fn cluster_to_pb(c: &Cluster) -> pb::Cluster {
             message: c.message.clone(),
             retained_volumes: c.retained_volumes.clone(),
             certificate_expire_time: c.certificate_expire_time.and_then(super::ts),
+            snapshots: Some(super::snapshot_status_to_pb(&c.snapshots)),
         }),
         generation: c.generation,
         etag: c.etag(),

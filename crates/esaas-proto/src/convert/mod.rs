@@ -8,6 +8,7 @@ mod catalog;
 mod cluster;
 mod maintenance;
 mod operation;
+mod snapshots;
 mod spec;
 mod worker;
 
@@ -19,6 +20,7 @@ pub use catalog::*;
 pub use cluster::*;
 pub use maintenance::*;
 pub use operation::*;
+pub use snapshots::*;
 pub use spec::*;
 pub use worker::*;
 

@@ -19,6 +19,8 @@ pub fn kind_to_pb(k: OperationKind) -> pb::OperationKind {
         OperationKind::Repair => pb::OperationKind::Repair,
         OperationKind::RotateCertificates => pb::OperationKind::RotateCertificates,
         OperationKind::RotateNodes => pb::OperationKind::RotateNodes,
+        OperationKind::Snapshot => pb::OperationKind::Snapshot,
+        OperationKind::Restore => pb::OperationKind::Restore,
     }
 }
 
@@ -31,6 +33,8 @@ pub fn kind_from_pb(k: i32, field: &str) -> Result<OperationKind> {
         Ok(pb::OperationKind::Repair) => Ok(OperationKind::Repair),
         Ok(pb::OperationKind::RotateCertificates) => Ok(OperationKind::RotateCertificates),
         Ok(pb::OperationKind::RotateNodes) => Ok(OperationKind::RotateNodes),
+        Ok(pb::OperationKind::Snapshot) => Ok(OperationKind::Snapshot),
+        Ok(pb::OperationKind::Restore) => Ok(OperationKind::Restore),
         Ok(pb::OperationKind::Unspecified) | Err(_) => Err(Error::invalid(
             field,
             format!("{k} is not an operation kind"),
@@ -125,7 +129,13 @@ pub fn operation_to_pb(o: &Operation) -> pb::Operation {
         message: o.summary(),
         cancel_requested: o.cancel_requested,
         gate_override: o.gate_override.as_ref().map(gate_override_to_pb),
-        node_release_version: o.node_release.clone().unwrap_or_default(),
+        node_release_version: o.params.node_release.clone().unwrap_or_default(),
+        snapshot: o.params.snapshot.clone().unwrap_or_default(),
+        restore: o
+            .params
+            .restore
+            .as_ref()
+            .map(|r| super::operation_restore_to_pb(&o.tenant, r)),
     }
 }
 

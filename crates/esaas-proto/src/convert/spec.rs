@@ -89,6 +89,7 @@ pub fn spec_from_pb(spec: &pb::ClusterSpec, prefix: &str) -> Result<ClusterSpec>
         deletion_protection: spec.deletion_protection,
         maintenance_window,
         change_freezes,
+        snapshot_policy: spec.snapshot_policy.as_ref().map(super::policy_from_pb),
     })
 }
 
@@ -111,7 +112,7 @@ pub fn update_mask_from_pb(
                     None => v.add(
                         format!("update_mask.paths[{i}]"),
                         format!(
-                            "{} cannot be updated; use spec, spec.version, spec.node_sets, spec.zone_count, spec.volume_retention, spec.deletion_protection, spec.maintenance_window or spec.change_freezes",
+                            "{} cannot be updated; use spec, spec.version, spec.node_sets, spec.zone_count, spec.volume_retention, spec.deletion_protection, spec.maintenance_window, spec.change_freezes or spec.snapshot_policy",
                             shown(path)
                         ),
                     ),
@@ -142,6 +143,9 @@ pub fn update_mask_from_pb(
                 }
                 if !s.change_freezes.is_empty() {
                     fields.push(SpecField::ChangeFreezes);
+                }
+                if s.snapshot_policy.is_some() {
+                    fields.push(SpecField::SnapshotPolicy);
                 }
             }
             if fields.is_empty() {
@@ -196,6 +200,7 @@ pub fn spec_to_pb(spec: &ClusterSpec) -> pb::ClusterSpec {
             .iter()
             .map(super::freeze_to_pb)
             .collect(),
+        snapshot_policy: spec.snapshot_policy.as_ref().map(super::policy_to_pb),
     }
 }
 

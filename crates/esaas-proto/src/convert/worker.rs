@@ -93,6 +93,12 @@ pub fn lease_event_from_pb(event: Option<pb::lease_report::Event>) -> Result<Lea
         Event::Stalled(s) => LeaseEvent::Stalled(s),
         Event::HandedBack(_) => LeaseEvent::HandedBack,
         Event::RetainedVolumes(r) => LeaseEvent::Retained(r.names),
+        Event::Repository(r) => LeaseEvent::Repository {
+            registered: r.registered,
+            message: r.message,
+        },
+        Event::Snapshot(s) => LeaseEvent::Snapshot(super::snapshot_report_from_pb(&s)?),
+        Event::SnapshotsDeleted(d) => LeaseEvent::SnapshotsDeleted(d.names),
     })
 }
 
@@ -133,6 +139,17 @@ pub fn lease_event_to_pb(event: LeaseEvent) -> pb::lease_report::Event {
         LeaseEvent::Stalled(s) => Event::Stalled(s),
         LeaseEvent::HandedBack => Event::HandedBack(true),
         LeaseEvent::Retained(names) => Event::RetainedVolumes(pb::RetainedVolumes { names }),
+        LeaseEvent::Repository {
+            registered,
+            message,
+        } => Event::Repository(pb::RepositoryReport {
+            registered,
+            message,
+        }),
+        LeaseEvent::Snapshot(s) => Event::Snapshot(super::snapshot_report_to_pb(&s)),
+        LeaseEvent::SnapshotsDeleted(names) => {
+            Event::SnapshotsDeleted(pb::DeletedSnapshots { names })
+        }
     }
 }
 
@@ -169,8 +186,8 @@ pub struct Assigned {
     pub previous_attempts: usize,
     /// The stalled gate this attempt lets pass once (`OverrideGate`).
     pub gate_override: Option<GateOverride>,
-    /// The node image a node rotation moves the node groups to.
-    pub node_release: Option<String>,
+    /// What a snapshot, restore or delete works on.
+    pub params: esaas_core::operation::OperationParams,
 }
 
 /// Parses an assignment.
@@ -212,7 +229,15 @@ pub fn assignment_from_pb(a: &pb::Assignment) -> Result<Assigned> {
             .as_ref()
             .map(|g| gate_override_from_pb(g, "assignment.operation.gate_override"))
             .transpose()?,
-        node_release: Some(op.node_release_version.clone()).filter(|r| !r.is_empty()),
+        params: esaas_core::operation::OperationParams {
+            snapshot: Some(op.snapshot.clone()).filter(|s| !s.is_empty()),
+            restore: op
+                .restore
+                .as_ref()
+                .map(|r| super::operation_restore_from_pb(r, "assignment.operation.restore"))
+                .transpose()?,
+            node_release: Some(op.node_release_version.clone()).filter(|r| !r.is_empty()),
+        },
     })
 }
 

@@ -9,6 +9,7 @@ use esaas_core::cluster::Health;
 use esaas_core::lifecycle::lease::LeaseEvent;
 use esaas_core::operation::{OperationKind, StageName};
 use esaas_core::plan::NodeGroupStatus;
+use esaas_core::snapshots::{RestoreSource, SnapshotObs, SnapshotPolicy, SnapshotState};
 use esaas_core::spec::VolumeRetention;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +29,7 @@ fn job(kind: OperationKind, nodes: i32) -> Job {
         target,
         kind,
         gate_override: None,
-        node_release: None,
+        params: Default::default(),
     }
 }
 
@@ -171,7 +172,7 @@ async fn a_create_registers_the_snapshot_repository_once_green_and_says_the_gate
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_repository_elasticsearch_refuses_fails_the_attempt_with_its_reason() {
+async fn a_repository_elasticsearch_refuses_leaves_the_create_done_and_says_why() {
     let world = Memory::default();
     {
         let mut w = world.world();
@@ -191,15 +192,214 @@ async fn a_repository_elasticsearch_refuses_fails_the_attempt_with_its_reason() 
     }
     let reporter = Recorder::default();
     let last = ended(run(&world, &job(OperationKind::Create, 1), &reporter)).await;
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
+    let reports = reporter.reports();
+    let refused = reports.iter().find_map(|e| match e {
+        LeaseEvent::Repository {
+            registered: false,
+            message,
+        } => Some(message.clone()),
+        _ => None,
+    });
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|m| m.contains("repository_verification_exception")),
+        "{reports:?}"
+    );
+    // The stage ends saying it did not register.
+    assert!(
+        reports.iter().any(|e| matches!(e, LeaseEvent::StageFinished { name: StageName::SnapshotRepository, message, .. } if message.starts_with("not registered"))),
+        "{reports:?}"
+    );
+    assert_eq!(world.world().repository, Some(false));
+}
+
+fn snapshot_job(name: &str) -> Job {
+    let mut job = job(OperationKind::Snapshot, 1);
+    job.params.snapshot = Some(name.into());
+    job
+}
+
+fn snapshots_reported(reports: &[LeaseEvent]) -> Vec<(String, SnapshotState)> {
+    reports
+        .iter()
+        .filter_map(|e| match e {
+            LeaseEvent::Snapshot(s) => Some((s.name.clone(), s.state)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_is_taken_reported_and_retention_deletes_the_oldest_scheduled_ones() {
+    let world = Memory::default();
+    {
+        let mut w = world.world();
+        w.health = Some(Health::Green);
+        w.repository = Some(true);
+        w.indices = vec!["logs".into()];
+        for day in 1..=3 {
+            w.snapshots.push(SnapshotObs {
+                name: format!("scheduled-2026010{day}-000000-aaaaaa"),
+                state: SnapshotState::Success,
+                reason: String::new(),
+                indices: vec!["logs".into()],
+                start_time: None,
+                end_time: None,
+            });
+        }
+    }
+    let mut job = snapshot_job("scheduled-20260104-000000-bbbbbb");
+    job.target.spec.snapshot_policy = Some(SnapshotPolicy {
+        interval_hours: 24,
+        retention: 2,
+    });
+    let reporter = Recorder::default();
+    let last = ended(run(&world, &job, &reporter)).await;
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
+    let reports = reporter.reports();
+    assert_eq!(
+        snapshots_reported(&reports),
+        [(
+            "scheduled-20260104-000000-bbbbbb".to_string(),
+            SnapshotState::Success
+        )]
+    );
+    assert!(
+        reports.contains(&LeaseEvent::SnapshotsDeleted(vec![
+            "scheduled-20260101-000000-aaaaaa".into(),
+            "scheduled-20260102-000000-aaaaaa".into(),
+        ])),
+        "{reports:?}"
+    );
+    let names: Vec<String> = world
+        .world()
+        .snapshots
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "scheduled-20260103-000000-aaaaaa",
+            "scheduled-20260104-000000-bbbbbb"
+        ]
+    );
+    assert_eq!(started(&reports), [StageName::Snapshot]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_snapshot_is_reported_and_fails_the_operation_for_good() {
+    let world = Memory::default();
+    {
+        let mut w = world.world();
+        w.health = Some(Health::Green);
+        w.repository = Some(true);
+        w.snapshot_fails = Some("access denied to the bucket".into());
+    }
+    let reporter = Recorder::default();
+    let last = ended(run(&world, &snapshot_job("manual-1"), &reporter)).await;
     match last {
         LeaseEvent::Failed {
-            retryable, reason, ..
+            retryable,
+            reason,
+            message,
         } => {
-            assert!(retryable);
-            assert_eq!(reason, "ES_UNAVAILABLE");
+            assert!(!retryable);
+            assert_eq!(reason, "SNAPSHOT_FAILED");
+            assert!(message.contains("access denied"), "{message}");
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(
+        snapshots_reported(&reporter.reports()),
+        [("manual-1".to_string(), SnapshotState::Failed)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_takes_its_final_snapshot_before_removing_anything() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Green);
+    world.world().repository = Some(false);
+    let reporter = Recorder::default();
+    ended(run(&world, &job(OperationKind::Create, 1), &reporter)).await;
+    world.world().calls.clear();
+    let mut delete = job(OperationKind::Delete, 1);
+    delete.params.snapshot = Some("final-1".into());
+    let reporter = Recorder::default();
+    let last = ended(run(&world, &delete, &reporter)).await;
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
+    let calls = world.world().calls.clone();
+    let first_delete = calls.iter().position(|c| c.contains("delete"));
+    let snapshot = calls.iter().position(|c| c.starts_with("es.take_snapshot"));
+    assert!(
+        matches!((snapshot, first_delete), (Some(s), Some(d)) if s < d),
+        "{calls:?}"
+    );
+    assert_eq!(
+        snapshots_reported(&reporter.reports()),
+        [("final-1".to_string(), SnapshotState::Success)]
+    );
+    assert_eq!(started(&reporter.reports())[0], StageName::Snapshot);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_from_a_snapshot_restores_it_before_the_health_gate() {
+    let world = Memory::default();
+    {
+        let mut w = world.world();
+        w.health = Some(Health::Green);
+        w.source_indices = Some(vec!["logs".into(), "metrics".into()]);
+    }
+    let mut create = job(OperationKind::Create, 1);
+    create.params.restore = Some(RestoreSource {
+        cluster_id: esaas_core::names::ClusterId::parse("c", "old").expect("id"),
+        cluster_uid: uuid::Uuid::nil(),
+        snapshot: "final-1".into(),
+        indices: Vec::new(),
+    });
+    let reporter = Recorder::default();
+    let last = ended(run(&world, &create, &reporter)).await;
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
+    assert_eq!(world.world().indices, ["logs", "metrics"]);
+    let stages = started(&reporter.reports());
+    let restore = stages.iter().position(|s| *s == StageName::Restore);
+    let gate = stages.iter().rposition(|s| *s == StageName::HealthGate);
+    assert!(
+        matches!((restore, gate), (Some(r), Some(g)) if r < g),
+        "{stages:?}"
+    );
+    // Restored once: a second attempt finds nothing pending.
+    let again = Recorder::default();
+    ended(run(&world, &create, &again)).await;
+    let restores = world
+        .world()
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("es.restore "))
+        .count();
+    assert_eq!(restores, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restore_from_a_missing_snapshot_fails_for_good() {
+    let world = Memory::default();
+    world.world().health = Some(Health::Green);
+    let mut create = job(OperationKind::Create, 1);
+    create.params.restore = Some(RestoreSource {
+        cluster_id: esaas_core::names::ClusterId::parse("c", "old").expect("id"),
+        cluster_uid: uuid::Uuid::nil(),
+        snapshot: "final-1".into(),
+        indices: Vec::new(),
+    });
+    let reporter = Recorder::default();
+    let last = ended(run(&world, &create, &reporter)).await;
+    assert!(
+        matches!(&last, LeaseEvent::Failed { retryable: false, reason, .. } if reason == "RESTORE_SOURCE_UNUSABLE"),
+        "{last:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -700,11 +900,11 @@ async fn a_node_rotation_tells_elasticsearch_then_moves_the_group_then_clears() 
     let reporter = Recorder::default();
     let last = ended(run(&world, &rotate, &reporter)).await;
     assert!(
-        matches!(&last, LeaseEvent::Failed { retryable: false, reason, .. } if reason == "NODE_RELEASE_MISSING"),
+        matches!(&last, LeaseEvent::Failed { retryable: false, reason, .. } if reason == "OPERATION_INCOMPLETE"),
         "{last:?}"
     );
 
-    rotate.node_release = Some("1.31.3-20250105".into());
+    rotate.params.node_release = Some("1.31.3-20250105".into());
     let reporter = Recorder::default();
     let last = ended(run(&world, &rotate, &reporter)).await;
     assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");

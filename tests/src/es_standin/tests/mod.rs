@@ -70,6 +70,7 @@ pub(super) fn target(cluster: &str, count: i32) -> Target {
             deletion_protection: false,
             maintenance_window: None,
             change_freezes: Vec::new(),
+            snapshot_policy: None,
         },
         generation: 1,
         operation: Uuid::new_v4(),

@@ -276,6 +276,24 @@ async fn documents_survive_a_snapshot_in_s3_and_a_restore_into_another_cluster()
     assert_eq!(body["snapshot"]["indices"], json!(["restored-orders"]));
     let (_, body) = call(&f, Method::GET, "/restored-orders/_count", None).await;
     assert_eq!(body["count"], 4, "{body}");
+    // The recovery API tells a restored index from one created by writes.
+    let (status, body) = call(&f, Method::GET, "/restored-orders,orders/_recovery", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let restored = &body["restored-orders"]["shards"][0];
+    assert_eq!(restored["type"], "SNAPSHOT", "{body}");
+    assert_eq!(restored["primary"], true, "{body}");
+    assert_eq!(restored["source"]["repository"], "r", "{body}");
+    assert_eq!(restored["source"]["snapshot"], "snap-1", "{body}");
+    assert_eq!(restored["source"]["index"], "orders", "{body}");
+    assert_eq!(body["orders"]["shards"][0]["type"], "EMPTY_STORE", "{body}");
+    let (status, body) = call(&f, Method::GET, "/nothing/_recovery", None).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::NOT_FOUND,
+        "index_not_found_exception",
+        "no such index [nothing]",
+    );
 
     // Another cluster (another stand-in) registers the same place read-only:
     // what it restores comes from the bucket.
