@@ -2,6 +2,7 @@
 //! free port (in-process here, or as a child process of the real binary, see
 //! [`process`]), and authenticated clients. Nothing of the product is replaced.
 
+pub mod eks_nodes;
 pub mod es_standin;
 pub mod faultproxy;
 pub mod grpc_faults;

@@ -79,7 +79,8 @@
 //!   `DescribeNodegroup` instead).
 //! - Not implemented (an HTML `404 Not Found` page, which aws-sdk-eks reports as an
 //!   unhandled error with neither code nor message): `UpdateNodegroupVersion`,
-//!   `ListUpdates`, `DescribeUpdate`.
+//!   `ListUpdates`, `DescribeUpdate`. Nor are instances: a node group is its record only.
+//!   [`crate::eks_nodes`] plays both in front of moto.
 //! - Errors carry `x-amzn-ErrorType: <Code>` and a JSON body with `message`; every response
 //!   says `Connection: close`.
 

@@ -28,7 +28,9 @@ struct Platform {
     kube: KubeStandin,
     es: EsStandin,
     eks_cluster: String,
-    _db: TestDb,
+    /// The EKS node stand-in in front of moto, when the platform has one.
+    nodes: Option<esaas_tests::eks_nodes::EksNodes>,
+    db: TestDb,
     _dir: std::path::PathBuf,
 }
 
@@ -57,12 +59,43 @@ async fn platform_at(
     more_config: &str,
     eks_endpoint: Option<String>,
 ) -> Platform {
+    platform_full(
+        gate_timeout_seconds,
+        workers,
+        more_env,
+        more_config,
+        eks_endpoint,
+        false,
+    )
+    .await
+}
+
+/// [`platform_at`]; with `nodes`, EKS is moto behind the EKS node stand-in,
+/// whose node groups have Node objects the pods are scheduled onto.
+async fn platform_full(
+    gate_timeout_seconds: u64,
+    workers: u32,
+    more_env: &[(&'static str, String)],
+    more_config: &str,
+    eks_endpoint: Option<String>,
+    nodes: bool,
+) -> Platform {
     let moto = esaas_tests::moto::shared().await;
-    let eks_endpoint = eks_endpoint.unwrap_or_else(|| moto.endpoint.clone());
     let eks_cluster = format!("eks-{}", &Uuid::new_v4().simple().to_string()[..8]);
     // Long enough that a worker on a loaded machine sees the pods before they
     // are ready, so the stages it waits in are there to assert on.
     let kube = KubeStandin::start(Duration::from_millis(1500)).await;
+    let node_standin = if nodes {
+        Some(
+            esaas_tests::eks_nodes::EksNodes::start(&moto.endpoint, &eks_cluster, kube.node_api())
+                .await,
+        )
+    } else {
+        None
+    };
+    let eks_endpoint = eks_endpoint
+        .or_else(|| node_standin.as_ref().map(|n| n.endpoint()))
+        .unwrap_or_else(|| moto.endpoint.clone());
     let es = EsStandin::start().await;
     // Real pods are ready only after their node joined Elasticsearch; the
     // stand-in learns of ready pods by watching, as soon as they are.
@@ -120,7 +153,8 @@ async fn platform_at(
         kube,
         es,
         eks_cluster,
-        _db: db,
+        nodes: node_standin,
+        db,
         _dir: dir,
     }
 }
@@ -411,7 +445,7 @@ async fn create_scale_upgrade_and_delete_an_elasticsearch_cluster() {
             .starts_with("-----BEGIN CERTIFICATE-----")
     );
     assert_eq!(creds.password.len(), 32);
-    let pool = p._db.pool().await;
+    let pool = p.db.pool().await;
     let dump: Vec<String> = sqlx::query_scalar(
         "SELECT coalesce(string_agg(t::text, ''), '') FROM (SELECT c::text AS t FROM clusters c UNION ALL \
          SELECT e::text FROM cluster_events e UNION ALL SELECT o::text FROM operations o) x",
@@ -2565,6 +2599,298 @@ async fn a_new_cluster_registers_its_snapshot_repository_under_its_tenant_and_ui
     );
 }
 
+/// The node image the rotation test's cluster starts on, and the one it moves to.
+const RELEASE_BEFORE: &str = "1.31.2-20241121";
+const RELEASE_AFTER: &str = "1.31.3-20250105";
+
+/// What the rotation test sees of the stand-ins at one moment.
+struct Sample {
+    at: std::time::Instant,
+    health: Health,
+    /// Pods: (name, ready, node).
+    pods: Vec<(String, bool, Option<String>)>,
+    /// Nodes that are cordoned.
+    cordoned: usize,
+}
+
+fn sample(p: &Platform, host: &str) -> Sample {
+    let pods = p
+        .objects("pods", "rot")
+        .iter()
+        .map(|pod| {
+            let ready = pod["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            (
+                pod["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                ready,
+                pod["spec"]["nodeName"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    Sample {
+        at: std::time::Instant::now(),
+        health: p.es.health(host),
+        pods,
+        cordoned: p
+            .kube
+            .nodes()
+            .iter()
+            .filter(|n| n["spec"]["unschedulable"] == true)
+            .count(),
+    }
+}
+
+/// Node image rotation end to end: a 3-node cluster over 3 zones, each pod on
+/// a node of its zone's node group; the platform's node image moves (the
+/// control plane restarts with a new `[eks] node_release_version`), and
+/// observation queues a platform ROTATE_NODES to it. Watching the stand-ins
+/// throughout: EKS's update of one zone's group at a time (never two at once),
+/// each new node Ready before the old one is cordoned (surge first), every
+/// eviction let through by the disruption budget (no fight), at most one pod
+/// away and at most one node cordoned at any moment, no pod ever Pending and
+/// every pod bound only to nodes of its volume's zone, Elasticsearch green
+/// between groups (and the operation's health gate between them); at the end
+/// every group ACTIVE at the new release with its original size, each node
+/// at the new release, and no further rotation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_image_rotation_replaces_nodes_one_zone_at_a_time_with_green_between() {
+    let config = format!("{OBSERVE_FAST}[eks]\nnode_release_version = \"{RELEASE_BEFORE}\"\n");
+    let mut p = platform_full(60, 1, &[], &config, None, true).await;
+    let key = p.tenant("search").await;
+    let mut create = create_request("search", "rot", 3);
+    if let Some(spec) = create.cluster.as_mut().and_then(|c| c.spec.as_mut()) {
+        spec.zone_count = 3;
+    }
+    let name = p.create(&key, create).await;
+    p.wait(&name, 1, pb::ClusterState::Ready).await;
+    let host = "rot-es-http.esaas-search.svc";
+    let standin = p.nodes.as_ref().expect("the node stand-in");
+
+    // Each zone's group has one node at the first release, and each pod runs on
+    // its zone's node.
+    let h = esaas_core::names::uid_hash(&p.uid(&name).await, 8);
+    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
+    let group_of = |zone: &str| {
+        format!(
+            "esaas-search-rot-default-{}-{h}",
+            zone.rsplit('-').next().unwrap_or_default()
+        )
+    };
+    for zone in zones {
+        let releases = standin.releases(&group_of(zone));
+        assert_eq!(releases.len(), 1, "{zone}: {releases:?}");
+        assert!(
+            releases.values().all(|r| r == RELEASE_BEFORE),
+            "{releases:?}"
+        );
+    }
+    // The zone of each pod's volume (its claim's StorageClass `esaas-gp3-{zone}`).
+    let volume_zone: std::collections::BTreeMap<String, String> = p
+        .objects("persistentvolumeclaims", "rot")
+        .iter()
+        .filter_map(|c| {
+            let claim = c["metadata"]["name"].as_str()?;
+            let zone = c["spec"]["storageClassName"]
+                .as_str()?
+                .strip_prefix("esaas-gp3-")?;
+            let pod = claim.split_once('-').map(|(_, rest)| rest)?;
+            // data-{12 hex}-{statefulset}-{i}: the pod is {statefulset}-{i}.
+            let pod = pod.split_once('-').map(|(_, rest)| rest)?;
+            Some((pod.to_string(), zone.to_string()))
+        })
+        .collect();
+    assert_eq!(volume_zone.len(), 3, "{volume_zone:?}");
+    let first_placements = p.kube.placements().len();
+    assert!(first_placements >= 3);
+
+    // The platform's node image moves.
+    let moved = overlay(
+        &std::fs::read_to_string(&p.config).expect("config"),
+        &format!("[eks]\nnode_release_version = \"{RELEASE_AFTER}\"\n"),
+    );
+    let serve_env = p.env.clone();
+    let next = ServerProcess::start_with_env(&p.db, free_port(), &moved, &serve_env).await;
+    std::mem::replace(&mut p.server, next).kill().await;
+
+    let mut samples = Vec::new();
+    let finished = {
+        let p = &p;
+        let key = &key;
+        let name = &name;
+        let wait = async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+            loop {
+                let ops = operations_of(p, key, name, pb::OperationKind::RotateNodes).await;
+                if let Some(op) = ops.iter().find(|o| o.done) {
+                    return op.clone();
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no node rotation finished: {ops:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                op = &mut wait => break op,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => samples.push(sample(p, host)),
+            }
+        }
+    };
+    samples.push(sample(&p, host));
+
+    // The operation: the platform's, to the new release, done, with its stages.
+    assert_eq!(
+        finished.state,
+        pb::OperationState::Succeeded as i32,
+        "{finished:?}"
+    );
+    let initiator = finished.initiator.clone().expect("initiator");
+    assert_eq!(initiator.kind, pb::InitiatorKind::Platform as i32);
+    assert_eq!(initiator.principal, "platform/node-images");
+    assert_eq!(finished.node_release_version, RELEASE_AFTER);
+    for stage in ["rotate_nodes", "health_gate"] {
+        let s = finished
+            .stages
+            .iter()
+            .find(|s| s.name == stage)
+            .unwrap_or_else(|| panic!("stage {stage}: {:?}", finished.stages));
+        assert_eq!(s.state, pb::StageState::Succeeded as i32, "{s:?}");
+    }
+
+    // EKS's side: each group updated once, one after the other, surge first.
+    use esaas_tests::eks_nodes::NodeEventKind as K;
+    let timeline = standin.timeline();
+    let mut spans = Vec::new();
+    for zone in zones {
+        let group = group_of(zone);
+        let events: Vec<_> = timeline.iter().filter(|e| e.group == group).collect();
+        let started = events
+            .iter()
+            .find(|e| e.kind == K::UpdateStarted(RELEASE_AFTER.into()))
+            .unwrap_or_else(|| panic!("{group} was not updated: {events:?}"));
+        let done = events
+            .iter()
+            .find(|e| e.kind == K::UpdateFinished(RELEASE_AFTER.into()))
+            .unwrap_or_else(|| panic!("{group}'s update did not finish: {events:?}"));
+        let ready_new = events
+            .iter()
+            .filter(|e| e.at >= started.at)
+            .find(|e| e.kind == K::Ready)
+            .unwrap_or_else(|| panic!("{group}: no new node came up: {events:?}"));
+        let cordoned = events
+            .iter()
+            .find(|e| e.kind == K::Cordoned)
+            .unwrap_or_else(|| panic!("{group}: the old node was never cordoned: {events:?}"));
+        assert!(
+            ready_new.at <= cordoned.at,
+            "{group}: surge first: the new node is Ready before the old one is cordoned: {events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .all(|e| !matches!(e.kind, K::EvictionRefused(_))),
+            "{group}: no eviction refused by the disruption budget: {events:?}"
+        );
+        spans.push((started.at, done.at));
+        let releases = standin.releases(&group);
+        assert_eq!(releases.len(), 1, "{group} back to its size: {releases:?}");
+        assert!(
+            releases.values().all(|r| r == RELEASE_AFTER),
+            "{releases:?}"
+        );
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "one group at a time: {spans:?}");
+        // Green between the end of one group and the start of the next.
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.at >= pair[0].1 && s.at <= pair[1].0 && s.health == Health::Green),
+            "green between groups"
+        );
+    }
+
+    // Kubernetes' side, throughout: at most one pod away, one node cordoned, none Pending.
+    assert!(samples.len() > 50, "{} samples", samples.len());
+    for s in &samples {
+        let away = s.pods.iter().filter(|(_, ready, _)| !ready).count()
+            + 3usize.saturating_sub(s.pods.len());
+        assert!(away <= 1, "more than one pod away: {:?}", s.pods);
+        assert!(s.cordoned <= 1, "{} nodes cordoned at once", s.cordoned);
+        assert!(
+            s.pods.iter().all(|(_, _, node)| node.is_some()),
+            "a pod stranded (Pending): {:?}",
+            s.pods
+        );
+    }
+    // Every binding, from the start: a node of the pod's volume's zone; each pod moved once.
+    let placements = p.kube.placements();
+    for pl in &placements {
+        let pod = pl.pod.rsplit('/').next().unwrap_or_default();
+        assert_eq!(
+            Some(&pl.zone),
+            volume_zone.get(pod),
+            "{pod} bound to {} in {}",
+            pl.node,
+            pl.zone
+        );
+    }
+    assert_eq!(
+        placements.len() - first_placements,
+        3,
+        "each pod moved exactly once: {placements:?}"
+    );
+
+    // At the end: each group ACTIVE at the new release with its size, and nothing more to do.
+    let eks_view = {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .endpoint_url(standin.endpoint())
+            .load()
+            .await;
+        aws_sdk_eks::Client::new(&sdk)
+    };
+    for zone in zones {
+        let ng = eks_view
+            .describe_nodegroup()
+            .cluster_name(&p.eks_cluster)
+            .nodegroup_name(group_of(zone))
+            .send()
+            .await
+            .expect("describe")
+            .nodegroup
+            .expect("node group");
+        assert_eq!(ng.release_version(), Some(RELEASE_AFTER), "{zone}");
+        assert_eq!(ng.status().map(|s| s.as_str()), Some("ACTIVE"), "{zone}");
+        assert_eq!(
+            ng.scaling_config().and_then(|s| s.desired_size()),
+            Some(1),
+            "{zone}"
+        );
+    }
+    let c = p.wait(&name, 1, pb::ClusterState::Ready).await;
+    assert_eq!(
+        c.status.as_ref().map(|s| s.health),
+        Some(pb::ClusterHealth::Green as i32)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rotations = operations_of(&p, &key, &name, pb::OperationKind::RotateNodes).await;
+    assert_eq!(rotations.len(), 1, "no further rotation: {rotations:?}");
+    p.server.kill().await;
+}
+
 /// Waits until operation `name` has ended; the operation then.
 async fn finished(p: &Platform, key: &str, name: &str) -> pb::Operation {
     use esaas_proto::v1::operation_service_client::OperationServiceClient;
@@ -2956,7 +3282,7 @@ async fn a_snapshot_failure_shows_as_a_condition_and_an_event() {
 /// Moves the cluster's clock back: its creation and last snapshot `minutes`
 /// earlier, as if that much time had passed (the schedule counts from them).
 async fn age(p: &Platform, uid: Uuid, minutes: i64) {
-    let pool = p._db.pool().await;
+    let pool = p.db.pool().await;
     let status: serde_json::Value =
         sqlx::query_scalar("SELECT snapshot_status FROM clusters WHERE uid = $1")
             .bind(uid)

@@ -145,6 +145,16 @@ pub trait NodeGroups: Send + Sync + 'static {
         node_set: &str,
         size: i32,
     ) -> impl Future<Output = StepResult<()>> + Send;
+    /// Moves the node group of `node_set` in `zone` to the node image
+    /// `release` (EKS replaces its nodes, new ones first, in that zone). Done
+    /// when the group is at that release or already moving to it.
+    fn update_version(
+        &self,
+        target: &Target,
+        node_set: &str,
+        zone: &str,
+        release: &str,
+    ) -> impl Future<Output = StepResult<()>> + Send;
     /// Deletes the node group of `node_set` (done when it is deleting or gone).
     fn delete(
         &self,

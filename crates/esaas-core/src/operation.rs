@@ -21,6 +21,9 @@ text_enum!(
         Repair = "REPAIR",
         /// Renews the cluster's CA and node certificates before they expire.
         RotateCertificates = "ROTATE_CERTIFICATES",
+        /// Replaces the cluster's nodes, one zone's node group at a time, when
+        /// the platform's node image (the EKS release version) moves.
+        RotateNodes = "ROTATE_NODES",
         /// Takes a snapshot of every index into the cluster's repository
         /// (asked for, or on the policy's schedule).
         Snapshot = "SNAPSHOT",
@@ -28,6 +31,18 @@ text_enum!(
         Restore = "RESTORE",
     }
 );
+
+impl OperationKind {
+    /// Platform maintenance that applies no spec (a rotation): it gives way
+    /// to a tenant's change queued before it started, and leaves the cluster
+    /// DEGRADED, not FAILED, when it fails for good.
+    pub fn is_rotation(self) -> bool {
+        matches!(
+            self,
+            OperationKind::RotateCertificates | OperationKind::RotateNodes
+        )
+    }
+}
 
 text_enum!(
     /// Lifecycle of an operation.
@@ -101,6 +116,9 @@ text_enum!(
         Certificates = "certificates",
         /// The cluster's snapshot repository registered in the platform's bucket.
         SnapshotRepository = "snapshot_repository",
+        /// Nodes replaced at the platform's node image, one zone's node group
+        /// at a time, Elasticsearch told of each node's restart.
+        RotateNodes = "rotate_nodes",
         /// A snapshot taken (and, on schedule, the ones retention lets go
         /// deleted); a delete's final snapshot, before anything is removed.
         Snapshot = "snapshot",
@@ -331,6 +349,10 @@ pub struct OperationParams {
     /// Where a RESTORE, or a CREATE from a snapshot, restores from.
     #[serde(default)]
     pub restore: Option<crate::snapshots::RestoreSource>,
+    /// For a node rotation: the node image (EKS release version) every
+    /// node group moves to, chosen when the platform queued it.
+    #[serde(default)]
+    pub node_release: Option<String>,
 }
 
 /// An audited override of the gate a STALLED operation waited at.
@@ -440,6 +462,7 @@ impl OperationKind {
                 NodeGroupsGone,
             ],
             OperationKind::RotateCertificates => &[Certificates, HealthGate],
+            OperationKind::RotateNodes => &[RotateNodes, HealthGate],
             OperationKind::Snapshot => &[SnapshotRepository, Snapshot],
             OperationKind::Restore => &[Restore, HealthGate],
         }

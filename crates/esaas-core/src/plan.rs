@@ -59,6 +59,15 @@ pub enum Goal {
         /// The operation the rotation is for (the Secret records it).
         operation: Uuid,
     },
+    /// Move every node group to the platform's node image `release` (an
+    /// EKS release version), one zone's group at a time, master-eligible
+    /// node sets last, then be healthy.
+    RotateNodes {
+        /// The cluster's spec (its node sets, zones and counts).
+        spec: ClusterSpec,
+        /// The release version every node group is to run.
+        release: String,
+    },
 }
 
 /// Lifecycle of an EKS node group as the backend reports it.
@@ -87,6 +96,22 @@ pub struct NodeGroupObs {
     pub status: NodeGroupStatus,
     /// Health issues or status message, if any.
     pub message: String,
+    /// The node set's groups one by one, by zone (one EKS node group per
+    /// node set and zone).
+    #[serde(default)]
+    pub zones: BTreeMap<String, ZoneGroupObs>,
+}
+
+/// The node group of one node set in one zone, as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneGroupObs {
+    /// Desired size of its scaling config.
+    pub desired_size: i32,
+    /// Lifecycle (UPDATING while EKS replaces its nodes).
+    pub status: NodeGroupStatus,
+    /// The node image its nodes run: EKS's release version (AMI release
+    /// and Kubernetes version), empty when EKS does not say.
+    pub release_version: String,
 }
 
 /// One node set's Elasticsearch workload (its StatefulSet) as observed.
@@ -334,6 +359,18 @@ pub enum Step {
     },
     /// Wait until Elasticsearch reports green.
     WaitHealthy,
+    /// Move the node group of `node_set` in `zone` to the node image
+    /// `release` (EKS `UpdateNodegroupVersion`): EKS launches the new nodes
+    /// in that zone first, then cordons and drains the old ones and
+    /// terminates them.
+    UpdateNodeGroupVersion {
+        /// Node set.
+        node_set: String,
+        /// The group's zone.
+        zone: String,
+        /// The release version.
+        release: String,
+    },
     /// Renew the cluster's CA and node certificates (see
     /// `backend::Workloads::rotate_certificates`).
     RotateCertificates,
@@ -413,6 +450,7 @@ impl Step {
             Step::WaitNodeGroupGone { .. } => StageName::NodeGroupsGone,
             Step::DeleteBaseObjects { .. } => StageName::Volumes,
             Step::RegisterRepository => StageName::SnapshotRepository,
+            Step::UpdateNodeGroupVersion { .. } => StageName::RotateNodes,
             Step::TakeSnapshot { .. } | Step::WaitSnapshot { .. } | Step::DeleteSnapshot { .. } => {
                 StageName::Snapshot
             }
@@ -449,6 +487,7 @@ impl Step {
             Step::WaitNodeGroupGone { .. } => "wait_node_group_gone",
             Step::DeleteBaseObjects { .. } => "delete_base_objects",
             Step::RegisterRepository => "register_repository",
+            Step::UpdateNodeGroupVersion { .. } => "update_node_group_version",
             Step::TakeSnapshot { .. } => "take_snapshot",
             Step::WaitSnapshot { .. } => "wait_snapshot",
             Step::DeleteSnapshot { .. } => "delete_snapshot",
@@ -478,8 +517,8 @@ impl Step {
 
 impl Goal {
     /// What operation `operation` of `kind`, with `params`, drives the
-    /// cluster with `spec` to. A snapshot or restore without its params (an
-    /// operation this version cannot read) is `None`.
+    /// cluster with `spec` to. A snapshot, restore or node rotation without
+    /// its params (an operation this version cannot read) is `None`.
     pub fn of(
         kind: OperationKind,
         spec: &ClusterSpec,
@@ -488,6 +527,10 @@ impl Goal {
     ) -> Option<Goal> {
         Some(match kind {
             OperationKind::RotateCertificates => Goal::RotateCertificates { operation },
+            OperationKind::RotateNodes => Goal::RotateNodes {
+                spec: spec.clone(),
+                release: params.node_release.clone().filter(|r| !r.is_empty())?,
+            },
             OperationKind::Delete => Goal::Delete {
                 retention: spec.volume_retention,
                 final_snapshot: params.snapshot.clone(),
@@ -519,8 +562,21 @@ impl Goal {
             Goal::Converge(_)
             | Goal::CreateRestoring { .. }
             | Goal::RotateCertificates { .. }
+            | Goal::RotateNodes { .. }
             | Goal::Restore { .. } => Some(StageName::HealthGate),
             Goal::Delete { .. } | Goal::Snapshot { .. } => None,
+        }
+    }
+
+    /// The stage `step` belongs to under this goal: a node rotation does
+    /// all its work in [`StageName::RotateNodes`] (the shutdowns, waits for
+    /// node groups and pods around each group's update) except the health
+    /// gates, which show between groups as [`StageName::HealthGate`].
+    pub fn stage_of(&self, step: &Step) -> StageName {
+        match (self, step) {
+            (Goal::RotateNodes { .. }, Step::WaitHealthy) => StageName::HealthGate,
+            (Goal::RotateNodes { .. }, _) => StageName::RotateNodes,
+            _ => step.stage(),
         }
     }
 }
@@ -532,6 +588,7 @@ pub fn next_step(goal: &Goal, observed: &Observed) -> Option<Step> {
 }
 
 mod gate;
+mod nodes;
 mod planner;
 
 pub use gate::{

@@ -29,7 +29,7 @@ use aws_sdk_eks::types::{
 use esaas_core::backend::{NodeGroups, PLATFORM_CLUSTER_GONE, StepError, StepResult, Target};
 use esaas_core::catalog::Catalog;
 use esaas_core::placement;
-use esaas_core::plan::{NodeGroupObs, NodeGroupStatus as Status};
+use esaas_core::plan::{NodeGroupObs, NodeGroupStatus as Status, ZoneGroupObs};
 use serde::{Deserialize, Serialize};
 
 pub use errors::classify;
@@ -81,6 +81,12 @@ pub struct EksConfig {
     /// its pods, running under Pod Security `restricted`, cannot set.
     #[serde(default)]
     pub launch_template: Option<LaunchTemplate>,
+    /// The platform's node image: the EKS release version (AMI release and
+    /// Kubernetes version, for example `1.31.2-20241121`) every node group is
+    /// made with and moved to. Empty: whatever EKS gives a new group (the
+    /// latest release for the cluster's Kubernetes version), and no rotation.
+    #[serde(default)]
+    pub node_release_version: String,
     /// Extra tags on every node group (cost allocation).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -396,6 +402,13 @@ impl EksNodeGroups {
             .set_tags(Some(tags))
             .update_config(NodegroupUpdateConfig::builder().max_unavailable(1).build())
             .client_request_token(target.idempotency_key(&format!("nodegroup-{node_set}-{zone}")));
+        // The platform's node image, with the Kubernetes version it is built for; without
+        // one EKS gives the latest release for the cluster's version.
+        if !self.config.node_release_version.is_empty() {
+            request = request
+                .release_version(&self.config.node_release_version)
+                .set_version(kubernetes_version(&self.config.node_release_version));
+        }
         // EKS refuses diskSize beside a launch template (the template sets the disk).
         request = match &self.config.launch_template {
             Some(template) => request.launch_template(template.to_sdk()),
@@ -562,6 +575,16 @@ impl EksNodeGroups {
     }
 }
 
+/// The Kubernetes minor an EKS release version is built for: `1.31` of
+/// `1.31.2-20241121`. EKS wants it beside the release when the two differ from the
+/// group's (a node image of the next Kubernetes minor after a control-plane upgrade).
+fn kubernetes_version(release: &str) -> Option<String> {
+    let mut parts = release.split(['.', '-']);
+    let (major, minor) = (parts.next()?, parts.next()?);
+    let numeric = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit());
+    (numeric(major) && numeric(minor)).then(|| format!("{major}.{minor}"))
+}
+
 /// How bad a status is, when one node set's groups are reported as one.
 fn severity(s: Status) -> u8 {
     match s {
@@ -594,8 +617,19 @@ impl NodeGroups for EksNodeGroups {
                 desired_size: 0,
                 status: st,
                 message: String::new(),
+                zones: Default::default(),
             });
             entry.desired_size += size;
+            if let Some(zone) = tag(&ng, keys::ZONE) {
+                entry.zones.insert(
+                    zone.to_string(),
+                    ZoneGroupObs {
+                        desired_size: size,
+                        status: st,
+                        release_version: ng.release_version().unwrap_or_default().to_string(),
+                    },
+                );
+            }
             if severity(st) > severity(entry.status) {
                 entry.status = st;
             }
@@ -616,6 +650,80 @@ impl NodeGroups for EksNodeGroups {
             self.ensure_zone(target, node_set, &zone, n).await?;
         }
         Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(cluster_uid = %target.uid, node_set, zone, release))]
+    async fn update_version(
+        &self,
+        target: &Target,
+        node_set: &str,
+        zone: &str,
+        release: &str,
+    ) -> StepResult<()> {
+        let name = node_group_name(
+            &target.uid,
+            &target.tenant,
+            &target.cluster_id,
+            node_set,
+            zone,
+        );
+        let Some(existing) = self.describe(&name).await? else {
+            return Err(StepError::permanent(
+                "NODEGROUP_MISSING",
+                format!("node group {name} of {node_set} in {zone} does not exist"),
+            ));
+        };
+        if !self.owned_by(target, &existing) {
+            return Err(StepError::permanent(
+                "NODEGROUP_FOREIGN",
+                format!("node group {name} is not this cluster's; it is not touched"),
+            ));
+        }
+        // Done, or under way (EKS takes one update of a group at a time).
+        if existing.release_version() == Some(release)
+            || status(existing.status()) == Status::Updating
+        {
+            return Ok(());
+        }
+        // Not forced: EKS then honours the PodDisruptionBudget when it evicts
+        // (the rotation has every pod ready, and this group's pods' node
+        // shutdowns COMPLETE, before it asks).
+        let sent = self
+            .client
+            .update_nodegroup_version()
+            .cluster_name(&self.config.cluster_name)
+            .nodegroup_name(&name)
+            .release_version(release)
+            .set_version(kubernetes_version(release))
+            .force(false)
+            .client_request_token(
+                target.idempotency_key(&format!("version-{node_set}-{zone}-{release}")),
+            )
+            .send()
+            .instrument(call_span("UpdateNodegroupVersion"))
+            .await;
+        match sent {
+            Ok(out) => {
+                tracing::info!(
+                    nodegroup = %name,
+                    zone,
+                    from = existing.release_version().unwrap_or_default(),
+                    to = release,
+                    update = out.update().and_then(|u| u.id()).unwrap_or_default(),
+                    "node group moving to a new node image"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let e = classify("UpdateNodegroupVersion", e);
+                // An update already in progress (ours, from an attempt whose answer was lost).
+                if e.reason == "EKS_RESOURCE_IN_USE" {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     #[tracing::instrument(skip_all, fields(cluster_uid = %target.uid, node_set))]
@@ -645,5 +753,24 @@ impl NodeGroups for EksNodeGroups {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kubernetes_version;
+
+    #[test]
+    fn a_release_names_the_kubernetes_minor_it_is_built_for() {
+        let cases = [
+            ("1.31.2-20241121", Some("1.31")),
+            ("1.30-20240605", Some("1.30")),
+            ("1.29.0-abcdef12", Some("1.29")),
+            ("latest", None),
+            ("", None),
+        ];
+        for (release, want) in cases {
+            assert_eq!(kubernetes_version(release).as_deref(), want, "{release}");
+        }
     }
 }

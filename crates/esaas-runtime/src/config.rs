@@ -513,6 +513,19 @@ impl Config {
         if let Some(problem) = self.eks.launch_template.as_ref().and_then(|t| t.problem()) {
             bail!("eks.launch_template: {problem}");
         }
+        let release = &self.eks.node_release_version;
+        // EKS release versions read `{Kubernetes version}-{AMI build}` (1.31.2-20241121).
+        if !release.is_empty()
+            && (release.len() > 64
+                || !release.starts_with(|c: char| c.is_ascii_digit())
+                || !release
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+        {
+            bail!(
+                "eks.node_release_version: {release:?} is not an EKS release version (for example \"1.31.2-20241121\"); leave it empty for EKS's latest"
+            );
+        }
         if let Some(problem) = self.snapshots.problem() {
             bail!("{problem}");
         }
@@ -805,6 +818,10 @@ mod tests {
             (
                 "[eks.launch_template]\nversion = \"1\"\n",
                 "eks.launch_template",
+            ),
+            (
+                "[eks]\nnode_release_version = \"latest please\"\n",
+                "eks.node_release_version",
             ),
         ];
         for (extra, key) in bad {

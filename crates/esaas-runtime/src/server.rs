@@ -274,6 +274,8 @@ async fn serve(config: &Config, internal_worker_key: Option<&str>) -> anyhow::Re
             catalog: config.catalog.clone(),
             max_attempts: config.max_attempts,
             default_window: config.maintenance.default_window()?,
+            node_release: Some(config.eks.node_release_version.trim().to_string())
+                .filter(|r| !r.is_empty()),
             snapshots_enabled: config.snapshots.enabled(),
         },
         default_quota: config.default_quota,

@@ -146,7 +146,8 @@ async fn repair_history(
     let row = sqlx::query(
         "SELECT count(*) FILTER (WHERE kind = 'REPAIR' AND create_time > now() - make_interval(secs => $2)) AS n, \
                 max(create_time) FILTER (WHERE kind = 'REPAIR' AND create_time > now() - make_interval(secs => $2)) AS last, \
-                max(create_time) FILTER (WHERE kind = 'ROTATE_CERTIFICATES') AS last_rotation \
+                max(create_time) FILTER (WHERE kind = 'ROTATE_CERTIFICATES') AS last_rotation, \
+                max(create_time) FILTER (WHERE kind = 'ROTATE_NODES') AS last_node_rotation \
          FROM operations WHERE cluster_uid = $1",
     )
     .bind(uid)
@@ -166,5 +167,6 @@ async fn repair_history(
         last: row.try_get("last").map_err(db_error)?,
         paused: paused.unwrap_or(false),
         last_rotation: row.try_get("last_rotation").map_err(db_error)?,
+        last_node_rotation: row.try_get("last_node_rotation").map_err(db_error)?,
     })
 }

@@ -336,6 +336,15 @@ async fn perform<N: NodeGroups, W: Workloads, E: Elasticsearch>(
         Step::DeleteBaseObjects { retention } => b.workloads.delete_base(t, *retention).await,
         Step::RotateCertificates => b.workloads.rotate_certificates(t).await,
         Step::RegisterRepository => b.elasticsearch.register_repository(t).await,
+        Step::UpdateNodeGroupVersion {
+            node_set,
+            zone,
+            release,
+        } => {
+            b.node_groups
+                .update_version(t, node_set, zone, release)
+                .await
+        }
         Step::TakeSnapshot { name } => b.elasticsearch.take_snapshot(t, name).await,
         Step::DeleteSnapshot { name } => b.elasticsearch.delete_snapshot(t, name).await,
         Step::RegisterSourceRepository => {
@@ -560,7 +569,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
             retryable: false,
             reason: "OPERATION_INCOMPLETE".into(),
             message: format!(
-                "the {} operation names no snapshot or restore source",
+                "the {} operation names no snapshot, restore source or node release",
                 job.kind.as_str().to_lowercase()
             ),
         });
@@ -723,7 +732,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                 certificate_not_after: seen.certificate_not_after,
             });
         };
-        let this_stage = step.stage();
+        let this_stage = goal.stage_of(&step);
         if stage != Some(this_stage) {
             if let Some(s) = stage {
                 report(stage_end(s, &passed)).await?;

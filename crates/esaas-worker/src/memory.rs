@@ -150,8 +150,31 @@ impl NodeGroups for Memory {
                 desired_size: size,
                 status,
                 message: String::new(),
+                zones: Default::default(),
             });
         g.desired_size = size;
+        Ok(())
+    }
+
+    async fn update_version(
+        &self,
+        _: &Target,
+        node_set: &str,
+        zone: &str,
+        release: &str,
+    ) -> StepResult<()> {
+        let mut w = self.record(
+            "nodegroup.update_version",
+            node_set,
+            format!("{zone} {release}"),
+        )?;
+        if let Some(z) = w
+            .node_groups
+            .get_mut(node_set)
+            .and_then(|g| g.zones.get_mut(zone))
+        {
+            z.release_version = release.to_string();
+        }
         Ok(())
     }
 

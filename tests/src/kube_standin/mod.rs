@@ -17,6 +17,7 @@
 //! | `statefulsets` | `apps/v1` | namespaced | `status`, `scale` |
 //! | `poddisruptionbudgets` | `policy/v1` | namespaced | `status` |
 //! | `networkpolicies` | `networking.k8s.io/v1` | namespaced | |
+//! | `nodes` (registered by [`crate::eks_nodes`]; clients cordon them) | `v1` | cluster | `status` |
 //!
 //! - collection `.../{plural}`: `GET` list (or `?watch=true`), `POST` create, `DELETE`
 //!   deletecollection (namespaced only); `/api/v1/{plural}` and `/apis/{g}/{v}/{plural}` list
@@ -115,7 +116,8 @@
 //! - Deletion is immediate: no finalizers, no grace periods, no `Terminating` phase that
 //!   lasts (a deleted namespace and its contents are gone at once).
 //! - Scale-down removes the surplus pods at once; a pod is `Running` from its creation and
-//!   its containers never restart; no nodes, events, endpoints or ControllerRevisions.
+//!   its containers never restart; no events, endpoints or ControllerRevisions. Nodes
+//!   exist only when something registers them (`nodes`: the scheduler's filters then).
 //! - Apply on `/scale` is treated as a merge patch of `spec.replicas`.
 //!
 //! # Layout
@@ -134,6 +136,7 @@ mod apply;
 mod defaults;
 mod delete;
 mod errors;
+mod nodes;
 mod patch;
 mod pod_security;
 mod pods;
@@ -165,6 +168,8 @@ use tokio::task::JoinHandle;
 use resources::{RESOURCES, resource_by_name};
 use server::{accept_loop, ticker};
 use sim::{Pending, StsSim};
+
+pub use nodes::{NodeApi, Placement};
 
 type Body = BoxBody<Bytes, Infallible>;
 type FieldPath = Vec<String>;
@@ -227,6 +232,10 @@ struct State {
     /// Why the StatefulSet controller could not create a StatefulSet's pods (Pod
     /// Security admission), by its namespace and name; the latest refusal.
     refused_pods: BTreeMap<(String, String), String>,
+    /// Where the scheduler bound pods, oldest first.
+    placements: Vec<nodes::Placement>,
+    /// Pods go only to registered Nodes ([`KubeStandin::node_api`]).
+    with_nodes: bool,
 }
 
 struct Shared {

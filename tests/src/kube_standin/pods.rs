@@ -112,13 +112,12 @@ pub(super) fn pod_json(sts: &Value, ns: &str, sts_name: &str, ord: i64, p: &PodS
         if let Some(svc) = str_at(sts, &["spec", "serviceName"]).filter(|s| !s.is_empty()) {
             m.insert("subdomain".into(), json!(svc));
         }
-        // Bound to a node of its volumes' zone, whose zone label the pod gets
-        // (PodTopologyLabelsAdmission, on by default from Kubernetes 1.35).
-        let node = match &p.zone {
-            Some(z) => format!("esaas-standin-node-{z}"),
-            None => "esaas-standin-node".to_string(),
-        };
-        m.insert("nodeName".into(), json!(node));
+        // Bound to a node of its volumes' zone (see `nodes`), whose zone label the pod
+        // gets (PodTopologyLabelsAdmission, on by default from Kubernetes 1.35); a
+        // Pending pod has no node.
+        if let Some(node) = &p.node {
+            m.insert("nodeName".into(), json!(node));
+        }
         let volumes = m.entry("volumes").or_insert(json!([]));
         if let Some(a) = volumes.as_array_mut() {
             for t in claim_templates(sts) {
@@ -177,6 +176,20 @@ pub(super) fn pod_json(sts: &Value, ns: &str, sts_name: &str, ord: i64, p: &PodS
     });
     if let Some(a) = template.pointer("/metadata/annotations") {
         meta["annotations"] = a.clone();
+    }
+    if p.node.is_none() {
+        // What kube-scheduler writes of a pod no node can take.
+        let mut unscheduled = cond("PodScheduled", false, &p.created);
+        unscheduled["reason"] = json!("Unschedulable");
+        unscheduled["message"] =
+            json!("0/1 nodes are available: no node in the zone of the pod's volumes takes it.");
+        return json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta,
+            "spec": spec,
+            "status": { "phase": "Pending", "conditions": [unscheduled] },
+        });
     }
     json!({
         "apiVersion": "v1",

@@ -28,8 +28,9 @@ pub(super) const NETPOL: usize = 8;
 pub(super) const SC: usize = 9;
 pub(super) const VAC: usize = 10;
 pub(super) const SA: usize = 11;
+pub(super) const NODE: usize = 12;
 
-pub(super) static RESOURCES: [Resource; 12] = [
+pub(super) static RESOURCES: [Resource; 13] = [
     Resource {
         group: "",
         version: "v1",
@@ -173,6 +174,20 @@ pub(super) static RESOURCES: [Resource; 12] = [
         generation: false,
         writable: true,
         short: &["sa"],
+    },
+    // Registered by the EKS node stand-in for each instance; clients cordon them (a patch
+    // of `spec.unschedulable`).
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "nodes",
+        singular: "node",
+        kind: "Node",
+        namespaced: false,
+        status: true,
+        generation: false,
+        writable: true,
+        short: &["no"],
     },
 ];
 

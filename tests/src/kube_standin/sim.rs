@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::State;
 use super::pod_security;
 use super::pods::{claim_name, claim_templates, pod_json, pod_name, pod_ready, revision_name};
-use super::resources::{NS, PDB, POD, PVC, SA, SC, STS};
+use super::resources::{NODE, NS, PDB, POD, PVC, SA, SC, STS};
 use super::select::selector_reqs;
 use super::util::{labels_of, now_ts, str_at};
 use super::validate::quantity;
@@ -40,6 +40,9 @@ pub(super) struct PodSim {
     /// Whether every claim it mounts is Bound: a pod with an unbound claim is never
     /// scheduled, so it never turns ready.
     pub(super) bound: bool,
+    /// The node it is bound to; `None` while it is Pending (no node passes the
+    /// scheduler's filters), and then it never turns ready.
+    pub(super) node: Option<String>,
 }
 
 /// What the next controller run has to look at.
@@ -55,6 +58,8 @@ pub(super) struct Pending {
     pod_namespaces: BTreeSet<String>,
     /// When a claim's asked-for size or class is due to be reached: (deadline, namespace, name).
     volumes: BTreeSet<(Instant, String, String)>,
+    /// A Node changed: every StatefulSet looks again (Pending pods, pods of a node gone).
+    nodes: bool,
 }
 
 /// How long EBS makes a volume wait between two modifications: "After modifying a
@@ -90,6 +95,7 @@ impl Pending {
             POD => {
                 self.pod_namespaces.insert(ns.to_string());
             }
+            NODE => self.nodes = true,
             _ => {}
         }
     }
@@ -194,6 +200,10 @@ impl State {
                 self.settle_volume(&ns, &name, now);
             }
         }
+        if std::mem::take(&mut self.pending.nodes) {
+            let all: Vec<(String, String)> = self.sims.keys().cloned().collect();
+            self.pending.sets.extend(all);
+        }
         for key in self.pending.due_sets(now) {
             self.reconcile_sts(&key.0, &key.1, now);
             // Its own writes (pods, status) leave it settled.
@@ -226,7 +236,12 @@ impl State {
         self.next_pod_ip += 1;
         let n = self.next_pod_ip;
         let (bound, zone) = self.placement(ns, name, ord);
-        let ready = bound && self.ready_after.is_zero();
+        let node = if bound {
+            self.bind(ns, name, ord, zone.as_deref(), now)
+        } else {
+            None
+        };
+        let ready = bound && node.is_some() && self.ready_after.is_zero();
         if !ready && let Some(at) = now.checked_add(self.ready_after) {
             self.pending
                 .ready
@@ -243,7 +258,41 @@ impl State {
             ip: format!("10.244.{}.{}", (n >> 8) & 255, n & 255),
             zone,
             bound,
+            node,
         }
+    }
+
+    /// The node the scheduler binds pod `ord` of StatefulSet `ns/name` to (recorded).
+    fn bind(
+        &mut self,
+        ns: &str,
+        name: &str,
+        ord: i64,
+        zone: Option<&str>,
+        now: Instant,
+    ) -> Option<String> {
+        let sts = self.objects.get(&(STS, ns.to_string(), name.to_string()))?;
+        let spec = sts
+            .pointer("/spec/template/spec")
+            .cloned()
+            .unwrap_or(json!({}));
+        let pod = pod_name(name, ord);
+        let node = self.schedule(ns, &pod, &spec, zone)?;
+        if self.nodes_mode() {
+            let node_zone = self
+                .objects
+                .get(&(NODE, String::new(), node.clone()))
+                .and_then(|n| str_at(n, &["metadata", "labels", super::nodes::ZONE_LABEL]))
+                .unwrap_or_default()
+                .to_string();
+            self.placements.push(super::nodes::Placement {
+                pod: format!("{ns}/{pod}"),
+                node: node.clone(),
+                zone: node_zone,
+                at: now,
+            });
+        }
+        Some(node)
     }
 
     /// Whether pod `ord` of StatefulSet `ns/name` has every claim Bound, and the zone
@@ -381,9 +430,43 @@ impl State {
         };
         let mut dirty = BTreeSet::new();
 
+        // Pods of a node that is gone go too (the pod garbage collector); Pending ones are
+        // scheduled again, and turn ready the readiness delay after they are bound.
+        let gone: Vec<i64> = sim
+            .pods
+            .iter()
+            .filter(|(_, p)| p.node.as_deref().is_some_and(|n| !self.node_exists(n)))
+            .map(|(o, _)| *o)
+            .collect();
+        for ord in gone {
+            sim.pods.remove(&ord);
+            self.remove(POD, ns, &pod_name(name, ord));
+        }
+        let pending: Vec<(i64, Option<String>)> = sim
+            .pods
+            .iter()
+            .filter(|(_, p)| p.bound && p.node.is_none())
+            .map(|(o, p)| (*o, p.zone.clone()))
+            .collect();
+        for (ord, zone) in pending {
+            self.sims.insert(key.clone(), std::mem::take(&mut sim));
+            let node = self.bind(ns, name, ord, zone.as_deref(), now);
+            sim = self.sims.remove(&key).unwrap_or_default();
+            if let (Some(node), Some(p)) = (node, sim.pods.get_mut(&ord)) {
+                p.node = Some(node);
+                p.since = now;
+                if let Some(at) = now.checked_add(ready_after) {
+                    self.pending
+                        .ready
+                        .insert((at, ns.to_string(), name.to_string()));
+                }
+                dirty.insert(ord);
+            }
+        }
         // Readiness (the kubelet's part), written before the controller acts on it.
         for (ord, p) in sim.pods.iter_mut() {
-            if !p.ready && p.bound && now.duration_since(p.since) >= ready_after {
+            if !p.ready && p.bound && p.node.is_some() && now.duration_since(p.since) >= ready_after
+            {
                 p.ready = true;
                 p.ready_at = Some(now_ts());
                 let pod = pod_json(&sts, ns, name, *ord, p);
@@ -421,7 +504,10 @@ impl State {
                 update_rev.clone()
             };
             self.create_claims(ns, &sts, ord);
+            // The scheduler sees the pods bound so far, this set's included.
+            self.sims.insert(key.clone(), std::mem::take(&mut sim));
             let pod = self.new_pod(ns, name, ord, revision, now);
+            sim = self.sims.remove(&key).unwrap_or_default();
             let ready = pod.ready;
             sim.pods.insert(ord, pod);
             dirty.insert(ord);
@@ -447,7 +533,10 @@ impl State {
                     break;
                 };
                 self.remove(POD, ns, &pod_name(name, ord));
+                sim.pods.remove(&ord);
+                self.sims.insert(key.clone(), std::mem::take(&mut sim));
                 let pod = self.new_pod(ns, name, ord, update_rev.clone(), now);
+                sim = self.sims.remove(&key).unwrap_or_default();
                 sim.pods.insert(ord, pod);
                 dirty.insert(ord);
             }

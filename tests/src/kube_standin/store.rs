@@ -30,6 +30,8 @@ impl State {
             next_service_ip: 10,
             server_address,
             refused_pods: BTreeMap::new(),
+            placements: Vec::new(),
+            with_nodes: false,
         };
         let opts = WriteOpts {
             manager: "kube-apiserver".into(),

@@ -66,6 +66,7 @@ impl Sim {
                     desired_size: r.get("desired_size"),
                     status,
                     message: failed,
+                    zones: Default::default(),
                 },
             );
         }
@@ -257,6 +258,15 @@ impl NodeGroups for Sim {
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
         outcome
+    }
+
+    /// The simulated world has one group per node set and no zones, so no
+    /// node images to move: the node rotation runs against EKS (moto).
+    async fn update_version(&self, _: &Target, node_set: &str, _: &str, _: &str) -> StepResult<()> {
+        Err(StepError::permanent(
+            "SIM_NO_NODE_IMAGES",
+            format!("the simulated node group of {node_set} has no node image to move"),
+        ))
     }
 
     async fn delete(&self, target: &Target, node_set: &str) -> StepResult<()> {

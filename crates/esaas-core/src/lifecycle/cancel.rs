@@ -106,6 +106,7 @@ pub(super) fn settle(cluster: &mut Cluster, op: &Operation, now: DateTime<Utc>) 
         OperationKind::Update
         | OperationKind::Repair
         | OperationKind::RotateCertificates
+        | OperationKind::RotateNodes
         | OperationKind::Snapshot
         | OperationKind::Restore
         | OperationKind::Delete => {

@@ -379,10 +379,7 @@ fn requeue_or_end(
                     );
                 }
             }
-        } else if matches!(
-            op.kind,
-            OperationKind::Repair | OperationKind::RotateCertificates
-        ) {
+        } else if op.kind == OperationKind::Repair || op.kind.is_rotation() {
             // Platform maintenance that fails leaves the cluster as it found
             // it, DEGRADED, saying why; the next observation decides whether
             // to try again.

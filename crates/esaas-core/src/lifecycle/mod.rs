@@ -54,6 +54,10 @@ pub struct Rules {
     pub max_attempts: i32,
     /// The maintenance window of clusters that set none (`None`: any time).
     pub default_window: Option<crate::spec::MaintenanceWindow>,
+    /// The platform's node image: the EKS release version every node group
+    /// is to run (`[eks] node_release_version`). `None`: whatever EKS gives
+    /// a new group, and no node rotation.
+    pub node_release: Option<String>,
     /// Whether the platform has a snapshot bucket (`[snapshots] bucket`).
     pub snapshots_enabled: bool,
 }

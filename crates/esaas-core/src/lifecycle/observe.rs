@@ -96,6 +96,8 @@ pub struct RepairHistory {
     pub paused: bool,
     /// When the newest certificate rotation was created.
     pub last_rotation: Option<DateTime<Utc>>,
+    /// When the newest node rotation was created.
+    pub last_node_rotation: Option<DateTime<Utc>>,
 }
 
 /// When the next repair may be queued: at once after none, then
@@ -686,6 +688,21 @@ pub fn assess(
             .last_rotation
             .is_none_or(|t| t + Duration::minutes(ROTATION_SPACING_MINUTES) <= now);
 
+    // Node groups behind the platform's node image get a node rotation, when
+    // nothing else is due and the cluster is well: replacing nodes of a
+    // cluster that is already short of some would only add to its trouble.
+    let behind = match (&rules.node_release, &facts.node_groups) {
+        (Some(want), Ok(groups)) => groups_behind(groups, want),
+        _ => Vec::new(),
+    };
+    let node_rotation = !rotation
+        && repair.is_none()
+        && problem.is_none()
+        && !behind.is_empty()
+        && history
+            .last_node_rotation
+            .is_none_or(|t| t + Duration::minutes(ROTATION_SPACING_MINUTES) <= now);
+
     let window = maintenance::window_of(
         next.spec.maintenance_window.as_ref(),
         rules.default_window.as_ref(),
@@ -721,6 +738,24 @@ pub fn assess(
         next.message = scheduled.clone().unwrap_or_else(|| {
             "renewing the node certificates (a new CA; old and new trusted meanwhile)".into()
         });
+        changes.insert_operation(&op);
+        operation = Some(op);
+    }
+    if node_rotation && let Some(want) = &rules.node_release {
+        let initiator = Initiator {
+            kind: InitiatorKind::Platform,
+            principal: "platform/node-images".into(),
+        };
+        let mut op = new_operation(&next, OperationKind::RotateNodes, &initiator, rules, ctx);
+        op.params.node_release = Some(want.clone());
+        next.current_operation = Some(op.id);
+        // Planned work: the window, never a freeze; no deadline (old nodes
+        // keep serving).
+        let slot = maintenance::earliest_start(now, window, &freezes, None);
+        scheduled = maintenance::schedule(&mut op, slot, now);
+        next.message = scheduled
+            .clone()
+            .unwrap_or_else(|| format!("replacing the nodes with node image {want}"));
         changes.insert_operation(&op);
         operation = Some(op);
     }
@@ -791,11 +826,25 @@ pub fn assess(
                 get(ConditionType::CertificatesValid, &next.conditions)
                     .map(|c| c.message)
                     .unwrap_or_default()
+            } else if op.kind == OperationKind::RotateNodes {
+                behind_message(
+                    &behind,
+                    op.params.node_release.as_deref().unwrap_or_default(),
+                )
             } else {
                 repair.clone().unwrap_or_default()
             },
             op.name(),
             scheduled.as_deref().unwrap_or_default()
+        ),
+        (Some(op), _) if op.kind == OperationKind::RotateNodes => format!(
+            "{}: {}; {} queued by the platform",
+            next.state.as_str(),
+            behind_message(
+                &behind,
+                op.params.node_release.as_deref().unwrap_or_default()
+            ),
+            op.name()
         ),
         (Some(op), _) if op.kind == OperationKind::RotateCertificates => format!(
             "{}: {}; {} queued by the platform",
@@ -833,6 +882,28 @@ pub fn assess(
             disruption: Disruption::None,
         },
     })
+}
+
+/// The node groups (`{node set} in {zone} at {release}`) that run another
+/// node image than `want`. A group whose release EKS does not report is not
+/// counted: an unknown is no reason to replace nodes.
+pub fn groups_behind(groups: &BTreeMap<String, NodeGroupObs>, want: &str) -> Vec<String> {
+    groups
+        .iter()
+        .flat_map(|(node_set, g)| {
+            g.zones
+                .iter()
+                .filter(|(_, z)| !z.release_version.is_empty() && z.release_version != want)
+                .map(move |(zone, z)| format!("{node_set} in {zone} at {}", z.release_version))
+        })
+        .collect()
+}
+
+fn behind_message(behind: &[String], want: &str) -> String {
+    format!(
+        "node groups behind the platform's node image {want}: {}",
+        behind.join(", ")
+    )
 }
 
 /// Pauses or resumes the automatic repair of `cluster` by `principal`: the
@@ -897,6 +968,7 @@ mod tests {
             catalog: Catalog::test(),
             max_attempts: 5,
             default_window: None,
+            node_release: None,
             snapshots_enabled: false,
         }
     }
@@ -947,6 +1019,7 @@ mod tests {
                     desired_size: 1,
                     status: NodeGroupStatus::Active,
                     message: String::new(),
+                    zones: Default::default(),
                 },
             )])),
             workloads: Ok(WorkloadFacts {
@@ -1305,6 +1378,7 @@ mod tests {
             last: Some(t0() + Duration::seconds(last_secs)),
             paused: false,
             last_rotation: None,
+            last_node_rotation: None,
         };
         assert_eq!(repair_not_before(&RepairHistory::default(), &r), None);
         for (recent, wait_min) in [(1, 1), (2, 2), (3, 4), (6, 30), (40, 30)] {
@@ -1608,5 +1682,132 @@ mod tests {
         for c in [busy, deleting, failed, newer] {
             assert!(judge(&c, &f, 30).is_none());
         }
+    }
+
+    #[test]
+    fn node_groups_behind_the_platform_image_get_a_rotation_in_the_window() {
+        use crate::plan::ZoneGroupObs;
+        use crate::spec::MaintenanceWindow;
+        use chrono::{Datelike, NaiveTime};
+        let r = ObserveRules::default();
+        let with_release = |release: &str| {
+            let mut f = healthy();
+            if let Ok(groups) = &mut f.node_groups
+                && let Some(g) = groups.get_mut("default")
+            {
+                g.zones.insert(
+                    "us-east-1a".into(),
+                    ZoneGroupObs {
+                        desired_size: 1,
+                        status: NodeGroupStatus::Active,
+                        release_version: release.into(),
+                    },
+                );
+            }
+            f
+        };
+        let platform = Rules {
+            node_release: Some("1.31.3-20250105".into()),
+            ..rules()
+        };
+        let c = settled();
+        let h = RepairHistory::default();
+        // No platform image configured: nothing, whatever the groups run.
+        assert!(
+            assess(
+                &c,
+                &with_release("1.31.2-20241121"),
+                &h,
+                &r,
+                &rules(),
+                &ctx(90)
+            )
+            .is_none()
+        );
+        // At the platform's image, or not reported: nothing.
+        for same in ["1.31.3-20250105", ""] {
+            assert!(
+                assess(&c, &with_release(same), &h, &r, &platform, &ctx(90)).is_none(),
+                "{same:?}"
+            );
+        }
+        // Behind: a platform ROTATE_NODES to the configured release, now (no window).
+        let d = assess(
+            &c,
+            &with_release("1.31.2-20241121"),
+            &h,
+            &r,
+            &platform,
+            &ctx(90),
+        )
+        .expect("behind");
+        let op = d.answer.operation.expect("a node rotation");
+        assert_eq!(op.kind, OperationKind::RotateNodes);
+        assert_eq!(op.params.node_release.as_deref(), Some("1.31.3-20250105"));
+        assert_eq!(op.initiator.kind, InitiatorKind::Platform);
+        assert_eq!(op.initiator.principal, "platform/node-images");
+        assert_eq!(op.not_before, None);
+        assert_eq!(d.answer.cluster.state, ClusterState::Ready);
+        let event = d
+            .changes
+            .event
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        assert!(
+            event.contains("default in us-east-1a at 1.31.2-20241121"),
+            "the event names the group behind: {event}"
+        );
+        // One created 5 minutes ago is not repeated yet (a failing one is not retried in a loop).
+        let recent = RepairHistory {
+            last_node_rotation: Some(t0() + Duration::seconds(90) - Duration::minutes(5)),
+            ..RepairHistory::default()
+        };
+        assert!(
+            assess(
+                &c,
+                &with_release("1.31.2-20241121"),
+                &recent,
+                &r,
+                &platform,
+                &ctx(90)
+            )
+            .is_none()
+        );
+        // A cluster that is unwell is not rotated (its repair goes first).
+        let mut unwell = with_release("1.31.2-20241121");
+        unwell.health = Ok(Some(health(Health::Red, "index logs is red")));
+        let d = assess(&c, &unwell, &h, &r, &platform, &ctx(90)).expect("red");
+        assert!(d.answer.operation.is_none());
+        // With a window: at its start, saying so.
+        let now = t0() + Duration::seconds(90);
+        let tomorrow = now + Duration::days(1);
+        let window = MaintenanceWindow {
+            day: tomorrow.weekday(),
+            start: NaiveTime::from_hms_opt(2, 0, 0).unwrap_or_default(),
+            duration: Duration::hours(4),
+        };
+        let opens = tomorrow.date_naive().and_time(window.start).and_utc();
+        let mut windowed = c.clone();
+        windowed.spec.maintenance_window = Some(window);
+        let d = assess(
+            &windowed,
+            &with_release("1.31.2-20241121"),
+            &h,
+            &r,
+            &platform,
+            &ctx(90),
+        )
+        .expect("behind");
+        let op = d.answer.operation.expect("a node rotation");
+        assert_eq!(op.not_before, Some(opens));
+        assert!(
+            d.answer
+                .cluster
+                .message
+                .starts_with("rotate nodes scheduled for"),
+            "{}",
+            d.answer.cluster.message
+        );
     }
 }

@@ -77,9 +77,10 @@ pub fn retry(
     if cluster.state == ClusterState::Failed || was_cancelled {
         cluster.state = match op.kind {
             OperationKind::Create => ClusterState::Provisioning,
-            OperationKind::Update | OperationKind::Repair | OperationKind::RotateCertificates => {
-                ClusterState::Updating
-            }
+            OperationKind::Update
+            | OperationKind::Repair
+            | OperationKind::RotateCertificates
+            | OperationKind::RotateNodes => ClusterState::Updating,
             OperationKind::Delete => ClusterState::Deleting,
             // A snapshot or restore changes nothing of the cluster's shape.
             OperationKind::Snapshot | OperationKind::Restore => match cluster.health {

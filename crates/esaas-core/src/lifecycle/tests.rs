@@ -22,6 +22,7 @@ fn rules() -> Rules {
         catalog: Catalog::test(),
         max_attempts: 5,
         default_window: None,
+        node_release: None,
         snapshots_enabled: false,
     }
 }

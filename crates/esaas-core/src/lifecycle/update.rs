@@ -124,14 +124,12 @@ pub fn update(
         _ => None,
     };
     let operation = match state.active.queued.clone() {
-        // A rotation or a scheduled snapshot applies no spec: one the
+        // A rotation (certificates or nodes) or a scheduled snapshot applies no spec: one the
         // platform queued that has not started gives way (the next
         // observation queues it again).
         Some(mut queued)
-            if matches!(
-                queued.kind,
-                OperationKind::RotateCertificates | OperationKind::Snapshot
-            ) && queued.initiator.kind == InitiatorKind::Platform
+            if (queued.kind.is_rotation() || queued.kind == OperationKind::Snapshot)
+                && queued.initiator.kind == InitiatorKind::Platform
                 && queued.attempts.is_empty() =>
         {
             queued.state = OperationState::Cancelled;

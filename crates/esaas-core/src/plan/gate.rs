@@ -190,6 +190,7 @@ mod tests {
                     desired_size: ns.count,
                     status: NodeGroupStatus::Active,
                     message: String::new(),
+                    zones: Default::default(),
                 },
             );
             o.workloads.insert(

@@ -24,6 +24,7 @@ pub(super) fn next_step(goal: &Goal, observed: &Observed) -> Option<Step> {
             .and_then(|name| final_snapshot_step(name, observed))
             .or_else(|| delete(*retention, observed)),
         Goal::RotateCertificates { operation } => rotate(*operation, observed),
+        Goal::RotateNodes { spec, release } => super::nodes::rotate_nodes(spec, release, observed),
         Goal::Snapshot { name, policy } => snapshot(name, policy, observed),
         Goal::Restore { .. } => restore(observed).or_else(|| match &observed.health {
             Some(h) if h.status == Health::Green => None,
@@ -184,7 +185,7 @@ fn shutdowns<'a>(observed: &'a Observed, node_set: &'a str) -> impl Iterator<Ite
 
 /// The node sets in the order changes reach them: the others first, in
 /// spec order, then the master-eligible ones.
-fn rollout_order(spec: &ClusterSpec) -> Vec<&NodeSet> {
+pub(super) fn rollout_order(spec: &ClusterSpec) -> Vec<&NodeSet> {
     let mut order: Vec<&NodeSet> = spec.node_sets.iter().collect();
     order.sort_by_key(|ns| ns.is_master_eligible());
     order

@@ -15,6 +15,7 @@ fn ng(size: i32, status: NodeGroupStatus) -> NodeGroupObs {
         desired_size: size,
         status,
         message: String::new(),
+        zones: Default::default(),
     }
 }
 
@@ -445,7 +446,7 @@ fn simulate(step: &Step, w: &mut Observed, spec: &ClusterSpec) {
     let spec_version = spec.version.as_str();
     match step {
         Step::ApplyBaseObjects => w.base_objects = true,
-        Step::RotateCertificates => {}
+        Step::RotateCertificates | Step::UpdateNodeGroupVersion { .. } => {}
         Step::RegisterRepository => w.snapshot_repository = Some(true),
         Step::TakeSnapshot { name } => {
             w.snapshots

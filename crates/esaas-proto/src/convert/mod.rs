@@ -127,6 +127,7 @@ mod struct_tests {
                     desired_size: 3,
                     status: NodeGroupStatus::Active,
                     message: String::new(),
+                    zones: Default::default(),
                 },
             )]
             .into_iter()

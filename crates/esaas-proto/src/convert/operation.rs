@@ -18,6 +18,7 @@ pub fn kind_to_pb(k: OperationKind) -> pb::OperationKind {
         OperationKind::Delete => pb::OperationKind::Delete,
         OperationKind::Repair => pb::OperationKind::Repair,
         OperationKind::RotateCertificates => pb::OperationKind::RotateCertificates,
+        OperationKind::RotateNodes => pb::OperationKind::RotateNodes,
         OperationKind::Snapshot => pb::OperationKind::Snapshot,
         OperationKind::Restore => pb::OperationKind::Restore,
     }
@@ -31,6 +32,7 @@ pub fn kind_from_pb(k: i32, field: &str) -> Result<OperationKind> {
         Ok(pb::OperationKind::Delete) => Ok(OperationKind::Delete),
         Ok(pb::OperationKind::Repair) => Ok(OperationKind::Repair),
         Ok(pb::OperationKind::RotateCertificates) => Ok(OperationKind::RotateCertificates),
+        Ok(pb::OperationKind::RotateNodes) => Ok(OperationKind::RotateNodes),
         Ok(pb::OperationKind::Snapshot) => Ok(OperationKind::Snapshot),
         Ok(pb::OperationKind::Restore) => Ok(OperationKind::Restore),
         Ok(pb::OperationKind::Unspecified) | Err(_) => Err(Error::invalid(
@@ -127,6 +129,7 @@ pub fn operation_to_pb(o: &Operation) -> pb::Operation {
         message: o.summary(),
         cancel_requested: o.cancel_requested,
         gate_override: o.gate_override.as_ref().map(gate_override_to_pb),
+        node_release_version: o.params.node_release.clone().unwrap_or_default(),
         snapshot: o.params.snapshot.clone().unwrap_or_default(),
         restore: o
             .params

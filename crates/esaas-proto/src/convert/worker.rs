@@ -236,6 +236,7 @@ pub fn assignment_from_pb(a: &pb::Assignment) -> Result<Assigned> {
                 .as_ref()
                 .map(|r| super::operation_restore_from_pb(r, "assignment.operation.restore"))
                 .transpose()?,
+            node_release: Some(op.node_release_version.clone()).filter(|r| !r.is_empty()),
         },
     })
 }

@@ -896,3 +896,54 @@ async fn masters_leave_out_of_the_voting_configuration_one_at_a_time() {
     );
     assert!(world.world().voting_exclusions.is_empty());
 }
+
+/// A node rotation on the in-memory world: every pod of the zone's group told
+/// of its restart, the group moved to the operation's release, the shutdowns
+/// cleared, all in the `rotate_nodes` stage, then the health gate; without a
+/// release to move to, it fails rather than guess.
+#[tokio::test(start_paused = true)]
+async fn a_node_rotation_tells_elasticsearch_then_moves_the_group_then_clears() {
+    use esaas_core::plan::ZoneGroupObs;
+    let world = Memory::default();
+    world.world().health = Some(Health::Green);
+    let create = job(OperationKind::Create, 2);
+    ended(run(&world, &create, &Recorder::default())).await;
+    if let Some(g) = world.world().node_groups.get_mut("default") {
+        g.zones.insert(
+            "us-east-1a".into(),
+            ZoneGroupObs {
+                desired_size: 2,
+                status: NodeGroupStatus::Active,
+                release_version: "1.31.2-20241121".into(),
+            },
+        );
+    }
+    world.world().calls.clear();
+
+    let mut rotate = job(OperationKind::RotateNodes, 2);
+    let reporter = Recorder::default();
+    let last = ended(run(&world, &rotate, &reporter)).await;
+    assert!(
+        matches!(&last, LeaseEvent::Failed { retryable: false, reason, .. } if reason == "OPERATION_INCOMPLETE"),
+        "{last:?}"
+    );
+
+    rotate.params.node_release = Some("1.31.3-20250105".into());
+    let reporter = Recorder::default();
+    let last = ended(run(&world, &rotate, &reporter)).await;
+    assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
+    assert_eq!(
+        world.world().calls,
+        [
+            "es.register_shutdown default 0",
+            "es.register_shutdown default 1",
+            "nodegroup.update_version default us-east-1a 1.31.3-20250105",
+            "es.clear_shutdown default 0",
+            "es.clear_shutdown default 1",
+        ]
+    );
+    assert_eq!(
+        started(&reporter.reports()),
+        [StageName::RotateNodes, StageName::HealthGate]
+    );
+}

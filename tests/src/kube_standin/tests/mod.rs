@@ -3,6 +3,7 @@
 mod api;
 mod apply;
 mod controllers;
+mod nodes;
 mod pending;
 mod read;
 mod volumes;
