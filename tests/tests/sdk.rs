@@ -558,3 +558,117 @@ async fn cancel_stops_a_queued_operation_and_a_retry_resumes_it() {
         .expect_err("unauthenticated first");
     assert_eq!(err.code(), Some(Code::Unauthenticated));
 }
+
+/// The snapshot calls on a platform without a snapshot bucket: CreateSnapshot is refused
+/// with its precondition (and a retry reuses its request id), the list is an empty
+/// stream, restores name snapshots nobody took, and a delete says it takes no final
+/// snapshot, and why.
+#[tokio::test]
+async fn snapshot_calls_without_a_bucket_are_typed_refusals() {
+    let app = spawn_app().await;
+    let t = app.tenant("search").await;
+    let proxy = GrpcFaultProxy::start(app.addr).await;
+    let client = client(&proxy.url(), &t.admin).await;
+    let name = "tenants/search/clusters/logs";
+    client
+        .create_cluster(v1::CreateClusterRequest::new(
+            "tenants/search",
+            "logs",
+            sdk_spec(3),
+        ))
+        .await
+        .expect("create");
+
+    proxy.fail_next("/CreateSnapshot", Loss::Request, 1);
+    let err = client
+        .create_snapshot(v1::CreateSnapshotRequest::new(name))
+        .await
+        .expect_err("no bucket");
+    let Error::Api(e) = err else {
+        panic!("an API error: {err:?}")
+    };
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let kinds: Vec<&str> = e
+        .precondition_violations()
+        .iter()
+        .map(|v| v.r#type.as_str())
+        .collect();
+    assert_eq!(kinds, ["SNAPSHOTS_NOT_CONFIGURED"]);
+    let ids: Vec<String> = proxy
+        .calls("/CreateSnapshot")
+        .iter()
+        .map(|c| {
+            c.message::<v1::CreateSnapshotRequest>()
+                .expect("a request")
+                .request_id
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "one lost request, one retry");
+    assert!(
+        !ids[0].is_empty() && ids[0] == ids[1],
+        "one request id: {ids:?}"
+    );
+
+    let listed: Vec<_> = client
+        .list_snapshots(v1::ListSnapshotsRequest {
+            page_size: 1,
+            ..v1::ListSnapshotsRequest::new(name)
+        })
+        .try_collect()
+        .await
+        .expect("list");
+    assert!(listed.is_empty(), "{listed:?}");
+
+    let source = v1::RestoreSource::new(name, "manual-nope").with_indices(&["orders"]);
+    let err = client
+        .restore_snapshot(v1::RestoreSnapshotRequest::new(name, source.clone()))
+        .await
+        .expect_err("unknown snapshot");
+    assert_eq!(err.code(), Some(Code::NotFound));
+    let err = client
+        .restore_snapshot(v1::RestoreSnapshotRequest::new(
+            name,
+            v1::RestoreSource::new(name, "manual-nope"),
+        ))
+        .await
+        .expect_err("no index");
+    let fields: Vec<String> = err
+        .api()
+        .map(|e| {
+            e.field_violations()
+                .iter()
+                .map(|v| v.field.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(fields, ["source.indices"]);
+    let mut from_snapshot =
+        v1::CreateClusterRequest::new("tenants/search", "restored", sdk_spec(3))
+            .with_restore_from(source);
+    from_snapshot.validate_only = true;
+    let err = client
+        .create_cluster(from_snapshot)
+        .await
+        .expect_err("unknown snapshot");
+    assert_eq!(err.code(), Some(Code::NotFound));
+
+    let dry = client
+        .delete_cluster(v1::DeleteClusterRequest {
+            validate_only: true,
+            ..v1::DeleteClusterRequest::new(name)
+        })
+        .await
+        .expect("dry run");
+    assert_eq!(dry.final_snapshot_id(), None);
+    let why = dry.final_snapshot.clone().unwrap_or_default().reason;
+    assert!(why.contains("not configured"), "{why}");
+    let deleted = client
+        .delete_cluster(v1::DeleteClusterRequest::new(name).without_final_snapshot())
+        .await
+        .expect("delete");
+    assert!(!deleted.operation_name().is_empty());
+    assert_eq!(
+        deleted.final_snapshot.unwrap_or_default().reason,
+        "skip_final_snapshot was set"
+    );
+}

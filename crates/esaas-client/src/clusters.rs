@@ -10,7 +10,8 @@ use crate::v1;
 impl Client {
     /// Creates a cluster and queues its create operation; safe to retry (the request
     /// id is set once if empty). With `validate_only` nothing is created and the
-    /// answer says what the cluster would look like.
+    /// answer says what the cluster would look like. From a snapshot:
+    /// [`v1::CreateClusterRequest::with_restore_from`].
     ///
     /// ```no_run
     /// # async fn run(client: esaas_client::Client) -> esaas_client::Result<()> {
@@ -121,11 +122,17 @@ impl Client {
     }
 
     /// Deletes a cluster (it stays visible as DELETING, then DELETED); safe to retry.
+    /// Unless the request skips it ([`v1::DeleteClusterRequest::without_final_snapshot`]),
+    /// a final snapshot is taken first when the platform has a snapshot bucket; the
+    /// answer's `final_snapshot` says whether, its name and why (the dry run's too).
     ///
     /// ```no_run
     /// # async fn run(client: esaas_client::Client) -> esaas_client::Result<()> {
-    /// let req = esaas_client::v1::DeleteClusterRequest { name: "tenants/search/clusters/logs".into(), ..Default::default() };
+    /// let req = esaas_client::v1::DeleteClusterRequest::new("tenants/search/clusters/logs");
     /// let deleted = client.delete_cluster(req).await?;
+    /// if let Some(id) = deleted.final_snapshot_id() {
+    ///     println!("final snapshot {id}");
+    /// }
     /// client.wait_operation(deleted.operation_name()).await?;
     /// # Ok(())
     /// # }

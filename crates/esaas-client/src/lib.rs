@@ -14,7 +14,11 @@
 //!   [`Client::watch_operation`], which reconnect when the connection drops;
 //! - **watching**: [`Client::watch_cluster`] resumes from the last revision it saw
 //!   after a reconnect, so no event is missed or repeated;
-//! - **paging**: list calls are streams over every page ([`Client::list_clusters`]).
+//! - **paging**: list calls are streams over every page ([`Client::list_clusters`]);
+//! - **snapshots**: [`Client::create_snapshot`], [`Client::list_snapshots`] and
+//!   [`Client::restore_snapshot`]; a new cluster from a snapshot with
+//!   [`v1::CreateClusterRequest::with_restore_from`], a delete without its final
+//!   snapshot with [`v1::DeleteClusterRequest::without_final_snapshot`].
 //!
 //! The generated messages and service clients are in [`v1`]; [`Client`]'s accessors
 //! such as [`Client::cluster_service`] give the raw clients, already authenticated.
@@ -54,6 +58,7 @@ mod ext;
 mod operations;
 mod paging;
 mod retry;
+mod snapshots;
 mod watch;
 
 pub use client::{AuthChannel, Authorization, Client, ClientBuilder};

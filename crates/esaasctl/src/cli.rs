@@ -41,6 +41,9 @@ pub enum Command {
     /// Elasticsearch clusters of a tenant.
     #[command(subcommand)]
     Clusters(Clusters),
+    /// Snapshots of a cluster: take one, list them, restore indices from one.
+    #[command(subcommand)]
+    Snapshots(Snapshots),
     /// Long-running operations: follow, retry, cancel.
     #[command(subcommand)]
     Operations(Operations),
@@ -119,6 +122,8 @@ pub enum Clusters {
         #[arg(long)]
         zones: Option<i32>,
         #[command(flatten)]
+        restore: RestoreFlags,
+        #[command(flatten)]
         change: ChangeFlags,
     },
     /// Shows a cluster.
@@ -167,13 +172,18 @@ pub enum Clusters {
         #[command(flatten)]
         change: ChangeFlags,
     },
-    /// Deletes a cluster and waits until it is gone.
+    /// Deletes a cluster and waits until it is gone. A final snapshot is taken first
+    /// when the platform has a snapshot bucket (the dry run says whether).
     Delete {
         /// `id` (with --tenant) or the full name.
         name: String,
         /// Fail with ABORTED unless the cluster still has this etag.
         #[arg(long)]
         etag: Option<String>,
+        /// Delete without taking a final snapshot first (also unblocks a delete stalled
+        /// on its final snapshot).
+        #[arg(long)]
+        skip_final_snapshot: bool,
         #[command(flatten)]
         change: ChangeFlags,
     },
@@ -189,6 +199,60 @@ pub enum Clusters {
     Credentials {
         /// `id` (with --tenant) or the full name.
         name: String,
+    },
+}
+
+/// A new cluster restored from a snapshot.
+#[derive(Debug, Args, Clone)]
+pub struct RestoreFlags {
+    /// Restore a snapshot of this cluster into the new one (id with --tenant, or the full
+    /// name; it may be deleted).
+    #[arg(long, requires = "snapshot")]
+    pub restore_from: Option<String>,
+    /// The snapshot's id (see `esaasctl snapshots list`).
+    #[arg(long, requires = "restore_from")]
+    pub snapshot: Option<String>,
+    /// Only these indices (default: every index in the snapshot).
+    #[arg(long, value_delimiter = ',', requires = "restore_from")]
+    pub indices: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Snapshots {
+    /// Takes a snapshot of every index of a running cluster and waits until it is written.
+    Create {
+        /// `id` (with --tenant) or the full name.
+        name: String,
+        /// Return once the snapshot is queued.
+        #[arg(long = "async")]
+        no_wait: bool,
+    },
+    /// Lists the snapshots of the clusters that had this name (deleted ones too),
+    /// newest first (every page).
+    List {
+        /// `id` (with --tenant) or the full name.
+        name: String,
+    },
+    /// Restores chosen indices of a snapshot into a running cluster and waits until they
+    /// are green. The indices must not be open in the cluster: delete or close them first.
+    #[command(
+        after_help = "Example:\n  esaasctl -t demo snapshots restore logs --from logs --snapshot manual-20261201-120000-a1b2c3 --indices orders"
+    )]
+    Restore {
+        /// The cluster restored into: `id` (with --tenant) or the full name.
+        name: String,
+        /// The cluster the snapshot was taken of (this one, or another of the tenant).
+        #[arg(long = "from")]
+        from: String,
+        /// The snapshot's id (see `esaasctl snapshots list`).
+        #[arg(long)]
+        snapshot: String,
+        /// The indices to restore (at least one).
+        #[arg(long, value_delimiter = ',', required = true)]
+        indices: Vec<String>,
+        /// Return once the restore is queued.
+        #[arg(long = "async")]
+        no_wait: bool,
     },
 }
 

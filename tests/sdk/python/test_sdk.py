@@ -4,7 +4,7 @@
 As a platform admin: a tenant and its admin key. As the tenant: create a cluster and
 wait until it is READY, watch it, list over pages, a dry-run scale and its disruption, a
 bad request whose google.rpc details arrive decoded, the catalog and the tenant's keys,
-then delete and wait. One line per check: `PASS: <check>` or `FAIL: <check>: ...`.
+snapshot calls refused as a platform without a bucket refuses them, then delete and wait. One line per check: `PASS: <check>` or `FAIL: <check>: ...`.
 
 Usage: test_sdk.py --addr 127.0.0.1:50051 --admin-key <platform admin key> [--expect-from DIR]
 """
@@ -151,6 +151,31 @@ def run(args, check: Checks) -> None:
     keys = list(team.list_api_keys(tenant.name))
     check.eq("list_api_keys: the tenant's key, never its secret", [key.api_key.name], [k.name for k in keys])
     check.ok("no secret in the listing", key.secret not in str(keys))
+
+    # Snapshots: this platform has no snapshot bucket.
+    try:
+        team.create_snapshot(cluster.name)
+        check.ok("create_snapshot without a bucket fails", False, "it succeeded")
+    except EsaasError as e:
+        check.eq("create_snapshot without a bucket is FAILED_PRECONDITION", grpc.StatusCode.FAILED_PRECONDITION, e.code)
+        check.eq("naming SNAPSHOTS_NOT_CONFIGURED", ["SNAPSHOTS_NOT_CONFIGURED"], [v.type for v in e.precondition_violations])
+    check.eq("list_snapshots: none", [], list(team.list_snapshots(cluster.name, page_size=1)))
+    source = c.RestoreSource(cluster=cluster.name, snapshot="manual-nope", indices=["orders"])
+    try:
+        team.restore_snapshot(cluster.name, source)
+        check.ok("restore_snapshot of an unknown snapshot fails", False, "it succeeded")
+    except EsaasError as e:
+        check.eq("restore_snapshot of an unknown snapshot is NOT_FOUND", grpc.StatusCode.NOT_FOUND, e.code)
+    try:
+        team.create_cluster(tenant.name, "restored", spec, restore_from=source, validate_only=True)
+        check.ok("create_cluster from an unknown snapshot fails", False, "it succeeded")
+    except EsaasError as e:
+        check.eq("create_cluster from an unknown snapshot is NOT_FOUND", grpc.StatusCode.NOT_FOUND, e.code)
+    dry = team.delete_cluster(cluster.name, validate_only=True)
+    check.ok("a dry-run delete takes no final snapshot without a bucket", not dry.final_snapshot.taken, str(dry.final_snapshot))
+    check.ok("and says why", "not configured" in dry.final_snapshot.reason, dry.final_snapshot.reason)
+    skipped = team.delete_cluster(cluster.name, validate_only=True, skip_final_snapshot=True)
+    check.ok("skip_final_snapshot is sent", "skip_final_snapshot" in skipped.final_snapshot.reason, skipped.final_snapshot.reason)
 
     # Delete and wait.
     gone = team.delete_cluster(cluster.name)

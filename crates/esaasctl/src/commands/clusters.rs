@@ -6,7 +6,7 @@ use esaas_client::v1::{self, Disruption};
 use futures::TryStreamExt;
 
 use super::Ctx;
-use crate::cli::{ChangeFlags, Clusters, NodeSetFlags, Role};
+use crate::cli::{ChangeFlags, Clusters, NodeSetFlags, RestoreFlags, Role};
 use crate::exit::Failure;
 use crate::names;
 use crate::output::say;
@@ -26,6 +26,7 @@ pub async fn run(ctx: &Ctx, cmd: Clusters) -> Result<(), Failure> {
             roles,
             shape,
             zones,
+            restore,
             change,
         } => {
             let (parent, id) = names::new_cluster(&name, tenant)?;
@@ -34,6 +35,9 @@ pub async fn run(ctx: &Ctx, cmd: Clusters) -> Result<(), Failure> {
                 None => new_spec(version.unwrap_or_default(), node_set, &roles, &shape, zones)?,
             };
             let mut req = v1::CreateClusterRequest::new(parent, id, spec);
+            if let Some(source) = restore_source(restore, tenant)? {
+                req = req.with_restore_from(source);
+            }
             req.validate_only = change.dry_run;
             let resp = ctx.client.create_cluster(req).await?;
             let cluster = resp.cluster.clone().unwrap_or_default();
@@ -46,6 +50,7 @@ pub async fn run(ctx: &Ctx, cmd: Clusters) -> Result<(), Failure> {
                 &resp,
                 "esaas.v1.CreateClusterResponse",
                 resp.operation_name(),
+                "",
             )
             .await
         }
@@ -138,18 +143,26 @@ pub async fn run(ctx: &Ctx, cmd: Clusters) -> Result<(), Failure> {
                 &resp,
                 "esaas.v1.UpdateClusterResponse",
                 resp.operation_name(),
+                "",
             )
             .await
         }
-        Clusters::Delete { name, etag, change } => {
+        Clusters::Delete {
+            name,
+            etag,
+            skip_final_snapshot,
+            change,
+        } => {
             let name = names::cluster(&name, tenant)?;
             let req = v1::DeleteClusterRequest {
                 name: name.clone(),
                 etag: etag.unwrap_or_default(),
                 validate_only: change.dry_run,
+                skip_final_snapshot,
                 ..Default::default()
             };
             let resp = ctx.client.delete_cluster(req).await?;
+            let note = final_snapshot_line(resp.final_snapshot.as_ref());
             finish_change(
                 ctx,
                 "Deleting",
@@ -159,6 +172,7 @@ pub async fn run(ctx: &Ctx, cmd: Clusters) -> Result<(), Failure> {
                 &resp,
                 "esaas.v1.DeleteClusterResponse",
                 resp.operation_name(),
+                &note,
             )
             .await
         }
@@ -190,6 +204,7 @@ pub async fn run(ctx: &Ctx, cmd: Clusters) -> Result<(), Failure> {
 
 /// After a create, update or delete: the dry run's verdict, the queued operation with
 /// `--async`, or the operation followed to its end and the cluster as it is then.
+/// `note` (a delete's final snapshot) is one more line for people, when not empty.
 #[allow(clippy::too_many_arguments)]
 async fn finish_change<M: prost::Message>(
     ctx: &Ctx,
@@ -200,11 +215,17 @@ async fn finish_change<M: prost::Message>(
     resp: &M,
     resp_type: &str,
     op: &str,
+    note: &str,
 ) -> Result<(), Failure> {
+    let note = if note.is_empty() {
+        String::new()
+    } else {
+        format!("\n{note}")
+    };
     if change.dry_run {
         return Ok(print_one(ctx.format, resp_type, resp, |_| {
             format!(
-                "dry run: the request is valid; nothing was changed\ndisruption: {} ({})",
+                "dry run: the request is valid; nothing was changed\ndisruption: {} ({}){note}",
                 short(disruption.as_str_name(), "DISRUPTION_"),
                 explain(disruption)
             )
@@ -219,10 +240,13 @@ async fn finish_change<M: prost::Message>(
     if change.no_wait {
         return Ok(print_one(ctx.format, resp_type, resp, |_| {
             format!(
-                "{op} queued ({}); follow it with: esaasctl operations watch {op}",
+                "{op} queued ({}); follow it with: esaasctl operations watch {op}{note}",
                 short(disruption.as_str_name(), "DISRUPTION_")
             )
         })?);
+    }
+    if !note.is_empty() {
+        eprintln!("{}", note.trim_start());
     }
     progress::follow(&ctx.client, op, &format!("{verb} {name} ({op})")).await?;
     let cluster = ctx.client.get_cluster(name).await?;
@@ -232,6 +256,32 @@ async fn finish_change<M: prost::Message>(
         &cluster,
         cluster_details,
     )?)
+}
+
+/// Whether a delete takes a final snapshot, its name, and why (not).
+fn final_snapshot_line(f: Option<&v1::FinalSnapshot>) -> String {
+    let Some(f) = f else {
+        return String::new();
+    };
+    match (f.taken, f.reason.is_empty()) {
+        (true, _) => format!("final snapshot: {} ({})", f.snapshot, f.reason),
+        (false, false) => format!("final snapshot: none ({})", f.reason),
+        (false, true) => "final snapshot: none".into(),
+    }
+}
+
+/// The snapshot a new cluster restores, from `--restore-from`, `--snapshot` and `--indices`.
+fn restore_source(
+    flags: RestoreFlags,
+    tenant: Option<&str>,
+) -> anyhow::Result<Option<v1::RestoreSource>> {
+    let (Some(from), Some(snapshot)) = (flags.restore_from, flags.snapshot) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        v1::RestoreSource::new(names::cluster(&from, tenant)?, snapshot)
+            .with_indices(&flags.indices),
+    ))
 }
 
 /// What a disruption means for a running cluster.
@@ -379,7 +429,7 @@ fn cluster_details(c: &v1::Cluster) -> String {
     let (state, health) = state_of(c);
     let spec = c.spec.clone().unwrap_or_default();
     let status = c.status.clone().unwrap_or_default();
-    let mut out = fields(&[
+    let mut pairs = vec![
         ("name", c.name.clone()),
         ("state", state),
         ("health", health),
@@ -407,7 +457,24 @@ fn cluster_details(c: &v1::Cluster) -> String {
         ("message", status.message.clone()),
         ("etag", c.etag.clone()),
         ("created", time(c.create_time.as_ref())),
-    ]);
+        ("snapshots", snapshot_policy(spec.snapshot_policy.as_ref())),
+        ("last snapshot", last_snapshot(status.snapshots.as_ref())),
+    ];
+    let snapshots = status.snapshots.clone().unwrap_or_default();
+    if snapshots.last_failure_time.is_some() {
+        pairs.push((
+            "snapshot failed",
+            format!(
+                "{}: {}",
+                time(snapshots.last_failure_time.as_ref()),
+                snapshots.last_failure_reason
+            ),
+        ));
+    }
+    if !snapshots.final_snapshot.is_empty() {
+        pairs.push(("final snapshot", snapshots.final_snapshot.clone()));
+    }
+    let mut out = fields(&pairs);
     out.push_str("\n\n");
     out.push_str(&table(
         &[
@@ -443,6 +510,32 @@ fn cluster_details(c: &v1::Cluster) -> String {
         ));
     }
     out
+}
+
+/// The snapshot policy for people; unset is the platform default.
+fn snapshot_policy(p: Option<&v1::SnapshotPolicy>) -> String {
+    match p {
+        None => "every 24 h, the newest 7 kept (the default)".into(),
+        Some(p) if p.interval_hours == 0 => "no scheduled snapshots".into(),
+        Some(p) => format!(
+            "every {} h, the newest {} kept",
+            p.interval_hours, p.retention
+        ),
+    }
+}
+
+/// The newest snapshot that succeeded, and when.
+fn last_snapshot(s: Option<&v1::SnapshotStatus>) -> String {
+    match s {
+        Some(s) if !s.last_success.is_empty() => {
+            format!(
+                "{} at {}",
+                s.last_success,
+                time(s.last_success_time.as_ref())
+            )
+        }
+        _ => "-".into(),
+    }
 }
 
 /// Says on stderr that events expired before the watch could send them.
@@ -531,6 +624,44 @@ mod tests {
             iops: None,
             throughput_mibps: None,
         }
+    }
+
+    #[test]
+    fn a_delete_says_whether_it_takes_a_final_snapshot() {
+        let taken = v1::FinalSnapshot {
+            taken: true,
+            snapshot: "final-1".into(),
+            reason: "snapshot final-1 is taken before anything is removed".into(),
+        };
+        assert!(final_snapshot_line(Some(&taken)).starts_with("final snapshot: final-1 ("));
+        let none = v1::FinalSnapshot {
+            taken: false,
+            snapshot: String::new(),
+            reason: "skip_final_snapshot was set".into(),
+        };
+        assert_eq!(
+            final_snapshot_line(Some(&none)),
+            "final snapshot: none (skip_final_snapshot was set)"
+        );
+        assert_eq!(final_snapshot_line(None), "");
+    }
+
+    #[test]
+    fn a_restore_source_from_short_names() {
+        let flags = RestoreFlags {
+            restore_from: Some("logs".into()),
+            snapshot: Some("final-1".into()),
+            indices: vec!["orders".into()],
+        };
+        let src = restore_source(flags, Some("demo")).unwrap().unwrap();
+        assert_eq!(src.cluster, "tenants/demo/clusters/logs");
+        assert_eq!((src.snapshot.as_str(), src.indices.len()), ("final-1", 1));
+        let none = RestoreFlags {
+            restore_from: None,
+            snapshot: None,
+            indices: vec![],
+        };
+        assert!(restore_source(none, Some("demo")).unwrap().is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod admin;
 mod clusters;
 mod operations;
+mod snapshots;
 
 use anyhow::Context;
 use esaas_client::Client;
@@ -46,6 +47,7 @@ pub async fn run(args: Cli) -> Result<(), Failure> {
     };
     match args.command {
         Command::Clusters(c) => clusters::run(&ctx, c).await,
+        Command::Snapshots(c) => snapshots::run(&ctx, c).await,
         Command::Operations(c) => operations::run(&ctx, c).await,
         Command::Tenants(c) => admin::tenants(&ctx, c).await,
         Command::Keys(c) => admin::keys(&ctx, c).await,

@@ -213,14 +213,26 @@ class Client:
 
     # --- clusters -------------------------------------------------------------------
 
-    def create_cluster(self, parent: str, cluster_id: str, spec, *, validate_only: bool = False, request_id: str = ""):
-        """Creates a cluster and queues its create operation (safe to retry)."""
+    def create_cluster(
+        self,
+        parent: str,
+        cluster_id: str,
+        spec,
+        *,
+        validate_only: bool = False,
+        request_id: str = "",
+        restore_from: Optional[cluster_pb2.RestoreSource] = None,
+    ):
+        """Creates a cluster and queues its create operation (safe to retry). With
+        ``restore_from`` (a ``RestoreSource``), the snapshot's indices are restored into it
+        once it runs."""
         req = cluster_pb2.CreateClusterRequest(
             parent=parent,
             cluster_id=cluster_id,
             cluster=cluster_pb2.Cluster(spec=spec),
             validate_only=validate_only,
             request_id=request_id,
+            restore_from=restore_from,
         )
         return self._unary(self.clusters.CreateCluster, self._with_request_id(req))
 
@@ -242,9 +254,36 @@ class Client:
         )
         return self._unary(self.clusters.UpdateCluster, self._with_request_id(req))
 
-    def delete_cluster(self, name: str, *, etag: str = "", validate_only: bool = False, request_id: str = ""):
-        req = cluster_pb2.DeleteClusterRequest(name=name, etag=etag, validate_only=validate_only, request_id=request_id)
+    def delete_cluster(
+        self, name: str, *, etag: str = "", validate_only: bool = False, request_id: str = "", skip_final_snapshot: bool = False
+    ):
+        """Deletes a cluster (safe to retry); unless ``skip_final_snapshot``, a final snapshot is
+        taken first when the platform has a snapshot bucket (the answer's ``final_snapshot``)."""
+        req = cluster_pb2.DeleteClusterRequest(
+            name=name, etag=etag, validate_only=validate_only, request_id=request_id, skip_final_snapshot=skip_final_snapshot
+        )
         return self._unary(self.clusters.DeleteCluster, self._with_request_id(req))
+
+    # --- snapshots ------------------------------------------------------------------
+
+    def create_snapshot(self, name: str, *, request_id: str = ""):
+        """Queues a snapshot of a running cluster (safe to retry); the answer's
+        ``operation.snapshot`` names it. FAILED_PRECONDITION (SNAPSHOTS_NOT_CONFIGURED)
+        when the platform has no snapshot bucket."""
+        req = cluster_pb2.CreateSnapshotRequest(name=name, request_id=request_id)
+        return self._unary(self.clusters.CreateSnapshot, self._with_request_id(req))
+
+    def list_snapshots(self, parent: str, *, page_size: int = 0) -> Iterator[cluster_pb2.Snapshot]:
+        """Every snapshot of the clusters that had the name ``parent`` (deleted ones too),
+        newest first, page after page."""
+        req = cluster_pb2.ListSnapshotsRequest(parent=parent, page_size=page_size)
+        return self._pages(self.clusters.ListSnapshots, req, "snapshots")
+
+    def restore_snapshot(self, name: str, source: cluster_pb2.RestoreSource, *, request_id: str = ""):
+        """Restores ``source.indices`` (at least one) of a snapshot into the running cluster
+        ``name`` (a RESTORE operation; safe to retry)."""
+        req = cluster_pb2.RestoreSnapshotRequest(name=name, source=source, request_id=request_id)
+        return self._unary(self.clusters.RestoreSnapshot, self._with_request_id(req))
 
     def cluster_credentials(self, name: str):
         return self._unary(self.clusters.GetClusterCredentials, cluster_pb2.GetClusterCredentialsRequest(name=name))
