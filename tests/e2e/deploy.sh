@@ -326,6 +326,7 @@ eks:DescribeNodegroup
 eks:ListNodegroups
 eks:TagResource
 eks:UpdateNodegroupConfig
+eks:UpdateNodegroupVersion
 iam:PassRole"
 got_actions=$(python3 - "$policy" <<'PYEOF' 2>&1
 import json, sys
@@ -363,10 +364,10 @@ for s in d["Statement"]:
                 or cond.get("Null", {}).get("aws:RequestTag/esaas.io/cluster-uid") != "false" \
                 or "aws:TagKeys" not in cond.get("ForAllValues:StringLike", {}):
             problems.append(f"{s.get('Sid')}: creating or tagging needs the managed-by and cluster-uid request tags and a TagKeys limit")
-    if any(a in ("eks:TagResource", "eks:UpdateNodegroupConfig", "eks:DeleteNodegroup") for a in acts):
+    if any(a in ("eks:TagResource", "eks:UpdateNodegroupConfig", "eks:UpdateNodegroupVersion", "eks:DeleteNodegroup") for a in acts):
         if not all(":nodegroup/EKS_CLUSTER_NAME/esaas-*/" in r for r in res):
             problems.append(f"{s.get('Sid')}: node group actions must be limited to esaas-* node groups: {res}")
-    if any(a in ("eks:UpdateNodegroupConfig", "eks:DeleteNodegroup") for a in acts):
+    if any(a in ("eks:UpdateNodegroupConfig", "eks:UpdateNodegroupVersion", "eks:DeleteNodegroup") for a in acts):
         if cond.get("StringEquals", {}).get("aws:ResourceTag/esaas.io/managed-by") != "esaas":
             problems.append(f"{s.get('Sid')}: changing a node group needs its managed-by tag")
     if "iam:PassRole" in acts:

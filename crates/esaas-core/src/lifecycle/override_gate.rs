@@ -72,13 +72,25 @@ pub fn override_gate(
         ));
     };
     if !stage_can_be_overridden(stage) {
+        let why = match stage {
+            crate::operation::StageName::Snapshot => {
+                "passing it would report a snapshot that was never taken; once Elasticsearch \
+                 answers, retry the operation (RetryOperation), or delete again with \
+                 skip_final_snapshot to delete without one"
+            }
+            crate::operation::StageName::Restore => {
+                "passing it would report a restore that never happened; once Elasticsearch \
+                 answers, retry the operation (RetryOperation)"
+            }
+            _ => {
+                "a node leaves only once Elasticsearch reports it holds no shards, or its data \
+                 would be lost; let the shards move (fix allocation), then retry the operation \
+                 (RetryOperation)"
+            }
+        };
         return Err(Error::precondition(
             subject,
-            format!(
-                "the {stage} gate cannot be overridden: a node leaves only once Elasticsearch \
-                 reports it holds no shards, or its data would be lost; let the shards move \
-                 (fix allocation), then retry the operation (RetryOperation)"
-            ),
+            format!("the {stage} gate cannot be overridden: {why}"),
         ));
     }
     let check = op

@@ -942,6 +942,17 @@ fn override_refusals_table() {
             s.name = StageName::DrainNodes;
         }
     }
+    let at_stage = |stage: StageName| {
+        let mut l = stalled.clone();
+        for s in &mut l.op.stages {
+            if s.state == StageState::Running {
+                s.name = stage;
+            }
+        }
+        l
+    };
+    let snapshotting = at_stage(StageName::Snapshot);
+    let restoring = at_stage(StageName::Restore);
     let mut no_stage = stalled.clone();
     for s in &mut no_stage.op.stages {
         s.state = StageState::Pending;
@@ -954,6 +965,16 @@ fn override_refusals_table() {
             "the drain gate",
             &draining,
             "drain_nodes gate cannot be overridden",
+        ),
+        (
+            "a final snapshot",
+            &snapshotting,
+            "snapshot gate cannot be overridden: passing it would report a snapshot",
+        ),
+        (
+            "a restore",
+            &restoring,
+            "restore gate cannot be overridden: passing it would report a restore",
         ),
         ("no stage", &no_stage, "no gate to override"),
     ];
