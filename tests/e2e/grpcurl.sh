@@ -127,6 +127,8 @@ check_eq "GetOperation: first stage" namespace "$(json_get operation.stages.0.na
 capture grpcurl -plaintext -H "$TEAM" -d '{"parent": "tenants/search/clusters/logs"}' "$ADDR" esaas.v1.ClusterService/ListSnapshots
 check_ok "ListSnapshots"
 check_eq "ListSnapshots: none yet" "" "$(json_get snapshots.0.name)"
+capture grpcurl -plaintext -H "$TEAM" -d '{"parent": "tenants/search/clusters/never"}' "$ADDR" esaas.v1.ClusterService/ListSnapshots
+check_contains "ListSnapshots of a cluster that never was is NotFound" "Code: NotFound" "$OUT"
 capture grpcurl -plaintext -H "$TEAM" -d '{"name": "tenants/search/clusters/logs", "validateOnly": true}' "$ADDR" esaas.v1.ClusterService/DeleteCluster
 check_ok "DeleteCluster validateOnly"
 check_contains "the dry run says why no final snapshot is taken" "snapshots are not configured on this platform" "$(json_get finalSnapshot.reason)"

@@ -480,7 +480,13 @@ impl Api {
                 _ => return Err(corrupt()),
             },
         };
+        let first_page = after.is_none();
         let mut rows = self.store().list_snapshots(&name, after, limit + 1).await?;
+        // No snapshots: a name no cluster ever had (nor its tombstone) is
+        // NOT_FOUND, as for any other read of a cluster.
+        if rows.is_empty() && first_page {
+            self.store().get_cluster(&name).await?;
+        }
         let next_page_token = page::finish(&mut rows, limit, &fp, |(t, s)| {
             vec![
                 t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
