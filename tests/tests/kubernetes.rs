@@ -2425,31 +2425,10 @@ async fn a_scheduled_rotation_waits_for_the_window_then_runs_and_can_be_run_now(
     );
 
     // The event log said when.
-    let mut clusters = ClusterServiceClient::new(p.channel().await);
-    let mut watch = clusters
-        .watch_cluster(authed(
-            &key,
-            pb::WatchClusterRequest {
-                name: name.clone(),
-                since_revision: 1,
-            },
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
     let want = format!("scheduled for {shown} (maintenance window)");
-    let told = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(Ok(msg)) = watch.next().await {
-            if let Some(pb::watch_cluster_response::Payload::Event(e)) = msg.payload
-                && e.message.contains(&want)
-            {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
+    let told = event_saying(&p, &key, &name, &want, Duration::from_secs(10))
+        .await
+        .is_some();
     assert!(told, "no event says {want}");
 
     // The other cluster's window is days away, after its certificates would be
@@ -2891,6 +2870,41 @@ async fn a_node_image_rotation_replaces_nodes_one_zone_at_a_time_with_green_betw
     p.server.kill().await;
 }
 
+/// The first event of cluster `name`'s log (from its start) whose message
+/// contains `says`, within `wait`; `None` when none came.
+async fn event_saying(
+    p: &Platform,
+    key: &str,
+    name: &str,
+    says: &str,
+    wait: Duration,
+) -> Option<pb::ClusterEvent> {
+    let mut watch = ClusterServiceClient::new(p.channel().await)
+        .watch_cluster(authed(
+            key,
+            pb::WatchClusterRequest {
+                name: name.into(),
+                since_revision: 1,
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    tokio::time::timeout(wait, async {
+        while let Some(Ok(msg)) = watch.next().await {
+            if let Some(pb::watch_cluster_response::Payload::Event(e)) = msg.payload
+                && e.message.contains(says)
+            {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// Waits until operation `name` has ended; the operation then.
 async fn finished(p: &Platform, key: &str, name: &str) -> pb::Operation {
     use esaas_proto::v1::operation_service_client::OperationServiceClient;
@@ -3228,30 +3242,15 @@ async fn a_snapshot_failure_shows_as_a_condition_and_an_event() {
         Some(pb::ConditionStatus::False as i32)
     );
     // The event log says so.
-    let mut watch = ClusterServiceClient::new(p.channel().await)
-        .watch_cluster(authed(
-            &key,
-            pb::WatchClusterRequest {
-                name: name.clone(),
-                since_revision: 1,
-            },
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
-    let failure = loop {
-        let msg = tokio::time::timeout(LONG, watch.next())
-            .await
-            .expect("a failure event")
-            .expect("open")
-            .expect("ok");
-        if let Some(pb::watch_cluster_response::Payload::Event(e)) = msg.payload
-            && e.message
-                .contains("snapshot repository could not be registered")
-        {
-            break e;
-        }
-    };
+    let failure = event_saying(
+        &p,
+        &key,
+        &name,
+        "snapshot repository could not be registered",
+        LONG,
+    )
+    .await
+    .expect("a failure event");
     assert!(
         failure.message.contains("NoSuchBucket"),
         "{}",

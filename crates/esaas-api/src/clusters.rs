@@ -324,18 +324,14 @@ fn final_snapshot_to_pb(u: &ClusterChange, enabled: bool, skip: bool) -> pb::Fin
         None => pb::FinalSnapshot {
             taken: false,
             snapshot: String::new(),
-            reason: match esaas_core::snapshots::final_snapshot(
+            reason: esaas_core::snapshots::final_snapshot_skipped(
                 enabled,
                 skip,
                 u.cluster.observed_generation > 0,
-                Uuid::nil(),
-            ) {
-                esaas_core::snapshots::FinalSnapshot::Skip(why) => why.to_string(),
-                // A delete queued earlier, before snapshots were configured.
-                esaas_core::snapshots::FinalSnapshot::Take(_) => {
-                    "the delete under way takes none".to_string()
-                }
-            },
+            )
+            // A delete queued earlier, before snapshots were configured.
+            .unwrap_or("the delete under way takes none")
+            .to_string(),
         },
     }
 }
@@ -421,12 +417,8 @@ impl Api {
         let Some(src) = &r.source else {
             return Err(Error::invalid("source", "is required"));
         };
-        if src.indices.is_empty() {
-            return Err(Error::invalid(
-                "source.indices",
-                "name at least one index to restore into a running cluster",
-            ));
-        }
+        // Checked before the snapshot is looked up: the field is wrong whatever it names.
+        esaas_core::lifecycle::snapshot::require_indices(&src.indices, "source.indices")?;
         let parent = TenantName(name.tenant.clone());
         let source = self.restore_source(&parent, src, "source").await?;
         let cmd = esaas_core::lifecycle::snapshot::RestoreIndices {

@@ -353,14 +353,26 @@ pub fn final_snapshot(
     created_once: bool,
     operation: Uuid,
 ) -> FinalSnapshot {
+    match final_snapshot_skipped(snapshots_enabled, skip_requested, created_once) {
+        Some(why) => FinalSnapshot::Skip(why),
+        None => FinalSnapshot::Take(operation_snapshot_name(SnapshotKind::Final, operation)),
+    }
+}
+
+/// Why a delete takes no final snapshot (see [`final_snapshot`]); `None`: it takes one.
+pub fn final_snapshot_skipped(
+    snapshots_enabled: bool,
+    skip_requested: bool,
+    created_once: bool,
+) -> Option<&'static str> {
     if skip_requested {
-        FinalSnapshot::Skip("skip_final_snapshot was set")
+        Some("skip_final_snapshot was set")
     } else if !snapshots_enabled {
-        FinalSnapshot::Skip("snapshots are not configured on this platform")
+        Some("snapshots are not configured on this platform")
     } else if !created_once {
-        FinalSnapshot::Skip("the cluster never became ready, so it holds no data")
+        Some("the cluster never became ready, so it holds no data")
     } else {
-        FinalSnapshot::Take(operation_snapshot_name(SnapshotKind::Final, operation))
+        None
     }
 }
 

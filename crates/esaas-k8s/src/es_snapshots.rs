@@ -141,16 +141,7 @@ impl<A: EsAccess> EsClient<A> {
             .await
             .map_err(|f| step(what, f))?;
         if status == StatusCode::BAD_REQUEST {
-            let exists = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| {
-                    Some(
-                        v["error"]["type"].as_str()? == "invalid_snapshot_name_exception"
-                            && v["error"]["reason"].as_str()?.contains("already exists"),
-                    )
-                })
-                .unwrap_or(false);
-            if !exists {
+            if !name_exists(&text) {
                 return Err(StepError::permanent(
                     "ES_REFUSED",
                     format!("PUT {path}: HTTP 400 {}", super::es_error_text(&text)),

@@ -205,11 +205,15 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
         }
         other => other?,
     };
-    // Only a converge registers the snapshot repository, and only once the
-    // cluster is green (before a master is elected Elasticsearch answers
-    // 503), so only then is it looked at.
+    // A converge registers the snapshot repository only once the cluster is
+    // green (before a master is elected Elasticsearch answers 503), so only
+    // then is it looked at; a goal that takes a snapshot looks whenever
+    // Elasticsearch answers.
     let green = matches!(&health, Some(h) if h.status == Health::Green);
     let answers = health.is_some();
+    // A delete's final snapshot is looked for only while there is a cluster
+    // to take it of (the planner asks for it only then).
+    let snapshotting = snapshotting && !(deleting && loads.workloads.is_empty());
     let repository = if (converging && green) || (snapshotting && answers) {
         b.elasticsearch.repository_registered(t).await?
     } else {
@@ -241,6 +245,48 @@ async fn observe<N: NodeGroups, W: Workloads, E: Elasticsearch>(
             certificate_not_after: loads.certificate_not_after,
         },
     ))
+}
+
+/// The end of an attempt whose goal is reached.
+fn succeeded(seen: &Seen, observed: &Observed) -> LeaseEvent {
+    LeaseEvent::Succeeded {
+        endpoint: seen.endpoint.clone(),
+        health: observed
+            .health
+            .as_ref()
+            .map_or(Health::Unknown, |h| h.status),
+        certificate_not_after: seen.certificate_not_after,
+    }
+}
+
+/// The failure a restore meets that no retry mends: a source snapshot that
+/// is not there or did not succeed, or open indices of the restored names.
+fn restore_refused(r: &esaas_core::plan::RestoreObs) -> Option<LeaseEvent> {
+    if !r.source_registered {
+        return None;
+    }
+    let (reason, message) = if !r.conflicts.is_empty() {
+        (
+            "RESTORE_INDEX_EXISTS",
+            format!(
+                "open indices stand where the restore would put its own: {}; delete or \
+                 close them first (Elasticsearch restores over no open index)",
+                r.conflicts.join(", ")
+            ),
+        )
+    } else if r.snapshot != Some(SnapshotState::Success) {
+        (
+            "RESTORE_SOURCE_UNUSABLE",
+            "the snapshot is not in the source repository, or did not succeed".to_string(),
+        )
+    } else {
+        return None;
+    };
+    Some(LeaseEvent::Failed {
+        retryable: false,
+        reason: reason.into(),
+        message,
+    })
 }
 
 /// What an observation found besides what the planner looks at.
@@ -642,7 +688,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                         s.state,
                         s.reason,
                         if matches!(goal, Goal::Delete { .. }) {
-                            "; nothing was deleted: delete again with skip_final_snapshot to                              delete without a final snapshot"
+                            "; nothing was deleted: delete again with skip_final_snapshot to delete without a final snapshot"
                         } else {
                             ""
                         }
@@ -650,27 +696,8 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                 });
             }
         }
-        if let Some(r) = &observed.restore
-            && (r.snapshot != Some(SnapshotState::Success) || !r.conflicts.is_empty())
-            && r.source_registered
-        {
-            let message = if !r.conflicts.is_empty() {
-                format!(
-                    "open indices stand where the restore would put its own: {}; delete or                      close them first (Elasticsearch restores over no open index)",
-                    r.conflicts.join(", ")
-                )
-            } else {
-                "the snapshot is not in the source repository, or did not succeed".to_string()
-            };
-            return Ok(LeaseEvent::Failed {
-                retryable: false,
-                reason: if r.conflicts.is_empty() {
-                    "RESTORE_SOURCE_UNUSABLE".into()
-                } else {
-                    "RESTORE_INDEX_EXISTS".into()
-                },
-                message,
-            });
+        if let Some(refused) = observed.restore.as_ref().and_then(restore_refused) {
+            return Ok(refused);
         }
         let planned = next_step_overriding(&goal, &observed, &mut gate);
         if let (Some(opened), Some(g)) = (&planned.opened, &job.gate_override) {
@@ -707,7 +734,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                 ..
             } = goal
             {
-                report(LeaseEvent::Retained(seen.claims)).await?;
+                report(LeaseEvent::Retained(seen.claims.clone())).await?;
             }
             if !deleted.is_empty() {
                 report(LeaseEvent::SnapshotsDeleted(std::mem::take(&mut deleted))).await?;
@@ -726,11 +753,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
             {
                 pass_gate(&report, gate).await?;
             }
-            return Ok(LeaseEvent::Succeeded {
-                endpoint: seen.endpoint,
-                health: observed.health.map(|h| h.status).unwrap_or(Health::Unknown),
-                certificate_not_after: seen.certificate_not_after,
-            });
+            return Ok(succeeded(&seen, &observed));
         };
         let this_stage = goal.stage_of(&step);
         if stage != Some(this_stage) {
@@ -829,11 +852,7 @@ async fn drive<N: NodeGroups, W: Workloads, E: Elasticsearch, R: Reporter>(
                 if let Some(c) = clock.take() {
                     c.end("failed");
                 }
-                return Ok(LeaseEvent::Succeeded {
-                    endpoint: seen.endpoint,
-                    health: observed.health.map(|h| h.status).unwrap_or(Health::Unknown),
-                    certificate_not_after: seen.certificate_not_after,
-                });
+                return Ok(succeeded(&seen, &observed));
             }
             (_, Err(e)) => return Ok(failed(e)),
             (Step::RegisterRepository, Ok(())) => {

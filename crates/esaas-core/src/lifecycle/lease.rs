@@ -362,22 +362,13 @@ fn requeue_or_end(
                 error.message
             );
             if op.kind == OperationKind::Snapshot {
-                cluster.snapshots.last_failure_time = Some(now);
-                cluster.snapshots.last_failure_reason = error.message.clone();
-                if !cluster.conditions.iter().any(|c| {
+                // A reported snapshot or repository failure has said why already.
+                let said = cluster.conditions.iter().any(|c| {
                     c.kind == ConditionType::SnapshotsOk && c.status == ConditionStatus::False
-                }) {
-                    set_condition(
-                        &mut cluster.conditions,
-                        Condition {
-                            kind: ConditionType::SnapshotsOk,
-                            status: ConditionStatus::False,
-                            reason: ConditionReason::SnapshotFailed,
-                            message: cluster.message.clone(),
-                            last_transition_time: now,
-                        },
-                    );
-                }
+                });
+                let condition =
+                    (!said).then(|| (ConditionReason::SnapshotFailed, cluster.message.clone()));
+                snapshot_failed(cluster, error.message.clone(), condition, now, now);
             }
         } else if op.kind == OperationKind::Repair || op.kind.is_rotation() {
             // Platform maintenance that fails leaves the cluster as it found
@@ -464,35 +455,17 @@ fn apply(state: &Leased, event: LeaseEvent, ctx: &Context) -> ChangeSet {
             registered,
             message,
         } => {
-            let (status, reason, message) = if registered {
-                (
-                    ConditionStatus::True,
-                    ConditionReason::SnapshotSucceeded,
-                    "the snapshot repository is registered".to_string(),
-                )
+            let shown = if registered {
+                let shown = "the snapshot repository is registered".to_string();
+                snapshots_ok(&mut cluster, shown.clone(), now);
+                shown
             } else {
-                (
-                    ConditionStatus::False,
-                    ConditionReason::RepositoryUnavailable,
-                    format!("the snapshot repository could not be registered: {message}"),
-                )
+                let shown = format!("the snapshot repository could not be registered: {message}");
+                let condition = (ConditionReason::RepositoryUnavailable, shown.clone());
+                snapshot_failed(&mut cluster, message, Some(condition), now, now);
+                shown
             };
-            if !registered {
-                cluster.snapshots.last_failure_time = Some(now);
-                cluster.snapshots.last_failure_reason = message.clone();
-            }
-            let event = format!("{name}: {message}");
-            set_condition(
-                &mut cluster.conditions,
-                Condition {
-                    kind: ConditionType::SnapshotsOk,
-                    status,
-                    reason,
-                    message,
-                    last_transition_time: now,
-                },
-            );
-            Some(event)
+            Some(format!("{name}: {shown}"))
         }
         LeaseEvent::Snapshot(snapshot) => {
             let taken = snapshot.state == SnapshotState::Success;
@@ -503,37 +476,22 @@ fn apply(state: &Leased, event: LeaseEvent, ctx: &Context) -> ChangeSet {
                 if op.kind == OperationKind::Delete {
                     cluster.snapshots.final_snapshot = Some(snapshot.name.clone());
                 }
-                format!(
+                let message = format!(
                     "snapshot {} taken: {} indices",
                     snapshot.name,
                     snapshot.indices.len()
-                )
+                );
+                snapshots_ok(&mut cluster, message.clone(), now);
+                message
             } else {
-                cluster.snapshots.last_failure_time = Some(at);
-                cluster.snapshots.last_failure_reason = format!(
+                let message = format!(
                     "snapshot {} ended {}: {}",
                     snapshot.name, snapshot.state, snapshot.reason
                 );
-                cluster.snapshots.last_failure_reason.clone()
+                let condition = (ConditionReason::SnapshotFailed, message.clone());
+                snapshot_failed(&mut cluster, message.clone(), Some(condition), at, now);
+                message
             };
-            set_condition(
-                &mut cluster.conditions,
-                Condition {
-                    kind: ConditionType::SnapshotsOk,
-                    status: if taken {
-                        ConditionStatus::True
-                    } else {
-                        ConditionStatus::False
-                    },
-                    reason: if taken {
-                        ConditionReason::SnapshotSucceeded
-                    } else {
-                        ConditionReason::SnapshotFailed
-                    },
-                    message: message.clone(),
-                    last_transition_time: now,
-                },
-            );
             extra.snapshots.push(SnapshotRecord {
                 tenant: op.tenant.clone(),
                 cluster_id: op.cluster_id.clone(),
@@ -727,6 +685,46 @@ fn apply(state: &Leased, event: LeaseEvent, ctx: &Context) -> ChangeSet {
         }
     };
     Applied { op, cluster, event }.into_changes_with(now, extra)
+}
+
+/// SnapshotsOk holds, saying `message`.
+fn snapshots_ok(cluster: &mut Cluster, message: String, now: DateTime<Utc>) {
+    set_condition(
+        &mut cluster.conditions,
+        Condition {
+            kind: ConditionType::SnapshotsOk,
+            status: ConditionStatus::True,
+            reason: ConditionReason::SnapshotSucceeded,
+            message,
+            last_transition_time: now,
+        },
+    );
+}
+
+/// A snapshot (or its repository) failed at `at` for `why`: the status
+/// records it, and SnapshotsOk turns False with `condition` (reason and
+/// message) when given.
+fn snapshot_failed(
+    cluster: &mut Cluster,
+    why: String,
+    condition: Option<(ConditionReason, String)>,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) {
+    cluster.snapshots.last_failure_time = Some(at);
+    cluster.snapshots.last_failure_reason = why;
+    if let Some((reason, message)) = condition {
+        set_condition(
+            &mut cluster.conditions,
+            Condition {
+                kind: ConditionType::SnapshotsOk,
+                status: ConditionStatus::False,
+                reason,
+                message,
+                last_transition_time: now,
+            },
+        );
+    }
 }
 
 /// Whether the SnapshotsOk condition holds already.

@@ -192,6 +192,19 @@ pub fn restore_source(
     })
 }
 
+/// A restore into a running cluster names its indices: restoring every index
+/// of a snapshot over a running cluster's is never what its owner meant.
+/// `field` is their path in the request.
+pub fn require_indices(indices: &[String], field: &str) -> Result<()> {
+    if indices.is_empty() {
+        return Err(Error::invalid(
+            field,
+            "name at least one index to restore into a running cluster",
+        ));
+    }
+    Ok(())
+}
+
 /// A `RestoreSnapshot` into a running cluster, parsed and resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoreIndices {
@@ -214,12 +227,7 @@ pub fn restore_indices(
     ctx: &Ctx,
 ) -> Result<Decision<ClusterChange>> {
     check_live(&cmd.name, state, rules, "a restore")?;
-    if cmd.source.indices.is_empty() {
-        return Err(Error::invalid(
-            "indices",
-            "name at least one index to restore into a running cluster",
-        ));
-    }
+    require_indices(&cmd.source.indices, "source.indices")?;
     let mut cluster = state.cluster.clone();
     let mut op = new_operation(&cluster, OperationKind::Restore, &cmd.initiator, rules, ctx);
     op.params.restore = Some(cmd.source.clone());

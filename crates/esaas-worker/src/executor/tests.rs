@@ -369,6 +369,16 @@ async fn a_delete_takes_its_final_snapshot_before_removing_anything() {
     assert_eq!(started(&reporter.reports())[0], StageName::Snapshot);
 }
 
+/// Every index of snapshot `final-1` of the deleted cluster `old`.
+fn final_of_old() -> RestoreSource {
+    RestoreSource {
+        cluster_id: esaas_core::names::ClusterId::parse("c", "old").expect("id"),
+        cluster_uid: uuid::Uuid::nil(),
+        snapshot: "final-1".into(),
+        indices: Vec::new(),
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_create_from_a_snapshot_restores_it_before_the_health_gate() {
     let world = Memory::default();
@@ -378,12 +388,7 @@ async fn a_create_from_a_snapshot_restores_it_before_the_health_gate() {
         w.source_indices = Some(vec!["logs".into(), "metrics".into()]);
     }
     let mut create = job(OperationKind::Create, 1);
-    create.params.restore = Some(RestoreSource {
-        cluster_id: esaas_core::names::ClusterId::parse("c", "old").expect("id"),
-        cluster_uid: uuid::Uuid::nil(),
-        snapshot: "final-1".into(),
-        indices: Vec::new(),
-    });
+    create.params.restore = Some(final_of_old());
     let reporter = Recorder::default();
     let last = ended(run(&world, &create, &reporter)).await;
     assert!(matches!(last, LeaseEvent::Succeeded { .. }), "{last:?}");
@@ -412,12 +417,7 @@ async fn a_restore_from_a_missing_snapshot_fails_for_good() {
     let world = Memory::default();
     world.world().health = Some(Health::Green);
     let mut create = job(OperationKind::Create, 1);
-    create.params.restore = Some(RestoreSource {
-        cluster_id: esaas_core::names::ClusterId::parse("c", "old").expect("id"),
-        cluster_uid: uuid::Uuid::nil(),
-        snapshot: "final-1".into(),
-        indices: Vec::new(),
-    });
+    create.params.restore = Some(final_of_old());
     let reporter = Recorder::default();
     let last = ended(run(&world, &create, &reporter)).await;
     assert!(
